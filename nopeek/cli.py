@@ -8,7 +8,9 @@ import sys
 import numpy as np
 
 from nopeek import __version__
-from nopeek.cliargs import OneLineErrorParser, fail
+from nopeek.cliargs import OneLineErrorParser, add_dataclass_arguments, dataclass_from_args, fail
+from nopeek.config import ConfigError, TrainConfig
+from nopeek.data import DataError
 
 
 def _load_npy(path: str, prog: str) -> np.ndarray:
@@ -50,6 +52,40 @@ def cmd_dcor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one NoPeek split model, or list the cuts of a model with --list-cuts."""
+    from nopeek.models import build_model, list_cuts
+    from nopeek.runs import run_train
+
+    prog = "nopeek train"
+    try:
+        config = dataclass_from_args(TrainConfig, args).validate()
+        from nopeek.data import sample_shape
+
+        shape, classes = sample_shape(config.dataset)
+        model = build_model(config.model, shape, classes, config.widths)
+        cuts = list_cuts(model, shape)
+        if args.list_cuts:
+            print(f"{config.model} on {config.dataset} (input {shape}); cut k = after block k")
+            print(f"{'cut':>3s}  {'after block':12s} {'activation shape':18s} {'bytes/sample':>12s}")
+            for c in cuts:
+                print(f"{c.cut:>3d}  {c.block:12s} {str(c.shape):18s} {c.bytes_per_sample:>12d}")
+            return 0
+        cut = config.resolved_cut()
+        if not 1 <= cut <= len(cuts):
+            raise ConfigError(f"--cut must be between 1 and {len(cuts)} for {config.model}, got {cut}")
+        out = args.out or f"runs/train-{config.dataset}-{config.model}-cut{cut}-alpha{config.alpha:g}-seed{config.seed}"
+        metrics = run_train(config, out, progress=not args.quiet)
+    except (ConfigError, DataError, ValueError) as err:
+        fail(prog, str(err))
+    print(
+        f"{out}: test accuracy {metrics['test_accuracy']:.4f}, "
+        f"held-out dCor(x, z) {metrics['dcor']:.4f} over {metrics['n_test']} samples, "
+        f"{metrics['seconds']:.1f} s"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="nopeek",
@@ -63,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("y", nargs="?", help="Y.npy, as many samples as X")
     p.add_argument("--block-size", type=int, default=None, help="exact blocked form, O(n*block) memory")
     p.set_defaults(func=cmd_dcor)
+
+    p = sub.add_parser("train", help="train a NoPeek split model", description=TrainConfig.__doc__)
+    add_dataclass_arguments(p, TrainConfig)
+    p.add_argument("--out", default=None, help="run folder (default: runs/train-<dataset>-<model>-...)")
+    p.add_argument("--list-cuts", action="store_true", help="print each cut's activation shape and size, then exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

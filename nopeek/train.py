@@ -1,0 +1,270 @@
+"""NoPeek training of a stack of K split models in one compiled program.
+
+The K models share architecture, cut and data order and differ in `alpha`, seed and
+noise scale. An epoch is one jitted `lax.scan` over batches; inside each step the K
+models run the split protocol (`nopeek.split.protocol_gradients`) side by side, as a
+`jax.vmap` or a `jax.lax.map` (`stack_mode`; "auto" picks `map` on the CPU, where XLA's
+batched matmul backward is slow, and `vmap` on accelerators: see bench/train.py).
+No Python loop runs over models.
+
+References: Vepakomma et al., "Reducing leakage in distributed deep learning for
+sensitive health data", ICLR 2019 AI4SG workshop, Eq. (1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+import metrics
+from nopeek.config import ConfigError, TrainConfig
+from nopeek.data import Dataset
+from nopeek.models import build_model
+from nopeek.split import SplitFns, add_noise, protocol_gradients, split
+
+DCOR_BLOCK = 1024  # rows per block for held-out dCor over a whole test set
+_TRAIN_NOISE, _TEST_NOISE = 0, 1  # separate key streams per model seed
+
+
+def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
+    if name == "adam":
+        return optax.adam(lr)
+    if name == "sgd":
+        return optax.sgd(lr, momentum=0.9)
+    raise ConfigError(f"unknown optimizer {name!r}")
+
+
+def resolve_stack_mode(mode: str) -> str:
+    if mode == "auto":
+        return "map" if jax.default_backend() == "cpu" else "vmap"
+    if mode not in ("map", "vmap"):
+        raise ValueError(f"stack_mode must be 'auto', 'map' or 'vmap', got {mode!r}")
+    return mode
+
+
+def _over_stack(fn, mode: str, in_axes):
+    """Apply `fn` to each model of a stack: vmap, or lax.map with shared args closed over."""
+    if mode == "vmap":
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def mapped(*args):
+        stacked = tuple(a for a, ax in zip(args, in_axes) if ax == 0)
+
+        def one(sliced):
+            it = iter(sliced)
+            return fn(*(next(it) if ax == 0 else a for a, ax in zip(args, in_axes)))
+
+        return jax.lax.map(one, stacked)
+
+    return mapped
+
+
+@dataclasses.dataclass
+class StackState:
+    """Parameters and optimiser states of K models, each leaf with a leading axis K."""
+
+    client: Any
+    server: Any
+    client_opt: Any
+    server_opt: Any
+
+
+jax.tree_util.register_dataclass(
+    StackState, data_fields=["client", "server", "client_opt", "server_opt"], meta_fields=[]
+)
+
+
+@dataclasses.dataclass
+class StackResult:
+    """What `train_stack` returns. Arrays over models have a leading axis K."""
+
+    config: TrainConfig
+    fns: SplitFns
+    state: StackState
+    hparams: dict[str, np.ndarray]  # "alpha", "noise_scale", "seed": (K,)
+    history: list[dict[str, list[float]]]  # per epoch: name -> K values
+    test_accuracy: np.ndarray  # (K,)
+    dcor: np.ndarray  # (K,) dCor of all held-out inputs and what crosses the cut
+    seconds: float
+
+    def model_params(self, k: int):
+        """(client_params, server_params) of model k, without the stack axis."""
+        take = lambda t: jax.tree.map(lambda a: a[k], t)  # noqa: E731
+        return take(self.state.client), take(self.state.server)
+
+
+def init_stack(config: TrainConfig, dataset: Dataset, seeds: Sequence[int], optimizer):
+    """Build K models (one per seed), split them at the cut and stack their parameters."""
+    cut = config.resolved_cut()
+    clients, servers = [], []
+    fns = None
+    for seed in seeds:
+        model = build_model(config.model, dataset.input_shape, dataset.num_classes, config.widths, seed=int(seed))
+        fns, c, s = split(model, cut)
+        clients.append(c)
+        servers.append(s)
+    stack = lambda trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)  # noqa: E731
+    client, server = stack(clients), stack(servers)
+    client_opt = jax.vmap(optimizer.init)(client)
+    server_opt = jax.vmap(optimizer.init)(server)
+    return fns, StackState(client, server, client_opt, server_opt)
+
+
+def make_epoch_fn(fns: SplitFns, optimizer, config: TrainConfig, steps: int, stack_mode: str):
+    """A jitted `epoch(state, hparams, x_train, y_train, epoch) -> (state, per-model means)`."""
+    batch = config.batch_size
+
+    def model_step(client, server, client_opt, server_opt, hp, x, y, step):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(hp["seed"]), _TRAIN_NOISE), step)
+        g_client, g_server, aux = protocol_gradients(
+            fns, client, server, x, y,
+            alpha=hp["alpha"], task_weight=config.task_weight, leakage_kind=config.leakage,
+            noise_scale=hp["noise_scale"], noise_kind=config.noise_kind, key=key,
+        )
+        # Each party updates its own parameters with its own optimiser state.
+        upd, client_opt = optimizer.update(g_client, client_opt, client)
+        client = optax.apply_updates(client, upd)
+        upd, server_opt = optimizer.update(g_server, server_opt, server)
+        server = optax.apply_updates(server, upd)
+        return (client, server, client_opt, server_opt), (aux["loss"], aux["ce"], aux["leak"])
+
+    stacked_step = _over_stack(model_step, stack_mode, (0, 0, 0, 0, 0, None, None, None))
+
+    @jax.jit
+    def epoch(state: StackState, hparams, x_train, y_train, epoch_index):
+        perm = jax.random.permutation(
+            jax.random.fold_in(jax.random.key(config.seed), epoch_index), x_train.shape[0]
+        )
+        order = perm[: steps * batch].reshape(steps, batch)
+
+        def body(st, inputs):
+            idx, step = inputs
+            (c, s, co, so), stats = stacked_step(
+                st.client, st.server, st.client_opt, st.server_opt, hparams,
+                x_train[idx], y_train[idx], epoch_index * steps + step,
+            )
+            return StackState(c, s, co, so), stats
+
+        state, (loss, ce, leak) = jax.lax.scan(body, state, (order, jnp.arange(steps)))
+        return state, {"train_loss": loss.mean(0), "train_ce": ce.mean(0), "train_dcor_batch": leak.mean(0)}
+
+    return epoch
+
+
+def make_forward_fn(fns: SplitFns, config: TrainConfig, stack_mode: str):
+    """A jitted `forward(client, server, hparams, x) -> (z_sent (K, n, ...), logits (K, n, C))`.
+
+    Test-time noise (the noise baseline) is drawn from a key of its own per model.
+    """
+
+    def one(client, server, hp, x):
+        z = fns.client_apply(client, x)
+        key = jax.random.fold_in(jax.random.key(hp["seed"]), _TEST_NOISE)
+        z = add_noise(z, key, hp["noise_scale"], config.noise_kind)
+        return z, fns.server_apply(server, z)
+
+    return jax.jit(_over_stack(one, stack_mode, (0, 0, 0, None)))
+
+
+@jax.jit
+def _stack_dcor(x, zs):
+    """dCor of x with each of K activation sets zs: (K, n, ...) -> (K,), blocked."""
+    return jax.lax.map(lambda z: metrics.distance_correlation(x, z, block_size=DCOR_BLOCK), zs)
+
+
+def evaluate(forward, state: StackState, hparams, x, y, chunk: int = 1024):
+    """Test accuracy (K,) and the activations (K, n, ...) that cross the cut, in chunks."""
+    zs, correct = [], 0
+    for start in range(0, len(x), chunk):
+        xb = x[start : start + chunk]
+        z, logits = forward(state.client, state.server, hparams, xb)
+        zs.append(np.asarray(z))
+        correct = correct + np.asarray(jnp.sum(jnp.argmax(logits, -1) == y[start : start + chunk], axis=-1))
+    return correct / len(x), np.concatenate(zs, axis=1)
+
+
+def train_stack(
+    config: TrainConfig,
+    dataset: Dataset,
+    *,
+    alphas: Sequence[float] | None = None,
+    seeds: Sequence[int] | None = None,
+    noise_scales: Sequence[float] | None = None,
+    stack_mode: str = "auto",
+    progress: bool = True,
+    desc: str = "train",
+) -> StackResult:
+    """Train K split models together; K = the common length of alphas/seeds/noise_scales.
+
+    Args:
+      config: architecture, cut, optimiser, epochs, batch size; `config.seed` fixes the
+        data order shared by the stack; `config.alpha`, `config.noise_scale` are the
+        defaults for missing lists.
+      dataset: the data; every model sees the same batches.
+      alphas, seeds, noise_scales: per-model values (a length-1 list is broadcast).
+
+    Returns:
+      StackResult with final test accuracy and held-out dCor per model, and the history.
+    """
+    config.validate()
+    lists = {
+        "alpha": list(alphas) if alphas is not None else [config.alpha],
+        "seed": list(seeds) if seeds is not None else [config.seed],
+        "noise_scale": list(noise_scales) if noise_scales is not None else [config.noise_scale],
+    }
+    k = max(len(v) for v in lists.values())
+    for name, values in lists.items():
+        if len(values) not in (1, k):
+            raise ValueError(f"{name}: {len(values)} values for a stack of {k} models")
+        lists[name] = values * k if len(values) == 1 else values
+    if any(a < 0 for a in lists["alpha"]) or any(s < 0 for s in lists["noise_scale"]):
+        raise ConfigError("alphas and noise scales must be >= 0")
+    hparams = {
+        "alpha": jnp.asarray(lists["alpha"], jnp.float32),
+        "noise_scale": jnp.asarray(lists["noise_scale"], jnp.float32),
+        "seed": jnp.asarray(lists["seed"], jnp.int32),
+    }
+    n_train = len(dataset.x_train)
+    if config.batch_size > n_train:
+        raise ConfigError(f"--batch-size {config.batch_size} exceeds the {n_train} training samples")
+    steps = n_train // config.batch_size
+    mode = resolve_stack_mode(stack_mode)
+    optimizer = make_optimizer(config.optimizer, config.lr)
+    fns, state = init_stack(config, dataset, lists["seed"], optimizer)
+    epoch_fn = make_epoch_fn(fns, optimizer, config, steps, mode)
+    forward = make_forward_fn(fns, config, mode)
+
+    x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
+    n_probe = min(config.dcor_batch, len(dataset.x_test))
+    x_probe = jnp.asarray(dataset.x_test[:n_probe])
+    history = []
+    t0 = time.perf_counter()
+    bar = tqdm(range(config.epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
+    for epoch in bar:
+        state, stats = epoch_fn(state, hparams, x_train, y_train, epoch)
+        acc, _ = evaluate(forward, state, hparams, dataset.x_test, dataset.y_test)
+        z_probe, _ = forward(state.client, state.server, hparams, x_probe)
+        probe_dcor = jax.vmap(lambda z: metrics.distance_correlation(x_probe, z))(z_probe)
+        row = {name: np.asarray(v).tolist() for name, v in stats.items()}
+        row.update(epoch=epoch + 1, test_accuracy=acc.tolist(), heldout_dcor=np.asarray(probe_dcor).tolist())
+        history.append(row)
+        bar.set_postfix(acc=f"{acc.mean():.3f}", dcor=f"{float(np.mean(probe_dcor)):.3f}")
+    acc, z_test = evaluate(forward, state, hparams, dataset.x_test, dataset.y_test)
+    dcor = np.asarray(_stack_dcor(jnp.asarray(dataset.x_test), jnp.asarray(z_test)))
+    return StackResult(
+        config=config,
+        fns=fns,
+        state=state,
+        hparams={k: np.asarray(v) for k, v in hparams.items()},
+        history=history,
+        test_accuracy=np.asarray(acc),
+        dcor=dcor,
+        seconds=time.perf_counter() - t0,
+    )
