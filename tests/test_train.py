@@ -1,0 +1,105 @@
+"""NoPeek training: stacked models equal separate runs, the issue's numbers, run folders, CLI."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nopeek import data
+from nopeek.cli import main
+from nopeek.config import ConfigError, TrainConfig
+from nopeek.runs import load
+from nopeek.train import train_stack
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits")
+
+
+@pytest.fixture(scope="module")
+def digits_small():
+    return data.load("digits", limit=256)
+
+
+@pytest.mark.parametrize("mode", ["map", "vmap"])
+def test_stack_equals_separate_runs(digits_small, mode):
+    cfg = TrainConfig(epochs=2, batch_size=32, widths=(32, 16))
+    alphas, seeds, noise = [0.0, 0.5, 2.0], [0, 1, 2], [0.0, 0.0, 0.3]
+    stacked = train_stack(cfg, digits_small, alphas=alphas, seeds=seeds, noise_scales=noise,
+                          stack_mode=mode, progress=False)
+    for k in range(3):
+        alone = train_stack(cfg, digits_small, alphas=[alphas[k]], seeds=[seeds[k]],
+                            noise_scales=[noise[k]], stack_mode=mode, progress=False)
+        for got, want in zip(jax.tree.leaves(stacked.model_params(k)), jax.tree.leaves(alone.model_params(0))):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(stacked.test_accuracy[k], alone.test_accuracy[0], atol=1e-6)
+        np.testing.assert_allclose(stacked.dcor[k], alone.dcor[0], atol=1e-5)
+
+
+def test_digits_numbers(digits):
+    """The issue's target: alpha 0 >= 0.95; alpha 3 lowers dCor by >= 0.15, accuracy >= 0.93."""
+    result = train_stack(TrainConfig(epochs=30), digits, alphas=[0.0, 3.0], progress=False)
+    acc0, acc3 = result.test_accuracy
+    dcor0, dcor3 = result.dcor
+    assert acc0 >= 0.95
+    assert dcor0 - dcor3 >= 0.15
+    assert acc3 >= 0.93
+    history = result.history
+    assert len(history) == 30 and {"train_loss", "train_ce", "heldout_dcor", "test_accuracy"} <= set(history[0])
+    assert history[-1]["heldout_dcor"][1] < history[0]["heldout_dcor"][1]  # falls over epochs at alpha 3
+
+
+def test_log_dcor_and_sgd_train(digits_small):
+    cfg = TrainConfig(epochs=10, leakage="log_dcor", optimizer="sgd", lr=0.05, widths=(32,), batch_size=32)
+    result = train_stack(cfg, digits_small, alphas=[0.0, 1.0], progress=False)
+    assert np.all(result.test_accuracy > 0.7)
+    assert result.dcor[1] < result.dcor[0] - 0.05  # the log-dCor penalty also lowers dCor
+
+
+def test_bad_config_raises(digits_small):
+    with pytest.raises(ConfigError, match="alpha"):
+        train_stack(TrainConfig(alpha=-1.0), digits_small)
+    with pytest.raises(ConfigError, match="batch-size"):
+        train_stack(TrainConfig(batch_size=10_000), digits_small)
+    with pytest.raises(ValueError, match="stack of 3"):
+        train_stack(TrainConfig(epochs=1), digits_small, alphas=[0, 1, 2], seeds=[0, 1])
+
+
+def test_train_cli_writes_run_and_load_restores(tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "digits", "--model", "mlp", "--cut", "1", "--alpha", "0.5", "--epochs", "2",
+            "--batch-size", "64", "--lr", "1e-3", "--optimizer", "adam", "--seed", "0", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert config["alpha"] == 0.5 and config["cut"] == 1
+    assert 0 <= metrics["dcor"] <= 1 and 0 <= metrics["test_accuracy"] <= 1 and len(metrics["history"]) == 2
+    assert (out / "checkpoint.msgpack").read_bytes()[:1] != b"\x80"  # not a pickle
+    trained = load(str(out))
+    ds = data.load("digits")
+    logits = trained.server(trained.client(jnp.asarray(ds.x_test)))
+    acc = float(jnp.mean(jnp.argmax(logits, -1) == ds.y_test))
+    assert acc == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--dataset", "nope"], "invalid choice"),
+    (["--cut", "7"], "--cut must be between 1 and 2"),
+    (["--alpha", "-0.5"], "--alpha must be >= 0"),
+    (["--epochs", "x"], "invalid int value"),
+])
+def test_train_cli_errors_are_one_line(argv, message):
+    proc = subprocess.run([sys.executable, "-m", "nopeek.cli", "train", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_list_cuts_cli(capsys):
+    assert main(["train", "--list-cuts", "--model", "cnn", "--dataset", "mnist5k"]) == 0
+    out = capsys.readouterr().out
+    assert "(14, 14, 32)" in out and "25088" in out and "fc2" in out
