@@ -125,9 +125,14 @@ def server_step(fns: SplitFns, server_params, z_received, y, task_weight):
 def client_backward(client_vjp, x, z, grad_z_received, alpha, leakage_kind):
     """Client: add alpha * dD(x, z)/dz to the received cotangent and finish backward.
 
+    `leakage_kind=None` is plain split learning: no D term is computed at all (leak = 0).
+
     Returns:
       (client_grads, leak): parameter gradients, and D(x, z) for the record.
     """
+    if leakage_kind is None:
+        (client_grads,) = client_vjp(grad_z_received)
+        return client_grads, jnp.zeros((), z.dtype)
     leak, grad_leak = jax.value_and_grad(lambda zz: leakage(x, zz, leakage_kind))(z)
     (client_grads,) = client_vjp(grad_z_received + alpha * grad_leak)
     return client_grads, leak

@@ -3,9 +3,10 @@
 The K models share architecture, cut and data order and differ in `alpha`, seed and
 noise scale. An epoch is one jitted `lax.scan` over batches; inside each step the K
 models run the split protocol (`nopeek.split.protocol_gradients`) side by side, as a
-`jax.vmap` or a `jax.lax.map` (`stack_mode`; "auto" picks `map` on the CPU, where XLA's
-batched matmul backward is slow, and `vmap` on accelerators: see bench/train.py).
-No Python loop runs over models.
+`jax.vmap` or as straight-line code unrolled in the one program (`stack_mode="map"`);
+"auto" chooses by the measurements in bench/train.py. No Python loop runs over models
+at run time, and steps are driven from Python rather than by `lax.scan`, because XLA:CPU
+runs convolutions inside loops about 13x slower.
 
 References: Vepakomma et al., "Reducing leakage in distributed deep learning for
 sensitive health data", ICLR 2019 AI4SG workshop, Eq. (1).
@@ -42,9 +43,14 @@ def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
     raise ConfigError(f"unknown optimizer {name!r}")
 
 
-def resolve_stack_mode(mode: str) -> str:
+def resolve_stack_mode(mode: str, model: str = "mlp") -> str:
+    """'auto' follows bench/train.py: on the CPU, vmap for dense-only models (1.8x over
+    sequential) but an unrolled map for convnets (vmap'd convolutions ran 3x slower than
+    sequential); vmap on accelerators."""
     if mode == "auto":
-        return "map" if jax.default_backend() == "cpu" else "vmap"
+        if jax.default_backend() != "cpu":
+            return "vmap"
+        return "vmap" if model == "mlp" else "map"
     if mode not in ("map", "vmap"):
         raise ValueError(f"stack_mode must be 'auto', 'map' or 'vmap', got {mode!r}")
     return mode
@@ -118,19 +124,27 @@ def init_stack(config: TrainConfig, dataset: Dataset, seeds: Sequence[int], opti
     return fns, StackState(client, server, client_opt, server_opt)
 
 
-def make_step_fn(fns: SplitFns, optimizer, config: TrainConfig, stack_mode: str):
+_FROM_CONFIG = "from-config"
+
+
+def make_step_fn(fns: SplitFns, optimizer, config: TrainConfig, stack_mode: str, leakage_kind=_FROM_CONFIG):
     """A jitted `step(state, hparams, x_train, y_train, idx, step) -> (state, (loss, ce, leak))`.
+
+    `leakage_kind` defaults to `config.leakage`; None builds a plain split-learning step
+    that never computes dCor (the baseline of the overhead benchmark).
 
     One optimisation step of all K models on the batch `x_train[idx]`. The state's
     buffers are donated (updated in place). Steps are driven from Python, not by a
     `lax.scan`: XLA:CPU runs convolutions inside loops an order of magnitude slower.
     """
+    if leakage_kind == _FROM_CONFIG:
+        leakage_kind = config.leakage
 
     def model_step(client, server, client_opt, server_opt, hp, x, y, step):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(hp["seed"]), _TRAIN_NOISE), step)
         g_client, g_server, aux = protocol_gradients(
             fns, client, server, x, y,
-            alpha=hp["alpha"], task_weight=config.task_weight, leakage_kind=config.leakage,
+            alpha=hp["alpha"], task_weight=config.task_weight, leakage_kind=leakage_kind,
             noise_scale=hp["noise_scale"], noise_kind=config.noise_kind, key=key,
         )
         # Each party updates its own parameters with its own optimiser state.
@@ -247,7 +261,7 @@ def train_stack(
     if config.batch_size > n_train:
         raise ConfigError(f"--batch-size {config.batch_size} exceeds the {n_train} training samples")
     steps = n_train // config.batch_size
-    mode = resolve_stack_mode(stack_mode)
+    mode = resolve_stack_mode(stack_mode, config.model)
     optimizer = make_optimizer(config.optimizer, config.lr)
     fns, state = init_stack(config, dataset, lists["seed"], optimizer)
     step_fn = make_step_fn(fns, optimizer, config, mode)

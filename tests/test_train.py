@@ -103,3 +103,20 @@ def test_list_cuts_cli(capsys):
     assert main(["train", "--list-cuts", "--model", "cnn", "--dataset", "mnist5k"]) == 0
     out = capsys.readouterr().out
     assert "(14, 14, 32)" in out and "25088" in out and "fc2" in out
+
+
+@pytest.mark.slow
+def test_mnist5k_cnn_accuracy():
+    """The issue's target: mnist5k, cnn, default cut, alpha 0 -> test accuracy >= 0.95."""
+    ds = data.load("mnist5k")
+    result = train_stack(TrainConfig(dataset="mnist5k", model="cnn", epochs=5), ds, progress=False)
+    assert result.test_accuracy[0] >= 0.95
+
+
+def test_auto_stack_mode_follows_the_benchmark():
+    from nopeek.train import resolve_stack_mode
+
+    assert resolve_stack_mode("auto", "mlp") == "vmap"
+    assert resolve_stack_mode("auto", "cnn") == ("map" if jax.default_backend() == "cpu" else "vmap")
+    with pytest.raises(ValueError):
+        resolve_stack_mode("pmap")
