@@ -1,4 +1,33 @@
-"""Attacks on what crosses the cut of a split network.
+"""Attacks on what crosses the cut of a split network, and their honest scores.
 
 Works on arrays and callables (activations, a client function); never imports `nopeek`.
 """
+
+from attacks.decoder import DecoderAttack, build_decoder, fit_decoders
+from attacks.inversion import total_variation, unsplit_inversion, whitebox_inversion
+from attacks.label_leakage import direction_scores, label_leakage_auc, norm_scores
+from attacks.probe import PROBES, probe_accuracy
+from attacks.scoring import (
+    ReferenceClassifier,
+    mean_image_baseline,
+    reconstruction_scores,
+    scores_with_baseline,
+)
+
+__all__ = [
+    "DecoderAttack",
+    "PROBES",
+    "ReferenceClassifier",
+    "build_decoder",
+    "direction_scores",
+    "fit_decoders",
+    "label_leakage_auc",
+    "mean_image_baseline",
+    "norm_scores",
+    "probe_accuracy",
+    "reconstruction_scores",
+    "scores_with_baseline",
+    "total_variation",
+    "unsplit_inversion",
+    "whitebox_inversion",
+]

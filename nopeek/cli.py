@@ -86,6 +86,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attack(args: argparse.Namespace) -> int:
+    """Attack a trained run folder and score the attack."""
+    import os
+
+    from nopeek.attack_run import AttackConfig, run_attack
+
+    prog = "nopeek attack"
+    try:
+        config = dataclass_from_args(AttackConfig, args).validate()
+        if not os.path.exists(os.path.join(args.run, "config.json")):
+            raise ConfigError(f"{args.run}: not a `nopeek train` run folder (no config.json)")
+        out = args.out or os.path.join(args.run, "attacks", config.attack)
+        scores = run_attack(args.run, config, out)
+    except (ConfigError, DataError, ValueError, FileNotFoundError) as err:
+        fail(prog, str(err))
+    keys = [k for k in ("mse", "psnr", "ssim", "dcor", "classifier_accuracy", "norm_auc", "direction_auc") if k in scores]
+    parts = [f"{k} {scores[k]:.4f}" + (f" (baseline {scores['baseline_' + k]:.4f})" if "baseline_" + k in scores else "") for k in keys]
+    for probe in scores.get("probes", []):
+        parts.append(f"{probe['probe']} probe accuracy {probe['accuracy']:.4f} (chance {probe['chance']:.4f})")
+    print(f"{out}: " + "; ".join(parts))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="nopeek",
@@ -106,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-cuts", action="store_true", help="print each cut's activation shape and size, then exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    from nopeek.attack_run import AttackConfig
+
+    p = sub.add_parser("attack", help="attack a trained split model", description=AttackConfig.__doc__)
+    p.add_argument("--run", required=True, help="run folder written by `nopeek train`")
+    add_dataclass_arguments(p, AttackConfig)
+    p.add_argument("--out", default=None, help="output folder (default: RUN/attacks/ATTACK)")
+    p.set_defaults(func=cmd_attack)
     return parser
 
 

@@ -230,3 +230,15 @@ def format_transcript(messages) -> str:
         lines.append(f"{m.direction:16s} {m.name:22s} {str(m.shape):18s} {m.dtype:8s} {m.nbytes:>10d}")
     lines.append(f"{'total per step':58s} {sum(m.nbytes for m in messages):>17d}")
     return "\n".join(lines)
+
+
+def per_sample_cut_gradients(fns: SplitFns, client_params, server_params, x, y) -> jax.Array:
+    """The gradients dCE_i/dz_i the client receives for each sample i: (n, ...) like z.
+
+    The server's batch loss is a mean, so row i of its dL/dz is dCE_i/dz_i / n; this
+    returns the per-sample gradients (the rows times n), which is what the label-leakage
+    attacks read.
+    """
+    z = fns.client_apply(client_params, x)
+    _, _, _, grad_z = server_step(fns, server_params, z, y, 1.0)
+    return grad_z * z.shape[0]

@@ -26,6 +26,8 @@ import optax
 from tqdm.auto import tqdm
 
 import metrics
+from attacks._stack import over_stack, stack_trees
+from attacks._stack import resolve_stack_mode as _resolve
 from nopeek.config import ConfigError, TrainConfig
 from nopeek.data import Dataset
 from nopeek.models import build_model
@@ -45,32 +47,9 @@ def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
 
 def resolve_stack_mode(mode: str, model: str = "mlp") -> str:
     """'auto' follows bench/train.py: on the CPU, vmap for dense-only models (1.8x over
-    sequential) but an unrolled map for convnets (vmap'd convolutions ran 3x slower than
+    sequential) but an unrolled map for convnets (vmapped convolutions ran 3x slower than
     sequential); vmap on accelerators."""
-    if mode == "auto":
-        if jax.default_backend() != "cpu":
-            return "vmap"
-        return "vmap" if model == "mlp" else "map"
-    if mode not in ("map", "vmap"):
-        raise ValueError(f"stack_mode must be 'auto', 'map' or 'vmap', got {mode!r}")
-    return mode
-
-
-def _over_stack(fn, mode: str, in_axes):
-    """Apply `fn` to each model of a stack: vmap, or lax.map with shared args closed over."""
-    if mode == "vmap":
-        return jax.vmap(fn, in_axes=in_axes)
-
-    def mapped(*args):
-        k = jax.tree.leaves([a for a, ax in zip(args, in_axes) if ax == 0])[0].shape[0]
-        outs = []
-        # Unrolled while tracing: straight-line code in one program. XLA:CPU runs
-        # convolutions inside loops (lax.map, lax.scan) about 13x slower.
-        for i in range(k):
-            outs.append(fn(*(jax.tree.map(lambda a: a[i], a) if ax == 0 else a for a, ax in zip(args, in_axes))))
-        return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outs)
-
-    return mapped
+    return _resolve(mode, has_conv=model != "mlp")
 
 
 @dataclasses.dataclass
@@ -117,8 +96,7 @@ def init_stack(config: TrainConfig, dataset: Dataset, seeds: Sequence[int], opti
         fns, c, s = split(model, cut)
         clients.append(c)
         servers.append(s)
-    stack = lambda trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)  # noqa: E731
-    client, server = stack(clients), stack(servers)
+    client, server = stack_trees(clients), stack_trees(servers)
     client_opt = jax.vmap(optimizer.init)(client)
     server_opt = jax.vmap(optimizer.init)(server)
     return fns, StackState(client, server, client_opt, server_opt)
@@ -154,7 +132,7 @@ def make_step_fn(fns: SplitFns, optimizer, config: TrainConfig, stack_mode: str,
         server = optax.apply_updates(server, upd)
         return (client, server, client_opt, server_opt), (aux["loss"], aux["ce"], aux["leak"])
 
-    stacked_step = _over_stack(model_step, stack_mode, (0, 0, 0, 0, 0, None, None, None))
+    stacked_step = over_stack(model_step, stack_mode, (0, 0, 0, 0, 0, None, None, None))
 
     @partial(jax.jit, donate_argnums=0)
     def step(state: StackState, hparams, x_train, y_train, idx, step_index):
@@ -196,7 +174,7 @@ def make_forward_fn(fns: SplitFns, config: TrainConfig, stack_mode: str):
         z = add_noise(z, key, hp["noise_scale"], config.noise_kind)
         return z, fns.server_apply(server, z)
 
-    return jax.jit(_over_stack(one, stack_mode, (0, 0, 0, None)))
+    return jax.jit(over_stack(one, stack_mode, (0, 0, 0, None)))
 
 
 @jax.jit
