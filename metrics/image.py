@@ -1,7 +1,7 @@
 """Reconstruction scores for image batches scaled to [0, 1]: MSE, PSNR, SSIM.
 
 Each function returns the mean over the batch by default, or one value per sample
-with `reduction="none"`. SSIM and PSNR come from dm-pix.
+with `reduction="none"`. SSIM comes from dm-pix; PSNR is -10 log10(MSE).
 
 References: Wang et al., "Image quality assessment: from error visibility to
 structural similarity", IEEE TIP 13(4), 2004.
@@ -46,10 +46,14 @@ def mse(x, x_hat, *, reduction: str = "mean") -> jax.Array:
 
 
 def psnr(x, x_hat, *, reduction: str = "mean") -> jax.Array:
-    """Peak signal-to-noise ratio in dB for data in [0, 1]: -10 log10(MSE), capped at 100 dB."""
-    x, x_hat = _pair(x, x_hat, "psnr")
-    per_sample = jax.vmap(dm_pix.psnr)(x, x_hat)
-    return _reduce(jnp.minimum(per_sample, PSNR_CAP_DB), reduction)
+    """Peak signal-to-noise ratio in dB for data in [0, 1]: -10 log10(MSE), capped at 100 dB.
+
+    Any sample shape (images or tabular rows); the same value as `dm_pix.psnr` on images.
+    """
+    per_sample_mse = mse(x, x_hat, reduction="none")
+    cap = 10.0 ** (-PSNR_CAP_DB / 10.0)
+    per_sample = -10.0 * jnp.log10(jnp.maximum(per_sample_mse, cap))
+    return _reduce(per_sample, reduction)
 
 
 def _as_images(x):

@@ -66,6 +66,10 @@ def test_image_scores_against_numpy(rng):
     np.testing.assert_allclose(metrics.mse(x, x_hat), per.mean(), rtol=1e-5)
     np.testing.assert_allclose(metrics.psnr(x, x_hat, reduction="none"), -10 * np.log10(per), rtol=1e-4)
     assert metrics.ssim(x, x_hat, reduction="none").shape == (6,)
+    import dm_pix
+
+    np.testing.assert_allclose(metrics.psnr(x, x_hat, reduction="none"), jax.vmap(dm_pix.psnr)(x, x_hat), rtol=1e-5)
+    assert metrics.psnr(x.reshape(6, -1), x_hat.reshape(6, -1), reduction="none").shape == (6,)
 
 
 def test_ssim_properties(rng):

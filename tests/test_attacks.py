@@ -1,0 +1,150 @@
+"""Attacks: the decoder sees through alpha 0 and less through large alpha; white-box
+inversion of an invertible client; UnSplit; probes; label leakage; scores; CLI."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import attacks
+import metrics
+from nopeek import data
+from nopeek.cli import main
+from nopeek.config import TrainConfig
+from nopeek.models import build_model
+from nopeek.split import per_sample_cut_gradients, split
+from nopeek.train import train_stack
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits")
+
+
+@pytest.fixture(scope="module")
+def digits_models(digits):
+    """mlp cut 1 trained at alpha 0 and alpha 20, 30 epochs, seed 0."""
+    return train_stack(TrainConfig(epochs=30), digits, alphas=[0.0, 20.0], progress=False)
+
+
+def _client(result, k):
+    client_params = result.model_params(k)[0]
+    return jax.jit(lambda x: result.fns.client_apply(client_params, x))
+
+
+def test_decoder_sees_alpha0_and_less_at_large_alpha(digits, digits_models):
+    x_leak = digits.x_train[: len(digits.x_train) // 10]  # 10% leaked
+    z_leak = np.stack([np.asarray(_client(digits_models, k)(x_leak)) for k in range(2)])
+    z_test = np.stack([np.asarray(_client(digits_models, k)(digits.x_test)) for k in range(2)])
+    fitted = attacks.fit_decoders(z_leak, x_leak, steps=1500, seed=0)  # both decoders in one program
+    x_hat = fitted.reconstruct(z_test)
+    assert x_hat.shape == (2, *digits.x_test.shape) and x_hat.min() >= 0 and x_hat.max() <= 1
+    clf = attacks.ReferenceClassifier(digits.x_train, digits.y_train)
+    s0, s_big = (attacks.scores_with_baseline(digits.x_test, x_hat[k], x_leak, classifier=clf, y=digits.y_test)
+                 for k in range(2))
+    assert s0["ssim"] > s0["baseline_ssim"] + 0.3  # well above the mean-image baseline
+    assert s0["classifier_accuracy"] > 0.9 and s0["baseline_classifier_accuracy"] < 0.2
+    assert s_big["ssim"] < s0["ssim"] - 0.1  # the defence costs the attacker SSIM ...
+    assert s_big["classifier_accuracy"] < s0["classifier_accuracy"] - 0.03  # ... and legibility
+    assert fitted.loss_history.shape == (15, 2) and np.all(fitted.loss_history[-1] < fitted.loss_history[0])
+
+
+def test_decoder_shapes_follow_activations():
+    assert isinstance(attacks.build_decoder((14, 14, 8), (28, 28, 1)), attacks.decoder.ConvDecoder)
+    assert isinstance(attacks.build_decoder((28, 28, 8), (28, 28, 1)), attacks.decoder.ConvDecoder)
+    assert isinstance(attacks.build_decoder((128,), (28, 28, 1)), attacks.decoder.MLPDecoder)
+    assert isinstance(attacks.build_decoder((9, 9, 4), (28, 28, 1)), attacks.decoder.MLPDecoder)
+    z = jnp.zeros((3, 7, 7, 4))
+    assert attacks.build_decoder((7, 7, 4), (28, 28, 1))(z).shape == (3, 28, 28, 1)
+    with pytest.raises(ValueError, match="attacker samples"):
+        attacks.fit_decoders(np.zeros((1, 5, 4)), np.zeros((6, 2)))
+
+
+def test_whitebox_inverts_an_invertible_client(digits):
+    """A dense layer wider than its input, untrained (alpha 0): recovered to MSE < 1e-3."""
+    fns, client_params, _ = split(build_model("mlp", (8, 8, 1), 10, widths=(256,)), 1)
+    client = lambda x: fns.client_apply(client_params, x)  # noqa: E731
+    x = digits.x_test[:64]
+    x_hat = attacks.whitebox_inversion(client, client(x), (8, 8, 1), steps=1000, lr=0.1)
+    assert float(metrics.mse(x, x_hat)) < 1e-3
+
+
+def test_unsplit_matches_the_activations_without_the_weights(digits):
+    fns, target_params, _ = split(build_model("mlp", (8, 8, 1), 10, widths=(64,), seed=0), 1)
+    _, clone_init, _ = split(build_model("mlp", (8, 8, 1), 10, widths=(64,), seed=123), 1)
+    x = digits.x_test[:32]
+    z = fns.client_apply(target_params, x)
+    x_hat, clone = attacks.unsplit_inversion(fns.client_apply, clone_init, z, (8, 8, 1), rounds=6)
+    assert x_hat.shape == x.shape and 0 <= x_hat.min() and x_hat.max() <= 1
+    before = float(jnp.mean((fns.client_apply(clone_init, jnp.full_like(x, 0.5)) - z) ** 2))
+    after = float(jnp.mean((fns.client_apply(clone, x_hat) - z) ** 2))
+    assert after < 0.2 * before
+
+
+def test_probes_read_labels_only_when_present(rng):
+    y = rng.integers(0, 4, 600)
+    informative = np.eye(4)[y] + 0.3 * rng.normal(size=(600, 4))
+    noise = rng.normal(size=(600, 4))
+    for kind in attacks.PROBES:
+        good = attacks.probe_accuracy(informative[:400], y[:400], informative[400:], y[400:], kind=kind)
+        bad = attacks.probe_accuracy(noise[:400], y[:400], noise[400:], y[400:], kind=kind)
+        assert good["accuracy"] > 0.9 and good["chance"] < 0.4
+        assert bad["accuracy"] < good["chance"] + 0.15
+    with pytest.raises(ValueError, match="two classes"):
+        attacks.probe_accuracy(noise[:10], np.zeros(10, int), noise[10:20], y[10:20])
+
+
+def test_label_leakage_on_vanilla_split_learning():
+    ds = data.load("breast_cancer")
+    result = train_stack(TrainConfig(dataset="breast_cancer", epochs=10), ds, progress=False)
+    client, server = result.model_params(0)
+    grads = per_sample_cut_gradients(result.fns, client, server, jnp.asarray(ds.x_test), jnp.asarray(ds.y_test))
+    scores = attacks.label_leakage_auc(np.asarray(grads), ds.y_test)
+    assert max(scores["norm_auc"], scores["direction_auc"]) > 0.9
+
+
+def test_label_leakage_scores_synthetic(rng):
+    labels = np.array([0] * 80 + [1] * 20)
+    direction = np.where(labels[:, None] == 1, 1.0, -1.0) * np.ones((100, 5))
+    grads = direction * rng.uniform(0.5, 1.0, (100, 1)) * np.where(labels[:, None] == 1, 3.0, 1.0)
+    scores = attacks.label_leakage_auc(grads, labels)
+    assert scores["norm_auc"] > 0.95 and scores["direction_auc"] == 1.0
+    with pytest.raises(ValueError, match="binary"):
+        attacks.label_leakage_auc(grads, np.arange(100) % 3)
+
+
+def test_scores_and_baseline(rng):
+    x = rng.uniform(size=(20, 8, 8, 1)).astype(np.float32)
+    perfect = attacks.reconstruction_scores(x, x)
+    assert perfect["mse"] == 0 and perfect["ssim"] > 0.999 and perfect["dcor"] > 0.999
+    base = attacks.mean_image_baseline(x, 5)
+    assert base.shape == (5, 8, 8, 1)
+    np.testing.assert_allclose(base[0], x.mean(0), rtol=1e-6)
+    tab = attacks.reconstruction_scores(x.reshape(20, -1), x.reshape(20, -1))
+    assert np.isnan(tab["ssim"]) and tab["mse"] == 0
+    with pytest.raises(ValueError, match="shapes differ"):
+        attacks.reconstruction_scores(x, x[:5])
+
+
+def test_attacks_package_never_imports_nopeek():
+    code = "import sys, attacks; assert not any(m == 'nopeek' or m.startswith('nopeek.') for m in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_attack_cli(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--epochs", "3", "--quiet", "--out", str(run), "--widths", "64"]) == 0
+    out = tmp_path / "dec"
+    assert main(["attack", "--run", str(run), "--attack", "decoder", "--steps", "200", "--out", str(out),
+                 "--leak-count", "300", "--aux-classes", "0,1,2,3,4"]) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["n_attacker"] == 300 and scores["aux_classes"] == [0, 1, 2, 3, 4]
+    assert {"mse", "psnr", "ssim", "dcor", "classifier_accuracy", "baseline_ssim"} <= set(scores)
+    assert (out / "reconstructions.png").stat().st_size > 1000
+    proc = subprocess.run([sys.executable, "-m", "nopeek.cli", "attack", "--run", str(run), "--attack", "label"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "binary task" in proc.stderr and "Traceback" not in proc.stderr
