@@ -109,6 +109,44 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a leakage sweep: cuts x defences x seeds, resumable, with figures."""
+    import time as _time
+
+    from nopeek.sweep import PRESETS, SweepConfig, format_table, load_config_file, run_sweep
+
+    prog = "nopeek sweep"
+    try:
+        base = PRESETS[args.preset]
+        if args.config:
+            base = SweepConfig.from_dict({**base.to_dict(), **load_config_file(args.config)})
+        config = dataclass_from_args(SweepConfig, args, base=base).validate()
+        out = args.out or _time.strftime("runs/%Y%m%d-%H%M%S")
+        t0 = _time.perf_counter()
+        rows = run_sweep(config, out, force=args.force, progress=not args.quiet)
+    except (ConfigError, DataError, ValueError) as err:
+        fail(prog, str(err))
+    print(format_table(rows))
+    print(f"\n{len(rows)} cells in {out}/results.csv; figures in {out}/figures/ ({_time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    """Redraw a sweep's figures from its results.csv."""
+    import os
+
+    from nopeek.plots import sweep_figures
+    from nopeek.sweep import read_results
+
+    path = os.path.join(args.dir, "results.csv")
+    rows = read_results(path)
+    if not rows:
+        fail("nopeek figures", f"{path}: no results to draw (run `nopeek sweep --out {args.dir}` first)")
+    for p in sweep_figures(rows, os.path.join(args.dir, "figures"), samples_dir=os.path.join(args.dir, "samples")):
+        print(p)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="nopeek",
@@ -137,6 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_arguments(p, AttackConfig)
     p.add_argument("--out", default=None, help="output folder (default: RUN/attacks/ATTACK)")
     p.set_defaults(func=cmd_attack)
+
+    from nopeek.sweep import PRESETS, SweepConfig
+
+    p = sub.add_parser("sweep", help="leakage sweep over cuts x defences x seeds (the main job)",
+                       description=SweepConfig.__doc__)
+    p.add_argument("--preset", choices=tuple(PRESETS), default="default", help="starting point (default: default)")
+    p.add_argument("--config", default=None, help="TOML or JSON file of SweepConfig fields (over the preset)")
+    add_dataclass_arguments(p, SweepConfig)
+    p.add_argument("--out", default=None, help="output folder (default: runs/<timestamp>)")
+    p.add_argument("--force", action="store_true", help="discard results of a different config in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("figures", help="redraw a sweep's figures from its results.csv")
+    p.add_argument("dir", help="sweep output folder")
+    p.set_defaults(func=cmd_figures)
     return parser
 
 

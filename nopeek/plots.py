@@ -74,3 +74,114 @@ def _save(fig, path: str) -> str:
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+# ---- sweep figures (from results.csv rows) ----------------------------------
+
+
+def _f(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _finite_mean(values) -> float:
+    """Mean over the finite values (seeds); NaN when none is (e.g. the attack was off)."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def _curves(rows, defense_pair=("none", "nopeek")):
+    """{cut: {"nopeek": [(alpha, row-means...)], "noise": [...]}}, averaged over seeds."""
+    by_cut: dict = {}
+    for r in rows:
+        by_cut.setdefault(int(r["cut"]), []).append(r)
+    out = {}
+    for cut, rs in sorted(by_cut.items()):
+        groups: dict = {}
+        for r in rs:
+            family = "noise" if r["defense"] == "noise" else "nopeek"
+            level = _f(r["noise_scale"]) if family == "noise" else _f(r["alpha"])
+            groups.setdefault((family, level), []).append(r)
+        if ("nopeek", 0.0) in groups:  # the undefended cell starts both curves
+            groups.setdefault(("noise", 0.0), groups[("nopeek", 0.0)])
+        curves = {"nopeek": [], "noise": []}
+        for (family, level), members in sorted(groups.items()):
+            mean = lambda k: _finite_mean([_f(m[k]) for m in members])  # noqa: E731
+            curves[family].append((level, mean("accuracy"), mean("dcor"), mean("attack_ssim")))
+        out[cut] = curves
+    return out
+
+
+def tradeoff_figure(rows, path: str) -> str:
+    """Accuracy against dCor(x, z) and against attack SSIM; one colour per cut, NoPeek solid, noise dashed."""
+    curves = _curves(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (cut, c) in enumerate(curves.items()):
+        color = colors[i % len(colors)]
+        for family, style, marker in (("nopeek", "-", "o"), ("noise", "--", "s")):
+            pts = c[family]
+            if len(pts) < 1:
+                continue
+            level, acc, dcor, ssim = (np.array(v) for v in zip(*pts))
+            label = f"cut {cut}, {'NoPeek' if family == 'nopeek' else 'noise'}"
+            axes[0].plot(dcor, acc, style, marker=marker, color=color, label=label)
+            axes[1].plot(ssim, acc, style, marker=marker, color=color, label=label)
+    axes[0].set_xlabel("held-out dCor(x, z)  (lower = less leakage)")
+    axes[1].set_xlabel("decoder attack SSIM  (lower = worse reconstructions)")
+    for ax in axes:
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Privacy-utility trade-off: good defences sit top-left", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def metric_vs_alpha_figure(rows, metric: str, ylabel: str, path: str) -> str:
+    """`metric` against the NoPeek weight, one line per cut (symlog x: alpha 0 included)."""
+    curves = _curves(rows)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    index = {"accuracy": 1, "dcor": 2, "attack_ssim": 3}[metric]
+    for cut, c in curves.items():
+        pts = sorted(c["nopeek"])
+        if pts:
+            ax.plot([p[0] for p in pts], [p[index] for p in pts], "-o", label=f"cut {cut}")
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel("NoPeek alpha")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def sweep_figures(rows, fig_dir: str, *, samples_dir: str | None = None) -> list[str]:
+    """Every sweep figure into `fig_dir`; reconstruction grids where samples were saved."""
+    if not rows:
+        return []
+    paths = [
+        tradeoff_figure(rows, os.path.join(fig_dir, "tradeoff.png")),
+        metric_vs_alpha_figure(rows, "dcor", "held-out dCor(x, z)", os.path.join(fig_dir, "dcor_vs_alpha.png")),
+    ]
+    if any(not np.isnan(_f(r["attack_ssim"])) for r in rows):
+        paths.append(metric_vs_alpha_figure(rows, "attack_ssim", "decoder attack SSIM", os.path.join(fig_dir, "ssim_vs_alpha.png")))
+    if samples_dir and os.path.exists(os.path.join(samples_dir, "originals.npy")):
+        originals = np.load(os.path.join(samples_dir, "originals.npy"), allow_pickle=False)
+        for cut in sorted({int(r["cut"]) for r in rows}):
+            grid_rows, labels = [originals], ["original"]
+            chosen = [r for r in rows if int(r["cut"]) == cut and r["defense"] in ("none", "nopeek") and int(r["seed"]) == min(int(x["seed"]) for x in rows)]
+            for r in sorted(chosen, key=lambda r: _f(r["alpha"])):
+                name = f"cut{cut}-{r['defense']}-a{r['alpha']}-n{r['noise_scale']}-s{r['seed']}.npy"
+                path = os.path.join(samples_dir, name)
+                if os.path.exists(path):
+                    grid_rows.append(np.load(path, allow_pickle=False))
+                    labels.append(f"alpha {_f(r['alpha']):g}")
+            if len(grid_rows) > 1:
+                paths.append(reconstruction_grid(
+                    grid_rows, labels, os.path.join(fig_dir, f"reconstructions_cut{cut}.png"),
+                    title=f"decoder reconstructions of the same held-out samples, cut {cut}",
+                ))
+    return paths

@@ -59,7 +59,10 @@ def test_decoder_shapes_follow_activations():
     assert isinstance(attacks.build_decoder((128,), (28, 28, 1)), attacks.decoder.MLPDecoder)
     assert isinstance(attacks.build_decoder((9, 9, 4), (28, 28, 1)), attacks.decoder.MLPDecoder)
     z = jnp.zeros((3, 7, 7, 4))
-    assert attacks.build_decoder((7, 7, 4), (28, 28, 1))(z).shape == (3, 28, 28, 1)
+    for upsample in ("resize", "transpose"):
+        assert attacks.build_decoder((7, 7, 4), (28, 28, 1), upsample=upsample)(z).shape == (3, 28, 28, 1)
+    with pytest.raises(ValueError, match="upsample"):
+        attacks.build_decoder((7, 7, 4), (28, 28, 1), upsample="bilinear")
     with pytest.raises(ValueError, match="attacker samples"):
         attacks.fit_decoders(np.zeros((1, 5, 4)), np.zeros((6, 2)))
 
