@@ -19,7 +19,7 @@ import numpy as np
 
 import attacks
 from nopeek import data as data_lib
-from nopeek.config import ConfigError
+from nopeek.config import ConfigError, raise_first_failure
 from nopeek.io import write_json
 from nopeek.models import build_model
 from nopeek.plots import label_leakage_figure, reconstruction_grid
@@ -53,9 +53,7 @@ class AttackConfig:
             (self.n_targets >= 2, f"--n-targets must be >= 2, got {self.n_targets}"),
             (self.tv_weight >= 0, f"--tv-weight must be >= 0, got {self.tv_weight}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        raise_first_failure(checks)
         return self
 
 

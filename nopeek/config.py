@@ -16,8 +16,29 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the option."""
 
 
+def raise_first_failure(checks) -> None:
+    """`checks`: (ok, message) pairs; raise ConfigError with the first failing message."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+class JsonConfig:
+    """To and from JSON-able dicts for config dataclasses (tuples <-> lists, unknown keys refused)."""
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(sorted(unknown))}")
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """One split model trained with the NoPeek loss task_weight * CE + alpha * D(x, z)."""
 
     dataset: str = field(default="digits", metadata={"help": "data set", "choices": tuple(LOADERS)})
@@ -60,23 +81,5 @@ class TrainConfig:
             (self.dcor_batch >= 2, f"--dcor-batch must be >= 2, got {self.dcor_batch}"),
             (all(w >= 1 for w in self.widths), f"--widths must be positive, got {self.widths}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        raise_first_failure(checks)
         return self
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["widths"] = list(self.widths)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        d = dict(d)
-        if "widths" in d:
-            d["widths"] = tuple(d["widths"])
-        return cls(**d)

@@ -113,12 +113,12 @@ def server_step(fns: SplitFns, server_params, z_received, y, task_weight):
 
     def loss(p, z):
         logits = fns.server_apply(p, z)
-        return task_weight * cross_entropy(logits, y), logits
+        ce = cross_entropy(logits, y)
+        return task_weight * ce, (ce, logits)
 
-    (weighted_ce, logits), (server_grads, grad_z) = jax.value_and_grad(
+    (_, (ce, logits)), (server_grads, grad_z) = jax.value_and_grad(
         loss, argnums=(0, 1), has_aux=True
     )(server_params, z_received)
-    ce = cross_entropy(logits, y)
     return ce, logits, server_grads, grad_z
 
 

@@ -30,11 +30,11 @@ from tqdm.auto import tqdm
 
 import attacks
 from nopeek import data as data_lib
-from nopeek.config import ConfigError, TrainConfig
+from nopeek.config import ConfigError, JsonConfig, TrainConfig, raise_first_failure
 from nopeek.io import atomic_write_text, read_json, write_json
 from nopeek.models import MODELS, build_model, list_cuts
 from nopeek.split import LEAKAGE_TERMS, NOISE_KINDS
-from nopeek.train import train_stack
+from nopeek.train import evaluate, make_forward_fn, resolve_stack_mode, train_stack
 
 N_SAMPLES = 16  # held-out samples kept for the reconstruction grids
 
@@ -49,7 +49,7 @@ RESULT_COLUMNS = KEY_COLUMNS + [
 
 
 @dataclasses.dataclass(frozen=True)
-class SweepConfig:
+class SweepConfig(JsonConfig):
     """The grid (dataset, model, cuts, alphas, noise scales, seeds) and how each cell is trained and attacked."""
 
     dataset: str = field(default="mnist5k", metadata={"help": "data set", "choices": tuple(data_lib.LOADERS)})
@@ -83,9 +83,7 @@ class SweepConfig:
             (self.attack_steps >= 0, f"--attack-steps must be >= 0, got {self.attack_steps}"),
             (0 < self.leak_fraction <= 1, f"--leak-fraction must be in (0, 1], got {self.leak_fraction}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        raise_first_failure(checks)
         shape, classes = data_lib.sample_shape(self.dataset)
         n_cuts = len(list_cuts(build_model(self.model, shape, classes, self.widths), shape))
         bad = [c for c in self.cuts if not 1 <= c <= n_cuts]
@@ -101,16 +99,6 @@ class SweepConfig:
             data_dir=self.data_dir, limit=self.limit,
         )
 
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SweepConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown sweep config keys: {', '.join(sorted(unknown))}")
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,8 +220,6 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
         train_seconds = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        from nopeek.train import evaluate, make_forward_fn, resolve_stack_mode
-
         forward = make_forward_fn(result.fns, result.config, resolve_stack_mode("auto", config.model))
         hp = {k: jnp.asarray(v) for k, v in result.hparams.items()}
         _, z_leak = evaluate(forward, result.state, hp, x_leak, ds.y_train[leak_idx])

@@ -116,7 +116,7 @@ def test_cli_overrides_config_file_and_errors(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "nopeek.cli", "sweep", "--preset", "quick", *argv,
                                "--out", str(tmp_path / "bad")], capture_output=True, text=True)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
-    with pytest.raises(ConfigError, match="unknown sweep config keys"):
+    with pytest.raises(ConfigError, match="unknown SweepConfig keys"):
         SweepConfig.from_dict({"cutz": [1]})
 
 
