@@ -65,14 +65,13 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def dataclass_from_args(cls, namespace: argparse.Namespace, base=None, **overrides):
+def dataclass_from_args(cls, namespace: argparse.Namespace, base=None):
     """A `cls` instance from parsed options: given options override `base` (or the defaults)."""
     values = dataclasses.asdict(base) if base is not None else {}
     for f in dataclasses.fields(cls):
         given = getattr(namespace, f.name, None)
         if given is not None:
             values[f.name] = given
-    values.update(overrides)
     return cls(**values)
 
 

@@ -174,9 +174,8 @@ def sweep_figures(rows, fig_dir: str, *, samples_dir: str | None = None) -> list
             grid_rows, labels = [originals], ["original"]
             chosen = [r for r in rows if int(r["cut"]) == cut and r["defense"] in ("none", "nopeek") and int(r["seed"]) == min(int(x["seed"]) for x in rows)]
             for r in sorted(chosen, key=lambda r: _f(r["alpha"])):
-                name = f"cut{cut}-{r['defense']}-a{r['alpha']}-n{r['noise_scale']}-s{r['seed']}.npy"
-                path = os.path.join(samples_dir, name)
-                if os.path.exists(path):
+                path = os.path.join(samples_dir, r.get("samples_file") or "-")
+                if os.path.isfile(path):
                     grid_rows.append(np.load(path, allow_pickle=False))
                     labels.append(f"alpha {_f(r['alpha']):g}")
             if len(grid_rows) > 1:

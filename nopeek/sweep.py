@@ -44,7 +44,7 @@ RESULT_COLUMNS = KEY_COLUMNS + [
     "attack_mse", "attack_psnr", "attack_ssim", "attack_dcor", "attack_classifier_accuracy",
     "baseline_mse", "baseline_psnr", "baseline_ssim", "baseline_classifier_accuracy",
     "classifier_clean_accuracy", "cut_block", "cut_bytes_per_sample", "leakage", "epochs",
-    "group_size", "train_seconds", "attack_seconds", "eval_seconds",
+    "group_size", "train_seconds", "attack_seconds", "eval_seconds", "samples_file",
 ]
 
 
@@ -252,6 +252,7 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
                 "cut_bytes_per_sample": cut_info[cut].bytes_per_sample, "leakage": config.leakage,
                 "epochs": config.epochs, "group_size": len(group), "train_seconds": round(train_seconds, 2),
                 "attack_seconds": round(attack_seconds, 2), "eval_seconds": round(eval_seconds, 2),
+                "samples_file": f"{cell.name}.npy" if config.attack_steps else "",
             })
         append_rows(results_path, rows)
         bar.update(len(group))

@@ -47,6 +47,8 @@ def test_results_table(tiny_sweep):
         assert 0 <= float(r["accuracy"]) <= 1 and 0 <= float(r["dcor"]) <= 1
         assert 0 <= float(r["attack_dcor"]) <= 1 and -1 <= float(r["attack_ssim"]) <= 1
         assert float(r["attack_mse"]) >= 0 and r["dataset"] == "digits" and int(r["group_size"]) == 3
+        saved = np.load(os.path.join(out, "samples", r["samples_file"]), allow_pickle=False)
+        assert saved.shape == (16, 8, 8, 1)
     undefended = [r for r in rows if r["defense"] == "none"]
     assert all(float(r["attack_ssim"]) > float(r["baseline_ssim"]) for r in undefended)
     assert json.loads(open(os.path.join(out, "config.json")).read())["alphas"] == [0.0, 2.0]
