@@ -1,7 +1,7 @@
 """Distance-correlation benchmark: speed against `dcor` and against two Gram products; blocked memory.
 
 Run:  python bench/dcor.py            (all parts, ~3-6 minutes on 2 cores)
-      python bench/dcor.py --part speed|gram|blocked [--sizes 20000,60000]
+      python bench/dcor.py --part speed|gram|blocked|precision [--sizes 20000,60000]
 
 Every figure is a ratio against a reference measured in the same run.
 """
@@ -92,6 +92,26 @@ def against_gram(sizes=(1024, 2048, 4096)):
         print(f"| {n} | {t_gram:.4f} | {t_dcor:.4f} | {t_dcor / t_gram:.2f}x |")
 
 
+def precision(sizes=(2000, 8000)):
+    """float32 against a float64 reference of the same function (blocked, 784-d vs 64-d)."""
+    import jax
+
+    import metrics
+
+    print("\n## float32 accuracy against float64 (784-d uniform inputs vs 64-d dependent activations)")
+    print("| n | dCor (float64) | abs error float32 | u-dCor^2 abs error float32 |")
+    print("|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for n in sizes:
+        x = rng.uniform(size=(n, 784))
+        y = np.tanh(x[:, :64] @ rng.normal(size=(64, 64)) / 4) + 0.5 * rng.normal(size=(n, 64))
+        f32 = [float(f(x.astype(np.float32), y.astype(np.float32), block_size=1000))
+               for f in (metrics.distance_correlation, metrics.u_distance_correlation_sqr)]
+        with jax.enable_x64(True):
+            f64 = [float(f(x, y, block_size=1000)) for f in (metrics.distance_correlation, metrics.u_distance_correlation_sqr)]
+        print(f"| {n} | {f64[0]:.6f} | {abs(f32[0] - f64[0]):.1e} | {abs(f32[1] - f64[1]):.1e} |", flush=True)
+
+
 def _blocked_child(n, block_size):
     """Run in a fresh process so that ru_maxrss is this computation's peak alone."""
     import jax
@@ -126,7 +146,7 @@ def blocked(sizes=(20000, 60000), block_size=1024):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["speed", "gram", "blocked", "all"], default="all")
+    parser.add_argument("--part", choices=["speed", "gram", "blocked", "precision", "all"], default="all")
     parser.add_argument("--sizes", default=None, help="comma-separated n for the chosen part")
     parser.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -143,6 +163,8 @@ def main():
         against_gram(*(sizes,) if sizes else ())
     if args.part in ("blocked", "all"):
         blocked(*(sizes,) if sizes else ())
+    if args.part in ("precision", "all"):
+        precision(*(sizes,) if sizes else ())
 
 
 if __name__ == "__main__":
