@@ -34,7 +34,7 @@ from nopeek.config import ConfigError, JsonConfig, TrainConfig, raise_first_fail
 from nopeek.io import atomic_write_text, read_json, write_json
 from nopeek.models import MODELS, build_model, list_cuts
 from nopeek.split import LEAKAGE_TERMS, NOISE_KINDS
-from nopeek.train import evaluate, make_forward_fn, resolve_stack_mode, train_stack
+from nopeek.train import evaluate, train_stack
 
 N_SAMPLES = 16  # held-out samples kept for the reconstruction grids
 
@@ -220,10 +220,9 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
         train_seconds = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        forward = make_forward_fn(result.fns, result.config, resolve_stack_mode("auto", config.model))
         hp = {k: jnp.asarray(v) for k, v in result.hparams.items()}
-        _, z_leak = evaluate(forward, result.state, hp, x_leak, ds.y_train[leak_idx])
-        _, z_test = evaluate(forward, result.state, hp, ds.x_test, ds.y_test)
+        _, z_leak = evaluate(result.forward, result.state, hp, x_leak, ds.y_train[leak_idx])
+        z_test = result.z_test  # the held-out activations training already measured dCor on
         eval_seconds = time.perf_counter() - t0
 
         t0 = time.perf_counter()

@@ -79,6 +79,8 @@ class StackResult:
     test_accuracy: np.ndarray  # (K,)
     dcor: np.ndarray  # (K,) dCor of all held-out inputs and what crosses the cut
     seconds: float
+    z_test: np.ndarray  # (K, n_test, ...) what crossed the cut for the held-out inputs
+    forward: Any  # the jitted forward(client, server, hparams, x) used for evaluation
 
     def model_params(self, k: int):
         """(client_params, server_params) of model k, without the stack axis."""
@@ -178,6 +180,12 @@ def make_forward_fn(fns: SplitFns, config: TrainConfig, stack_mode: str):
 
 
 @jax.jit
+def _probe_dcor(x, zs):
+    """Plain dCor of a small held-out batch x with each of K activation sets zs -> (K,)."""
+    return jax.vmap(lambda z: metrics.distance_correlation(x, z))(zs)
+
+
+@jax.jit
 def _stack_dcor(x, zs):
     """dCor of x with each of K activation sets zs: (K, n, ...) -> (K,), blocked."""
     return jax.lax.map(lambda z: metrics.distance_correlation(x, z, block_size=DCOR_BLOCK), zs)
@@ -256,7 +264,7 @@ def train_stack(
         state, stats = run_epoch(step_fn, state, hparams, x_train, y_train, order, epoch)
         acc, _ = evaluate(forward, state, hparams, dataset.x_test, dataset.y_test)
         z_probe, _ = forward(state.client, state.server, hparams, x_probe)
-        probe_dcor = jax.vmap(lambda z: metrics.distance_correlation(x_probe, z))(z_probe)
+        probe_dcor = _probe_dcor(x_probe, z_probe)
         row = {name: np.asarray(v).tolist() for name, v in stats.items()}
         row.update(epoch=epoch + 1, test_accuracy=acc.tolist(), heldout_dcor=np.asarray(probe_dcor).tolist())
         history.append(row)
@@ -272,4 +280,6 @@ def train_stack(
         test_accuracy=np.asarray(acc),
         dcor=dcor,
         seconds=time.perf_counter() - t0,
+        z_test=z_test,
+        forward=forward,
     )
