@@ -7,7 +7,10 @@ shape follows the shapes of z and x: an MLP for flat activations, convolutions w
 x2 upsampling (resize-convolution, or transposed convolution) for spatial ones. Outputs pass through a sigmoid, so
 reconstructions lie in [0, 1] like the inputs.
 
-A stack of decoders (one per target model of a sweep) trains in one compiled step.
+A stack of decoders (one per target model of a sweep) trains in one compiled step. How
+the stack is mapped is the caller's choice (`map_models`, default `jax.vmap`): a
+training toolkit can pass its own (nopeek passes an unrolled map for convnets on the
+CPU), and this module stays free of any training code.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from attacks._stack import over_stack, resolve_stack_mode, stack_trees
 
 
 class MLPDecoder(nnx.Module):
@@ -95,28 +97,30 @@ def build_decoder(z_shape, x_shape, *, seed: int = 0, upsample: str = "resize") 
     return MLPDecoder(math.prod(z_shape), tuple(x_shape), rngs=rngs)
 
 
+def vmap_models(fn, in_axes):
+    """The default way to run a function over a stack of models: `jax.vmap`."""
+    return jax.vmap(fn, in_axes=in_axes)
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
 @dataclasses.dataclass
 class DecoderAttack:
     """K fitted decoders. `reconstruct(z_stack)` maps (K, n, *z_shape) -> (K, n, *x_shape)."""
 
     graphdef: object
     params: object  # leaves with a leading axis K
-    mode: str
+    map_models: object  # how the stack is mapped (see `fit_decoders`)
     loss_history: np.ndarray  # (steps // log_every, K)
 
     def reconstruct(self, z_stack, chunk: int = 1024) -> np.ndarray:
-        apply = _apply_fn(self.graphdef, self.mode)
-        outs = [np.asarray(apply(self.params, jnp.asarray(z_stack[:, i : i + chunk]))) for i in range(0, z_stack.shape[1], chunk)]
+        graphdef = self.graphdef
+        apply = jax.jit(self.map_models(lambda p, z: nnx.merge(graphdef, p)(z), (0, 0)))
+        outs = [np.asarray(apply(self.params, jnp.asarray(z_stack[:, i : i + chunk], jnp.float32)))
+                for i in range(0, z_stack.shape[1], chunk)]
         return np.concatenate(outs, axis=1)
-
-
-@partial(jax.jit, static_argnums=(0, 1))
-def _apply_stacked(graphdef, mode, params, z_stack):
-    return over_stack(lambda p, z: nnx.merge(graphdef, p)(z), mode, (0, 0))(params, z_stack)
-
-
-def _apply_fn(graphdef, mode):
-    return lambda params, z_stack: _apply_stacked(graphdef, mode, params, z_stack)
 
 
 def fit_decoders(
@@ -128,7 +132,7 @@ def fit_decoders(
     lr: float = 1e-3,
     seed: int = 0,
     upsample: str = "resize",
-    stack_mode: str = "auto",
+    map_models=vmap_models,
     log_every: int = 100,
     progress=None,
 ) -> DecoderAttack:
@@ -139,6 +143,8 @@ def fit_decoders(
       x: (n, *x_shape) the attacker's inputs in [0, 1] (the same for every target).
       steps, batch_size, lr: Adam on the mean squared reconstruction error.
       upsample: the conv decoder's upsampling, "resize" or "transpose" (see ConvDecoder).
+      map_models: `map_models(fn, in_axes) -> fn` runs fn over the K decoders (default
+        `jax.vmap`; any function with vmap's contract, e.g. an unrolled map).
       progress: optional callable(step, losses) called every `log_every` steps.
 
     Returns:
@@ -154,8 +160,7 @@ def fit_decoders(
     z_shape, x_shape = z_stack.shape[2:], x.shape[1:]
     decoders = [build_decoder(z_shape, x_shape, seed=seed + i, upsample=upsample) for i in range(k)]
     graphdef = nnx.split(decoders[0])[0]
-    params = stack_trees([nnx.split(d)[1] for d in decoders])
-    mode = resolve_stack_mode(stack_mode, has_conv=isinstance(decoders[0], ConvDecoder))
+    params = _stack([nnx.split(d)[1] for d in decoders])
     optimizer = optax.adam(lr)
     opt_state = jax.vmap(optimizer.init)(params)
     batch_size = min(batch_size, n)
@@ -168,7 +173,7 @@ def fit_decoders(
         updates, o = optimizer.update(grads, o, p)
         return optax.apply_updates(p, updates), o, value
 
-    stacked = over_stack(one_step, mode, (0, 0, 0, None))
+    stacked = map_models(one_step, (0, 0, 0, None))
 
     @partial(jax.jit, donate_argnums=(0, 1))
     def step(p, o, idx):
@@ -185,4 +190,4 @@ def fit_decoders(
             running = None
             if progress is not None:
                 progress(i + 1, history[-1])
-    return DecoderAttack(graphdef, params, mode, np.asarray(history))
+    return DecoderAttack(graphdef, params, map_models, np.asarray(history))

@@ -1,8 +1,12 @@
-"""Training benchmarks: NoPeek's overhead per step, and K stacked models against K sequential runs.
+"""Training benchmarks: the engine's runner against a hand-written two-party step, NoPeek's
+overhead per step, and K stacked models against K sequential runs.
 
-Run:  python bench/train.py [--part overhead|stack|all] [--steps 20]
+Run:  python bench/train.py [--part runner|overhead|stack|all] [--steps 20]
 
 Every figure is a ratio of two timings taken in the same run:
+- runner: the vanilla NoPeek step on the party-graph runner (`nopeek.engine`) over the
+  same step written by hand for exactly two parties (client VJP, server value_and_grad,
+  client backward with alpha * dD/dz, one Adam update per party), same model and batch;
 - overhead: a NoPeek split step (dCor term and its gradient at the cut) over a plain split
   step that never computes dCor, at batch 64, 256, 1024, for mlp (digits-sized input)
   and cnn (MNIST-sized input);
@@ -23,9 +27,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
 from nopeek.config import TrainConfig  # noqa: E402
 from nopeek.data import Dataset  # noqa: E402
-from nopeek.train import init_stack, make_optimizer, make_step_fn  # noqa: E402
+from nopeek.losses import cross_entropy, leakage  # noqa: E402
+from nopeek.train import build_topology, init_stack, make_optimizer, make_step_fn  # noqa: E402
 
 SHAPES = {"mlp": (8, 8, 1), "cnn": (28, 28, 1)}
 
@@ -39,8 +47,9 @@ def _fake_dataset(shape, n):
 
 def _time_steps(step, state, hp, x, y, batch, steps):
     """Seconds per step (median of 3 rounds of `steps` steps), after a warm-up step."""
-    n = x.shape[0]
-    idx = [jnp.asarray(np.random.default_rng(i).choice(n, batch, replace=False)) for i in range(steps)]
+    n, k = x.shape[0], hp["alpha"].shape[0]
+    idx = [jnp.asarray(np.stack([np.random.default_rng([i, m]).choice(n, batch, replace=False) for m in range(k)]))
+           for i in range(steps)]
     state, _ = step(state, hp, x, y, idx[0], 0)
     jax.block_until_ready(state)
     rounds = []
@@ -55,12 +64,61 @@ def _time_steps(step, state, hp, x, y, batch, steps):
 
 def _setup(model, batch, k, mode, leakage):
     ds = _fake_dataset(SHAPES[model], max(2048, batch))
-    cfg = TrainConfig(dataset="digits", model=model, batch_size=batch, leakage=leakage)
+    cfg = TrainConfig(dataset="digits", model=model, batch_size=batch, leakage=leakage or "dcor")
     opt = make_optimizer("adam", 1e-3)
-    fns, state = init_stack(cfg, ds, list(range(k)), opt)
+    built = build_topology(cfg, ds.input_shape, ds.num_classes)
+    state = init_stack(built, list(range(k)), opt, mode)
     hp = {"alpha": jnp.full((k,), 1.0), "noise_scale": jnp.zeros((k,)), "seed": jnp.arange(k, dtype=jnp.int32)}
-    step = make_step_fn(fns, opt, cfg, mode, leakage_kind=leakage)
-    return step, state, hp, jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+    step = make_step_fn(built, opt, cfg, mode, leakage_kind=leakage, noise=False)
+    return step, state, hp, jnp.asarray(ds.x_train), jnp.asarray(ds.y_train), built
+
+
+def hand_written_step(built, opt, alpha=1.0):
+    """The vanilla NoPeek step written for exactly two parties, without the engine."""
+    client_graph = built.topology.graphdefs[("client", "bottom")]
+    server_graph = built.topology.graphdefs[("server", "top")]
+
+    def step(params, opt_state, x_train, y_train, idx):
+        x, y = x_train[idx], y_train[idx]
+        client, server = params["client"]["bottom"], params["server"]["top"]
+        z, client_vjp = jax.vjp(lambda p: nnx.merge(client_graph, p)(x), client)
+        ce, (g_server, g_z) = jax.value_and_grad(
+            lambda p, zz: cross_entropy(nnx.merge(server_graph, p)(zz), y), argnums=(0, 1))(server, z)
+        g_leak = jax.grad(lambda zz: leakage(x, zz, "dcor"))(z)
+        (g_client,) = client_vjp(g_z + alpha * g_leak)
+        grads = {"client": {"bottom": g_client}, "server": {"top": g_server}}
+        new_params, new_opt = {}, {}
+        for party in params:
+            updates, new_opt[party] = opt.update(grads[party], opt_state[party], params[party])
+            new_params[party] = optax.apply_updates(params[party], updates)
+        return new_params, new_opt, ce
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def runner(steps):
+    print("\n## The party-graph runner against a hand-written two-party step (vanilla NoPeek, K = 1)")
+    print("| model | batch | hand-written (ms/step) | runner (ms/step) | ratio |")
+    print("|---|---|---|---|---|")
+    for model, batch in (("mlp", 64), ("mlp", 256), ("cnn", 64), ("cnn", 256)):
+        step, state, hp, x, y, built = _setup(model, batch, 1, "map", "dcor")
+        t_runner, _ = _time_steps(step, state, hp, x, y, batch, steps)
+        opt = make_optimizer("adam", 1e-3)
+        params = built.init(0)
+        opt_state = {p: opt.init(v) for p, v in params.items()}
+        hand = hand_written_step(built, opt)
+        idx = [jnp.asarray(np.random.default_rng([i, 0]).choice(x.shape[0], batch, replace=False)) for i in range(steps)]
+        params, opt_state, _ = hand(params, opt_state, x, y, idx[0])
+        jax.block_until_ready(params)
+        rounds = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for i in range(steps):
+                params, opt_state, _ = hand(params, opt_state, x, y, idx[i])
+            jax.block_until_ready(params)
+            rounds.append((time.perf_counter() - t0) / steps)
+        t_hand = float(np.median(rounds))
+        print(f"| {model} | {batch} | {t_hand * 1e3:.2f} | {t_runner * 1e3:.2f} | {t_runner / t_hand:.2f}x |", flush=True)
 
 
 def overhead(steps):
@@ -71,7 +129,7 @@ def overhead(steps):
         for batch in (64, 256, 1024):
             t = {}
             for leakage in (None, "dcor"):
-                step, state, hp, x, y = _setup(model, batch, 1, "map", leakage)
+                step, state, hp, x, y, _ = _setup(model, batch, 1, "map", leakage)
                 t[leakage], _ = _time_steps(step, state, hp, x, y, batch, steps)
             print(f"| {model} | {batch} | {t[None] * 1e3:.2f} | {t['dcor'] * 1e3:.2f} | {t['dcor'] / t[None]:.2f}x |", flush=True)
 
@@ -81,12 +139,12 @@ def stack(steps, k=8, batch=64):
     print("| model | sequential (ms per step of all K) | map (ms) | vmap (ms) | map speed-up | vmap speed-up |")
     print("|---|---|---|---|---|---|")
     for model in ("mlp", "cnn"):
-        step1, state1, hp1, x, y = _setup(model, batch, 1, "map", "dcor")
+        step1, state1, hp1, x, y, _ = _setup(model, batch, 1, "map", "dcor")
         t_one, _ = _time_steps(step1, state1, hp1, x, y, batch, steps)
         sequential = k * t_one  # the K models share one compiled step; run one after another
         t = {}
         for mode in ("map", "vmap"):
-            step, state, hp, x, y = _setup(model, batch, k, mode, "dcor")
+            step, state, hp, x, y, _ = _setup(model, batch, k, mode, "dcor")
             t[mode], _ = _time_steps(step, state, hp, x, y, batch, steps)
         print(
             f"| {model} | {sequential * 1e3:.1f} | {t['map'] * 1e3:.1f} | {t['vmap'] * 1e3:.1f} "
@@ -97,10 +155,12 @@ def stack(steps, k=8, batch=64):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["overhead", "stack", "all"], default="all")
+    parser.add_argument("--part", choices=["runner", "overhead", "stack", "all"], default="all")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPU cores")
+    if args.part in ("runner", "all"):
+        runner(args.steps)
     if args.part in ("overhead", "all"):
         overhead(args.steps)
     if args.part in ("stack", "all"):

@@ -1,8 +1,14 @@
-"""The `nopeek` command line: parses arguments and calls library functions, nothing more."""
+"""The `nopeek` command line: parses arguments and calls library functions, nothing more.
+
+Every error a user can cause ends in one line `nopeek CMD: error: ...` and exit code 2;
+an unexpected internal error ends in one line too (exit 1), with the traceback only when
+NOPEEK_DEBUG=1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -10,14 +16,29 @@ import numpy as np
 from nopeek import __version__
 from nopeek.cliargs import OneLineErrorParser, add_dataclass_arguments, dataclass_from_args, fail
 from nopeek.config import ConfigError, TrainConfig
-from nopeek.data import DataError
+
+
+def _user_errors():
+    from nopeek.data import DataError
+    from nopeek.engine import TopologyError
+    from nopeek.io import CheckpointError
+    from nopeek.models import ModelError
+    from nopeek.runs import RunFolderError, TrainingDiverged
+
+    return (ConfigError, DataError, ModelError, TopologyError, RunFolderError, CheckpointError, TrainingDiverged,
+            FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError)
 
 
 def _load_npy(path: str, prog: str) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        fail(prog, f"{path}: a pickled or object array; refusing to load it ({err})")
+    except OSError as err:
         fail(prog, f"cannot read {path}: expected a .npy array ({err})")
+    if not isinstance(array, np.ndarray):
+        fail(prog, f"{path}: expected a .npy array, got an .npz archive")
+    return array
 
 
 def cmd_dcor(args: argparse.Namespace) -> int:
@@ -35,113 +56,122 @@ def cmd_dcor(args: argparse.Namespace) -> int:
         print("bundled example: breast-cancer features x (569, 30) and x**2")
     else:
         x, y = _load_npy(args.x, prog), _load_npy(args.y, prog)
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        fail(prog, "inputs contain NaN or Inf")
+    for name, a in (("X", x), ("Y", y)):
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
+            fail(prog, f"{name}: expected a real numeric array, got dtype {a.dtype}")
+        if a.ndim == 0 or a.shape[0] == 0:
+            fail(prog, f"{name}: expected samples along axis 0, got shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            fail(prog, f"{name} contains NaN or Inf")
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.float32)
-    try:
-        rows = [
-            ("distance_correlation", metrics.distance_correlation(x, y, block_size=args.block_size)),
-            ("distance_correlation_sqr", metrics.distance_correlation_sqr(x, y, block_size=args.block_size)),
-            ("u_distance_correlation_sqr", metrics.u_distance_correlation_sqr(x, y, block_size=args.block_size)),
-        ]
-    except ValueError as err:
-        fail(prog, str(err))
+    rows = [
+        ("distance_correlation", metrics.distance_correlation(x, y, block_size=args.block_size)),
+        ("distance_correlation_sqr", metrics.distance_correlation_sqr(x, y, block_size=args.block_size)),
+        ("u_distance_correlation_sqr", metrics.u_distance_correlation_sqr(x, y, block_size=args.block_size)),
+    ]
     for name, value in rows:
         print(f"{name:28s} {float(value):.6f}")
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train one NoPeek split model, or list the cuts of a model with --list-cuts."""
+def _print_cuts(config: TrainConfig) -> None:
+    from nopeek.data import sample_shape
     from nopeek.models import build_model, list_cuts
+
+    shape, classes = sample_shape(config.dataset, config.data_dir)
+    cuts = list_cuts(build_model(config.model, shape, classes, config.widths), shape)
+    print(f"{config.model} on {config.dataset} (input {shape}); cut k = after block k")
+    print(f"{'cut':>3s}  {'after block':12s} {'activation shape':18s} {'bytes/sample':>12s}")
+    for c in cuts:
+        print(f"{c.cut:>3d}  {c.block:12s} {str(c.shape):18s} {c.bytes_per_sample:>12d}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one NoPeek split model of any topology, or list a model's cuts with --list-cuts."""
+    from nopeek.data import sample_shape
     from nopeek.runs import run_train
+    from nopeek.train import build_topology
 
-    prog = "nopeek train"
-    try:
-        config = dataclass_from_args(TrainConfig, args).validate()
-        from nopeek.data import sample_shape
-
-        shape, classes = sample_shape(config.dataset)
-        model = build_model(config.model, shape, classes, config.widths)
-        cuts = list_cuts(model, shape)
-        if args.list_cuts:
-            print(f"{config.model} on {config.dataset} (input {shape}); cut k = after block k")
-            print(f"{'cut':>3s}  {'after block':12s} {'activation shape':18s} {'bytes/sample':>12s}")
-            for c in cuts:
-                print(f"{c.cut:>3d}  {c.block:12s} {str(c.shape):18s} {c.bytes_per_sample:>12d}")
-            return 0
-        cut = config.resolved_cut()
-        if not 1 <= cut <= len(cuts):
-            raise ConfigError(f"--cut must be between 1 and {len(cuts)} for {config.model}, got {cut}")
-        out = args.out or f"runs/train-{config.dataset}-{config.model}-cut{cut}-alpha{config.alpha:g}-seed{config.seed}"
-        metrics = run_train(config, out, progress=not args.quiet)
-    except (ConfigError, DataError, ValueError) as err:
-        fail(prog, str(err))
+    if args.cut is not None:
+        if args.cuts is not None:
+            raise ConfigError("give --cut K (one cut) or --cuts K1,K2, not both")
+        args.cuts = (args.cut,)
+    config = dataclass_from_args(TrainConfig, args).validate()
+    if args.list_cuts:
+        _print_cuts(config)
+        return 0
+    shape, classes = sample_shape(config.dataset, config.data_dir)
+    build_topology(config, shape, classes)  # topology errors before any data is loaded
+    cuts = "-".join(map(str, config.resolved_cuts(classes)))
+    out = args.out or (f"runs/train-{config.dataset.replace(':', '_').replace('/', '_')}-{config.model}-{config.topology}"
+                       f"-cut{cuts}-alpha{config.alpha:g}-seed{config.seed}")
+    metrics = run_train(config, out, force=args.force, progress=not args.quiet)
     print(
         f"{out}: test accuracy {metrics['test_accuracy']:.4f}, "
         f"held-out dCor(x, z) {metrics['dcor']:.4f} over {metrics['n_test']} samples, "
         f"{metrics['seconds']:.1f} s"
     )
+    if len(metrics["leakage"]) > 1:
+        for item in metrics["leakage"]:
+            print(f"  {item['party']:>8s} sends {item['message']:4s}: held-out dCor {item['dcor']:.4f}")
     return 0
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    """Attack a trained run folder and score the attack."""
-    import os
-
+    """Attack a message of a trained run folder and score the attack."""
     from nopeek.attack_run import AttackConfig, run_attack
 
-    prog = "nopeek attack"
-    try:
-        config = dataclass_from_args(AttackConfig, args).validate()
-        if not os.path.exists(os.path.join(args.run, "config.json")):
-            raise ConfigError(f"{args.run}: not a `nopeek train` run folder (no config.json)")
-        out = args.out or os.path.join(args.run, "attacks", config.attack)
-        scores = run_attack(args.run, config, out)
-    except (ConfigError, DataError, ValueError, FileNotFoundError) as err:
-        fail(prog, str(err))
+    config = dataclass_from_args(AttackConfig, args).validate()
+    if not os.path.isdir(args.run) or not os.path.exists(os.path.join(args.run, "config.json")):
+        raise ConfigError(f"--run {args.run}: not a `nopeek train` run folder (no config.json)")
+    out = args.out or os.path.join(args.run, "attacks", config.attack)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out {out}: is a file, not a folder")
+    scores = run_attack(args.run, config, out)
     keys = [k for k in ("mse", "psnr", "ssim", "dcor", "classifier_accuracy", "norm_auc", "direction_auc") if k in scores]
-    parts = [f"{k} {scores[k]:.4f}" + (f" (baseline {scores['baseline_' + k]:.4f})" if "baseline_" + k in scores else "") for k in keys]
+    parts = [f"{k} {scores[k]:.4f}" + (f" (baseline {scores['baseline_' + k]:.4f})" if "baseline_" + k in scores else "")
+             for k in keys]
     for probe in scores.get("probes", []):
         parts.append(f"{probe['probe']} probe accuracy {probe['accuracy']:.4f} (chance {probe['chance']:.4f})")
-    print(f"{out}: " + "; ".join(parts))
+    print(f"{out} ({scores['message']}): " + "; ".join(parts))
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """Run a leakage sweep: cuts x defences x seeds, resumable, with figures."""
+    """Run a leakage sweep: topologies x cuts x defences x seeds, resumable, with figures."""
     import time as _time
 
     from nopeek.sweep import PRESETS, SweepConfig, format_table, load_config_file, run_sweep
 
-    prog = "nopeek sweep"
-    try:
-        base = PRESETS[args.preset]
-        if args.config:
-            base = SweepConfig.from_dict({**base.to_dict(), **load_config_file(args.config)})
-        config = dataclass_from_args(SweepConfig, args, base=base).validate()
-        out = args.out or _time.strftime("runs/%Y%m%d-%H%M%S")
-        t0 = _time.perf_counter()
-        rows = run_sweep(config, out, force=args.force, progress=not args.quiet)
-    except (ConfigError, DataError, ValueError) as err:
-        fail(prog, str(err))
+    base = PRESETS[args.preset]
+    if args.config:
+        base = SweepConfig.from_dict({**base.to_dict(), **load_config_file(args.config)})
+    config = dataclass_from_args(SweepConfig, args, base=base).validate()
+    out = args.out or _time.strftime("runs/%Y%m%d-%H%M%S")
+    t0 = _time.perf_counter()
+
+    def log(line):
+        print(line, file=sys.stderr, flush=True)
+
+    rows = run_sweep(config, out, force=args.force, progress=not args.quiet, log=log)
     print(format_table(rows))
-    print(f"\n{len(rows)} cells in {out}/results.csv; figures in {out}/figures/ ({_time.perf_counter() - t0:.0f} s)")
+    print(f"\n{len(rows)} rows in {out}/results.csv; figures in {out}/figures/ ({_time.perf_counter() - t0:.0f} s)")
     return 0
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
     """Redraw a sweep's figures from its results.csv."""
-    import os
-
-    from nopeek.plots import sweep_figures
-    from nopeek.sweep import read_results
+    from nopeek.plots import check_results, sweep_figures
+    from nopeek.results import read_rows
 
     path = os.path.join(args.dir, "results.csv")
-    rows = read_results(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: not found (run `nopeek sweep --out {args.dir}` first)")
+    check_results(path)
+    rows = read_rows(path)
     if not rows:
-        fail("nopeek figures", f"{path}: no results to draw (run `nopeek sweep --out {args.dir}` first)")
+        raise ConfigError(f"{path}: no complete rows to draw")
     for p in sweep_figures(rows, os.path.join(args.dir, "figures"), samples_dir=os.path.join(args.dir, "samples")):
         print(p)
     return 0
@@ -150,7 +180,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="nopeek",
-        description="Measure and reduce what leaks through the cut layer of a split network.",
+        description="Measure and reduce what leaks between the parties of a split neural network.",
     )
     parser.add_argument("--version", action="version", version=f"nopeek {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
@@ -161,16 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=int, default=None, help="exact blocked form, O(n*block) memory")
     p.set_defaults(func=cmd_dcor)
 
-    p = sub.add_parser("train", help="train a NoPeek split model", description=TrainConfig.__doc__)
+    p = sub.add_parser("train", help="train a NoPeek split model of any topology", description=TrainConfig.__doc__)
     add_dataclass_arguments(p, TrainConfig)
+    p.add_argument("--cut", type=int, default=None, help="one cut: shorthand for --cuts K")
     p.add_argument("--out", default=None, help="run folder (default: runs/train-<dataset>-<model>-...)")
+    p.add_argument("--force", action="store_true", help="replace an existing run folder")
     p.add_argument("--list-cuts", action="store_true", help="print each cut's activation shape and size, then exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
     from nopeek.attack_run import AttackConfig
 
-    p = sub.add_parser("attack", help="attack a trained split model", description=AttackConfig.__doc__)
+    p = sub.add_parser("attack", help="attack a message of a trained split model", description=AttackConfig.__doc__)
     p.add_argument("--run", required=True, help="run folder written by `nopeek train`")
     add_dataclass_arguments(p, AttackConfig)
     p.add_argument("--out", default=None, help="output folder (default: RUN/attacks/ATTACK)")
@@ -178,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from nopeek.sweep import PRESETS, SweepConfig
 
-    p = sub.add_parser("sweep", help="leakage sweep over cuts x defences x seeds (the main job)",
+    p = sub.add_parser("sweep", help="leakage sweep over topologies x cuts x defences x seeds (the main job)",
                        description=SweepConfig.__doc__)
     p.add_argument("--preset", choices=tuple(PRESETS), default="default", help="starting point (default: default)")
     p.add_argument("--config", default=None, help="TOML or JSON file of SweepConfig fields (over the preset)")
@@ -200,7 +232,20 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return args.func(args)
+    prog = f"nopeek {args.command}"
+    try:
+        return args.func(args)
+    except _user_errors() as err:
+        fail(prog, str(err).splitlines()[0] if str(err) else type(err).__name__)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted; finished work is kept, run the same command again to resume\n")
+        return 130
+    except Exception as err:  # an unexpected internal error: still one line unless debugging
+        if os.environ.get("NOPEEK_DEBUG"):
+            raise
+        sys.stderr.write(f"{prog}: internal error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+                         "(set NOPEEK_DEBUG=1 for the traceback)\n")
+        return 1
 
 
 if __name__ == "__main__":

@@ -36,7 +36,13 @@ def _parse_tuple(elem_type):
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, skip=()) -> None:
-    """Add one option per field of dataclass `cls` (defaults None: the dataclass decides)."""
+    """Add one option per field of dataclass `cls`, or of every used field of a composed
+    config's sections (defaults None: the config decides)."""
+    if hasattr(cls, "SECTIONS"):
+        for name, section in cls.SECTIONS:
+            excluded = {f for s, f in cls.EXCLUDED if s == name}
+            add_dataclass_arguments(parser, section, skip=set(skip) | excluded)
+        return
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or f.metadata.get("cli") is False:
@@ -66,7 +72,12 @@ def _show(value: Any) -> str:
 
 
 def dataclass_from_args(cls, namespace: argparse.Namespace, base=None):
-    """A `cls` instance from parsed options: given options override `base` (or the defaults)."""
+    """A `cls` instance (dataclass or composed config) from parsed options: given options
+    override `base` (or the defaults)."""
+    if hasattr(cls, "SECTIONS"):
+        base = base if base is not None else cls()
+        given = {n: getattr(namespace, n) for n in cls.field_names() if getattr(namespace, n, None) is not None}
+        return base.replace(**given)
     values = dataclasses.asdict(base) if base is not None else {}
     for f in dataclasses.fields(cls):
         given = getattr(namespace, f.name, None)

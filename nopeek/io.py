@@ -54,18 +54,66 @@ def _jsonable(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def save_params(path: str, tree: dict[str, nnx.State]) -> None:
-    """Save named parameter states (e.g. {"client": ..., "server": ...}) as msgpack."""
-    pure = {name: nnx.to_pure_dict(state) for name, state in tree.items()}
-    atomic_write_bytes(path, serialization.msgpack_serialize(pure))
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or does not match the model its config describes."""
 
 
-def load_params_into(path: str, tree: dict[str, nnx.State]) -> dict[str, nnx.State]:
-    """Fill the given template states with the parameters saved at `path` (msgpack, no pickle)."""
-    with open(path, "rb") as f:
-        restored = serialization.msgpack_restore(f.read())
-    for name, state in tree.items():
-        if name not in restored:
-            raise ValueError(f"{path}: checkpoint has no {name!r} parameters")
-        nnx.replace_by_pure_dict(state, restored[name])
-    return tree
+def _pure(tree):
+    """Nested dicts of nnx.State -> nested dicts of arrays."""
+    if isinstance(tree, nnx.State):
+        return nnx.to_pure_dict(tree)
+    return {k: _pure(v) for k, v in tree.items()}
+
+
+def _flat(tree, prefix=()):
+    """{path tuple: leaf} of a nested dict (msgpack restores lists as dicts of "0", "1", ...)."""
+    out = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(_flat(v, (*prefix, str(k))))
+    else:
+        out[prefix] = tree
+    return out
+
+
+def save_params(path: str, tree: dict) -> None:
+    """Save nested parameter states (e.g. {party: {segment: State}}) as msgpack, atomically."""
+    atomic_write_bytes(path, serialization.msgpack_serialize(_pure(tree)))
+
+
+def load_params_into(path: str, tree: dict) -> dict:
+    """Fill the template states in `tree` with the parameters saved at `path` (msgpack, no pickle).
+
+    Raises:
+      CheckpointError: unreadable or truncated file, or a parameter missing, extra or of
+        another shape than the template's (the message names the file and the parameter).
+    """
+    try:
+        with open(path, "rb") as f:
+            restored = serialization.msgpack_restore(f.read())
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({err.strerror})") from err
+    except Exception as err:  # msgpack raises its own types for truncated or foreign data
+        raise CheckpointError(f"{path}: not a readable nopeek checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(restored, dict):
+        raise CheckpointError(f"{path}: not a nopeek checkpoint (a {type(restored).__name__}, not named parameters)")
+    want = _flat(_pure(tree))
+    got = _flat(restored)
+    for key, value in want.items():
+        name = "/".join(key)
+        if key not in got:
+            raise CheckpointError(f"{path}: parameter {name} is missing; the checkpoint does not match the run's config")
+        if tuple(getattr(got[key], "shape", ())) != tuple(value.shape):
+            raise CheckpointError(f"{path}: parameter {name} has shape {tuple(got[key].shape)} in the checkpoint "
+                                  f"but {tuple(value.shape)} in the model the config describes")
+    extra = sorted("/".join(k) for k in set(got) - set(want))
+    if extra:
+        raise CheckpointError(f"{path}: parameter {extra[0]} is not in the model the config describes")
+
+    def fill(template, saved):
+        if isinstance(template, nnx.State):
+            nnx.replace_by_pure_dict(template, saved)
+            return template
+        return {k: fill(v, saved[k]) for k, v in template.items()}
+
+    return fill(tree, restored)

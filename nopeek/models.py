@@ -1,20 +1,37 @@
 """Models as ordered lists of named blocks, so "cut after block k" is defined for every model.
 
-`mlp` (flat or image inputs), `cnn` (conv + pool + dense; small default widths),
-`cnn_nopeek` (the NoPeek MNIST network: conv 32, conv 64, pool, dense 500 | dense 128,
-dense 10), `resnet` (a small ResNet for 32x32 colour images, GroupNorm instead of
-BatchNorm so every step stays a pure function of parameters). No model applies softmax:
-the loss takes logits.
+A model is a list of `BlockSpec`s: a name and a factory that builds the block for the
+shape of one incoming sample. Building a model chains the factories, inferring each
+block's input shape from the previous block's output (`jax.eval_shape`). Because of
+that, any segment [start, stop) of a model can be built for any incoming shape: a
+vertical-split client on its slice of the features, a server on the merge of several
+clients' activations. Block k of replica r is initialised from its own key,
+`fold_in(fold_in(key(seed), r), k)`, so a segment built alone has exactly the
+parameters it has inside the whole model.
+
+Bundled: `mlp`, `cnn`, `cnn_nopeek` (the NoPeek MNIST network), `resnet` (small, for
+32x32 colour images; GroupNorm so every step is a pure function of the parameters),
+and, for cost accounting (shapes only), `vgg16` and `resnet50`. No model applies
+softmax: the loss takes logits. `register` adds a model of one's own; the CLI, the
+sweep and the engine all read the one registry, `MODELS`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+
+class ModelError(ValueError):
+    """A model that cannot be built as asked: unknown name, wrong widths, bad input shape."""
+
+
+# ---- blocks ----------------------------------------------------------------
 
 
 class Dense(nnx.Module):
@@ -39,11 +56,25 @@ class Conv(nnx.Module):
         return nnx.relu(self.conv(x))
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max pooling, stride 2, on (n, H, W, C) -> (n, H//2, W//2, C) (odd edges dropped).
+
+    Written as a reshape and a max rather than `nnx.max_pool`: the values are the same,
+    and so are the gradients away from ties, but XLA:CPU runs the backward pass of this
+    form about 13x faster than the select-and-scatter of a reduce-window (bench/train.py).
+    At ties the gradient is shared among the tied inputs instead of given to one; after a
+    ReLU the only ties are zeros, whose gradient the ReLU discards either way.
+    """
+    n, h, w, c = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2]
+    return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
 class MaxPool(nnx.Module):
     """2x2 max pooling, stride 2: (n, H, W, C) -> (n, H/2, W/2, C). No parameters."""
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+        return max_pool_2x2(x)
 
 
 class ResidualBlock(nnx.Module):
@@ -68,8 +99,33 @@ class ResidualBlock(nnx.Module):
         return nnx.relu(y + shortcut)
 
 
+class Bottleneck(nnx.Module):
+    """ResNet-50 bottleneck, GroupNorm: 1x1 (c/4), 3x3 (c/4, stride), 1x1 (c), plus shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, *, stride: int = 1, rngs: nnx.Rngs):
+        mid = c_out // 4
+        self.conv1 = nnx.Conv(c_in, mid, (1, 1), use_bias=False, rngs=rngs)
+        self.norm1 = nnx.GroupNorm(mid, num_groups=min(32, mid), rngs=rngs)
+        self.conv2 = nnx.Conv(mid, mid, (3, 3), strides=stride, padding="SAME", use_bias=False, rngs=rngs)
+        self.norm2 = nnx.GroupNorm(mid, num_groups=min(32, mid), rngs=rngs)
+        self.conv3 = nnx.Conv(mid, c_out, (1, 1), use_bias=False, rngs=rngs)
+        self.norm3 = nnx.GroupNorm(c_out, num_groups=min(32, c_out), rngs=rngs)
+        self.project = (
+            nnx.Conv(c_in, c_out, (1, 1), strides=stride, use_bias=False, rngs=rngs)
+            if stride != 1 or c_in != c_out
+            else None
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = nnx.relu(self.norm1(self.conv1(x)))
+        y = nnx.relu(self.norm2(self.conv2(y)))
+        y = self.norm3(self.conv3(y))
+        shortcut = x if self.project is None else self.project(x)
+        return nnx.relu(y + shortcut)
+
+
 class Stem(nnx.Module):
-    """3x3 convolution, GroupNorm, ReLU: the ResNet's first block."""
+    """3x3 convolution, GroupNorm, ReLU: the ResNets' first block."""
 
     def __init__(self, c_in: int, c_out: int, *, rngs: nnx.Rngs):
         self.conv = nnx.Conv(c_in, c_out, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
@@ -90,7 +146,7 @@ class PoolHead(nnx.Module):
 
 
 class BlockStack(nnx.Module):
-    """An ordered list of named blocks; calling it runs them in order."""
+    """An ordered list of named blocks; calling it runs them in order: (n, ...) -> (n, ...)."""
 
     def __init__(self, blocks: Sequence[nnx.Module], names: Sequence[str]):
         if len(blocks) != len(names):
@@ -111,86 +167,213 @@ class BlockStack(nnx.Module):
         return BlockStack(list(self.blocks)[start:stop], self.names[start:stop])
 
 
-# ---- builders --------------------------------------------------------------
+# ---- block specifications --------------------------------------------------
+
+Shape = tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSpec:
+    """One block of a model: its name and `make(in_shape, rngs) -> nnx.Module`.
+
+    `in_shape` is the shape of one incoming sample (no batch axis). The module maps
+    (n, *in_shape) -> (n, *out_shape); out_shape is inferred, never declared.
+    """
+
+    name: str
+    make: Callable[[Shape, nnx.Rngs], nnx.Module]
 
 
 def _prod(shape) -> int:
-    out = 1
-    for s in shape:
-        out *= int(s)
-    return out
+    return math.prod(int(s) for s in shape)
 
 
-def build_mlp(input_shape, num_classes, widths=(), *, rngs):
-    """fc1..fcK (Dense + ReLU, widths default (128, 64)), head (Dense to logits)."""
-    widths = tuple(widths) or (128, 64)
-    sizes = (_prod(input_shape), *widths)
-    blocks = [Dense(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])]
-    blocks.append(Dense(sizes[-1], num_classes, activation=False, rngs=rngs))
-    return BlockStack(blocks, [f"fc{i + 1}" for i in range(len(widths))] + ["head"])
+def dense(name: str, width: int, *, activation: bool = True) -> BlockSpec:
+    """A Dense block of `width` units on the flattened incoming sample."""
+    return BlockSpec(name, lambda s, rngs: Dense(_prod(s), width, activation=activation, rngs=rngs))
 
 
-def build_cnn(input_shape, num_classes, widths=(), *, rngs):
-    """conv1, conv2, pool, fc1, fc2, head. widths = (conv1, conv2, fc1, fc2), default (16, 32, 128, 64)."""
-    c1, c2, d1, d2 = tuple(widths) or (16, 32, 128, 64)
-    if len(input_shape) != 3:
-        raise ValueError(f"cnn needs image inputs (H, W, C), got sample shape {tuple(input_shape)}")
-    h, w, c = input_shape
-    flat = (h // 2) * (w // 2) * c2
-    blocks = [
-        Conv(c, c1, rngs=rngs),
-        Conv(c1, c2, rngs=rngs),
-        MaxPool(),
-        Dense(flat, d1, rngs=rngs),
-        Dense(d1, d2, rngs=rngs),
-        Dense(d2, num_classes, activation=False, rngs=rngs),
+def conv(name: str, width: int) -> BlockSpec:
+    """A 3x3 'SAME' convolution + ReLU to `width` channels on (H, W, C) samples."""
+    return BlockSpec(name, lambda s, rngs: Conv(_image(s, name)[-1], width, rngs=rngs))
+
+
+def _image(shape, name) -> Shape:
+    if len(shape) != 3:
+        raise ModelError(f"block {name!r} needs image samples (H, W, C), got sample shape {tuple(shape)}")
+    return tuple(shape)
+
+
+def _widths(widths, default, count: int | None, model: str) -> tuple[int, ...]:
+    widths = tuple(widths) or tuple(default)
+    if count is not None and len(widths) != count:
+        raise ModelError(f"--widths: {model} takes {count} widths, got {len(widths)} ({','.join(map(str, widths))})")
+    if any(int(w) < 1 for w in widths):
+        raise ModelError(f"--widths must be positive, got {','.join(map(str, widths))}")
+    return widths
+
+
+def _no_widths(widths, model: str) -> None:
+    if tuple(widths):
+        raise ModelError(f"--widths: {model} has a fixed layout and takes no widths, got {','.join(map(str, widths))}")
+
+
+def mlp_blocks(num_classes: int, widths=()) -> list[BlockSpec]:
+    """fc1..fcK (Dense + ReLU; widths default (128, 64)), head (Dense to logits)."""
+    widths = _widths(widths, (128, 64), None, "mlp")
+    blocks = [dense(f"fc{i + 1}", w) for i, w in enumerate(widths)]
+    return blocks + [dense("head", num_classes, activation=False)]
+
+
+def cnn_blocks(num_classes: int, widths=()) -> list[BlockSpec]:
+    """conv1, conv2, pool, fc1, fc2, head; widths = (conv1, conv2, fc1, fc2), default (16, 32, 128, 64)."""
+    c1, c2, d1, d2 = _widths(widths, (16, 32, 128, 64), 4, "cnn")
+    return [
+        conv("conv1", c1), conv("conv2", c2), BlockSpec("pool", lambda s, rngs: MaxPool()),
+        dense("fc1", d1), dense("fc2", d2), dense("head", num_classes, activation=False),
     ]
-    return BlockStack(blocks, ["conv1", "conv2", "pool", "fc1", "fc2", "head"])
 
 
-def build_cnn_nopeek(input_shape, num_classes, widths=(), *, rngs):
+def cnn_nopeek_blocks(num_classes: int, widths=()) -> list[BlockSpec]:
     """The NoPeek MNIST network: conv 32, conv 64, pool, dense 500 | dense 128, dense 10."""
-    return build_cnn(input_shape, num_classes, tuple(widths) or (32, 64, 500, 128), rngs=rngs)
+    return cnn_blocks(num_classes, _widths(widths, (32, 64, 500, 128), 4, "cnn_nopeek"))
 
 
-def build_resnet(input_shape, num_classes, widths=(), *, rngs):
-    """stem, stage1, stage2 (stride 2), stage3 (stride 2), head. widths default (16, 32, 64)."""
-    w1, w2, w3 = tuple(widths) or (16, 32, 64)
-    if len(input_shape) != 3:
-        raise ValueError(f"resnet needs image inputs (H, W, C), got sample shape {tuple(input_shape)}")
-    c = input_shape[-1]
-    blocks = [
-        Stem(c, w1, rngs=rngs),
-        ResidualBlock(w1, w1, rngs=rngs),
-        ResidualBlock(w1, w2, stride=2, rngs=rngs),
-        ResidualBlock(w2, w3, stride=2, rngs=rngs),
-        PoolHead(w3, num_classes, rngs=rngs),
+def resnet_blocks(num_classes: int, widths=()) -> list[BlockSpec]:
+    """stem, stage1, stage2 (stride 2), stage3 (stride 2), head; widths default (16, 32, 64)."""
+    w1, w2, w3 = _widths(widths, (16, 32, 64), 3, "resnet")
+    return [
+        BlockSpec("stem", lambda s, rngs: Stem(_image(s, "stem")[-1], w1, rngs=rngs)),
+        BlockSpec("stage1", lambda s, rngs: ResidualBlock(s[-1], w1, rngs=rngs)),
+        BlockSpec("stage2", lambda s, rngs: ResidualBlock(s[-1], w2, stride=2, rngs=rngs)),
+        BlockSpec("stage3", lambda s, rngs: ResidualBlock(s[-1], w3, stride=2, rngs=rngs)),
+        BlockSpec("head", lambda s, rngs: PoolHead(s[-1], num_classes, rngs=rngs)),
     ]
-    return BlockStack(blocks, ["stem", "stage1", "stage2", "stage3", "head"])
+
+
+_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+def vgg16_blocks(num_classes: int, widths=()) -> list[BlockSpec]:
+    """VGG-16 for 32x32 inputs (Simonyan & Zisserman 2015, configuration D): 13 convs in 5
+    stages each ending in a 2x2 max pool, then dense 512, dense 512, head. The layout is fixed. Blocks: conv1_1 .. pool5, fc1, fc2, head."""
+    _no_widths(widths, "vgg16")
+    blocks, stage, index = [], 1, 1
+    for item in _VGG16:
+        if item == "M":
+            blocks.append(BlockSpec(f"pool{stage}", lambda s, rngs: MaxPool()))
+            stage, index = stage + 1, 1
+        else:
+            blocks.append(conv(f"conv{stage}_{index}", item))
+            index += 1
+    return blocks + [dense("fc1", 512), dense("fc2", 512), dense("head", num_classes, activation=False)]
+
+
+_RESNET50_STAGES = ((256, 3, 1), (512, 4, 2), (1024, 6, 2), (2048, 3, 2))
+
+
+def resnet50_blocks(num_classes: int, widths=()) -> list[BlockSpec]:
+    """ResNet-50 for 32x32 inputs (He et al. 2016; CIFAR stem: one 3x3 conv, no max pool):
+    stem (64), 16 bottleneck blocks in stages of 3, 4, 6, 3 (256..2048 channels), head.
+    GroupNorm instead of BatchNorm. Blocks: stem, s1b1 .. s4b3, head."""
+    _no_widths(widths, "resnet50")
+    blocks = [BlockSpec("stem", lambda s, rngs: Stem(_image(s, "stem")[-1], 64, rngs=rngs))]
+    for stage, (width, count, stride) in enumerate(_RESNET50_STAGES, start=1):
+        for b in range(count):
+            st = stride if b == 0 else 1
+            blocks.append(BlockSpec(
+                f"s{stage}b{b + 1}", lambda s, rngs, w=width, st=st: Bottleneck(s[-1], w, stride=st, rngs=rngs)
+            ))
+    return blocks + [BlockSpec("head", lambda s, rngs: PoolHead(s[-1], num_classes, rngs=rngs))]
+
+
+# ---- the registry ----------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """How to build a model, and where to cut it when no cut is given."""
+    """A registered model: `blocks(num_classes, widths) -> [BlockSpec]`, a default cut, a description."""
 
-    build: Callable[..., BlockStack]
+    blocks: Callable[..., list[BlockSpec]]
     default_cut: int
     description: str
 
 
-MODELS: dict[str, ModelSpec] = {
-    "mlp": ModelSpec(build_mlp, 1, "dense layers; widths = hidden sizes (default 128,64)"),
-    "cnn": ModelSpec(build_cnn, 4, "conv,conv,pool,dense,dense,head; widths = 4 ints (default 16,32,128,64)"),
-    "cnn_nopeek": ModelSpec(build_cnn_nopeek, 4, "NoPeek MNIST network: conv 32, conv 64, pool, dense 500 | dense 128, dense 10"),
-    "resnet": ModelSpec(build_resnet, 2, "small ResNet for 32x32 colour images; widths = 3 stage widths"),
-}
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(name: str, blocks: Callable[..., list[BlockSpec]], *, default_cut: int = 1, description: str = "") -> None:
+    """Make model `name` available to `nopeek train`, `sweep`, `attack` and the Python API.
+
+    Args:
+      name: the `--model` value.
+      blocks: `blocks(num_classes, widths) -> list[BlockSpec]`: the model's blocks in order,
+        each a name and a factory `make(in_shape, rngs) -> nnx.Module` (see `BlockSpec`).
+        The last block must produce logits (n, num_classes); a cut k means "after block k".
+      default_cut: the cut used when none is given (1 <= default_cut < number of blocks).
+    """
+    if not name or not isinstance(name, str):
+        raise ModelError(f"a model name must be a non-empty string, got {name!r}")
+    MODELS[name] = ModelSpec(blocks, int(default_cut), description or (blocks.__doc__ or "").split("\n")[0])
+
+
+register("mlp", mlp_blocks, default_cut=1, description="dense layers; widths = hidden sizes (default 128,64)")
+register("cnn", cnn_blocks, default_cut=4, description="conv,conv,pool,dense,dense,head; widths = 4 ints (default 16,32,128,64)")
+register("cnn_nopeek", cnn_nopeek_blocks, default_cut=4,
+         description="NoPeek MNIST network: conv 32, conv 64, pool, dense 500 | dense 128, dense 10")
+register("resnet", resnet_blocks, default_cut=2, description="small ResNet for 32x32 colour images; widths = 3 stage widths")
+register("vgg16", vgg16_blocks, default_cut=2, description="VGG-16 for 32x32 colour images (cost accounting)")
+register("resnet50", resnet50_blocks, default_cut=1, description="ResNet-50 for 32x32 colour images (cost accounting)")
+
+
+def model_blocks(name: str, num_classes: int, widths=()) -> list[BlockSpec]:
+    """The block specs of registered model `name`."""
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    blocks = MODELS[name].blocks(num_classes, tuple(widths))
+    if len(blocks) < 2:
+        raise ModelError(f"model {name!r} has {len(blocks)} block(s); a split model needs at least 2")
+    return blocks
+
+
+def block_key(seed: int, block: int, replica: int = 0) -> jax.Array:
+    """The key that initialises block `block` of replica `replica` of a model seeded `seed`."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), replica), block)
+
+
+def out_shape(module: nnx.Module, in_shape: Shape, dtype=jnp.float32) -> Shape:
+    """Per-sample output shape of `module` for per-sample input `in_shape`, from shapes only."""
+    graphdef, state = nnx.split(module)
+    out = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state, jax.ShapeDtypeStruct((1, *in_shape), dtype))
+    return tuple(out.shape[1:])
+
+
+def build_segment(
+    blocks: Sequence[BlockSpec], in_shape: Shape, start: int, stop: int, *, seed: int = 0, replica: int = 0
+) -> tuple[BlockStack, Shape]:
+    """Blocks [start, stop) built for incoming samples of `in_shape`.
+
+    Returns:
+      (segment, out_shape): the BlockStack and the per-sample shape it produces.
+    """
+    modules, shape = [], tuple(in_shape)
+    for k in range(start, stop):
+        module = blocks[k].make(shape, nnx.Rngs(block_key(seed, k, replica)))
+        try:
+            shape = out_shape(module, shape)
+        except (TypeError, ValueError) as err:
+            raise ModelError(f"block {blocks[k].name!r} cannot take samples of shape {shape}: {err}") from err
+        modules.append(module)
+    return BlockStack(modules, [b.name for b in blocks[start:stop]]), shape
 
 
 def build_model(name: str, input_shape, num_classes: int, widths=(), *, seed: int = 0) -> BlockStack:
-    """Build model `name` for samples of `input_shape` (no batch axis), seeded."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    return MODELS[name].build(tuple(input_shape), num_classes, tuple(widths), rngs=nnx.Rngs(seed))
+    """Build registered model `name` for samples of `input_shape` (no batch axis), seeded."""
+    blocks = model_blocks(name, num_classes, widths)
+    model, shape = build_segment(blocks, tuple(input_shape), 0, len(blocks), seed=seed)
+    if shape != (num_classes,):
+        raise ModelError(f"model {name!r} ends in shape {shape}, not logits ({num_classes},)")
+    return model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,20 +391,8 @@ def list_cuts(model: BlockStack, input_shape) -> list[CutInfo]:
 
     Nothing is computed: shapes come from abstract evaluation.
     """
-    graphdef, state = nnx.split(model)
-    spec = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-
-    def activations(state, x):
-        m = nnx.merge(graphdef, state)
-        outs = []
-        for block in m.blocks:
-            x = block(x)
-            outs.append(x)
-        return outs
-
-    shapes = jax.eval_shape(activations, state, spec)
-    cuts = []
-    for k, (name, s) in enumerate(zip(model.names[:-1], shapes[:-1]), start=1):
-        per_sample = tuple(s.shape[1:])
-        cuts.append(CutInfo(k, name, per_sample, _prod(per_sample) * s.dtype.itemsize))
+    cuts, shape = [], tuple(input_shape)
+    for k, (name, block) in enumerate(zip(model.names[:-1], list(model.blocks)[:-1]), start=1):
+        shape = out_shape(block, shape)
+        cuts.append(CutInfo(k, name, shape, _prod(shape) * 4))
     return cuts

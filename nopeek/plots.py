@@ -78,6 +78,24 @@ def _save(fig, path: str) -> str:
 
 # ---- sweep figures (from results.csv rows) ----------------------------------
 
+FIGURE_COLUMNS = ("cut", "defense", "alpha", "noise_scale", "seed", "accuracy", "dcor")
+
+
+def check_results(path: str) -> None:
+    """Refuse (ConfigError, one line) a CSV that lacks the columns the figures read."""
+    import csv
+
+    from nopeek.config import ConfigError
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read ({err})") from err
+    missing = [c for c in FIGURE_COLUMNS if c not in header]
+    if missing:
+        raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}; is this a `nopeek sweep` results.csv?")
+
 
 def _f(v) -> float:
     try:
@@ -86,101 +104,190 @@ def _f(v) -> float:
         return float("nan")
 
 
-def _finite_mean(values) -> float:
-    """Mean over the finite values (seeds); NaN when none is (e.g. the attack was off)."""
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
+def _mean_ci(values) -> tuple[float, float]:
+    """Mean over the finite values (seeds) and the half-width of its 95% t-interval (0 for one)."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    if len(v) == 1:
+        return float(v[0]), 0.0
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
-def _curves(rows, defense_pair=("none", "nopeek")):
-    """{cut: {"nopeek": [(alpha, row-means...)], "noise": [...]}}, averaged over seeds."""
-    by_cut: dict = {}
+def _family(r) -> tuple[str, float]:
+    if r.get("defense") == "noise":
+        return "noise", _f(r.get("noise_scale"))
+    return "nopeek", _f(r.get("alpha"))
+
+
+def _flag(r, column) -> bool:
+    return str(r.get(column, "")).lower() == "true"
+
+
+def _series(rows):
+    """{(topology, cut, message): {family: [point]}}: one point per defence level, averaged over
+    seeds. A point: dict(level, n, acc, acc_ci, dcor, dcor_ci, ssim, ssim_ci, mse, mse_ci,
+    collapsed (any seed), diverged (seeds that diverged), text)."""
+    groups: dict = {}
     for r in rows:
-        by_cut.setdefault(int(r["cut"]), []).append(r)
+        key = (r.get("topology", "vanilla"), str(r.get("cut")), f"{r.get('party', 'client')}:{r.get('message', 'z')}")
+        groups.setdefault(key, {}).setdefault(_family(r), []).append(r)
     out = {}
-    for cut, rs in sorted(by_cut.items()):
-        groups: dict = {}
-        for r in rs:
-            family = "noise" if r["defense"] == "noise" else "nopeek"
-            level = _f(r["noise_scale"]) if family == "noise" else _f(r["alpha"])
-            groups.setdefault((family, level), []).append(r)
-        if ("nopeek", 0.0) in groups:  # the undefended cell starts both curves
-            groups.setdefault(("noise", 0.0), groups[("nopeek", 0.0)])
-        curves = {"nopeek": [], "noise": []}
-        for (family, level), members in sorted(groups.items()):
-            mean = lambda k: _finite_mean([_f(m[k]) for m in members])  # noqa: E731
-            curves[family].append((level, mean("accuracy"), mean("dcor"), mean("attack_ssim")))
-        out[cut] = curves
+    for key, levels in groups.items():
+        if ("nopeek", 0.0) in levels:  # the undefended cell starts both curves
+            levels.setdefault(("noise", 0.0), levels[("nopeek", 0.0)])
+        curves: dict = {"nopeek": [], "noise": []}
+        for (family, level), members in sorted(levels.items()):
+            live = [m for m in members if not _flag(m, "diverged")]
+            point = {"level": level, "n": len(live), "diverged": len(members) - len(live),
+                     "collapsed": any(_flag(m, "collapsed") for m in live), "text": ""}
+            for name, column in (("acc", "accuracy"), ("dcor", "dcor"), ("ssim", "best_ssim"), ("mse", "best_mse")):
+                values = [_f(m.get(column)) for m in live]
+                if name in ("ssim", "mse") and not any(np.isfinite(values)):
+                    values = [_f(m.get(f"attack_{name}")) for m in live]  # tables without best_*
+                point[name], point[name + "_ci"] = _mean_ci(values)
+            curves[family].append(point)
+        out[key] = curves
     return out
 
 
-def tradeoff_figure(rows, path: str) -> str:
-    """Accuracy against dCor(x, z) and against attack SSIM; one colour per cut, NoPeek solid, noise dashed."""
-    curves = _curves(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+def _label(cut, message, multi_message) -> str:
+    return f"cut {cut}" + (f", {message}" if multi_message else "")
+
+
+def tradeoff_figure(rows, path: str, *, annotate: str | None = None, series_label=None) -> str:
+    """Accuracy against held-out dCor(x, m) and against the decoder's SSIM (MSE for tabular
+    data): one row of panels per topology, one colour per cut (and message), NoPeek solid,
+    noise dashed. Means over seeds with 95% intervals; collapsed settings drawn hollow,
+    diverged ones listed in the panel.
+
+    Args:
+      annotate: a column whose value is written beside each point (e.g. a file name).
+      series_label: callable(cut, family) -> legend text (default "cut K, NoPeek|noise").
+    """
+    series = _series(rows)
+    texts = {}
+    if annotate:
+        for r in rows:
+            texts[(r.get("topology", "vanilla"), str(r.get("cut")), _family(r))] = str(r.get(annotate, ""))
+    topologies = sorted({k[0] for k in series})
+    use_ssim = any(np.isfinite(p["ssim"]) for c in series.values() for pts in c.values() for p in pts)
+    fig, axes = plt.subplots(len(topologies), 2, figsize=(10, 3.8 * len(topologies)), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (cut, c) in enumerate(curves.items()):
-        color = colors[i % len(colors)]
-        for family, style, marker in (("nopeek", "-", "o"), ("noise", "--", "s")):
-            pts = c[family]
-            if len(pts) < 1:
-                continue
-            level, acc, dcor, ssim = (np.array(v) for v in zip(*pts))
-            label = f"cut {cut}, {'NoPeek' if family == 'nopeek' else 'noise'}"
-            axes[0].plot(dcor, acc, style, marker=marker, color=color, label=label)
-            axes[1].plot(ssim, acc, style, marker=marker, color=color, label=label)
-    axes[0].set_xlabel("held-out dCor(x, z)  (lower = less leakage)")
-    axes[1].set_xlabel("decoder attack SSIM  (lower = worse reconstructions)")
-    for ax in axes:
-        ax.set_ylabel("test accuracy")
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="lower right")
-    fig.suptitle("Privacy-utility trade-off: good defences sit top-left", fontsize=10)
+    for t_index, topology in enumerate(topologies):
+        keys = sorted(k for k in series if k[0] == topology)
+        multi_message = len({k[2] for k in keys}) > 1
+        diverged_notes = []
+        for i, key in enumerate(keys):
+            _, cut, message = key
+            color = colors[i % len(colors)]
+            for family, style, marker in (("nopeek", "-", "o"), ("noise", "--", "s")):
+                pts = [p for p in series[key][family] if p["n"] > 0]
+                diverged_notes += [f"{cut} {family} {p['level']:g}" for p in series[key][family] if p["diverged"]]
+                if not pts:
+                    continue
+                label = series_label(cut, family) if series_label else (
+                    f"{_label(cut, message, multi_message)}, {'NoPeek' if family == 'nopeek' else 'noise'}")
+                acc = np.array([p["acc"] for p in pts])
+                acc_ci = np.array([p["acc_ci"] for p in pts])
+                for ax, name in ((axes[t_index, 0], "dcor"), (axes[t_index, 1], "ssim" if use_ssim else "mse")):
+                    xs = np.array([p[name] for p in pts])
+                    xs_ci = np.array([p[name + "_ci"] for p in pts])
+                    ax.plot(xs, acc, style, color=color, label=label)
+                    ax.errorbar(xs, acc, yerr=acc_ci, xerr=xs_ci, fmt="none", ecolor=color, alpha=0.5, capsize=2)
+                    for x_, y_, p in zip(xs, acc, pts):
+                        ax.plot([x_], [y_], marker=marker, color=color,
+                                markerfacecolor="white" if p["collapsed"] else color, markersize=6)
+                        text = texts.get((topology, cut, (family, p["level"])), "")
+                        if text and np.isfinite(x_) and np.isfinite(y_):
+                            ax.annotate(text, (x_, y_), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        axes[t_index, 0].set_xlabel("held-out dCor(x, m)  (lower = less leakage)")
+        axes[t_index, 1].set_xlabel("decoder SSIM, better of attack and mean image" if use_ssim
+                                    else "decoder MSE, better of attack and mean input (higher = less leakage)")
+        for ax in axes[t_index]:
+            ax.set_ylabel(f"{topology}: test accuracy" if len(topologies) > 1 else "test accuracy")
+            ax.grid(alpha=0.3)
+        if diverged_notes:
+            axes[t_index, 0].text(0.01, 0.02, "diverged: " + "; ".join(diverged_notes), transform=axes[t_index, 0].transAxes,
+                                  fontsize=7, color="tab:red", va="bottom")
+        axes[t_index, 1].legend(fontsize=7, loc="lower right")
+    note = " (hollow = collapsed)" if any(p["collapsed"] for c in series.values() for pts in c.values() for p in pts) else ""
+    fig.suptitle("Privacy-utility trade-off: good defences sit top-left" + note, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
 
 def metric_vs_alpha_figure(rows, metric: str, ylabel: str, path: str) -> str:
-    """`metric` against the NoPeek weight, one line per cut (symlog x: alpha 0 included)."""
-    curves = _curves(rows)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    index = {"accuracy": 1, "dcor": 2, "attack_ssim": 3}[metric]
-    for cut, c in curves.items():
-        pts = sorted(c["nopeek"])
-        if pts:
-            ax.plot([p[0] for p in pts], [p[index] for p in pts], "-o", label=f"cut {cut}")
+    """`metric` ("dcor", "ssim" or "acc") against the NoPeek weight, one line per (topology,
+    cut, message), means over seeds with 95% intervals; symlog x so alpha 0 is included."""
+    series = _series(rows)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    topologies = {k[0] for k in series}
+    for key, curves in sorted(series.items()):
+        pts = [p for p in curves["nopeek"] if p["n"] > 0]
+        if not pts:
+            continue
+        topology, cut, message = key
+        label = (f"{topology} " if len(topologies) > 1 else "") + f"cut {cut}" + (f" {message}" if message != "client:z" else "")
+        xs = [p["level"] for p in pts]
+        line = ax.errorbar(xs, [p[metric] for p in pts], yerr=[p[metric + "_ci"] for p in pts], fmt="-o", capsize=2, label=label)
+        hollow = [(x, p[metric]) for x, p in zip(xs, pts) if p["collapsed"]]
+        if hollow:
+            ax.plot(*zip(*hollow), "o", markerfacecolor="white", color=line[0].get_color(), markersize=8)
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_xlabel("NoPeek alpha")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
 
 
+def _load_samples(path: str) -> np.ndarray:
+    from nopeek.config import ConfigError
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path}: not a readable sample file ({err})") from err
+
+
 def sweep_figures(rows, fig_dir: str, *, samples_dir: str | None = None) -> list[str]:
     """Every sweep figure into `fig_dir`; reconstruction grids where samples were saved."""
+    rows = [r for r in rows]
     if not rows:
         return []
     paths = [
         tradeoff_figure(rows, os.path.join(fig_dir, "tradeoff.png")),
-        metric_vs_alpha_figure(rows, "dcor", "held-out dCor(x, z)", os.path.join(fig_dir, "dcor_vs_alpha.png")),
+        metric_vs_alpha_figure(rows, "dcor", "held-out dCor(x, m)", os.path.join(fig_dir, "dcor_vs_alpha.png")),
     ]
-    if any(not np.isnan(_f(r["attack_ssim"])) for r in rows):
-        paths.append(metric_vs_alpha_figure(rows, "attack_ssim", "decoder attack SSIM", os.path.join(fig_dir, "ssim_vs_alpha.png")))
-    if samples_dir and os.path.exists(os.path.join(samples_dir, "originals.npy")):
-        originals = np.load(os.path.join(samples_dir, "originals.npy"), allow_pickle=False)
-        for cut in sorted({int(r["cut"]) for r in rows}):
-            grid_rows, labels = [originals], ["original"]
-            chosen = [r for r in rows if int(r["cut"]) == cut and r["defense"] in ("none", "nopeek") and int(r["seed"]) == min(int(x["seed"]) for x in rows)]
-            for r in sorted(chosen, key=lambda r: _f(r["alpha"])):
-                path = os.path.join(samples_dir, r.get("samples_file") or "-")
+    if any(np.isfinite(_f(r.get("attack_ssim"))) for r in rows):
+        paths.append(metric_vs_alpha_figure(rows, "ssim", "decoder SSIM (better of attack and baseline)",
+                                            os.path.join(fig_dir, "ssim_vs_alpha.png")))
+    if samples_dir and os.path.isdir(samples_dir):
+        seeds = sorted({int(_f(r["seed"])) for r in rows})
+        groups: dict = {}
+        for r in rows:
+            if r.get("defense") in ("none", "nopeek") and int(_f(r["seed"])) == seeds[0] and r.get("samples_file"):
+                key = (r.get("topology", "vanilla"), str(r["cut"]), r.get("party", "client"), r.get("message", "z"))
+                groups.setdefault(key, []).append(r)
+        several = len({k[0] for k in groups}) > 1 or len({k[2:] for k in groups}) > 1
+        for (topology, cut, party, message), members in sorted(groups.items()):
+            originals_path = os.path.join(samples_dir, members[0].get("originals_file") or "originals.npy")
+            if not os.path.isfile(originals_path):
+                continue
+            grid_rows, labels = [_load_samples(originals_path)], ["original"]
+            for r in sorted(members, key=lambda r: _f(r["alpha"])):
+                path = os.path.join(samples_dir, r["samples_file"])
                 if os.path.isfile(path):
-                    grid_rows.append(np.load(path, allow_pickle=False))
-                    labels.append(f"alpha {_f(r['alpha']):g}")
+                    grid_rows.append(_load_samples(path))
+                    labels.append(f"alpha {_f(r['alpha']):g}" + (" (collapsed)" if _flag(r, "collapsed") else ""))
             if len(grid_rows) > 1:
+                name = f"reconstructions_{topology}_cut{cut}_{party}_{message}.png" if several else f"reconstructions_cut{cut}.png"
                 paths.append(reconstruction_grid(
-                    grid_rows, labels, os.path.join(fig_dir, f"reconstructions_cut{cut}.png"),
-                    title=f"decoder reconstructions of the same held-out samples, cut {cut}",
+                    grid_rows, labels, os.path.join(fig_dir, name),
+                    title=f"decoder reconstructions of the same held-out samples: {topology}, cut {cut}, {party}:{message}",
                 ))
     return paths

@@ -1,26 +1,26 @@
-"""Leakage sweeps: cuts x defences x seeds -> one row of `results.csv` per cell.
+"""Leakage sweeps: topologies x cuts x defences x seeds -> rows of `results.csv`.
 
-For each (dataset, model, cut) group, every defence cell (no defence, NoPeek at each
-alpha, the noise baseline at each scale) and seed is trained together as one stack
-(`nopeek.train.train_stack`), and the inversion decoders against them are fitted
-together too (`attacks.fit_decoders`). A group's rows are appended to `results.csv`
-in one atomic replace, so killing the process at any moment (even `kill -9`) loses at
-most the group in progress, and running the same command again finishes only the
-missing cells. An output folder holding a different config is refused unless `force`.
+For each group (one topology at one cut list), every defence cell (no defence, NoPeek at
+each alpha, the noise baseline at each scale) and seed is trained together as one stack
+(`nopeek.train.train_stack`), and the inversion decoders against each attacked message
+are fitted together too (`attacks.fit_decoders`). A group's rows are appended to
+`results.csv` in one atomic replace, so killing the process at any moment (even
+`kill -9`) loses at most the group in progress, and running the same command again
+finishes only the missing cells. The whole config is checked before anything is
+written; an output folder holding a different config is refused unless `force`.
 
-    DIR/config.json      the SweepConfig
-    DIR/results.csv      one row per cell (columns: RESULT_COLUMNS)
-    DIR/samples/*.npy    16 held-out originals and each cell's reconstructions of them
+    DIR/config.json      the SweepConfig (one flat JSON object)
+    DIR/results.csv      one row per cell and attacked message (columns: RESULT_COLUMNS)
+    DIR/samples/*.npy    16 held-out originals and each row's reconstructions of them
     DIR/figures/*.png    trade-off, dCor and SSIM against alpha, reconstruction grids
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import os
+import shutil
 import time
 from dataclasses import field
 
@@ -30,149 +30,203 @@ from tqdm.auto import tqdm
 
 import attacks
 from nopeek import data as data_lib
-from nopeek.config import ConfigError, JsonConfig, TrainConfig, raise_first_failure
-from nopeek.io import atomic_write_text, read_json, write_json
-from nopeek.models import MODELS, build_model, list_cuts
-from nopeek.split import LEAKAGE_TERMS, NOISE_KINDS
-from nopeek.train import evaluate, train_stack
+from nopeek.attack_run import AttackConfig, attacker_indices
+from nopeek.config import (
+    Composed, ConfigError, DataConfig, ModelConfig, Section, TrainConfig, TrainingConfig, finite, raise_first_failure,
+)
+from nopeek.io import read_json, write_json
+from nopeek.models import model_blocks
+from nopeek.results import (
+    CELL_COLUMNS, KEY_COLUMNS, RESULT_COLUMNS, append_rows, cell_key, fmt_number, read_rows, write_rows,
+)
+from nopeek.stacking import over_stack, resolve_stack_mode
+from nopeek.topologies import TOPOLOGIES, TopologyError
+from nopeek.train import evaluate, has_conv, leak_entries, train_stack
 
 N_SAMPLES = 16  # held-out samples kept for the reconstruction grids
+DEFENSES = ("none", "nopeek", "noise")
 
-KEY_COLUMNS = ["dataset", "model", "cut", "defense", "alpha", "noise_scale", "seed"]
-RESULT_COLUMNS = KEY_COLUMNS + [
-    "accuracy", "dcor",
-    "attack_mse", "attack_psnr", "attack_ssim", "attack_dcor", "attack_classifier_accuracy",
-    "baseline_mse", "baseline_psnr", "baseline_ssim", "baseline_classifier_accuracy",
-    "classifier_clean_accuracy", "cut_block", "cut_bytes_per_sample", "leakage", "epochs",
-    "group_size", "train_seconds", "attack_seconds", "eval_seconds", "samples_file",
-]
+
+def parse_cut_spec(spec: str) -> tuple[int, ...]:
+    """"4" -> (4,); "2-5" -> (2, 5): the cut list of one cell."""
+    try:
+        cuts = tuple(int(p) for p in str(spec).split("-"))
+    except ValueError:
+        raise ConfigError(f"--cuts: {spec!r} is not a cut (an int, or ints joined by '-' like 2-5)") from None
+    return cuts
+
+
+def cut_spec(cuts) -> str:
+    return "-".join(str(int(c)) for c in cuts)
 
 
 @dataclasses.dataclass(frozen=True)
-class SweepConfig(JsonConfig):
-    """The grid (dataset, model, cuts, alphas, noise scales, seeds) and how each cell is trained and attacked."""
+class GridConfig(Section):
+    """The grid: its lists replace the per-cell fields topology, cuts, alpha, noise_scale, seed."""
 
-    dataset: str = field(default="mnist5k", metadata={"help": "data set", "choices": tuple(data_lib.LOADERS)})
-    model: str = field(default="cnn", metadata={"help": "model", "choices": tuple(MODELS)})
-    widths: tuple[int, ...] = field(default=(8, 16, 64, 32), metadata={"help": "model widths; empty = the model's default"})
-    cuts: tuple[int, ...] = field(default=(3, 4, 5), metadata={"help": "cut positions"})
-    alphas: tuple[float, ...] = field(default=(0.0, 0.1, 0.5, 1.0, 3.0), metadata={"help": "NoPeek weights (0 = no defence)"})
-    noise_scales: tuple[float, ...] = field(default=(0.5, 2.0), metadata={"help": "noise-baseline scales (empty: none)"})
-    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "model seeds"})
-    leakage: str = field(default="dcor", metadata={"help": "NoPeek term", "choices": LEAKAGE_TERMS})
-    noise_kind: str = field(default="gaussian", metadata={"help": "noise distribution", "choices": NOISE_KINDS})
-    epochs: int = field(default=4, metadata={"help": "training epochs per cell"})
-    batch_size: int = field(default=64, metadata={"help": "training batch size"})
-    lr: float = field(default=1e-3, metadata={"help": "learning rate"})
-    optimizer: str = field(default="adam", metadata={"help": "optimiser", "choices": ("adam", "sgd")})
-    task_weight: float = field(default=1.0, metadata={"help": "weight on the cross-entropy"})
-    limit: int | None = field(default=None, metadata={"help": "use at most this many training samples"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the train/test split and the data order"})
-    data_dir: str | None = field(default=None, metadata={"help": "folder with mnist/fashion_mnist/cifar10 files"})
-    attack_steps: int = field(default=600, metadata={"help": "decoder training steps (0: no attack)"})
-    leak_fraction: float = field(default=0.1, metadata={"help": "share of the training set the attacker holds"})
+    topologies: tuple[str, ...] = field(default=("vanilla",), metadata={"help": "configurations (see `nopeek train --topology`)"})
+    cuts: tuple[str, ...] = field(default=("1",), metadata={"help": "cut lists, one per cell: 4 or 2-5 (two cuts); each goes to the topologies it fits"})
+    alphas: tuple[float, ...] = field(default=(0.0, 1.0), metadata={"help": "NoPeek weights (0 = no defence)"})
+    noise_scales: tuple[float, ...] = field(default=(), metadata={"help": "noise-defence scales (empty: none)"})
+    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "model seeds (initialisation, data order, noise)"})
 
-    def validate(self) -> "SweepConfig":
-        self.train_config(self.cuts[0] if self.cuts else 1).validate()
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        if "cuts" in d and isinstance(d["cuts"], (list, tuple)):
+            cuts = d["cuts"]
+            for c in cuts:
+                if isinstance(c, bool) or not isinstance(c, (int, str)):
+                    raise ConfigError(f"cuts: expected a list of cut lists (ints like 4 or strings like \"2-5\"), "
+                                      f"got {type(c).__name__} {c!r} in the list")
+            d["cuts"] = [str(c) for c in cuts]
+        return super().from_dict(d)
+
+    def validate(self) -> "GridConfig":
         checks = [
+            (len(self.topologies) > 0, "--topologies must name at least one topology"),
+            (all(t in TOPOLOGIES for t in self.topologies), f"--topologies must be among {', '.join(TOPOLOGIES)}, got {','.join(self.topologies)}"),
             (len(self.cuts) > 0, "--cuts must name at least one cut"),
             (len(self.alphas) > 0 or len(self.noise_scales) > 0, "give at least one alpha or noise scale"),
-            (all(a >= 0 for a in self.alphas), f"--alphas must be >= 0, got {self.alphas}"),
-            (all(s > 0 for s in self.noise_scales), f"--noise-scales must be > 0, got {self.noise_scales}"),
+            (all(finite(a) and a >= 0 for a in self.alphas), f"--alphas must be finite and >= 0, got {self.alphas}"),
+            (all(finite(s) and s > 0 for s in self.noise_scales), f"--noise-scales must be finite and > 0, got {self.noise_scales}"),
             (len(self.seeds) > 0, "--seeds must name at least one seed"),
-            (self.attack_steps >= 0, f"--attack-steps must be >= 0, got {self.attack_steps}"),
-            (0 < self.leak_fraction <= 1, f"--leak-fraction must be in (0, 1], got {self.leak_fraction}"),
+            (len(set(self.seeds)) == len(self.seeds), f"--seeds must be distinct, got {self.seeds}"),
         ]
         raise_first_failure(checks)
-        shape, classes = data_lib.sample_shape(self.dataset)
-        n_cuts = len(list_cuts(build_model(self.model, shape, classes, self.widths), shape))
-        bad = [c for c in self.cuts if not 1 <= c <= n_cuts]
-        if bad:
-            raise ConfigError(f"--cuts {bad} out of range: {self.model} has cuts 1..{n_cuts}")
+        for spec in self.cuts:
+            cuts = parse_cut_spec(spec)
+            if any(b <= a for a, b in zip(cuts, cuts[1:])):
+                raise ConfigError(f"--cuts: {spec} must be increasing")
         return self
 
-    def train_config(self, cut: int) -> TrainConfig:
+
+class SweepConfig(Composed):
+    """The grid (topologies x cuts x alphas x noise scales x seeds) and how each cell is
+    trained (data, model, training sections) and attacked (attack section)."""
+
+    SECTIONS = (("data_config", DataConfig), ("model_config", ModelConfig), ("training_config", TrainingConfig),
+                ("grid_config", GridConfig), ("attack_config", AttackConfig))
+    EXCLUDED = frozenset({
+        ("model_config", "topology"), ("model_config", "cuts"),
+        ("training_config", "alpha"), ("training_config", "noise_scale"), ("training_config", "seed"),
+        ("attack_config", "attack"), ("attack_config", "message"), ("attack_config", "n_targets"),
+        ("attack_config", "tv_weight"),
+    })
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        if "data_seed" in d and "split_seed" not in d:  # sweeps written before the engine
+            d["split_seed"] = d.pop("data_seed")
+        return super().from_dict(d)
+
+    def groups(self) -> list[tuple[str, str]]:
+        """(topology, cut spec) pairs, each trained as one stack: every cut list goes to every
+        topology that takes that many cuts."""
+        out = []
+        for topology in self.topologies:
+            for spec in self.cuts:
+                if _fits(topology, parse_cut_spec(spec)):
+                    out.append((topology, spec))
+        return out
+
+    def train_config(self, topology: str, spec: str) -> TrainConfig:
+        """The TrainConfig of one group's cells (alpha, noise scale, seed come per cell)."""
         return TrainConfig(
-            dataset=self.dataset, model=self.model, widths=self.widths, cut=cut, leakage=self.leakage,
-            noise_kind=self.noise_kind, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-            optimizer=self.optimizer, task_weight=self.task_weight, seed=self.data_seed,
-            data_dir=self.data_dir, limit=self.limit,
+            data_config=self.data_config,
+            model_config=dataclasses.replace(self.model_config, topology=topology, cuts=parse_cut_spec(spec)),
+            training_config=self.training_config,
         )
 
+    def validate(self) -> "SweepConfig":
+        super().validate()
+        attack_steps = self.attack_config.attack_steps
+        if attack_steps is not None and attack_steps < 0:
+            raise ConfigError(f"--attack-steps must be >= 0 (0: no attack), got {attack_steps}")
+        for spec in self.cuts:
+            if not any(_fits(t, parse_cut_spec(spec)) for t in self.topologies):
+                raise ConfigError(f"--cuts {spec}: no topology of {','.join(self.topologies)} takes "
+                                  f"{len(parse_cut_spec(spec))} cut(s)")
+        for t in self.topologies:
+            if not any(_fits(t, parse_cut_spec(s)) for s in self.cuts):
+                raise ConfigError(f"--topologies {t}: takes {TOPOLOGIES[t].cuts.replace('>=', 'at least ')} cut(s); "
+                                  f"none of --cuts {','.join(self.cuts)} fits (e.g. 2-4 for two cuts)")
+        shape, classes = data_lib.sample_shape(self.dataset, self.data_dir)
+        n_blocks = len(model_blocks(self.model, classes, self.widths))
+        for topology, spec in self.groups():
+            try:
+                self.train_config(topology, spec).validate()
+                from nopeek.train import build_topology
+
+                if not all(1 <= c < n_blocks for c in parse_cut_spec(spec)):
+                    raise ConfigError(f"--cuts {spec} out of range: {self.model} has cuts 1..{n_blocks - 1}")
+                build_topology(self.train_config(topology, spec), shape, classes)
+            except TopologyError as err:
+                raise ConfigError(f"{topology} at cuts {spec}: {err}") from err
+        return self
+
+
+def _fits(topology: str, cuts) -> bool:
+    rule = TOPOLOGIES[topology].cuts
+    return {"1": len(cuts) == 1, "2": len(cuts) == 2, ">=2": len(cuts) >= 2}[rule]
 
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One row of the table: a defence at one cut, one seed."""
+    """One training run of the grid: a defence of one topology at one cut list, one seed."""
 
-    cut: int
+    topology: str
+    cut: str  # cut spec, "4" or "2-5"
     defense: str  # "none", "nopeek" or "noise"
     alpha: float
     noise_scale: float
     seed: int
 
     def key(self, config: SweepConfig) -> tuple:
-        return (config.dataset, config.model, str(self.cut), self.defense,
-                _fmt(self.alpha), _fmt(self.noise_scale), str(self.seed))
+        return (config.dataset, config.model, self.topology, self.cut, self.defense,
+                fmt_number(self.alpha), fmt_number(self.noise_scale), str(self.seed))
 
     @property
     def name(self) -> str:
-        return f"cut{self.cut}-{self.defense}-a{_fmt(self.alpha)}-n{_fmt(self.noise_scale)}-s{self.seed}"
-
-
-def _fmt(v: float) -> str:
-    return repr(float(v))
+        return (f"{self.topology}-cut{self.cut}-{self.defense}-a{fmt_number(self.alpha)}"
+                f"-n{fmt_number(self.noise_scale)}-s{self.seed}")
 
 
 def cells(config: SweepConfig) -> list[Cell]:
-    """Every cell of the grid, grouped by cut (the unit trained as one stack)."""
+    """Every cell of the grid, grouped by (topology, cut list): the unit trained as one stack."""
     out = []
-    for cut in config.cuts:
+    for topology, spec in config.groups():
         for seed in config.seeds:
             defences = [("none", 0.0, 0.0)]
             defences += [("nopeek", float(a), 0.0) for a in config.alphas if a > 0]
             defences += [("noise", 0.0, float(s)) for s in config.noise_scales]
-            out += [Cell(cut, d, a, s, seed) for d, a, s in defences]
+            out += [Cell(topology, spec, d, a, s, seed) for d, a, s in defences]
     return out
 
 
-# ---- the results table -----------------------------------------------------
-
-
-def read_results(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def append_rows(path: str, rows: list[dict]) -> None:
-    """Add rows to the CSV by writing old + new to a temporary file and renaming it over."""
-    existing = read_results(path)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in existing + rows:
-        writer.writerow(row)
-    atomic_write_text(path, buf.getvalue())
-
-
-def _row_key(row: dict) -> tuple:
-    return tuple(row[c] for c in KEY_COLUMNS)
-
-
-# ---- running ---------------------------------------------------------------
+# ---- the output folder ---------------------------------------------------------------
 
 
 def prepare_output(out: str, config: SweepConfig, force: bool) -> None:
-    """Create `out`, or check that it holds the same config (else refuse unless `force`)."""
-    os.makedirs(out, exist_ok=True)
+    """Create `out`, or check that it holds the same config (else refuse unless `force`).
+
+    `force` moves the old results.csv aside (`results.csv.discarded`) and deletes the old
+    samples and figures, so nothing of the old sweep mixes with the new one."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out {out}: is a file, not a folder")
     config_path = os.path.join(out, "config.json")
     if os.path.exists(config_path):
-        old = read_json(config_path)
-        if old != config.to_dict():
+        try:
+            old = SweepConfig.from_dict(read_json(config_path)).to_dict()
+        except (OSError, ValueError) as err:
             if not force:
-                changed = sorted(k for k in set(old) | set(config.to_dict()) if old.get(k) != config.to_dict().get(k))
+                raise ConfigError(f"{config_path}: unreadable ({err}); use another --out, or --force to start afresh") from None
+            old = {}
+        new = config.to_dict()
+        if old != new:
+            if not force:
+                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise ConfigError(
                     f"{out} holds results of a different sweep config (changed: {', '.join(changed)}); "
                     "use another --out, or --force to discard them"
@@ -180,90 +234,200 @@ def prepare_output(out: str, config: SweepConfig, force: bool) -> None:
             results = os.path.join(out, "results.csv")
             if os.path.exists(results):
                 os.replace(results, results + ".discarded")
+            for sub in ("samples", "figures"):
+                shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
+    os.makedirs(out, exist_ok=True)
     write_json(config_path, config.to_dict())
 
 
-def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: bool = True) -> list[dict]:
-    """Run every missing cell of the sweep, write results and figures; return all rows."""
+# ---- running ---------------------------------------------------------------------------
+
+
+def _better(kind: str, attack: float, baseline: float) -> float:
+    """The leakage a defence is judged by: the better of the attack and its free baseline."""
+    values = [v for v in (attack, baseline) if np.isfinite(v)]
+    if not values:
+        return float("nan")
+    return min(values) if kind == "mse" else max(values)
+
+
+def collapse_reason(accuracy: float, chance: float, z_test: np.ndarray) -> str:
+    """Why a trained model counts as collapsed, or "": accuracy at chance (within 1 point
+    of always guessing the majority class), or a message constant over the held-out set."""
+    if np.isfinite(accuracy) and accuracy <= chance + 0.01:
+        return "accuracy at chance"
+    flat = np.asarray(z_test, np.float64).reshape(len(z_test), -1)
+    spread = float(np.max(np.ptp(flat, axis=0))) if flat.size else 0.0
+    scale = float(np.max(np.abs(flat))) if flat.size else 0.0
+    if spread <= 1e-6 * (1.0 + scale):
+        return "constant activations"
+    return ""
+
+
+def _message_block(result, message: str, n_classes: int) -> str:
+    """The name of the block after which `message` is produced."""
+    cuts = result.config.resolved_cuts(n_classes)
+    blocks = model_blocks(result.config.model, n_classes, result.config.widths)
+    hop = 0 if message in ("z",) else max(0, int(message[1:]) - 1) if message[1:].isdigit() else 0
+    return blocks[cuts[min(hop, len(cuts) - 1)] - 1].name
+
+
+def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: bool = True, log=print) -> list[dict]:
+    """Run every missing cell of the sweep, write results and figures; return all rows.
+
+    `log` receives warning lines (diverged and collapsed cells)."""
     from nopeek.plots import sweep_figures
 
     config.validate()
     prepare_output(out, config, force)
     results_path = os.path.join(out, "results.csv")
-    done = {_row_key(r) for r in read_results(results_path)}
-    todo = [c for c in cells(config) if c.key(config) not in done]
-    ds = data_lib.load(config.dataset, seed=config.data_seed, data_dir=config.data_dir, limit=config.limit)
-    shape = ds.input_shape
-    cut_info = {c.cut: c for c in list_cuts(build_model(config.model, shape, ds.num_classes, config.widths), shape)}
-    rng = np.random.default_rng(config.data_seed)
-    leak_idx = np.sort(rng.choice(len(ds.x_train), max(2, round(config.leak_fraction * len(ds.x_train))), replace=False))
-    x_leak = ds.x_train[leak_idx]
+    done = {cell_key(r) for r in read_rows(results_path)}
+    all_cells = cells(config)
+    todo = [c for c in all_cells if c.key(config) not in done]
+    ds = data_lib.load(config.dataset, seed=config.split_seed, data_dir=config.data_dir, limit=config.limit)
+    attack_steps = config.attack_config.resolved("attack_steps")
+    leak_idx = attacker_indices(ds.y_train, leak_fraction=config.leak_fraction, leak_count=config.leak_count,
+                                aux_classes=config.aux_classes, seed=config.attack_seed)
     samples_dir = os.path.join(out, "samples")
     os.makedirs(samples_dir, exist_ok=True)
-    np.save(os.path.join(samples_dir, "originals.npy"), ds.x_test[:N_SAMPLES])
-    classifier = attacks.ReferenceClassifier(ds.x_train, ds.y_train) if config.attack_steps else None
-    clean_acc = classifier.accuracy(ds.x_test, ds.y_test) if classifier else float("nan")
+    chance = float(np.max(np.bincount(ds.y_test)) / len(ds.y_test))
 
-    bar = tqdm(total=len(cells(config)), initial=len(cells(config)) - len(todo), desc="sweep cells",
-               unit="cell", disable=not progress)
-    for cut in config.cuts:
-        group = [c for c in todo if c.cut == cut]
+    bar = tqdm(total=len(all_cells), initial=len(all_cells) - len(todo), desc="sweep cells", unit="cell", disable=not progress)
+    for topology, spec in config.groups():
+        group = [c for c in todo if (c.topology, c.cut) == (topology, spec)]
         if not group:
             continue
-        bar.set_postfix_str(f"cut {cut}: training {len(group)} models as one stack")
-        t0 = time.perf_counter()
-        result = train_stack(
-            config.train_config(cut), ds,
-            alphas=[c.alpha for c in group], seeds=[c.seed for c in group],
-            noise_scales=[c.noise_scale for c in group], progress=progress, desc=f"cut {cut}",
-        )
-        train_seconds = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        hp = {k: jnp.asarray(v) for k, v in result.hparams.items()}
-        _, z_leak = evaluate(result.forward, result.state, hp, x_leak, ds.y_train[leak_idx])
-        z_test = result.z_test  # the held-out activations training already measured dCor on
-        eval_seconds = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        scores = [{} for _ in group]
-        if config.attack_steps:
-            bar.set_postfix_str(f"cut {cut}: fitting {len(group)} decoders as one stack")
-            fitted = attacks.fit_decoders(z_leak, x_leak, steps=config.attack_steps, seed=config.data_seed)
-            x_hat = fitted.reconstruct(z_test)
-            for i, cell in enumerate(group):
-                scores[i] = attacks.scores_with_baseline(ds.x_test, x_hat[i], x_leak, classifier=classifier, y=ds.y_test)
-                np.save(os.path.join(samples_dir, f"{cell.name}.npy"), x_hat[i, :N_SAMPLES])
-        attack_seconds = time.perf_counter() - t0
-
-        rows = []
-        for i, cell in enumerate(group):
-            s = scores[i]
-            rows.append({
-                **dict(zip(KEY_COLUMNS, cell.key(config))),
-                "accuracy": result.test_accuracy[i], "dcor": result.dcor[i],
-                "attack_mse": s.get("mse", ""), "attack_psnr": s.get("psnr", ""), "attack_ssim": s.get("ssim", ""),
-                "attack_dcor": s.get("dcor", ""), "attack_classifier_accuracy": s.get("classifier_accuracy", ""),
-                "baseline_mse": s.get("baseline_mse", ""), "baseline_psnr": s.get("baseline_psnr", ""),
-                "baseline_ssim": s.get("baseline_ssim", ""),
-                "baseline_classifier_accuracy": s.get("baseline_classifier_accuracy", ""),
-                "classifier_clean_accuracy": clean_acc, "cut_block": cut_info[cut].block,
-                "cut_bytes_per_sample": cut_info[cut].bytes_per_sample, "leakage": config.leakage,
-                "epochs": config.epochs, "group_size": len(group), "train_seconds": round(train_seconds, 2),
-                "attack_seconds": round(attack_seconds, 2), "eval_seconds": round(eval_seconds, 2),
-                "samples_file": f"{cell.name}.npy" if config.attack_steps else "",
-            })
+        bar.set_postfix_str(f"{topology} cut {spec}: training {len(group)} models as one stack")
+        rows = _run_group(config, ds, group, leak_idx, attack_steps, samples_dir, chance, progress, log)
         append_rows(results_path, rows)
         bar.update(len(group))
     bar.close()
-    rows = read_results(results_path)
+    rows = read_rows(results_path)
     sweep_figures(rows, os.path.join(out, "figures"), samples_dir=samples_dir)
     return rows
 
 
+class _Classifiers:
+    """Reference classifiers trained on clean data, one per raw-input source (x, or a slice)."""
+
+    def __init__(self, y_train):
+        self.y_train = y_train
+        self.cache: dict = {}
+
+    def get(self, key, x_train):
+        if key not in self.cache:
+            self.cache[key] = attacks.ReferenceClassifier(x_train, self.y_train)
+        return self.cache[key]
+
+
+def _run_group(config: SweepConfig, ds, group, leak_idx, attack_steps, samples_dir, chance, progress, log) -> list[dict]:
+    topology, spec = group[0].topology, group[0].cut
+    tc = config.train_config(topology, spec)
+    t0 = time.perf_counter()
+    result = train_stack(tc, ds, alphas=[c.alpha for c in group], seeds=[c.seed for c in group],
+                         noise_scales=[c.noise_scale for c in group], progress=progress,
+                         desc=f"{topology} cut {spec}")
+    train_seconds = time.perf_counter() - t0
+    built = result.built
+    alive = np.flatnonzero(~result.diverged)
+    for i in np.flatnonzero(result.diverged):
+        log(f"warning: {group[i].name} diverged at epoch {int(result.diverged_epoch[i])} "
+            f"(loss {float(result.diverged_loss[i])}); its rows are marked diverged")
+
+    t0 = time.perf_counter()
+    hp = {k: jnp.asarray(v) for k, v in result.hparams.items()}
+    x_leak, y_leak = ds.x_train[leak_idx], ds.y_train[leak_idx]
+    _, sent_leak = evaluate(result.eval_fn, result.state.params, hp, x_leak, y_leak)
+    prepared = {k: np.asarray(v) for k, v in built.prepare(jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)).items()}
+    prepared_test = {k: np.asarray(v) for k, v in built.prepare(jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)).items()}
+    eval_seconds = time.perf_counter() - t0
+
+    shards_test = None
+    if topology == "round_robin":
+        from nopeek.partition import partition
+
+        shards_test = partition(ds.y_test, tc.clients, tc.partition, tc.dirichlet_alpha, tc.split_seed + 1)
+    entries = leak_entries(built, shards_test)
+    classifiers = _Classifiers(ds.y_train)
+    t0 = time.perf_counter()
+    scores: dict = {}
+    fitted: dict = {}
+    for e in entries:
+        def pick(a, e=e):
+            return a[e.replica] if e.replica is not None else a
+
+        src_train, src_test = pick(prepared[e.source]), pick(prepared_test[e.source])
+        fit_key = (e.message, e.replica)
+        if attack_steps and len(alive) and fit_key not in fitted:
+            z_leak = sent_leak[e.message][alive]
+            z_leak = z_leak[:, e.replica] if e.replica is not None else z_leak
+            z_test = result.messages_test[e.message][alive]
+            z_test = z_test[:, e.replica] if e.replica is not None else z_test
+            mode = resolve_stack_mode("auto", has_conv=len(z_leak.shape) == 5)
+            decoders = attacks.fit_decoders(
+                z_leak, src_train[leak_idx], steps=attack_steps, lr=config.attack_config.resolved("attack_lr"),
+                seed=config.attack_seed, map_models=lambda fn, in_axes: over_stack(fn, mode, in_axes),
+            )
+            fitted[fit_key] = decoders.reconstruct(z_test)
+        subset = e.subset if e.subset is not None else np.arange(len(ds.x_test))
+        originals = src_test[subset[:N_SAMPLES]]
+        for j, i in enumerate(alive):
+            if fit_key not in fitted:
+                continue
+            x_hat = fitted[fit_key][j][subset]
+            clf = classifiers.get((e.source, e.replica), src_train)
+            scores[(i, e.party, e.message)] = attacks.scores_with_baseline(
+                src_test[subset], x_hat, src_train[leak_idx], classifier=clf, y=ds.y_test[subset])
+            scores[(i, e.party, e.message)]["samples"] = x_hat[:N_SAMPLES]
+        scores[("originals", e.party, e.message)] = originals
+    attack_seconds = time.perf_counter() - t0
+
+    rows = []
+    n_classes = next(iter(built.tasks.values()))
+    for e in entries:
+        originals_file = f"originals-{e.party}.npy" if (e.replica is not None) else "originals.npy"
+        np.save(os.path.join(samples_dir, originals_file), scores[("originals", e.party, e.message)])
+        z_all = result.messages_test[e.message]
+        for i, cell in enumerate(group):
+            base = {**dict(zip(CELL_COLUMNS, cell.key(config))), "party": e.party, "message": e.message,
+                    "leakage": config.leakage, "epochs": config.epochs, "group_size": len(group),
+                    "cut_block": _message_block(result, e.message, n_classes),
+                    "cut_bytes_per_sample": int(np.prod(z_all.shape[2 + (e.replica is not None):])) * 4,
+                    "train_seconds": round(train_seconds, 2), "attack_seconds": round(attack_seconds, 2),
+                    "eval_seconds": round(eval_seconds, 2), "originals_file": originals_file}
+            if result.diverged[i]:
+                rows.append({**base, "diverged": True, "diverged_epoch": int(result.diverged_epoch[i]),
+                             "collapsed": False, "samples_file": ""})
+                continue
+            accuracy = float(result.test_accuracy[i])
+            z_i = z_all[i][e.replica] if e.replica is not None else z_all[i]
+            reason = collapse_reason(accuracy, chance, z_i if e.subset is None else z_i[e.subset])
+            s = scores.get((i, e.party, e.message), {})
+            samples_file = ""
+            if "samples" in s:
+                samples_file = f"{cell.name}-{e.party}-{e.message}.npy"
+                np.save(os.path.join(samples_dir, samples_file), s["samples"])
+            row = {**base, "accuracy": accuracy, "dcor": float(result.leakage[(e.party, e.message)][i]),
+                   "task_accuracies": " ".join(f"{k}={float(v[i]):.4f}" for k, v in result.task_accuracy.items()),
+                   "classifier_clean_accuracy": s.get("classifier_clean_accuracy", ""),
+                   "diverged": False, "diverged_epoch": 0, "collapsed": bool(reason), "collapse_reason": reason,
+                   "samples_file": samples_file}
+            for k in ("mse", "psnr", "ssim", "dcor", "classifier_accuracy"):
+                if k in s:
+                    row[f"attack_{k}"], row[f"baseline_{k}"] = s[k], s[f"baseline_{k}"]
+                    row[f"best_{k}"] = _better(k, s[k], s[f"baseline_{k}"])
+            if reason and e is entries[0]:
+                log(f"warning: {cell.name} collapsed ({reason}): accuracy {accuracy:.3f}, "
+                    f"dCor {row['dcor']:.3f}")
+            rows.append(row)
+    return rows
+
+
 def format_table(rows: list[dict]) -> str:
-    """A compact text table of the results, one line per cell."""
-    head = f"{'cut':>3} {'defense':8} {'alpha':>6} {'noise':>6} {'seed':>4} {'acc':>6} {'dCor':>6} {'atk SSIM':>8} {'base SSIM':>9} {'atk clf':>7}"
+    """A compact text table of the results, one line per row (cell and message)."""
+    several = len({(r["topology"], r["party"], r["message"]) for r in rows}) > 1
+    head = (f"{'topology':11} {'cut':>5} " if several else f"{'cut':>5} ") + (f"{'message':12} " if several else "")
+    head += f"{'defense':8} {'alpha':>6} {'noise':>6} {'seed':>4} {'acc':>6} {'dCor':>6} {'atk SSIM':>8} {'base SSIM':>9} {'best SSIM':>9} {'atk clf':>7}  note"
     lines = [head, "-" * len(head)]
 
     def num(v, width, digits=3):
@@ -272,32 +436,41 @@ def format_table(rows: list[dict]) -> str:
         except (TypeError, ValueError):
             return f"{'-':>{width}}"
 
-    for r in sorted(rows, key=lambda r: (int(r["cut"]), r["defense"], float(r["alpha"]), float(r["noise_scale"]), int(r["seed"]))):
-        lines.append(
-            f"{r['cut']:>3} {r['defense']:8} {float(r['alpha']):>6g} {float(r['noise_scale']):>6g} {r['seed']:>4} "
-            f"{num(r['accuracy'], 6)} {num(r['dcor'], 6)} {num(r['attack_ssim'], 8)} {num(r['baseline_ssim'], 9)} "
-            f"{num(r['attack_classifier_accuracy'], 7)}"
-        )
+    def order(r):
+        return (r["topology"], r["cut"], r["party"], r["message"], r["defense"], float(r["alpha"]), float(r["noise_scale"]), int(r["seed"]))
+
+    for r in sorted(rows, key=order):
+        note = ("diverged" if r.get("diverged") == "true" else
+                ("collapsed: " + r.get("collapse_reason", "") if r.get("collapsed") == "true" else ""))
+        line = (f"{r['topology']:11} {r['cut']:>5} " if several else f"{r['cut']:>5} ")
+        line += f"{r['party'] + ':' + r['message']:12} " if several else ""
+        line += (f"{r['defense']:8} {float(r['alpha']):>6g} {float(r['noise_scale']):>6g} {r['seed']:>4} "
+                 f"{num(r.get('accuracy'), 6)} {num(r.get('dcor'), 6)} {num(r.get('attack_ssim'), 8)} "
+                 f"{num(r.get('baseline_ssim'), 9)} {num(r.get('best_ssim'), 9)} {num(r.get('attack_classifier_accuracy'), 7)}  {note}")
+        lines.append(line.rstrip())
     return "\n".join(lines)
 
 
-# ---- presets and config files ----------------------------------------------
+# ---- presets and config files ---------------------------------------------------------
 
 PRESETS: dict[str, SweepConfig] = {
     # CI and notebooks: digits, seconds.
-    "quick": SweepConfig(
-        dataset="digits", model="mlp", widths=(64, 32), cuts=(1, 2), alphas=(0.0, 1.0, 5.0),
-        noise_scales=(1.0,), epochs=6, attack_steps=300,
-    ),
-    # `nopeek sweep` with no arguments: bundled mnist5k, within 10 minutes on 2 CPU cores.
-    "default": SweepConfig(),
-    # The workshop paper's MNIST setting as far as PAPERS.md gives it: the NoPeek MNIST
-    # network cut after dense 500, alphas around Fig. 10/11's 0.05 and 0.15 plus larger
-    # ones, 30 epochs; full MNIST from --data-dir.
-    "paper-mnist": SweepConfig(
-        dataset="mnist", model="cnn_nopeek", widths=(), cuts=(4,), alphas=(0.0, 0.05, 0.15, 0.5, 1.0, 3.0),
-        noise_scales=(0.5, 2.0), epochs=30, attack_steps=3000,
-    ),
+    "quick": SweepConfig.from_dict(dict(
+        dataset="digits", model="mlp", widths=[64, 32], cuts=["1", "2"], alphas=[0.0, 1.0, 5.0],
+        noise_scales=[1.0], epochs=6, attack_steps=300,
+    )),
+    # `nopeek sweep` with no arguments: bundled mnist5k on 2 CPU cores.
+    "default": SweepConfig.from_dict(dict(
+        dataset="mnist5k", model="cnn", widths=[8, 16, 64, 32], cuts=["3", "4", "5"],
+        alphas=[0.0, 0.1, 0.5, 1.0, 3.0], noise_scales=[0.5, 2.0], epochs=4, attack_steps=600,
+    )),
+    # The workshop paper's MNIST setting as far as it is given: the NoPeek MNIST network cut
+    # after dense 500, alphas around Figs. 10/11's 0.05 and 0.15 plus larger ones, 30
+    # epochs; full MNIST from --data-dir.
+    "paper-mnist": SweepConfig.from_dict(dict(
+        dataset="mnist", model="cnn_nopeek", cuts=["4"], alphas=[0.0, 0.05, 0.15, 0.5, 1.0, 3.0],
+        noise_scales=[0.5, 2.0], epochs=30, attack_steps=3000,
+    )),
 }
 
 
@@ -307,9 +480,17 @@ def load_config_file(path: str) -> dict:
         if path.endswith(".toml"):
             import tomllib
 
-            with open(path, "rb") as f:
-                return tomllib.load(f)
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            with open(path, "rb") as fh:
+                loaded = tomllib.load(fh)
+        else:
+            with open(path, encoding="utf-8") as fh:
+                loaded = json.load(fh)
     except (OSError, ValueError) as err:
         raise ConfigError(f"{path}: cannot read the sweep config ({err})") from err
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a table of SweepConfig fields, got {type(loaded).__name__}")
+    return loaded
+
+
+__all__ = ["Cell", "GridConfig", "KEY_COLUMNS", "PRESETS", "RESULT_COLUMNS", "SweepConfig", "cells", "format_table",
+           "load_config_file", "read_rows", "run_sweep", "write_rows"]

@@ -1,12 +1,13 @@
-"""NoPeek training of a stack of K split models in one compiled program.
+"""Training a stack of K split models of any topology in one compiled program.
 
-The K models share architecture, cut and data order and differ in `alpha`, seed and
-noise scale. An epoch is one jitted `lax.scan` over batches; inside each step the K
-models run the split protocol (`nopeek.split.protocol_gradients`) side by side, as a
-`jax.vmap` or as straight-line code unrolled in the one program (`stack_mode="map"`);
-"auto" chooses by the measurements in bench/train.py. No Python loop runs over models
-at run time, and steps are driven from Python rather than by `lax.scan`, because XLA:CPU
-runs convolutions inside loops about 13x slower.
+The K models share topology, architecture and cuts and differ in `alpha`, seed and noise
+scale; each model's seed fixes its initialisation, its data order and its noise, so a
+stacked model equals its own separate run. Inside one jitted step the K models run the
+protocol (`nopeek.engine.protocol_gradients`) side by side, as a `jax.vmap` or unrolled
+in the one program (`stack_mode="map"`); "auto" chooses by the measurements in
+bench/train.py. Steps are driven from Python rather than by `lax.scan`, because XLA:CPU
+runs convolutions inside loops about 13x slower. A model whose loss or parameters become
+NaN or Inf is marked diverged at that epoch; the others go on.
 
 References: Vepakomma et al., "Reducing leakage in distributed deep learning for
 sensitive health data", ICLR 2019 AI4SG workshop, Eq. (1).
@@ -26,12 +27,12 @@ import optax
 from tqdm.auto import tqdm
 
 import metrics
-from attacks._stack import over_stack, stack_trees
-from attacks._stack import resolve_stack_mode as _resolve
 from nopeek.config import ConfigError, TrainConfig
 from nopeek.data import Dataset
-from nopeek.models import build_model
-from nopeek.split import SplitFns, add_noise, protocol_gradients, split
+from nopeek.engine import forward, protocol_gradients
+from nopeek.partition import partition
+from nopeek.stacking import ModelList, model_at, over_stack, resolve_stack_mode, stack_models
+from nopeek.topologies import Built, Setup, build
 
 DCOR_BLOCK = 1024  # rows per block for held-out dCor over a whole test set
 _TRAIN_NOISE, _TEST_NOISE = 0, 1  # separate key streams per model seed
@@ -45,26 +46,206 @@ def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
     raise ConfigError(f"unknown optimizer {name!r}")
 
 
-def resolve_stack_mode(mode: str, model: str = "mlp") -> str:
-    """'auto' follows bench/train.py: on the CPU, vmap for dense-only models (1.8x over
-    sequential) but an unrolled map for convnets (vmapped convolutions ran 3x slower than
-    sequential); vmap on accelerators."""
-    return _resolve(mode, has_conv=model != "mlp")
+def has_conv(model: str) -> bool:
+    return model not in ("mlp",)
+
+
+def build_topology(config: TrainConfig, input_shape, num_classes: int) -> Built:
+    """The configured topology of `config` for data of the given shape."""
+    setup = Setup(
+        model=config.model, widths=tuple(config.widths), input_shape=tuple(input_shape), num_classes=num_classes,
+        cuts=config.resolved_cuts(num_classes), clients=config.clients, merge=config.merge, slicing=config.slicing,
+        tasks=tuple(config.tasks), task_weights=tuple(config.task_weights), handoff=config.handoff,
+    )
+    return build(config.topology, setup)
 
 
 @dataclasses.dataclass
 class StackState:
-    """Parameters and optimiser states of K models, each leaf with a leading axis K."""
+    """Parameters `{party: {segment: State}}` and optimiser states `{party: ...}` of K models,
+    each leaf with a leading axis K."""
 
-    client: Any
-    server: Any
-    client_opt: Any
-    server_opt: Any
+    params: Any
+    opt: Any
 
 
-jax.tree_util.register_dataclass(
-    StackState, data_fields=["client", "server", "client_opt", "server_opt"], meta_fields=[]
-)
+jax.tree_util.register_dataclass(StackState, data_fields=["params", "opt"], meta_fields=[])
+
+
+def init_stack(built: Built, seeds: Sequence[int], optimizer, mode: str = "vmap") -> StackState:
+    """K models (one per seed), stacked as `mode` keeps them (see `nopeek.stacking`); one
+    optimiser state per party and model."""
+    params = [built.init(int(s)) for s in seeds]
+    opt = [{party: optimizer.init(p) for party, p in model.items()} for model in params]
+    return StackState(stack_models(params, mode), stack_models(opt, mode))
+
+
+_FROM_CONFIG = "from-config"
+
+
+def make_step_fn(built: Built, optimizer, config: TrainConfig, stack_mode: str, *, leakage_kind=_FROM_CONFIG,
+                 noise: bool = True):
+    """A jitted `step(state, hparams, x_train, y_train, idx, step) -> (state, (loss, ce, leak))`.
+
+    idx: (K, batch) sample indices, one row per model. One optimisation step of all K
+    models; the state's buffers are donated. `leakage_kind` defaults to `config.leakage`;
+    None builds a plain split-learning step that never computes dCor. `noise=False`
+    leaves the noise defence out of the program (every noise scale of the stack is 0).
+    """
+    if leakage_kind == _FROM_CONFIG:
+        leakage_kind = config.leakage
+    topo = built.topology
+
+    def model_step(params, opt, hp, x, y, step):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(hp["seed"]), _TRAIN_NOISE), step) if noise else None
+        grads, aux = protocol_gradients(
+            topo, params, built.prepare(x, y), alpha=hp["alpha"], task_weight=config.task_weight,
+            leakage_kind=leakage_kind, noise_scale=hp["noise_scale"], noise_kind=config.noise_kind, key=key,
+        )
+        new_params, new_opt = {}, {}
+        for party in params:  # each party updates its own parameters with its own optimiser state
+            updates, new_opt[party] = optimizer.update(grads[party], opt[party], params[party])
+            new_params[party] = optax.apply_updates(params[party], updates)
+        leaks = [jnp.mean(v) for v in aux["leak"].values()]
+        leak = jnp.mean(jnp.stack(leaks)) if leaks else jnp.zeros(())
+        first_task = next(iter(built.tasks))
+        return (new_params, new_opt), (aux["loss"], aux["ce"][first_task], leak)
+
+    stacked = over_stack(model_step, stack_mode, (0, 0, 0, 0, 0, None), per_model_outputs=(0,))
+
+    @partial(jax.jit, donate_argnums=0)
+    def step(state: StackState, hparams, x_train, y_train, idx, step_index):
+        models, stats = stacked(state.params, state.opt, hparams, x_train[idx], y_train[idx], step_index)
+        if isinstance(models, ModelList):
+            return StackState(ModelList(m[0] for m in models), ModelList(m[1] for m in models)), stats
+        return StackState(*models), stats
+
+    return step
+
+
+def batch_order(seed: int, epoch: int, shards: Sequence[np.ndarray], batch: int) -> np.ndarray:
+    """(steps, batch) sample indices of one epoch: each shard in turn, permuted by
+    `(seed, epoch, shard)`, its last partial batch dropped. One shard = plain training."""
+    out = []
+    for c, shard in enumerate(shards):
+        perm = np.asarray(shard)[np.random.default_rng([seed, epoch, c]).permutation(len(shard))]
+        steps = len(perm) // batch
+        out.append(perm[: steps * batch].reshape(steps, batch))
+    return np.concatenate(out) if out else np.zeros((0, batch), np.int64)
+
+
+def make_eval_fn(built: Built, config: TrainConfig, stack_mode: str, messages: Sequence[str]):
+    """A jitted `evaluate(params, hparams, x, y, sample_index) -> (messages, logits)`.
+
+    messages: {name: (K, n, ...)} as sent (test-time noise per sample included);
+    logits: {label key: (K, n, classes)}.
+    """
+    topo = built.topology
+
+    def one(params, hp, x, y, sample_index):
+        key = jax.random.fold_in(jax.random.key(hp["seed"]), _TEST_NOISE)
+        values = forward(topo, params, built.prepare(x, y), noise_scale=hp["noise_scale"],
+                         noise_kind=config.noise_kind, key=key, sample_index=sample_index)
+        return {m: values[m] for m in messages}, {loss.labels: values[loss.logits] for loss in topo.losses}
+
+    return jax.jit(over_stack(one, stack_mode, (0, 0, None, None, None)))
+
+
+def evaluate(eval_fn, params, hparams, x, y, chunk: int = 1024, *, keep_messages: bool = True):
+    """Per-task accuracy {labels: (K,)} and messages {name: (K, n, ...)} for all of x, in chunks
+    (messages empty when `keep_messages` is False)."""
+    sent, correct = {}, {}
+    for start in range(0, len(x), chunk):
+        xb, yb = jnp.asarray(x[start : start + chunk]), jnp.asarray(y[start : start + chunk])
+        index = jnp.arange(start, start + len(xb))
+        msgs, logits = eval_fn(params, hparams, xb, yb, index)
+        for m, v in msgs.items() if keep_messages else ():
+            sent.setdefault(m, []).append(np.asarray(v))
+        for key, lg in logits.items():
+            labels = _task_targets(key, yb)
+            correct[key] = correct.get(key, 0) + np.asarray(jnp.sum(jnp.argmax(lg, -1) == labels[None], axis=-1))
+    accuracy = {k: v / len(x) for k, v in correct.items()}
+    return accuracy, {m: np.concatenate(v, axis=1) for m, v in sent.items()}
+
+
+def _task_targets(key: str, y):
+    from nopeek.topologies import TASKS, task_labels
+
+    task = {v: k for k, v in TASKS.items()}.get(key, "digit")
+    return task_labels(y, task, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LeakEntry:
+    """One (party, message) whose leakage is measured: dCor of the party's (or, for a relay,
+    the upstream holder's) raw inputs with what it sends.
+
+    replica: which replica of a replicated sender; subset: held-out sample indices
+    (round robin: each client's shard of the test set), None for all.
+    """
+
+    party: str
+    message: str
+    source: str
+    replica: int | None = None
+    subset: Any = None
+
+
+def leak_entries(built: Built, shards_test=None) -> list[LeakEntry]:
+    """Every forward message computed from raw inputs that reaches a party not holding them."""
+    topo = built.topology
+    out, seen = [], set()
+    for sender, receiver, tensor in topo.messages():
+        sources = topo.upstream_inputs(tensor)
+        if not sources or (sender, tensor) in seen:
+            continue
+        if all(s in topo.party(receiver).holds for s in sources):
+            continue  # back to the party that holds the inputs (u_shaped's z2)
+        seen.add((sender, tensor))
+        source = sorted(sources)[0]
+        party = topo.party(sender)
+        if party.replicas > 1:
+            out += [LeakEntry(name, tensor, source, replica=i) for i, name in enumerate(party.member_names())]
+        elif shards_test is not None and len(shards_test) > 1:
+            out += [LeakEntry(f"{sender}{i + 1}", tensor, source, subset=np.asarray(s)) for i, s in enumerate(shards_test)]
+        else:
+            out.append(LeakEntry(sender, tensor, source))
+    return out
+
+
+@jax.jit
+def _probe_dcor(x, zs):
+    """Plain dCor of a small held-out batch x with each of K message sets zs -> (K,)."""
+    return jax.vmap(lambda z: metrics.distance_correlation(x, z))(zs)
+
+
+@jax.jit
+def _stack_dcor(x, zs):
+    """dCor of x with each of K message sets zs: (K, n, ...) -> (K,), blocked."""
+    return jax.lax.map(lambda z: metrics.distance_correlation(x, z, block_size=DCOR_BLOCK), zs)
+
+
+def measure_leakage(entries, data_test: dict, sent: dict) -> dict:
+    """{(party, message): (K,) dCor} over all held-out samples (or the entry's subset)."""
+    out = {}
+    for e in entries:
+        x = np.asarray(data_test[e.source])
+        z = sent[e.message]
+        if e.replica is not None:
+            x, z = x[e.replica], z[:, e.replica]
+        if e.subset is not None:
+            x, z = x[e.subset], z[:, e.subset]
+        out[(e.party, e.message)] = np.asarray(_stack_dcor(jnp.asarray(x), jnp.asarray(z)))
+    return out
+
+
+@jax.jit
+def _all_finite(params):
+    """(K,) whether every parameter of each model is finite."""
+    if isinstance(params, ModelList):
+        return jnp.stack([jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(m)])) for m in params])
+    leaves = jax.tree.leaves(params)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a.reshape(a.shape[0], -1)), axis=1) for a in leaves]), axis=0)
 
 
 @dataclasses.dataclass
@@ -72,134 +253,59 @@ class StackResult:
     """What `train_stack` returns. Arrays over models have a leading axis K."""
 
     config: TrainConfig
-    fns: SplitFns
+    built: Built
     state: StackState
     hparams: dict[str, np.ndarray]  # "alpha", "noise_scale", "seed": (K,)
     history: list[dict[str, list[float]]]  # per epoch: name -> K values
-    test_accuracy: np.ndarray  # (K,)
-    dcor: np.ndarray  # (K,) dCor of all held-out inputs and what crosses the cut
+    task_accuracy: dict[str, np.ndarray]  # label key -> (K,)
+    leakage: dict[tuple[str, str], np.ndarray]  # (party, message) -> (K,) held-out dCor
+    diverged_epoch: np.ndarray  # (K,) first epoch whose loss or parameters were not finite; 0 = never
+    diverged_loss: np.ndarray  # (K,) the training loss of that epoch (NaN/Inf), NaN if never
     seconds: float
-    z_test: np.ndarray  # (K, n_test, ...) what crossed the cut for the held-out inputs
-    forward: Any  # the jitted forward(client, server, hparams, x) used for evaluation
+    messages_test: dict[str, np.ndarray]  # name -> (K, n_test, ...) as sent
+    eval_fn: Any  # the jitted evaluate(params, hparams, x, y, sample_index)
+    shards: list  # training-set shards (round robin), one for other topologies
+
+    @property
+    def test_accuracy(self) -> np.ndarray:
+        """(K,) accuracy on the first task (the only one unless multi_task)."""
+        return self.task_accuracy[next(iter(self.built.tasks))]
+
+    @property
+    def primary(self) -> tuple[str, str]:
+        """(party, message) of the data holder's first message: the `dcor` of a run."""
+        return next(iter(self.leakage))
+
+    @property
+    def dcor(self) -> np.ndarray:
+        """(K,) held-out dCor of the primary message."""
+        return self.leakage[self.primary]
+
+    @property
+    def diverged(self) -> np.ndarray:
+        return self.diverged_epoch > 0
 
     def model_params(self, k: int):
-        """(client_params, server_params) of model k, without the stack axis."""
-        take = lambda t: jax.tree.map(lambda a: a[k], t)  # noqa: E731
-        return take(self.state.client), take(self.state.server)
+        """`{party: {segment: State}}` of model k, without the stack axis."""
+        return model_at(self.state.params, k)
 
 
-def init_stack(config: TrainConfig, dataset: Dataset, seeds: Sequence[int], optimizer):
-    """Build K models (one per seed), split them at the cut and stack their parameters."""
-    cut = config.resolved_cut()
-    clients, servers = [], []
-    fns = None
-    for seed in seeds:
-        model = build_model(config.model, dataset.input_shape, dataset.num_classes, config.widths, seed=int(seed))
-        fns, c, s = split(model, cut)
-        clients.append(c)
-        servers.append(s)
-    client, server = stack_trees(clients), stack_trees(servers)
-    client_opt = jax.vmap(optimizer.init)(client)
-    server_opt = jax.vmap(optimizer.init)(server)
-    return fns, StackState(client, server, client_opt, server_opt)
-
-
-_FROM_CONFIG = "from-config"
-
-
-def make_step_fn(fns: SplitFns, optimizer, config: TrainConfig, stack_mode: str, leakage_kind=_FROM_CONFIG):
-    """A jitted `step(state, hparams, x_train, y_train, idx, step) -> (state, (loss, ce, leak))`.
-
-    `leakage_kind` defaults to `config.leakage`; None builds a plain split-learning step
-    that never computes dCor (the baseline of the overhead benchmark).
-
-    One optimisation step of all K models on the batch `x_train[idx]`. The state's
-    buffers are donated (updated in place). Steps are driven from Python, not by a
-    `lax.scan`: XLA:CPU runs convolutions inside loops an order of magnitude slower.
-    """
-    if leakage_kind == _FROM_CONFIG:
-        leakage_kind = config.leakage
-
-    def model_step(client, server, client_opt, server_opt, hp, x, y, step):
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(hp["seed"]), _TRAIN_NOISE), step)
-        g_client, g_server, aux = protocol_gradients(
-            fns, client, server, x, y,
-            alpha=hp["alpha"], task_weight=config.task_weight, leakage_kind=leakage_kind,
-            noise_scale=hp["noise_scale"], noise_kind=config.noise_kind, key=key,
-        )
-        # Each party updates its own parameters with its own optimiser state.
-        upd, client_opt = optimizer.update(g_client, client_opt, client)
-        client = optax.apply_updates(client, upd)
-        upd, server_opt = optimizer.update(g_server, server_opt, server)
-        server = optax.apply_updates(server, upd)
-        return (client, server, client_opt, server_opt), (aux["loss"], aux["ce"], aux["leak"])
-
-    stacked_step = over_stack(model_step, stack_mode, (0, 0, 0, 0, 0, None, None, None))
-
-    @partial(jax.jit, donate_argnums=0)
-    def step(state: StackState, hparams, x_train, y_train, idx, step_index):
-        (c, s, co, so), stats = stacked_step(
-            state.client, state.server, state.client_opt, state.server_opt, hparams,
-            x_train[idx], y_train[idx], step_index,
-        )
-        return StackState(c, s, co, so), stats
-
-    return step
-
-
-def epoch_order(seed: int, epoch: int, n: int, batch: int) -> np.ndarray:
-    """(steps, batch) sample indices of one epoch: a seeded permutation, last partial batch dropped."""
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    steps = n // batch
-    return perm[: steps * batch].reshape(steps, batch)
-
-
-def run_epoch(step_fn, state, hparams, x_train, y_train, order, epoch: int):
-    """Run the steps of one epoch; returns (state, per-model means of loss, ce, batch dCor)."""
-    totals = None
-    for i, idx in enumerate(order):
-        state, stats = step_fn(state, hparams, x_train, y_train, jnp.asarray(idx), epoch * len(order) + i)
-        totals = stats if totals is None else jax.tree.map(jnp.add, totals, stats)
-    loss, ce, leak = (np.asarray(t) / len(order) for t in totals)
-    return state, {"train_loss": loss, "train_ce": ce, "train_dcor_batch": leak}
-
-
-def make_forward_fn(fns: SplitFns, config: TrainConfig, stack_mode: str):
-    """A jitted `forward(client, server, hparams, x) -> (z_sent (K, n, ...), logits (K, n, C))`.
-
-    Test-time noise (the noise baseline) is drawn from a key of its own per model.
-    """
-
-    def one(client, server, hp, x):
-        z = fns.client_apply(client, x)
-        key = jax.random.fold_in(jax.random.key(hp["seed"]), _TEST_NOISE)
-        z = add_noise(z, key, hp["noise_scale"], config.noise_kind)
-        return z, fns.server_apply(server, z)
-
-    return jax.jit(over_stack(one, stack_mode, (0, 0, 0, None)))
-
-
-@jax.jit
-def _probe_dcor(x, zs):
-    """Plain dCor of a small held-out batch x with each of K activation sets zs -> (K,)."""
-    return jax.vmap(lambda z: metrics.distance_correlation(x, z))(zs)
-
-
-@jax.jit
-def _stack_dcor(x, zs):
-    """dCor of x with each of K activation sets zs: (K, n, ...) -> (K,), blocked."""
-    return jax.lax.map(lambda z: metrics.distance_correlation(x, z, block_size=DCOR_BLOCK), zs)
-
-
-def evaluate(forward, state: StackState, hparams, x, y, chunk: int = 1024):
-    """Test accuracy (K,) and the activations (K, n, ...) that cross the cut, in chunks."""
-    zs, correct = [], 0
-    for start in range(0, len(x), chunk):
-        xb = x[start : start + chunk]
-        z, logits = forward(state.client, state.server, hparams, xb)
-        zs.append(np.asarray(z))
-        correct = correct + np.asarray(jnp.sum(jnp.argmax(logits, -1) == y[None, start : start + chunk], axis=-1))
-    return correct / len(x), np.concatenate(zs, axis=1)
+def _broadcast_lists(config: TrainConfig, alphas, seeds, noise_scales) -> dict[str, list]:
+    lists = {
+        "alpha": list(alphas) if alphas is not None else [config.alpha],
+        "seed": list(seeds) if seeds is not None else [config.seed],
+        "noise_scale": list(noise_scales) if noise_scales is not None else [config.noise_scale],
+    }
+    k = max(len(v) for v in lists.values())
+    for name, values in lists.items():
+        if len(values) not in (1, k):
+            raise ValueError(f"{name}: {len(values)} values for a stack of {k} models")
+        lists[name] = values * k if len(values) == 1 else values
+    for name in ("alpha", "noise_scale"):
+        bad = [v for v in lists[name] if not (np.isfinite(v) and v >= 0)]
+        if bad:
+            raise ConfigError(f"{name}s must be finite and >= 0, got {bad[0]}")
+    return lists
 
 
 def train_stack(
@@ -216,70 +322,79 @@ def train_stack(
     """Train K split models together; K = the common length of alphas/seeds/noise_scales.
 
     Args:
-      config: architecture, cut, optimiser, epochs, batch size; `config.seed` fixes the
-        data order shared by the stack; `config.alpha`, `config.noise_scale` are the
-        defaults for missing lists.
-      dataset: the data; every model sees the same batches.
+      config: topology, architecture, cuts, optimiser, epochs, batch size; the defaults
+        for missing lists (`config.alpha`, `config.seed`, `config.noise_scale`).
+      dataset: the data (its train/test split is the dataset's).
       alphas, seeds, noise_scales: per-model values (a length-1 list is broadcast).
 
     Returns:
-      StackResult with final test accuracy and held-out dCor per model, and the history.
+      StackResult with per-task test accuracy, held-out dCor of every message, the history,
+      and which models diverged.
     """
     config.validate()
-    lists = {
-        "alpha": list(alphas) if alphas is not None else [config.alpha],
-        "seed": list(seeds) if seeds is not None else [config.seed],
-        "noise_scale": list(noise_scales) if noise_scales is not None else [config.noise_scale],
-    }
-    k = max(len(v) for v in lists.values())
-    for name, values in lists.items():
-        if len(values) not in (1, k):
-            raise ValueError(f"{name}: {len(values)} values for a stack of {k} models")
-        lists[name] = values * k if len(values) == 1 else values
-    if any(a < 0 for a in lists["alpha"]) or any(s < 0 for s in lists["noise_scale"]):
-        raise ConfigError("alphas and noise scales must be >= 0")
+    lists = _broadcast_lists(config, alphas, seeds, noise_scales)
+    k = len(lists["alpha"])
     hparams = {
         "alpha": jnp.asarray(lists["alpha"], jnp.float32),
         "noise_scale": jnp.asarray(lists["noise_scale"], jnp.float32),
         "seed": jnp.asarray(lists["seed"], jnp.int32),
     }
-    n_train = len(dataset.x_train)
-    if config.batch_size > n_train:
-        raise ConfigError(f"--batch-size {config.batch_size} exceeds the {n_train} training samples")
-    steps = n_train // config.batch_size
-    mode = resolve_stack_mode(stack_mode, config.model)
+    built = build_topology(config, dataset.input_shape, dataset.num_classes)
+    shards, shards_test = [np.arange(len(dataset.x_train))], None
+    if config.topology == "round_robin":
+        shards = partition(dataset.y_train, config.clients, config.partition, config.dirichlet_alpha, config.split_seed)
+        shards_test = partition(dataset.y_test, config.clients, config.partition, config.dirichlet_alpha, config.split_seed + 1)
+    steps = sum(len(s) // config.batch_size for s in shards)
+    if steps == 0:
+        raise ConfigError(f"--batch-size {config.batch_size} exceeds the training samples of every client "
+                          f"({', '.join(str(len(s)) for s in shards)})")
+    mode = resolve_stack_mode(stack_mode, has_conv(config.model))
     optimizer = make_optimizer(config.optimizer, config.lr)
-    fns, state = init_stack(config, dataset, lists["seed"], optimizer)
-    step_fn = make_step_fn(fns, optimizer, config, mode)
-    forward = make_forward_fn(fns, config, mode)
+    state = init_stack(built, lists["seed"], optimizer, mode)
+    step_fn = make_step_fn(built, optimizer, config, mode, noise=any(s > 0 for s in lists["noise_scale"]))
+    entries = leak_entries(built, shards_test)
+    eval_fn = make_eval_fn(built, config, mode, sorted({e.message for e in entries}))
+    data_test = built.prepare(jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test))
 
     x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
     n_probe = min(config.dcor_batch, len(dataset.x_test))
-    x_probe = jnp.asarray(dataset.x_test[:n_probe])
+    first = entries[0]
+    probe_x = np.asarray(data_test[first.source])[first.replica] if first.replica is not None else np.asarray(data_test[first.source])
+    probe_x = jnp.asarray(probe_x[:n_probe])
+    diverged_epoch = np.zeros(k, np.int64)
+    diverged_loss = np.full(k, np.nan)
     history = []
     t0 = time.perf_counter()
     bar = tqdm(range(config.epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
     for epoch in bar:
-        order = epoch_order(config.seed, epoch, n_train, config.batch_size)
-        state, stats = run_epoch(step_fn, state, hparams, x_train, y_train, order, epoch)
-        acc, _ = evaluate(forward, state, hparams, dataset.x_test, dataset.y_test)
-        z_probe, _ = forward(state.client, state.server, hparams, x_probe)
-        probe_dcor = _probe_dcor(x_probe, z_probe)
-        row = {name: np.asarray(v).tolist() for name, v in stats.items()}
-        row.update(epoch=epoch + 1, test_accuracy=acc.tolist(), heldout_dcor=np.asarray(probe_dcor).tolist())
+        orders = np.stack([batch_order(int(s), epoch, shards, config.batch_size) for s in lists["seed"]], axis=1)
+        totals = None
+        for i, idx in enumerate(orders):
+            state, stats = step_fn(state, hparams, x_train, y_train, jnp.asarray(idx), epoch * len(orders) + i)
+            totals = stats if totals is None else jax.tree.map(jnp.add, totals, stats)
+        loss, ce, leak = (np.asarray(t) / len(orders) for t in totals)
+        finite = np.isfinite(loss) & np.asarray(_all_finite(state.params))
+        newly = (~finite) & (diverged_epoch == 0)
+        diverged_epoch[newly] = epoch + 1
+        diverged_loss[newly] = loss[newly]
+        accuracy, _ = evaluate(eval_fn, state.params, hparams, dataset.x_test, dataset.y_test, keep_messages=False)
+        probe_msgs, _ = eval_fn(state.params, hparams, jnp.asarray(dataset.x_test[:n_probe]),
+                                jnp.asarray(dataset.y_test[:n_probe]), jnp.arange(n_probe))
+        z = probe_msgs[first.message]
+        z = z[:, first.replica] if first.replica is not None else z
+        probe_dcor = np.asarray(_probe_dcor(probe_x, z))
+        row = {"train_loss": loss.tolist(), "train_ce": ce.tolist(), "train_dcor_batch": leak.tolist(),
+               "epoch": epoch + 1, "heldout_dcor": probe_dcor.tolist(),
+               "test_accuracy": accuracy[next(iter(built.tasks))].tolist()}
         history.append(row)
-        bar.set_postfix(acc=f"{acc.mean():.3f}", dcor=f"{float(np.mean(probe_dcor)):.3f}")
-    acc, z_test = evaluate(forward, state, hparams, dataset.x_test, dataset.y_test)
-    dcor = np.asarray(_stack_dcor(jnp.asarray(dataset.x_test), jnp.asarray(z_test)))
+        bar.set_postfix(acc=f"{np.nanmean(row['test_accuracy']):.3f}", dcor=f"{np.nanmean(probe_dcor):.3f}")
+        if np.all(diverged_epoch > 0):
+            break  # every model of the stack diverged: nothing left to train
+    task_accuracy, sent = evaluate(eval_fn, state.params, hparams, dataset.x_test, dataset.y_test)
+    leakage = measure_leakage(entries, {k_: np.asarray(v) for k_, v in data_test.items()}, sent)
     return StackResult(
-        config=config,
-        fns=fns,
-        state=state,
-        hparams={k: np.asarray(v) for k, v in hparams.items()},
-        history=history,
-        test_accuracy=np.asarray(acc),
-        dcor=dcor,
-        seconds=time.perf_counter() - t0,
-        z_test=z_test,
-        forward=forward,
+        config=config, built=built, state=state, hparams={k_: np.asarray(v) for k_, v in hparams.items()},
+        history=history, task_accuracy=task_accuracy, leakage=leakage, diverged_epoch=diverged_epoch,
+        diverged_loss=diverged_loss, seconds=time.perf_counter() - t0, messages_test=sent, eval_fn=eval_fn,
+        shards=shards,
     )

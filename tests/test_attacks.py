@@ -14,9 +14,12 @@ import attacks
 import metrics
 from nopeek import data
 from nopeek.cli import main
+from flax import nnx
+
+from nopeek.attack_run import per_sample_gradients
 from nopeek.config import TrainConfig
 from nopeek.models import build_model
-from nopeek.split import per_sample_cut_gradients, split
+from nopeek.runs import TrainedRun
 from nopeek.train import train_stack
 
 
@@ -32,8 +35,7 @@ def digits_models(digits):
 
 
 def _client(result, k):
-    client_params = result.model_params(k)[0]
-    return jax.jit(lambda x: result.fns.client_apply(client_params, x))
+    return jax.jit(TrainedRun(result.config, result.built, result.model_params(k)).message_fn(None))
 
 
 def test_decoder_sees_alpha0_and_less_at_large_alpha(digits, digits_models):
@@ -69,22 +71,22 @@ def test_decoder_shapes_follow_activations():
 
 def test_whitebox_inverts_an_invertible_client(digits):
     """A dense layer wider than its input, untrained (alpha 0): recovered to MSE < 1e-3."""
-    fns, client_params, _ = split(build_model("mlp", (8, 8, 1), 10, widths=(256,)), 1)
-    client = lambda x: fns.client_apply(client_params, x)  # noqa: E731
+    client = build_model("mlp", (8, 8, 1), 10, widths=(256,)).part(0, 1)
     x = digits.x_test[:64]
     x_hat = attacks.whitebox_inversion(client, client(x), (8, 8, 1), steps=1000, lr=0.1)
     assert float(metrics.mse(x, x_hat)) < 1e-3
 
 
 def test_unsplit_matches_the_activations_without_the_weights(digits):
-    fns, target_params, _ = split(build_model("mlp", (8, 8, 1), 10, widths=(64,), seed=0), 1)
-    _, clone_init, _ = split(build_model("mlp", (8, 8, 1), 10, widths=(64,), seed=123), 1)
+    graphdef, target_params = nnx.split(build_model("mlp", (8, 8, 1), 10, widths=(64,), seed=0).part(0, 1))
+    _, clone_init = nnx.split(build_model("mlp", (8, 8, 1), 10, widths=(64,), seed=123).part(0, 1))
+    apply = lambda p, x: nnx.merge(graphdef, p)(x)  # noqa: E731
     x = digits.x_test[:32]
-    z = fns.client_apply(target_params, x)
-    x_hat, clone = attacks.unsplit_inversion(fns.client_apply, clone_init, z, (8, 8, 1), rounds=6)
+    z = apply(target_params, x)
+    x_hat, clone = attacks.unsplit_inversion(apply, clone_init, z, (8, 8, 1), rounds=6)
     assert x_hat.shape == x.shape and 0 <= x_hat.min() and x_hat.max() <= 1
-    before = float(jnp.mean((fns.client_apply(clone_init, jnp.full_like(x, 0.5)) - z) ** 2))
-    after = float(jnp.mean((fns.client_apply(clone, x_hat) - z) ** 2))
+    before = float(jnp.mean((apply(clone_init, jnp.full_like(x, 0.5)) - z) ** 2))
+    after = float(jnp.mean((apply(clone, x_hat) - z) ** 2))
     assert after < 0.2 * before
 
 
@@ -104,9 +106,9 @@ def test_probes_read_labels_only_when_present(rng):
 def test_label_leakage_on_vanilla_split_learning():
     ds = data.load("breast_cancer")
     result = train_stack(TrainConfig(dataset="breast_cancer", epochs=10), ds, progress=False)
-    client, server = result.model_params(0)
-    grads = per_sample_cut_gradients(result.fns, client, server, jnp.asarray(ds.x_test), jnp.asarray(ds.y_test))
-    scores = attacks.label_leakage_auc(np.asarray(grads), ds.y_test)
+    run = TrainedRun(result.config, result.built, result.model_params(0))
+    grads = per_sample_gradients(run, ds.x_test, ds.y_test, "z")
+    scores = attacks.label_leakage_auc(grads, ds.y_test)
     assert max(scores["norm_auc"], scores["direction_auc"]) > 0.9
 
 
@@ -136,13 +138,45 @@ def test_scores_and_baseline(rng):
 def test_attacks_package_never_imports_nopeek():
     code = "import sys, attacks; assert not any(m == 'nopeek' or m.startswith('nopeek.') for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+    code = ("import sys, metrics; assert not any(m.split('.')[0] in ('nopeek', 'attacks') for m in sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _imports(package):
+    """(module file, imported module name) for every import statement in a package."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parent.parent / package
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    yield path.name, alias.name, None
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                for alias in node.names:
+                    yield path.name, node.module, alias.name
+
+
+def test_layering_is_one_way_and_public():
+    """metrics <- attacks <- nopeek: no upward import, and nopeek uses only the public names of
+    the other two (no submodules, no underscore names)."""
+    for package, forbidden in (("metrics", ("attacks", "nopeek")), ("attacks", ("nopeek",))):
+        for file, module, _ in _imports(package):
+            assert module.split(".")[0] not in forbidden, f"{package}/{file} imports {module}"
+    for file, module, name in _imports("nopeek"):
+        top = module.split(".")[0]
+        if top in ("attacks", "metrics"):
+            assert module == top, f"nopeek/{file} imports the submodule {module}"
+            assert name is None or not name.startswith("_"), f"nopeek/{file} imports {top}.{name}"
+            assert name is None or name in __import__(top).__all__, f"nopeek/{file} imports non-public {top}.{name}"
 
 
 def test_attack_cli(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "--epochs", "3", "--quiet", "--out", str(run), "--widths", "64"]) == 0
     out = tmp_path / "dec"
-    assert main(["attack", "--run", str(run), "--attack", "decoder", "--steps", "200", "--out", str(out),
+    assert main(["attack", "--run", str(run), "--attack", "decoder", "--attack-steps", "200", "--out", str(out),
                  "--leak-count", "300", "--aux-classes", "0,1,2,3,4"]) == 0
     scores = json.loads((out / "scores.json").read_text())
     assert scores["n_attacker"] == 300 and scores["aux_classes"] == [0, 1, 2, 3, 4]

@@ -1,7 +1,7 @@
-"""Leakage sweeps: the grid, the table, resume after kill -9, refusing a changed config, figures."""
+"""Leakage sweeps: the grid, the table, resume after kill -9 (and from tables written before
+the engine), refusing a changed config, malformed rows, figures, topologies."""
 
 import csv
-import dataclasses
 import json
 import os
 import signal
@@ -14,20 +14,30 @@ import pytest
 
 from nopeek.cli import main
 from nopeek.config import ConfigError
-from nopeek.sweep import KEY_COLUMNS, PRESETS, RESULT_COLUMNS, SweepConfig, cells, read_results, run_sweep
+from nopeek.results import KEY_COLUMNS, RESULT_COLUMNS, read_rows
+from nopeek.sweep import PRESETS, SweepConfig, cells, run_sweep
 
 # The quick preset, made smaller still: 2 cuts x (none, nopeek 2, noise 1) = 6 cells.
-TINY = dataclasses.replace(PRESETS["quick"], alphas=(0.0, 2.0), noise_scales=(1.0,), epochs=2, attack_steps=100)
+TINY = PRESETS["quick"].replace(alphas=(0.0, 2.0), noise_scales=(1.0,), epochs=2, attack_steps=100)
+
+
+def read_results(path):
+    return read_rows(path)
 TINY_ARGS = ["--preset", "quick", "--alphas", "0,2", "--noise-scales", "1", "--epochs", "2", "--attack-steps", "100"]
 
 
 def test_grid_cells():
-    config = dataclasses.replace(TINY, cuts=(1, 2), alphas=(0.0, 0.5, 2.0), noise_scales=(1.0, 3.0), seeds=(0, 7))
+    config = TINY.replace(cuts=("1", "2"), alphas=(0.0, 0.5, 2.0), noise_scales=(1.0, 3.0), seeds=(0, 7))
     grid = cells(config)
     assert len(grid) == 2 * 2 * (1 + 2 + 2)  # cuts x seeds x (none + alphas>0 + noise scales)
     assert len({c.key(config) for c in grid}) == len(grid)
     assert {c.defense for c in grid} == {"none", "nopeek", "noise"}
     assert all(c.alpha == 0 for c in grid if c.defense != "nopeek")
+    # Each cut list goes to the topologies that take that many cuts.
+    mixed = TINY.replace(topologies=("vanilla", "u_shaped"), cuts=("1", "2", "1-2"))
+    assert mixed.groups() == [("vanilla", "1"), ("vanilla", "2"), ("u_shaped", "1-2")]
+    with pytest.raises(ConfigError, match="u_shaped: takes 2 cut"):
+        TINY.replace(topologies=("vanilla", "u_shaped")).validate()
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +57,10 @@ def test_results_table(tiny_sweep):
         assert 0 <= float(r["accuracy"]) <= 1 and 0 <= float(r["dcor"]) <= 1
         assert 0 <= float(r["attack_dcor"]) <= 1 and -1 <= float(r["attack_ssim"]) <= 1
         assert float(r["attack_mse"]) >= 0 and r["dataset"] == "digits" and int(r["group_size"]) == 3
+        assert (r["topology"], r["party"], r["message"], r["diverged"]) == ("vanilla", "client", "z", "false")
+        assert float(r["best_ssim"]) == max(float(r["attack_ssim"]), float(r["baseline_ssim"]))
+        assert float(r["best_mse"]) == min(float(r["attack_mse"]), float(r["baseline_mse"]))
+        assert r["collapsed"] in ("true", "false")
         saved = np.load(os.path.join(out, "samples", r["samples_file"]), allow_pickle=False)
         assert saved.shape == (16, 8, 8, 1)
     undefended = [r for r in rows if r["defense"] == "none"]
@@ -63,7 +77,7 @@ def test_rerun_is_a_no_op_and_changed_config_is_refused(tiny_sweep):
     assert again == rows  # nothing retrained, nothing duplicated
     assert time.perf_counter() - t0 < 30
     with pytest.raises(ConfigError, match="different sweep config.*epochs"):
-        run_sweep(dataclasses.replace(TINY, epochs=3), out, progress=False)
+        run_sweep(TINY.replace(epochs=3), out, progress=False)
 
 
 def test_figures_command_redraws(tiny_sweep, capsys):
@@ -94,6 +108,52 @@ def test_kill_9_then_resume(tmp_path):
     assert after[: len(before)] == before  # finished cells were kept as they were, not redone
 
 
+def test_tables_from_before_the_engine_resume(tmp_path, tiny_sweep):
+    """A results.csv without topology/party/message columns (and its old config.json) reads
+    as vanilla, and the rerun adds only the missing cells."""
+    old_out, rows = tiny_sweep
+    out = tmp_path / "old"
+    out.mkdir()
+    old_columns = [c for c in RESULT_COLUMNS if c not in ("topology", "party", "message", "best_mse", "best_psnr",
+                                                          "best_ssim", "best_dcor", "best_classifier_accuracy",
+                                                          "collapsed", "collapse_reason", "diverged", "diverged_epoch")]
+    keep = [r for r in rows if r["cut"] == "1"]
+    with open(out / "results.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=old_columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(keep)
+    old_config = {k: v for k, v in TINY.to_dict().items() if k in (
+        "dataset", "model", "widths", "alphas", "noise_scales", "seeds", "leakage", "noise_kind", "epochs",
+        "batch_size", "lr", "optimizer", "task_weight", "limit", "data_dir", "attack_steps", "leak_fraction")}
+    old_config.update(cuts=[1, 2], data_seed=0)
+    (out / "config.json").write_text(json.dumps(old_config))
+    assert {r["topology"] for r in read_results(str(out / "results.csv"))} == {"vanilla"}
+    again = run_sweep(TINY, str(out), progress=False)
+    assert len(again) == 6
+    assert {(r["cut"], r["defense"]) for r in again} == {(r["cut"], r["defense"]) for r in rows}
+
+
+def test_truncated_row_is_rerun(tmp_path, tiny_sweep):
+    old_out, _ = tiny_sweep
+    out = tmp_path / "trunc"
+    out.mkdir()
+    (out / "config.json").write_text(open(os.path.join(old_out, "config.json")).read())
+    text = open(os.path.join(old_out, "results.csv")).read().rstrip("\n")
+    (out / "results.csv").write_text(text[: len(text) - 40] + "\n")  # the last row cut short
+    assert len(read_results(str(out / "results.csv"))) == 5
+    rows = run_sweep(TINY, str(out), progress=False)
+    assert len(rows) == 6 and len({tuple(r[c] for c in KEY_COLUMNS) for r in rows}) == 6
+
+
+def test_topology_sweep_rows(tmp_path):
+    config = TINY.replace(topologies=("vanilla", "u_shaped"), cuts=("1", "1-2"), alphas=(0.0,), noise_scales=(),
+                          epochs=1, attack_steps=20)
+    rows = run_sweep(config, str(tmp_path / "topo"), progress=False)
+    assert sorted((r["topology"], r["cut"], r["party"], r["message"]) for r in rows) == [
+        ("u_shaped", "1-2", "client", "z1"), ("vanilla", "1", "client", "z")]
+    assert os.path.exists(tmp_path / "topo" / "figures" / "tradeoff.png")
+
+
 def test_kill_before_any_row_then_resume(tmp_path):
     out = str(tmp_path / "early")
     cmd = [sys.executable, "-m", "nopeek.cli", "sweep", *TINY_ARGS, "--cuts", "1", "--out", out, "--quiet"]
@@ -113,7 +173,7 @@ def test_cli_overrides_config_file_and_errors(tmp_path):
     rows = read_results(str(out / "results.csv"))
     assert len(rows) == 4 and {r["cut"] for r in rows} == {"2"} and {r["seed"] for r in rows} == {"0", "1"}
     assert all(r["attack_ssim"] == "" for r in rows)  # attack switched off
-    for argv, message in ((["--cuts", "9"], "out of range"), (["--alphas", "-1"], "alphas must be >= 0"),
+    for argv, message in ((["--cuts", "9"], "out of range"), (["--alphas", "-1"], "alphas must be finite and >= 0"),
                           (["--config", str(tmp_path / "missing.json")], "cannot read")):
         proc = subprocess.run([sys.executable, "-m", "nopeek.cli", "sweep", "--preset", "quick", *argv,
                                "--out", str(tmp_path / "bad")], capture_output=True, text=True)
@@ -124,6 +184,32 @@ def test_cli_overrides_config_file_and_errors(tmp_path):
 
 def test_default_preset_is_the_documented_grid():
     d = PRESETS["default"].validate()
-    assert d.dataset == "mnist5k" and d.model == "cnn" and len(d.cuts) >= 3
+    assert d.dataset == "mnist5k" and d.model == "cnn" and len(d.cuts) >= 3 and d.topologies == ("vanilla",)
     assert 0.0 in d.alphas and len(d.alphas) >= 4 and len(d.noise_scales) == 2 and d.seeds == (0,)
     assert np.isclose(sum(1 for _ in cells(d)), len(d.cuts) * (len(d.alphas) + len(d.noise_scales)))
+
+
+def test_sweep_and_attack_use_the_same_leaked_samples_and_tensor(tmp_path, monkeypatch):
+    """For the same settings, `nopeek sweep` and `nopeek attack` fit the decoder on the same
+    leaked samples and the same tensor: what was sent, noise defence included."""
+    import attacks
+    from nopeek.attack_run import AttackConfig, run_attack
+
+    seen = []
+    real = attacks.fit_decoders
+
+    def spy(z, x, **kw):
+        seen.append((np.asarray(z), np.asarray(x)))
+        return real(z, x, **kw)
+
+    monkeypatch.setattr(attacks, "fit_decoders", spy)
+    config = TINY.replace(cuts=("1",), alphas=(0.0,), noise_scales=(1.0,), epochs=1, attack_steps=5)
+    run_sweep(config, str(tmp_path / "sweep"), progress=False)
+    run = str(tmp_path / "run")
+    assert main(["train", "--dataset", "digits", "--model", "mlp", "--widths", "64,32", "--cut", "1", "--epochs", "1",
+                 "--noise-scale", "1", "--out", run, "--quiet"]) == 0
+    run_attack(run, AttackConfig(attack_steps=5), str(tmp_path / "attack"))
+    (z_sweep, x_sweep), (z_attack, x_attack) = seen
+    np.testing.assert_array_equal(x_sweep, x_attack)
+    np.testing.assert_allclose(z_sweep[1], z_attack[0], rtol=1e-4, atol=1e-5)  # the noise cell of the stack
+    assert not np.allclose(z_sweep[0], z_attack[0], atol=1e-2)  # and the noise is really in it

@@ -1,6 +1,8 @@
-"""NoPeek training: stacked models equal separate runs, the issue's numbers, run folders, CLI."""
+"""Training: stacked models equal separate runs for every topology, the issue's numbers,
+run folders (complete or absent), divergence, the CLI."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -26,19 +28,32 @@ def digits_small():
     return data.load("digits", limit=256)
 
 
-@pytest.mark.parametrize("mode", ["map", "vmap"])
-def test_stack_equals_separate_runs(digits_small, mode):
-    cfg = TrainConfig(epochs=2, batch_size=32, widths=(32, 16))
+def _assert_stack_equals_separate(cfg, ds, mode):
     alphas, seeds, noise = [0.0, 0.5, 2.0], [0, 1, 2], [0.0, 0.0, 0.3]
-    stacked = train_stack(cfg, digits_small, alphas=alphas, seeds=seeds, noise_scales=noise,
-                          stack_mode=mode, progress=False)
+    stacked = train_stack(cfg, ds, alphas=alphas, seeds=seeds, noise_scales=noise, stack_mode=mode, progress=False)
     for k in range(3):
-        alone = train_stack(cfg, digits_small, alphas=[alphas[k]], seeds=[seeds[k]],
-                            noise_scales=[noise[k]], stack_mode=mode, progress=False)
+        alone = train_stack(cfg, ds, alphas=[alphas[k]], seeds=[seeds[k]], noise_scales=[noise[k]],
+                            stack_mode=mode, progress=False)
         for got, want in zip(jax.tree.leaves(stacked.model_params(k)), jax.tree.leaves(alone.model_params(0))):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(stacked.test_accuracy[k], alone.test_accuracy[0], atol=1e-6)
-        np.testing.assert_allclose(stacked.dcor[k], alone.dcor[0], atol=1e-5)
+        for key in stacked.task_accuracy:
+            np.testing.assert_allclose(stacked.task_accuracy[key][k], alone.task_accuracy[key][0], atol=1e-6)
+        for key in stacked.leakage:
+            np.testing.assert_allclose(stacked.leakage[key][k], alone.leakage[key][0], atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["map", "vmap"])
+def test_stack_equals_separate_runs(digits_small, mode):
+    _assert_stack_equals_separate(TrainConfig(epochs=2, batch_size=32, widths=(32, 16)), digits_small, mode)
+
+
+@pytest.mark.parametrize("topology,extra", [
+    ("u_shaped", dict(cuts=(1, 2))), ("vertical", dict(clients=2)), ("multi_task", {}),
+    ("multi_hop", dict(cuts=(1, 2))), ("round_robin", dict(clients=3)),
+])
+def test_stack_equals_separate_runs_every_topology(digits_small, topology, extra):
+    cfg = TrainConfig(epochs=2, batch_size=32, widths=(32, 16), topology=topology, **extra)
+    _assert_stack_equals_separate(cfg, digits_small, "vmap")
 
 
 def test_digits_numbers(digits):
@@ -64,6 +79,8 @@ def test_log_dcor_and_sgd_train(digits_small):
 def test_bad_config_raises(digits_small):
     with pytest.raises(ConfigError, match="alpha"):
         train_stack(TrainConfig(alpha=-1.0), digits_small)
+    with pytest.raises(ConfigError, match="alphas must be finite"):
+        train_stack(TrainConfig(), digits_small, alphas=[float("nan")])
     with pytest.raises(ConfigError, match="batch-size"):
         train_stack(TrainConfig(batch_size=10_000), digits_small)
     with pytest.raises(ValueError, match="stack of 3"):
@@ -77,20 +94,53 @@ def test_train_cli_writes_run_and_load_restores(tmp_path):
     assert main(argv) == 0
     config = json.loads((out / "config.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
-    assert config["alpha"] == 0.5 and config["cut"] == 1
+    assert config["alpha"] == 0.5 and config["cuts"] == [1] and config["topology"] == "vanilla"
     assert 0 <= metrics["dcor"] <= 1 and 0 <= metrics["test_accuracy"] <= 1 and len(metrics["history"]) == 2
+    assert metrics["leakage"] == [{"party": "client", "message": "z", "dcor": metrics["dcor"]}]
+    assert [(m["sender"], m["receiver"], m["tensor"]) for m in metrics["transcript"]] == [
+        ("client", "server", "z"), ("client", "server", "y"), ("server", "client", "dL/dz")]
+    assert metrics["transcript"][0]["bytes"] == 64 * 128 * 4
     assert (out / "checkpoint.msgpack").read_bytes()[:1] != b"\x80"  # not a pickle
     trained = load(str(out))
     ds = data.load("digits")
-    logits = trained.server(trained.client(jnp.asarray(ds.x_test)))
-    acc = float(jnp.mean(jnp.argmax(logits, -1) == ds.y_test))
+    acc = float(np.mean(np.argmax(trained.logits(ds.x_test), -1) == ds.y_test))
     assert acc == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporary folder left
+    # An existing run folder is refused unless --force.
+    proc = subprocess.run([sys.executable, "-m", "nopeek.cli", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--force" in proc.stderr
+    assert main([*argv, "--force", "--epochs", "1"]) == 0
+    assert len(json.loads((out / "metrics.json").read_text())["history"]) == 1
+
+
+def test_u_shaped_run_keeps_labels_with_the_client(tmp_path):
+    out = tmp_path / "u"
+    assert main(["train", "--topology", "u_shaped", "--cuts", "1,2", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [(m["sender"], m["receiver"], m["tensor"]) for m in metrics["transcript"]] == [
+        ("client", "server", "z1"), ("server", "client", "z2"), ("client", "server", "dL/dz2"),
+        ("server", "client", "dL/dz1")]
+    assert [(e["party"], e["message"]) for e in metrics["leakage"]] == [("client", "z1")]
+    trained = load(str(out))
+    assert trained.message_ids() == ["client:z1"]
+
+
+def test_diverged_training_stops_and_writes_nothing(tmp_path):
+    out = tmp_path / "boom"
+    proc = subprocess.run([sys.executable, "-m", "nopeek.cli", "train", "--epochs", "3", "--lr", "1e30",
+                           "--optimizer", "sgd", "--out", str(out), "--quiet"], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "nopeek train: error: training diverged at epoch 1 (loss" in proc.stderr
+    assert "try a smaller --lr or --alpha" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--dataset", "nope"], "invalid choice"),
-    (["--cut", "7"], "--cut must be between 1 and 2"),
-    (["--alpha", "-0.5"], "--alpha must be >= 0"),
+    (["--dataset", "nope"], "unknown dataset"),
+    (["--cut", "7"], "--cuts must be between 1 and 2"),
+    (["--alpha", "-0.5"], "--alpha must be finite and >= 0"),
+    (["--alpha", "inf"], "--alpha must be finite"),
+    (["--topology", "u_shaped", "--cuts", "2,1"], "increasing"),
     (["--epochs", "x"], "invalid int value"),
 ])
 def test_train_cli_errors_are_one_line(argv, message):
@@ -114,9 +164,9 @@ def test_mnist5k_cnn_accuracy():
 
 
 def test_auto_stack_mode_follows_the_benchmark():
-    from nopeek.train import resolve_stack_mode
+    from nopeek.stacking import resolve_stack_mode
 
-    assert resolve_stack_mode("auto", "mlp") == "vmap"
-    assert resolve_stack_mode("auto", "cnn") == ("map" if jax.default_backend() == "cpu" else "vmap")
+    assert resolve_stack_mode("auto", has_conv=False) == "vmap"
+    assert resolve_stack_mode("auto", has_conv=True) == ("map" if jax.default_backend() == "cpu" else "vmap")
     with pytest.raises(ValueError):
         resolve_stack_mode("pmap")

@@ -1,0 +1,123 @@
+"""The results table of a sweep: its columns, reading it back, adding rows atomically.
+
+One row per (cell, message): a cell is (dataset, model, topology, cut, defense, alpha,
+noise_scale, seed); a topology with several attacked messages (vertical's clients,
+multi_hop's hops, round robin's clients) has one row per message, told apart by `party`
+and `message`. Rows are added by writing the whole table to a temporary file and
+renaming it over the old one, so a reader sees the old table or the new one, never half.
+A row that is truncated or malformed does not count as done: its cell runs again.
+Tables written before the engine (no `topology`, `party`, `message` columns) read as
+vanilla with the client's message `z`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+
+from nopeek.io import atomic_write_text
+
+CELL_COLUMNS = ["dataset", "model", "topology", "cut", "defense", "alpha", "noise_scale", "seed"]
+KEY_COLUMNS = CELL_COLUMNS + ["party", "message"]
+SCORE_COLUMNS = [
+    "attack_mse", "attack_psnr", "attack_ssim", "attack_dcor", "attack_classifier_accuracy",
+    "baseline_mse", "baseline_psnr", "baseline_ssim", "baseline_dcor", "baseline_classifier_accuracy",
+    "best_mse", "best_psnr", "best_ssim", "best_dcor", "best_classifier_accuracy",
+]
+RESULT_COLUMNS = KEY_COLUMNS + [
+    "accuracy", "task_accuracies", "dcor", *SCORE_COLUMNS,
+    "classifier_clean_accuracy", "collapsed", "collapse_reason", "diverged", "diverged_epoch",
+    "cut_block", "cut_bytes_per_sample", "leakage", "epochs", "group_size",
+    "train_seconds", "attack_seconds", "eval_seconds", "samples_file", "originals_file",
+]
+OLD_DEFAULTS = {"topology": "vanilla", "party": "client", "message": "z", "diverged": "false", "collapsed": "false",
+                "originals_file": "originals.npy"}
+TIMING_COLUMNS = ("train_seconds", "attack_seconds", "eval_seconds")
+
+
+def fmt_number(v: float) -> str:
+    """How a grid value is written in a key column: repr of the float (0.5 -> '0.5')."""
+    return repr(float(v))
+
+
+def _is_number(text) -> bool:
+    try:
+        float(text)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def is_valid(row: dict) -> bool:
+    """A complete row: every key column filled, numbers where numbers belong, and either an
+    accuracy or a diverged flag. A truncated line (missing trailing fields) fails this."""
+    if any(row.get(c) in (None, "") for c in KEY_COLUMNS):
+        return False
+    if not all(_is_number(row[c]) for c in ("alpha", "noise_scale", "seed")):
+        return False
+    for column in ("samples_file", "originals_file"):  # the last columns: a cut-short line fails here
+        value = row.get(column)
+        if value is None or (value != "" and not value.endswith(".npy")):
+            return False
+    if row.get("diverged") == "true":
+        return True
+    return _is_number(row.get("accuracy")) and _is_number(row.get("dcor"))
+
+
+def cell_key(row: dict) -> tuple:
+    return tuple(row[c] for c in CELL_COLUMNS)
+
+
+def row_key(row: dict) -> tuple:
+    return tuple(row[c] for c in KEY_COLUMNS)
+
+
+def read_rows(path: str, *, valid_only: bool = True) -> list[dict]:
+    """The rows of a results table (old tables filled with their defaults); [] if absent.
+
+    With `valid_only`, malformed rows are left out (their cells count as not done)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        header = set(reader.fieldnames or ())
+    missing = {c: d for c, d in OLD_DEFAULTS.items() if c not in header}  # an older table's columns
+    for r in rows:
+        r.update(missing)
+    return [r for r in rows if is_valid(r)] if valid_only else rows
+
+
+def write_rows(path: str, rows: list[dict]) -> None:
+    """Replace the table with `rows` in one atomic rename."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k, "")) for k in RESULT_COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _cell(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and math.isnan(v):
+        return ""
+    return v
+
+
+def append_rows(path: str, rows: list[dict]) -> None:
+    """Add rows: keep the table's valid rows except those of the cells being written, add the new."""
+    new_cells = {cell_key(r) for r in rows}
+    kept = [r for r in read_rows(path) if cell_key(r) not in new_cells]
+    write_rows(path, kept + rows)
+
+
+def f(v) -> float:
+    """A table value as a float; NaN for empty or non-numeric."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")

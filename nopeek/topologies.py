@@ -1,0 +1,391 @@
+"""The split-learning configurations, each a builder of an engine `Topology`.
+
+| name        | parties (what they hold)                              | what crosses per step            |
+| ----------- | ----------------------------------------------------- | -------------------------------- |
+| vanilla     | client (x, y, blocks < c) -> server (blocks >= c)     | z, y forward; dL/dz back         |
+| u_shaped    | client (x, y, blocks < c1 and >= c2) <-> server       | z1 forward, z2 back, their grads |
+| vertical    | client1..N (slice x_i, blocks < c) -> server (y, rest) | z_i forward; dL/dz_i back        |
+| multi_task  | client (x, task labels) -> server (trunk, M heads)     | z, labels forward; dL/dz back    |
+| multi_hop   | client -> relay1..R -> server, cuts c1 < c2 < ...     | each hop's z and its gradient    |
+| round_robin | client1..N in turns -> server; weights handed on      | z, y, dL/dz; weights per turn    |
+
+Adding a configuration touches this file only: write `build_<name>(setup) -> Built` and
+add it to `TOPOLOGIES`. References: Vepakomma et al., "Split learning for health:
+distributed deep learning without sharing raw patient data", arXiv 1812.00564; Gupta &
+Raskar, "Distributed learning of deep neural network over multiple agents", J. Network
+and Computer Applications 116, 2018.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from nopeek.engine import MERGES, Handoff, Loss, Party, Segment, Topology, TopologyError
+from nopeek.models import BlockSpec, build_segment, model_blocks
+from nopeek.partition import PARTITIONS  # noqa: F401  (re-exported for the config checks)
+
+SLICINGS = ("auto", "columns", "halves", "quadrants", "strips")
+TASKS = {"digit": "y", "parity": "y_parity", "ge5": "y_ge5"}  # task name -> label key
+HANDOFFS = ("p2p", "server")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What a topology builder needs: the model, the data's shapes, and the topology options."""
+
+    model: str
+    widths: tuple[int, ...]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    cuts: tuple[int, ...]
+    clients: int = 2
+    merge: str = "concat"
+    slicing: str = "auto"
+    tasks: tuple[str, ...] = ("digit", "parity", "ge5")
+    task_weights: tuple[float, ...] = ()
+    handoff: str = "p2p"
+
+    def blocks(self, num_classes: int | None = None) -> list[BlockSpec]:
+        return model_blocks(self.model, self.num_classes if num_classes is None else num_classes, self.widths)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Built:
+    """A configured topology: the graph, how to initialise it, and how to feed it.
+
+    init(seed) -> params `{party: {segment: State}}`.
+    prepare(x, y) -> the data dict the parties hold for a batch (pure jnp: runs under jit).
+    tasks: label key -> number of classes; the first is the accuracy column.
+    """
+
+    topology: Topology
+    init: Callable[[int], dict]
+    prepare: Callable[[jax.Array, jax.Array], dict]
+    tasks: dict[str, int]
+    slices: tuple = ()  # vertical: per-client (description) of the slice it holds
+
+
+def _segment_builder(blocks, specs):
+    """specs: [(party, segment, in_shape, start, stop, replicas)] -> (graphdefs, init)."""
+
+    def build(seed):
+        graphdefs, params = {}, {}
+        for party, name, in_shape, start, stop, replicas, block_list in specs:
+            states = []
+            for r in range(replicas):
+                module, _ = build_segment(block_list, in_shape, start, stop, seed=seed, replica=r)
+                graphdef, state = nnx.split(module)
+                states.append(state)
+                graphdefs[(party, name)] = graphdef
+            state = states[0] if replicas == 1 else jax.tree.map(lambda *a: jnp.stack(a), *states)
+            params.setdefault(party, {})[name] = state
+        return graphdefs, params
+
+    graphdefs, _ = build(0)  # the graphs do not depend on the seed
+    return graphdefs, lambda seed: build(int(seed))[1]
+
+
+def _shape_after(blocks, in_shape, start, stop):
+    return build_segment(blocks, in_shape, start, stop)[1]
+
+
+def _check_cuts(setup: Setup, count: str, n_blocks: int, name: str) -> None:
+    cuts = setup.cuts
+    want = {"1": len(cuts) == 1, "2": len(cuts) == 2, ">=2": len(cuts) >= 2}[count]
+    if not want:
+        raise TopologyError(f"--cuts: {name} takes {'one cut' if count == '1' else count.replace('>=', 'at least ') + ' cuts'}, "
+                            f"got {','.join(map(str, cuts)) or 'none'}")
+    if any(b <= a for a, b in zip(cuts, cuts[1:])):
+        raise TopologyError(f"--cuts must be increasing, got {','.join(map(str, cuts))}")
+    if not all(1 <= c < n_blocks for c in cuts):
+        raise TopologyError(f"--cuts must be between 1 and {n_blocks - 1} for {setup.model} "
+                            f"({n_blocks} blocks), got {','.join(map(str, cuts))}")
+
+
+def _identity(x, y):
+    return {"x": x, "y": y}
+
+
+# ---- vanilla, u_shaped, multi_hop: chains ---------------------------------------
+
+
+def _chain(setup: Setup, name: str, owners: list[str], labels_with: str) -> Built:
+    """Blocks cut at setup.cuts into len(cuts)+1 segments, segment j run by owners[j]."""
+    blocks = setup.blocks()
+    bounds = [0, *setup.cuts, len(blocks)]
+    specs, segments, shape = [], [], setup.input_shape
+    tensors = ["x"] + [f"z{j + 1}" if len(setup.cuts) > 1 else "z" for j in range(len(setup.cuts))] + ["logits"]
+    for j, owner in enumerate(owners):
+        seg_name = "bottom" if j == 0 else ("top" if j == len(owners) - 1 else "middle")
+        specs.append((owner, seg_name, shape, bounds[j], bounds[j + 1], 1, blocks))
+        segments.append(Segment(owner, seg_name, (tensors[j],), tensors[j + 1]))
+        shape = _shape_after(blocks, shape, bounds[j], bounds[j + 1])
+    graphdefs, init = _segment_builder(blocks, specs)
+    holders = {"client": ("x", "y")}
+    parties = tuple(Party(p, holders.get(p, ())) for p in dict.fromkeys(owners))
+    topo = Topology(
+        name, parties, tuple(segments), (Loss(labels_with, "logits", "y"),), (tensors[1],), graphdefs,
+    )
+    return Built(topo, init, _identity, {"y": setup.num_classes})
+
+
+def build_vanilla(setup: Setup) -> Built:
+    """client (x, y, blocks < c) -> server (blocks >= c): z and the labels forward, dL/dz back."""
+    _check_cuts(setup, "1", len(setup.blocks()), "vanilla")
+    return _chain(setup, "vanilla", ["client", "server"], "server")
+
+
+def build_u_shaped(setup: Setup) -> Built:
+    """Split learning without label sharing: the client holds blocks < c1, blocks >= c2 and
+    the labels; the server the middle. z1 forward, z2 back to the client, their gradients
+    the other way; labels never leave the client."""
+    _check_cuts(setup, "2", len(setup.blocks()), "u_shaped")
+    return _chain(setup, "u_shaped", ["client", "server", "client"], "client")
+
+
+def build_multi_hop(setup: Setup) -> Built:
+    """A chain client -> relay1 .. relayR -> server at cuts c1 < c2 < ...; each relay sees only
+    the previous hop's activations and returns only the gradient of what it received."""
+    _check_cuts(setup, ">=2", len(setup.blocks()), "multi_hop")
+    relays = [f"relay{i + 1}" for i in range(len(setup.cuts) - 1)]
+    return _chain(setup, "multi_hop", ["client", *relays, "server"], "server")
+
+
+# ---- round robin: vanilla's graph, turns between clients ------------------------
+
+
+def build_round_robin(setup: Setup) -> Built:
+    """N data holders train one network in turns (Gupta & Raskar 2018): the active client runs
+    vanilla split learning on its shard, then hands its client weights (and optimiser
+    state) to the next, directly (`handoff="p2p"`) or through the server."""
+    _check_cuts(setup, "1", len(setup.blocks()), "round_robin")
+    if not 1 <= setup.clients <= 64:
+        raise TopologyError(f"--clients must be between 1 and 64, got {setup.clients}")
+    if setup.handoff not in HANDOFFS:
+        raise TopologyError(f"--handoff must be one of {', '.join(HANDOFFS)}, got {setup.handoff!r}")
+    built = _chain(setup, "round_robin", ["client", "server"], "server")
+    n = setup.clients
+    handoffs = []
+    for i in range(n if n > 1 else 0):
+        a, b = f"client{i + 1}", f"client{(i + 1) % n + 1}"
+        if setup.handoff == "p2p":
+            handoffs.append(Handoff(a, b, "client weights and optimiser state", "client"))
+        else:
+            handoffs += [Handoff(a, "server", "client weights and optimiser state", "client"), Handoff("server", b, "client weights and optimiser state", "client")]
+    topo = dataclasses.replace(built.topology, handoffs=tuple(handoffs))
+    return dataclasses.replace(built, topology=topo)
+
+
+# ---- vertical: N clients, each a slice of the features --------------------------
+
+
+def _slices(input_shape, n: int, slicing: str):
+    """How the features of one sample are split among n clients.
+
+    Returns (kind, parts, shape): parts is a list of per-client index tuples (columns for
+    tabular, (rows, cols) ranges for images); `shape` the common (padded) slice shape.
+    """
+    if slicing == "auto":
+        slicing = "columns" if len(input_shape) == 1 else {2: "halves", 4: "quadrants"}.get(n, "strips")
+    if len(input_shape) == 1:
+        if slicing != "columns":
+            raise TopologyError(f"--slicing {slicing} needs image data; tabular features are split by columns")
+        d = input_shape[0]
+        if n > d:
+            raise TopologyError(f"--clients {n}: more clients than the {d} features; each client needs at least one")
+        parts = [tuple(int(i) for i in idx) for idx in np.array_split(np.arange(d), n)]
+        width = max(len(p) for p in parts)
+        return "columns", parts, (width,)
+    if len(input_shape) != 3:
+        raise TopologyError(f"vertical splits need tabular (d,) or image (H, W, C) samples, got {input_shape}")
+    h, w, _ = input_shape
+    if slicing == "columns":
+        raise TopologyError("--slicing columns is for tabular data; use halves, quadrants or strips for images")
+    if slicing == "halves":
+        if n != 2:
+            raise TopologyError(f"--slicing halves needs --clients 2, got {n}")
+        parts = [((0, h), (0, w // 2)), ((0, h), (w // 2, w))]
+    elif slicing == "quadrants":
+        if n != 4:
+            raise TopologyError(f"--slicing quadrants needs --clients 4, got {n}")
+        parts = [((r0, r1), (c0, c1)) for r0, r1 in ((0, h // 2), (h // 2, h)) for c0, c1 in ((0, w // 2), (w // 2, w))]
+    elif slicing == "strips":
+        if n > w:
+            raise TopologyError(f"--clients {n}: more clients than the {w} image columns")
+        cols = np.array_split(np.arange(w), n)
+        parts = [((0, h), (int(c[0]), int(c[-1]) + 1)) for c in cols]
+    else:
+        raise TopologyError(f"--slicing must be one of {', '.join(SLICINGS)}, got {slicing!r}")
+    rows = max(r1 - r0 for (r0, r1), _ in parts)
+    cols_ = max(c1 - c0 for _, (c0, c1) in parts)
+    return "image", parts, (rows, cols_, input_shape[2])
+
+
+def _slicer(kind, parts, shape):
+    """prepare(x) -> (N, n, *shape): each client's slice, zero-padded to the common shape
+    (a zero column changes neither a client's output nor its dCor)."""
+
+    def take(x):
+        out = []
+        for p in parts:
+            if kind == "columns":
+                s = x[:, jnp.asarray(p)]
+                s = jnp.pad(s, ((0, 0), (0, shape[0] - len(p))))
+            else:
+                (r0, r1), (c0, c1) = p
+                s = x[:, r0:r1, c0:c1]
+                s = jnp.pad(s, ((0, 0), (0, shape[0] - (r1 - r0)), (0, shape[1] - (c1 - c0)), (0, 0)))
+            out.append(s)
+        return jnp.stack(out)
+
+    return take
+
+
+def build_vertical(setup: Setup) -> Built:
+    """N clients each hold one slice of every sample's features and run their own client
+    segment; the server merges their activations (`merge`: concat, sum, mean) and holds
+    the rest of the network and the labels. Client i's NoPeek term uses its own slice."""
+    blocks = setup.blocks()
+    _check_cuts(setup, "1", len(blocks), "vertical")
+    n = setup.clients
+    if not 1 <= n <= 8:
+        raise TopologyError(f"--clients must be between 1 and 8 for vertical, got {n}")
+    if setup.merge not in MERGES:
+        raise TopologyError(f"--merge must be one of {', '.join(MERGES)}, got {setup.merge!r}")
+    cut = setup.cuts[0]
+    if n == 1:
+        kind, parts, shape = "whole", [None], setup.input_shape
+        slicer = lambda x: x[None]  # noqa: E731
+    else:
+        kind, parts, shape = _slices(setup.input_shape, n, setup.slicing)
+        slicer = _slicer(kind, parts, shape)
+    z_shape = _shape_after(blocks, shape, 0, cut)
+    if setup.merge == "concat":
+        merged = (*z_shape[:-1], z_shape[-1] * n)
+    else:
+        merged = z_shape
+    specs = [("client", "bottom", shape, 0, cut, n, blocks), ("server", "top", merged, cut, len(blocks), 1, blocks)]
+    graphdefs, init = _segment_builder(blocks, specs)
+    topo = Topology(
+        "vertical",
+        (Party("client", ("x",), replicas=n), Party("server", ("y",))),
+        (Segment("client", "bottom", ("x",), "z"), Segment("server", "top", ("z",), "logits", merge=setup.merge)),
+        (Loss("server", "logits", "y"),),
+        ("z",),
+        graphdefs,
+    )
+
+    def prepare(x, y):
+        return {"x": slicer(x), "y": y}
+
+    return Built(topo, init, prepare, {"y": setup.num_classes}, tuple(parts))
+
+
+# ---- multi-task: one client, M heads on the server -----------------------------
+
+
+def task_labels(y, task: str, num_classes: int):
+    """The labels of a bundled task from the class labels y: (n,) int."""
+    if task == "digit":
+        return y
+    if task == "parity":
+        return y % 2
+    if task == "ge5":
+        return (y >= 5).astype(y.dtype)
+    raise TopologyError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+
+
+def _task_classes(task: str, num_classes: int) -> int:
+    if task == "digit":
+        return num_classes
+    if task == "ge5" and num_classes <= 5:
+        raise TopologyError(f"task ge5 (label >= 5) needs more than 5 classes, the data has {num_classes}")
+    return 2
+
+
+def build_multi_task(setup: Setup) -> Built:
+    """One data holder, M tasks: the client runs blocks < c; the server a shared trunk (blocks
+    c .. L-2) and one head per task, each with its own label set and loss weight. The
+    client's cotangent is the sum over heads (the runner sums it through the trunk)."""
+    blocks = setup.blocks()
+    _check_cuts(setup, "1", len(blocks), "multi_task")
+    tasks = tuple(setup.tasks)
+    if not tasks or len(set(tasks)) != len(tasks):
+        raise TopologyError(f"--tasks must name distinct tasks, got {','.join(tasks) or 'none'}")
+    weights = tuple(setup.task_weights) or (1.0,) * len(tasks)
+    if len(weights) != len(tasks):
+        raise TopologyError(f"--task-weights: {len(weights)} weights for {len(tasks)} tasks")
+    if any(not w >= 0 for w in weights):
+        raise TopologyError(f"--task-weights must be >= 0, got {weights}")
+    classes = {TASKS[t]: _task_classes(t, setup.num_classes) for t in tasks}
+    cut, last = setup.cuts[0], len(blocks) - 1
+    z_shape = _shape_after(blocks, setup.input_shape, 0, cut)
+    specs = [("client", "bottom", setup.input_shape, 0, cut, 1, blocks)]
+    segments = [Segment("client", "bottom", ("x",), "z")]
+    trunk_out = "z"
+    if cut < last:
+        specs.append(("server", "trunk", z_shape, cut, last, 1, blocks))
+        segments.append(Segment("server", "trunk", ("z",), "h"))
+        trunk_out = "h"
+    h_shape = _shape_after(blocks, z_shape, cut, last)
+    losses = []
+    for task, w in zip(tasks, weights):
+        key = TASKS[task]
+        head_blocks = setup.blocks(classes[key])
+        specs.append(("server", f"head_{task}", h_shape, last, last + 1, 1, head_blocks))
+        segments.append(Segment("server", f"head_{task}", (trunk_out,), f"logits_{task}"))
+        losses.append(Loss("server", f"logits_{task}", key, float(w)))
+    graphdefs, init = _segment_builder(blocks, specs)
+    label_keys = tuple(TASKS[t] for t in tasks)
+    topo = Topology(
+        "multi_task",
+        (Party("client", ("x", *label_keys)), Party("server")),
+        tuple(segments), tuple(losses), ("z",), graphdefs,
+    )
+
+    def prepare(x, y):
+        return {"x": x, **{TASKS[t]: task_labels(y, t, setup.num_classes) for t in tasks}}
+
+    return Built(topo, init, prepare, classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class TopologySpec:
+    """A registered configuration: its builder, how many cuts it takes, a description."""
+
+    build: Callable[[Setup], Built]
+    cuts: str  # "1", "2" or ">=2"
+    description: str
+
+
+TOPOLOGIES: dict[str, TopologySpec] = {
+    "vanilla": TopologySpec(build_vanilla, "1", "client -> server; labels sent to the server"),
+    "u_shaped": TopologySpec(build_u_shaped, "2", "client <-> server <-> client; labels stay with the client"),
+    "vertical": TopologySpec(build_vertical, "1", "N clients, one feature slice each -> server (merge, labels)"),
+    "multi_task": TopologySpec(build_multi_task, "1", "one client -> server with one head per task"),
+    "multi_hop": TopologySpec(build_multi_hop, ">=2", "client -> relay(s) -> server"),
+    "round_robin": TopologySpec(build_round_robin, "1", "N clients in turns -> server; client weights handed on"),
+}
+
+
+def build(topology: str, setup: Setup) -> Built:
+    """Build registered configuration `topology` for `setup`."""
+    if topology not in TOPOLOGIES:
+        raise TopologyError(f"unknown topology {topology!r}; choose from {', '.join(TOPOLOGIES)}")
+    return TOPOLOGIES[topology].build(setup)
+
+
+def default_cuts(topology: str, model: str, n_blocks: int, default_cut: int) -> tuple[int, ...]:
+    """The cuts used when none are given: the model's default cut, and for two-cut
+    configurations the block before the head as the second."""
+    spec = TOPOLOGIES[topology].cuts
+    if spec == "1":
+        return (default_cut,)
+    first = min(default_cut, n_blocks - 2)
+    return (first, n_blocks - 1)
