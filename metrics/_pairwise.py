@@ -7,13 +7,37 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
-def as_samples(x: jax.Array, name: str) -> jax.Array:
-    """Flatten `x: (n, ...)` to `(n, p)` floats; a 1-D `x: (n,)` becomes `(n, 1)`."""
-    x = jnp.asarray(x)
+def _is_real(dtype) -> bool:
+    """Whether `dtype` holds real numbers: bool, integer or floating (bfloat16 included)."""
+    return any(jnp.issubdtype(dtype, kind) for kind in (jnp.floating, jnp.integer, jnp.bool_))
+
+
+def as_samples(x, name: str) -> jax.Array:
+    """Flatten `x: (n, ...)` to `(n, p)` floats; a 1-D `x: (n,)` becomes `(n, 1)`.
+
+    Integer and boolean inputs become the default float type (booleans as 0 and 1,
+    e.g. one-hot labels). Checks use only shape and dtype, so they raise before
+    (or while) tracing, never on traced values.
+
+    Raises:
+      TypeError: `x` does not hold real numbers (complex, strings, objects).
+      ValueError: `x` is a scalar, or empty (no samples, or samples with no values).
+    """
+    if not isinstance(x, jax.Array):  # lists and NumPy arrays: see the dtype before JAX does
+        x = np.asarray(x)
+    if not _is_real(x.dtype):
+        raise TypeError(f"{name} must hold real numbers (bool, int or float), got dtype {x.dtype}")
     if x.ndim == 0:
         raise ValueError(f"{name} must have a leading sample axis, got a scalar")
+    if x.size == 0:
+        raise ValueError(
+            f"{name} is empty (shape {tuple(x.shape)}): it needs at least one sample, "
+            "each with at least one value"
+        )
+    x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
     return x.reshape(x.shape[0], -1)
@@ -32,9 +56,24 @@ def check_pair(x: jax.Array, y: jax.Array, min_samples: int, statistic: str) -> 
 
 
 def safe_sqrt(t: jax.Array) -> jax.Array:
-    """sqrt(max(t, 0)) whose gradient is 0, not inf/NaN, where t <= 0."""
+    """sqrt(max(t, 0)) whose gradient is 0, not inf/NaN, where t <= 0; NaN stays NaN."""
     positive = t > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, t, 1.0)), 0.0)
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, t, 1.0)), jnp.where(t <= 0, 0.0, t))
+
+
+def normalise(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`x: (n, p)` as (x - x_0) / s, and s = max |x - x_0|: a scalar, 0 iff every row equals x_0.
+
+    Distance statistics are invariant to shifts and (for correlations) to scale, so
+    this changes nothing mathematically, but it keeps squared distances in range for
+    inputs like 1e17 * x or 1e-18 * x, and it makes a constant input exactly zero:
+    subtracting a row is exact where rows are equal (a computed mean, say 3.7 over
+    n = 10 samples, is not). Both x_0 and s are constants to autodiff: the statistics
+    (covariances once scaled back by s) do not depend on them, so gradients are unchanged.
+    """
+    deviation = x - jax.lax.stop_gradient(x[:1])
+    scale = jax.lax.stop_gradient(jnp.max(jnp.abs(deviation)))
+    return deviation / jnp.where(scale > 0, scale, 1.0), scale
 
 
 def center_features(x: jax.Array) -> jax.Array:

@@ -1,4 +1,4 @@
-"""Distance statistics against the `dcor` package (0.7), properties, gradients, errors."""
+"""Distance statistics against the `dcor` package (0.7), properties, gradients, edge cases, errors."""
 
 import dcor
 import jax
@@ -41,6 +41,15 @@ def _dcor_reference(name, x, y):
     """dcor wants (n, p) float64 arrays."""
     n = x.shape[0]
     return getattr(dcor, name)(x.reshape(n, -1).astype(np.float64), y.reshape(n, -1).astype(np.float64))
+
+
+def _all_statistics(x, y, block_size=None):
+    """The five statistics as one (5,) array."""
+    return jnp.stack([getattr(metrics, name)(x, y, block_size=block_size) for name in NAMES])
+
+
+# One compilation per shape, dtype and block size, shared by the tests that need all five.
+_all_statistics_jit = jax.jit(_all_statistics, static_argnums=2)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -106,13 +115,11 @@ def test_independent_samples_near_zero(rng):
 
 
 def test_constant_input_gives_zero_not_nan(rng):
-    x = rng.normal(size=(20, 4))
-    const = np.ones((20, 3))
-    for name in NAMES:
-        value = getattr(metrics, name)(x, const)
-        assert np.isfinite(value) and float(value) == 0.0, name
-    grad = jax.grad(lambda a, b: metrics.distance_correlation(a, b))(jnp.asarray(x), jnp.asarray(const))
-    assert np.all(np.isfinite(grad))
+    """The issue's reproduction: n = 10 is not a power of two, so mean(3.7) != 3.7 in float."""
+    x = rng.normal(size=(10, 4)).astype(np.float32)
+    const = np.full((10, 2), 3.7, np.float32)
+    for block_size in (None, 4):
+        np.testing.assert_array_equal(_all_statistics_jit(x, const, block_size), 0.0)
 
 
 @pytest.mark.parametrize("block_size", [None, 4])
@@ -176,10 +183,13 @@ def test_too_few_samples_raise():
 
 # ---- properties -------------------------------------------------------------
 
+# Values on a 1e-3 grid: shifting by up to 5 then costs only round-off. (Off a grid, a
+# spread of 1e-237 shifted by 1.0 rounds to a constant, rightly dCor 0, and shift
+# invariance holds only to the precision the shifted values keep.)
 _samples = hnp.arrays(
     np.float64,
     st.tuples(st.integers(4, 24), st.integers(1, 5)),
-    elements=st.floats(-10, 10, allow_nan=False, allow_infinity=False),
+    elements=st.integers(-10_000, 10_000).map(lambda k: k / 1000),
 )
 
 
@@ -217,3 +227,167 @@ def test_large_n_does_not_overflow(rng):
     expected = dcor.distance_correlation(x, y, method="avl")
     got = metrics.distance_correlation(x.astype(np.float32), y.astype(np.float32), block_size=4096)
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+# ---- edge cases: constant, rescaled, non-finite and invalid inputs -----------
+
+_dtypes = st.sampled_from([np.float32, np.float64])
+_block_sizes = st.one_of(st.none(), st.integers(1, 80))
+
+
+# Few examples: each new n compiles all five statistics and their gradients (~1 s).
+@settings(max_examples=8, deadline=None)
+@given(
+    n=st.integers(4, 70),
+    p=st.integers(1, 4),
+    offset=st.one_of(st.sampled_from([0.0, 3.7, -0.1, 1e6]), st.floats(-1e6, 1e6)),
+    dtype=_dtypes,
+    block_size=_block_sizes,
+    constant_first=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_constant_input_gives_exactly_zero(n, p, offset, dtype, block_size, constant_first, seed):
+    """dcor's convention: a constant variable has every statistic 0, against anything."""
+    with jax.enable_x64(dtype == np.float64):
+        other = np.random.default_rng(seed).normal(size=(n, 3)).astype(dtype)
+        const = np.full((n, p), offset, dtype)
+        x, y = (const, other) if constant_first else (other, const)
+        # One gradient of the sum (not a Jacobian) keeps compilation, the cost here, down;
+        # a NaN or Inf in any statistic's gradient would show in it.
+        values, grads = jax.jit(
+            lambda a, b: (
+                _all_statistics(a, b, block_size),
+                jax.grad(lambda a, b: jnp.sum(_all_statistics(a, b, block_size)), argnums=(0, 1))(a, b),
+            )
+        )(x, y)
+        np.testing.assert_array_equal(values, 0.0)
+        # The statistics are flat in the other input, and the constant one's distances
+        # are all zero, where the safe square root has gradient 0.
+        for g in grads:
+            np.testing.assert_array_equal(g, 0.0)
+    expected = [_dcor_reference(name, x, y) for name in NAMES]
+    np.testing.assert_array_equal(expected, 0.0)
+
+
+def _scales(dtype):
+    """Powers of ten whose squares stay finite and normal in `dtype`, with the issue's
+    1e17 and 1e-18; float32 stops at 1e15 so that s_x s_y dCov^2 stays normal too."""
+    if dtype == np.float32:
+        return st.one_of(st.sampled_from([1.0, 1e15, 1e-15]), st.integers(-15, 15).map(lambda k: 10.0**k))
+    return st.one_of(st.sampled_from([1.0, 1e17, 1e-18]), st.integers(-150, 150).map(lambda k: 10.0**k))
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    n=st.integers(4, 40),
+    dtype=_dtypes,
+    block_size=_block_sizes,
+    seed=st.integers(0, 2**16),
+    data=st.data(),
+)
+def test_scale_invariance_against_dcor(n, dtype, block_size, seed, data):
+    """Correlations ignore the inputs' scales; covariances scale by s_x s_y; both as dcor."""
+    s_x = data.draw(_scales(dtype), label="s_x")
+    s_y = data.draw(_scales(dtype), label="s_y")
+    x, y = _dependent_pair(np.random.default_rng(seed), (n, 3), (n, 2))
+    x, y = x.astype(dtype), y.astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-7
+    with jax.enable_x64(dtype == np.float64):
+        got = np.asarray(
+            _all_statistics_jit(x * dtype(s_x), y * dtype(s_y), block_size),
+            np.float64,
+        )
+    for name, value in zip(NAMES, got):
+        if "covariance" in name:
+            value = value / s_x / s_y
+        np.testing.assert_allclose(value, _dcor_reference(name, x, y), rtol=tol, atol=tol, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1e17, 1e-18])
+def test_issue_scales(dtype, scale, rng):
+    """The issue's reproduction: x * 1e17 and x * 1e-18 gave 0 (their squares are finite)."""
+    x, y = _dependent_pair(rng, (30, 4), (30, 2))
+    x, y = x.astype(dtype), y.astype(dtype)
+    expected = dcor.distance_correlation(x.astype(np.float64), y.astype(np.float64))
+    with jax.enable_x64(dtype == np.float64):
+        for block_size in (None, 7):
+            got = metrics.distance_correlation(x * dtype(scale), y, block_size=block_size)
+            np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("block_size", [None, 4])
+@pytest.mark.parametrize("where", ["x", "y", "x_against_constant"])
+def test_non_finite_input_gives_nan(x64, rng, bad, block_size, where):
+    """NaN or Inf anywhere gives NaN from every statistic, as dcor does; never 0, even
+    against a constant input. Checked under jit: the test is on traced values."""
+    x = rng.normal(size=(13, 3))
+    y = np.tanh(x[:, :2])
+    if where == "x_against_constant":
+        y = np.full_like(y, 3.7)
+    if where == "y":
+        y[5, 1] = bad
+    else:
+        x[5, 1] = bad
+    got = _all_statistics_jit(x, y, block_size)
+    assert np.all(np.isnan(got)), got
+    with np.errstate(invalid="ignore"):
+        assert all(np.isnan(_dcor_reference(name, x, y)) for name in NAMES)
+
+
+def test_nan_branch_leaves_finite_gradients(rng):
+    """NaN is chosen by jnp.where, a constant branch: finite inputs keep finite gradients."""
+    x = rng.normal(size=(9, 3)).astype(np.float32)
+    g = jax.grad(metrics.distance_correlation, argnums=(0, 1))(x, np.sin(x))
+    assert all(np.all(np.isfinite(gi)) for gi in g)
+
+
+_INVALID = [
+    (np.zeros((0, 3)), ValueError, "x is empty"),
+    (np.zeros((0,)), ValueError, "x is empty"),
+    (np.zeros((6, 0)), ValueError, "x is empty"),
+    (np.array(list("abcdef")), TypeError, "x must hold real numbers.*<U1"),
+    (np.ones((6, 2), np.complex64), TypeError, "x must hold real numbers.*complex64"),
+    (np.array([1.0, "a", None, 3, 4, 5], dtype=object), TypeError, "x must hold real numbers.*object"),
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("bad,error,message", _INVALID)
+def test_invalid_inputs_raise(name, bad, error, message):
+    fn = getattr(metrics, name)
+    good = np.ones((max(len(bad), 1), 2))
+    with pytest.raises(error, match=message):
+        fn(bad, good)
+    with pytest.raises(error, match=message.replace("x ", "y ", 1)):
+        fn(good, bad)
+    if bad.dtype.kind in "fc":  # strings and objects JAX itself refuses to trace
+        with pytest.raises(error, match=message):
+            jax.jit(fn)(bad, good)
+
+
+def test_boolean_inputs_count_as_zero_and_one(rng):
+    labels = rng.integers(0, 3, size=40)
+    one_hot = labels[:, None] == np.arange(3)[None, :]
+    y = labels[:, None] + rng.normal(size=(40, 2))
+    np.testing.assert_allclose(
+        metrics.distance_correlation(one_hot, y.astype(np.float32)),
+        dcor.distance_correlation(one_hot.astype(np.float64), y),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("block_size", [np.int64(8), np.int32(8), np.array(8), jnp.int32(8)])
+def test_block_size_accepts_integer_types(x64, rng, block_size):
+    x, y = _dependent_pair(rng, (21, 3), (21, 2))
+    np.testing.assert_allclose(
+        metrics.distance_correlation(x, y, block_size=block_size), metrics.distance_correlation(x, y), rtol=1e-12
+    )
+
+
+@pytest.mark.parametrize("block_size", [True, False, 8.0, np.float64(8), "8", 0, -3, np.int64(0)])
+def test_block_size_refuses_non_integers(block_size):
+    for name in NAMES:
+        with pytest.raises(ValueError, match="block_size must be a positive integer"):
+            getattr(metrics, name)(np.ones((6, 2)), np.ones((6, 2)), block_size=block_size)
