@@ -92,8 +92,11 @@ def _finite_mean(values) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def _curves(rows, defense_pair=("none", "nopeek")):
-    """{cut: {"nopeek": [(alpha, row-means...)], "noise": [...]}}, averaged over seeds."""
+def _curves(rows, defense_pair=("none", "nopeek"), annotate: str | None = None):
+    """{cut: {"nopeek": [(alpha, acc, dcor, ssim, text)], "noise": [...]}}, averaged over seeds.
+
+    `text` is the first member's `annotate` column ("" without `annotate`).
+    """
     by_cut: dict = {}
     for r in rows:
         by_cut.setdefault(int(r["cut"]), []).append(r)
@@ -109,14 +112,25 @@ def _curves(rows, defense_pair=("none", "nopeek")):
         curves = {"nopeek": [], "noise": []}
         for (family, level), members in sorted(groups.items()):
             mean = lambda k: _finite_mean([_f(m[k]) for m in members])  # noqa: E731
-            curves[family].append((level, mean("accuracy"), mean("dcor"), mean("attack_ssim")))
+            text = str(members[0].get(annotate, "")) if annotate else ""
+            curves[family].append((level, mean("accuracy"), mean("dcor"), mean("attack_ssim"), text))
         out[cut] = curves
     return out
 
 
-def tradeoff_figure(rows, path: str) -> str:
-    """Accuracy against dCor(x, z) and against attack SSIM; one colour per cut, NoPeek solid, noise dashed."""
-    curves = _curves(rows)
+def _sweep_series(cut, family: str) -> str:
+    return f"cut {cut}, {'NoPeek' if family == 'nopeek' else 'noise'}"
+
+
+def tradeoff_figure(rows, path: str, *, annotate: str | None = None, series_label=None) -> str:
+    """Accuracy against dCor(x, z) and against attack SSIM; one colour per cut, NoPeek solid, noise dashed.
+
+    Args:
+      annotate: a column whose value is written beside each point (e.g. a file name).
+      series_label: callable(cut, family) -> legend text; default "cut {cut}, NoPeek|noise".
+    """
+    curves = _curves(rows, annotate=annotate)
+    series_label = series_label or _sweep_series
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (cut, c) in enumerate(curves.items()):
@@ -125,10 +139,14 @@ def tradeoff_figure(rows, path: str) -> str:
             pts = c[family]
             if len(pts) < 1:
                 continue
-            level, acc, dcor, ssim = (np.array(v) for v in zip(*pts))
-            label = f"cut {cut}, {'NoPeek' if family == 'nopeek' else 'noise'}"
+            level, acc, dcor, ssim = (np.array(v) for v in list(zip(*pts))[:4])
+            label = series_label(cut, family)
             axes[0].plot(dcor, acc, style, marker=marker, color=color, label=label)
             axes[1].plot(ssim, acc, style, marker=marker, color=color, label=label)
+            for ax, xs in ((axes[0], dcor), (axes[1], ssim)):
+                for x_, y_, text in zip(xs, acc, (p[4] for p in pts)):
+                    if text and np.isfinite(x_) and np.isfinite(y_):
+                        ax.annotate(text, (x_, y_), textcoords="offset points", xytext=(4, 4), fontsize=7)
     axes[0].set_xlabel("held-out dCor(x, z)  (lower = less leakage)")
     axes[1].set_xlabel("decoder attack SSIM  (lower = worse reconstructions)")
     for ax in axes:
