@@ -19,13 +19,14 @@ from nopeek.config import ConfigError, TrainConfig
 
 
 def _user_errors():
+    from nopeek.audit import AuditError
     from nopeek.data import DataError
     from nopeek.engine import TopologyError
     from nopeek.io import CheckpointError
     from nopeek.models import ModelError
     from nopeek.runs import RunFolderError, TrainingDiverged
 
-    return (ConfigError, DataError, ModelError, TopologyError, RunFolderError, CheckpointError, TrainingDiverged,
+    return (AuditError, ConfigError, DataError, ModelError, TopologyError, RunFolderError, CheckpointError, TrainingDiverged,
             FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError)
 
 
@@ -138,6 +139,19 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Audit activations saved from any framework: leakage and attacks on the user's arrays."""
+    from nopeek.audit import AuditConfig, run_audit
+
+    config = dataclass_from_args(AuditConfig, args).validate()
+    result = run_audit(args.pairs, args.targets, args.out, config, accuracy=args.accuracy,
+                       labels=args.labels, force=args.force, progress=not args.quiet)
+    print(result["table"])
+    print(f"\n{len(result['targets'])} target(s) audited in {result['seconds']:.0f} s; "
+          f"{', '.join(result['files'])} in {args.out}/")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a leakage sweep: topologies x cuts x defences x seeds, resumable, with figures."""
     import time as _time
@@ -207,6 +221,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_arguments(p, AttackConfig)
     p.add_argument("--out", default=None, help="output folder (default: RUN/attacks/ATTACK)")
     p.set_defaults(func=cmd_attack)
+
+    from nopeek.audit import AuditConfig
+
+    p = sub.add_parser("audit", help="audit activations saved from any framework (.npz files)",
+                       description="Leakage and attacks on a split model's activations saved as .npz: "
+                       "LEAKED.npz holds the attacker's x, z (and y); each HELDOUT.npz the victim's x, z "
+                       "(and y, g, accuracy). Writes scores.json, report.md and figures to --out.")
+    p.add_argument("--pairs", nargs="+", required=True, metavar="LEAKED.npz",
+                   help="the attacker's pairs: one file for every target, or one per target in the same order")
+    p.add_argument("--targets", nargs="+", required=True, metavar="HELDOUT.npz",
+                   help="held-out activations, one file per model (cut, alpha, ...) to audit")
+    p.add_argument("--out", required=True, help="output folder (written whole or not at all)")
+    p.add_argument("--accuracy", nargs="+", type=float, default=None, metavar="ACC",
+                   help="each target's test accuracy in [0, 1] (over an `accuracy` entry in its file)")
+    p.add_argument("--labels", nargs="+", default=None, metavar="NAME", help="a name per target (default: file names)")
+    add_dataclass_arguments(p, AuditConfig)
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_audit)
 
     from nopeek.sweep import PRESETS, SweepConfig
 
