@@ -129,7 +129,7 @@ def run_attack(run_dir: str, config: AttackConfig, out: str) -> dict:
     run = load(run_dir)
     tc = run.config
     entry = run.entry(config.message)
-    message = f"{entry.party}:{entry.message}"
+    message = f"{entry.party}:{entry.label}"
     ds = data_lib.load(tc.dataset, seed=tc.split_seed, data_dir=tc.data_dir, limit=tc.limit)
     leak = attacker_indices(ds.y_train, leak_fraction=config.leak_fraction, leak_count=config.leak_count,
                             aux_classes=config.aux_classes, seed=config.attack_seed)
@@ -158,7 +158,7 @@ def run_attack(run_dir: str, config: AttackConfig, out: str) -> dict:
             fitted = attacks.fit_decoders(z_leak[None], source(x_leak), steps=steps, lr=lr, seed=config.attack_seed)
             x_hat = fitted.reconstruct(sent(x_t)[None])[0]
         else:
-            if entry.replica is not None or entry.source != "x":
+            if entry.replica is not None or entry.merged or entry.source != "x":
                 raise ConfigError(f"--attack {config.attack} inverts a message computed from the whole input; "
                                   f"{message} is computed from a slice (use --attack decoder)")
             x_t, y_t = ds.x_test[: config.n_targets], ds.y_test[: config.n_targets]

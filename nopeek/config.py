@@ -153,10 +153,11 @@ class ModelConfig(Section):
     partition: str = field(default="iid", metadata={"help": "round_robin: how the training set is shared, iid or dirichlet"})
     dirichlet_alpha: float = field(default=0.5, metadata={"help": "round_robin: Dirichlet concentration (smaller = more label skew)"})
     handoff: str = field(default="p2p", metadata={"help": "round_robin: client weights handed on directly (p2p) or via the server"})
+    nopeek_hops: str = field(default="first", metadata={"help": "multi_hop: NoPeek at the first hop, or at all hops (each relay against what it received)"})
 
     def validate(self) -> "ModelConfig":
         from nopeek.models import MODELS
-        from nopeek.topologies import HANDOFFS, MERGES, PARTITIONS, SLICINGS, TASKS, TOPOLOGIES
+        from nopeek.topologies import HANDOFFS, MERGES, NOPEEK_HOPS, PARTITIONS, SLICINGS, TASKS, TOPOLOGIES
 
         checks = [
             (self.model in MODELS, f"unknown model {self.model!r}; choose from {', '.join(MODELS)}"),
@@ -172,6 +173,7 @@ class ModelConfig(Section):
             (self.partition in PARTITIONS, f"--partition must be one of {', '.join(PARTITIONS)}, got {self.partition!r}"),
             (finite(self.dirichlet_alpha) and self.dirichlet_alpha > 0, f"--dirichlet-alpha must be > 0, got {self.dirichlet_alpha}"),
             (self.handoff in HANDOFFS, f"--handoff must be one of {', '.join(HANDOFFS)}, got {self.handoff!r}"),
+            (self.nopeek_hops in NOPEEK_HOPS, f"--nopeek-hops must be one of {', '.join(NOPEEK_HOPS)}, got {self.nopeek_hops!r}"),
         ]
         raise_first_failure(checks)
         return self

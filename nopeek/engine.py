@@ -10,7 +10,8 @@ A `Topology` holds
     delivered to it as a message when another party holds them);
   - protected messages: what a data holder sends computed from its raw inputs. The
     NoPeek penalty `alpha * D(x_p, m)` is added by that holder to the cotangent it gets
-    back for m, and the noise defence is applied to m on its way out.
+    back for m, and the noise defence is applied to m on its way out. A relay may
+    protect its message too, against what it received (`penalty_sources`).
 
 The runner (`protocol_gradients`) goes forward in topological order with one `jax.vjp`
 per segment (each party keeps its own closures), hands a party only the tensors
@@ -120,6 +121,7 @@ class Topology:
     protected: tuple[str, ...]
     graphdefs: Mapping[tuple[str, str], Any]
     handoffs: tuple[Handoff, ...] = ()
+    penalty_sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         self._check()
@@ -150,6 +152,11 @@ class Topology:
         users = [s.party for s in self.segments if tensor in s.inputs]
         users += [loss.party for loss in self.losses if loss.logits == tensor]
         return list(dict.fromkeys(users))
+
+    def penalty_source(self, message: str) -> str:
+        """What the NoPeek term of protected `message` compares it with: its sender's raw
+        inputs, or (for a relay) the tensor it received (`penalty_sources`)."""
+        return self.penalty_sources.get(message) or self.raw_input(self.producer(message))
 
     def raw_input(self, party: str) -> str | None:
         """The raw-input key ("x") a party holds, if any."""
@@ -210,8 +217,11 @@ class Topology:
             if self.producer(loss.logits) != loss.party:
                 raise TopologyError(f"{self.name}: the loss on {loss.logits!r} must sit with the party computing it")
         for m in self.protected:
-            if self.raw_input(self.producer(m)) is None:
+            source = self.penalty_sources.get(m)
+            if source is None and self.raw_input(self.producer(m)) is None:
                 raise TopologyError(f"{self.name}: protected message {m!r} is not sent by a data holder")
+            if source is not None and not any(s.output == m and source in s.inputs for s in self.segments):
+                raise TopologyError(f"{self.name}: the penalty of {m!r} must use an input of the segment sending it")
 
 
 def is_raw_input(key: str) -> bool:
@@ -402,7 +412,7 @@ def protocol_gradients(
         if seg.output in outgoing:
             (remote,) = outgoing[seg.output][1](remote if remote is not None else jnp.zeros_like(out))
             if leakage_kind is not None:
-                x = known[seg.party][topo.raw_input(seg.party)]
+                x = known[seg.party][topo.penalty_source(seg.output)]
                 leak_sum, leak, g_leak = _penalty(x, out, leakage_kind, topo.party(seg.party).replicas > 1)
                 remote = remote + alpha * g_leak
                 total = total + alpha * leak_sum
@@ -451,7 +461,8 @@ def end_to_end_loss(topo: Topology, params, data, *, alpha, task_weight=1.0, lea
         total = total + task_weight * loss.weight * cross_entropy(values[loss.logits], values[loss.labels])
     for m in topo.protected:
         holder = topo.producer(m)
-        x = values[topo.raw_input(holder)]
+        # The sender compares m with a constant to it (raw data, or what a relay received).
+        x = jax.lax.stop_gradient(values[topo.penalty_source(m)])
         total = total + alpha * _penalty(x, values[m], leakage_kind, topo.party(holder).replicas > 1)[0]
     return total
 

@@ -43,7 +43,7 @@ class RunFolderError(ValueError):
 
 
 def _message_id(entry: LeakEntry) -> str:
-    return f"{entry.party}:{entry.message}"
+    return f"{entry.party}:{entry.label}"
 
 
 @dataclasses.dataclass
@@ -69,7 +69,7 @@ class TrainedRun:
         if message is None:
             return entries[0]
         for e in entries:
-            if message in (_message_id(e), e.message):
+            if message in (_message_id(e), e.label):
                 return e
         raise ConfigError(f"--message {message!r}: this {self.config.topology} run sends "
                           f"{', '.join(self.message_ids())}")
@@ -84,14 +84,12 @@ class TrainedRun:
     def message(self, name: str | None, x) -> np.ndarray:
         """What the named message carries for inputs x: (n, ...) (one replica's share)."""
         e = self.entry(name)
-        m = np.asarray(self.values(x)[e.message])
-        return m[e.replica] if e.replica is not None else m
+        return np.asarray(e.view(self.values(x)[e.message]))
 
     def source(self, name: str | None, x) -> np.ndarray:
         """The raw inputs the named message is computed from: x itself, or a client's slice."""
         e = self.entry(name)
-        s = np.asarray(self.values(x)[e.source])
-        return s[e.replica] if e.replica is not None else s
+        return np.asarray(e.source_view(self.values(x)[e.source]))
 
     def sent(self, name: str | None, x, chunk: int = 1024) -> np.ndarray:
         """What was sent for inputs x (n, ...): the named message with the run's noise defence
@@ -106,7 +104,7 @@ class TrainedRun:
         def run(xb, index):
             v = forward(topo, params, prepare(xb, jnp.zeros(xb.shape[0], jnp.int32)), noise_scale=cfg.noise_scale,
                         noise_kind=cfg.noise_kind, key=key if cfg.noise_scale > 0 else None, sample_index=index)[e.message]
-            return v[e.replica] if e.replica is not None else v
+            return e.view(v)
 
         x = np.asarray(x)
         return np.concatenate([np.asarray(run(jnp.asarray(x[i : i + chunk]), jnp.arange(i, min(i + chunk, len(x)))))
@@ -119,8 +117,7 @@ class TrainedRun:
         topo, params, prepare = self.built.topology, self.params, self.built.prepare
 
         def fn(x):
-            v = forward(topo, params, prepare(x, jnp.zeros(x.shape[0], jnp.int32)))[e.message]
-            return v[e.replica] if e.replica is not None else v
+            return e.view(forward(topo, params, prepare(x, jnp.zeros(x.shape[0], jnp.int32)))[e.message])
 
         return fn
 

@@ -307,19 +307,6 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
     return rows
 
 
-class _Classifiers:
-    """Reference classifiers trained on clean data, one per raw-input source (x, or a slice)."""
-
-    def __init__(self, y_train):
-        self.y_train = y_train
-        self.cache: dict = {}
-
-    def get(self, key, x_train):
-        if key not in self.cache:
-            self.cache[key] = attacks.ReferenceClassifier(x_train, self.y_train)
-        return self.cache[key]
-
-
 def _run_group(config: SweepConfig, ds, group, leak_idx, attack_steps, samples_dir, chance, progress, log) -> list[dict]:
     topology, spec = group[0].topology, group[0].cut
     tc = config.train_config(topology, spec)
@@ -348,66 +335,76 @@ def _run_group(config: SweepConfig, ds, group, leak_idx, attack_steps, samples_d
 
         shards_test = partition(ds.y_test, tc.clients, tc.partition, tc.dirichlet_alpha, tc.split_seed + 1)
     entries = leak_entries(built, shards_test)
-    classifiers = _Classifiers(ds.y_train)
     t0 = time.perf_counter()
+    scores = _attack_entries(config, ds, entries, result, alive, sent_leak, prepared, prepared_test, leak_idx, attack_steps)
+    attack_seconds = time.perf_counter() - t0
+    timing = {"train_seconds": round(train_seconds, 2), "attack_seconds": round(attack_seconds, 2),
+              "eval_seconds": round(eval_seconds, 2)}
+    return _rows(config, group, entries, result, scores, prepared_test, samples_dir, chance, timing, log)
+
+
+def _attack_entries(config, ds, entries, result, alive, sent_leak, prepared, prepared_test, leak_idx, attack_steps):
+    """Decoder scores {(model index, party, label): scores} for every attacked message of the
+    models that did not diverge; the decoders of one message are fitted as one stack."""
     scores: dict = {}
+    if not attack_steps or not len(alive):
+        return scores
+    classifiers: dict = {}
     fitted: dict = {}
     for e in entries:
-        def pick(a, e=e):
-            return a[e.replica] if e.replica is not None else a
-
-        src_train, src_test = pick(prepared[e.source]), pick(prepared_test[e.source])
-        fit_key = (e.message, e.replica)
-        if attack_steps and len(alive) and fit_key not in fitted:
-            z_leak = sent_leak[e.message][alive]
-            z_leak = z_leak[:, e.replica] if e.replica is not None else z_leak
-            z_test = result.messages_test[e.message][alive]
-            z_test = z_test[:, e.replica] if e.replica is not None else z_test
-            mode = resolve_stack_mode("auto", has_conv=len(z_leak.shape) == 5)
+        src_train, src_test = e.source_view(prepared[e.source]), e.source_view(prepared_test[e.source])
+        fit_key = (e.label, e.replica)  # round robin's clients share one message function
+        if fit_key not in fitted:
+            z_leak = np.asarray(e.view(sent_leak[e.message][alive], models_axis=True))
+            z_test = np.asarray(e.view(result.messages_test[e.message][alive], models_axis=True))
+            mode = resolve_stack_mode("auto", has_conv=z_leak.ndim == 5)
             decoders = attacks.fit_decoders(
                 z_leak, src_train[leak_idx], steps=attack_steps, lr=config.attack_config.resolved("attack_lr"),
-                seed=config.attack_seed, map_models=lambda fn, in_axes: over_stack(fn, mode, in_axes),
+                seed=config.attack_seed, map_models=lambda fn, in_axes, mode=mode: over_stack(fn, mode, in_axes),
             )
             fitted[fit_key] = decoders.reconstruct(z_test)
+        key = (e.source, e.replica)
+        if key not in classifiers:
+            classifiers[key] = attacks.ReferenceClassifier(src_train, ds.y_train)
         subset = e.subset if e.subset is not None else np.arange(len(ds.x_test))
-        originals = src_test[subset[:N_SAMPLES]]
         for j, i in enumerate(alive):
-            if fit_key not in fitted:
-                continue
             x_hat = fitted[fit_key][j][subset]
-            clf = classifiers.get((e.source, e.replica), src_train)
-            scores[(i, e.party, e.message)] = attacks.scores_with_baseline(
-                src_test[subset], x_hat, src_train[leak_idx], classifier=clf, y=ds.y_test[subset])
-            scores[(i, e.party, e.message)]["samples"] = x_hat[:N_SAMPLES]
-        scores[("originals", e.party, e.message)] = originals
-    attack_seconds = time.perf_counter() - t0
+            s = attacks.scores_with_baseline(src_test[subset], x_hat, src_train[leak_idx], classifier=classifiers[key],
+                                             y=ds.y_test[subset])
+            s["classifier_clean_accuracy"] = classifiers[key].accuracy(src_test[subset], ds.y_test[subset])
+            s["samples"] = x_hat[:N_SAMPLES]
+            scores[(i, e.party, e.label)] = s
+    return scores
 
+
+def _rows(config, group, entries, result, scores, prepared_test, samples_dir, chance, timing, log) -> list[dict]:
+    """One row per (cell, attacked message); samples saved for the grids."""
     rows = []
-    n_classes = next(iter(built.tasks.values()))
+    n_classes = next(iter(result.built.tasks.values()))
     for e in entries:
-        originals_file = f"originals-{e.party}.npy" if (e.replica is not None) else "originals.npy"
-        np.save(os.path.join(samples_dir, originals_file), scores[("originals", e.party, e.message)])
-        z_all = result.messages_test[e.message]
+        originals_file = f"originals-{e.party}.npy" if e.replica is not None else "originals.npy"
+        source = e.source_view(prepared_test[e.source])
+        subset = e.subset if e.subset is not None else np.arange(len(source))
+        np.save(os.path.join(samples_dir, originals_file), source[subset[:N_SAMPLES]])
+        z_all = np.asarray(e.view(result.messages_test[e.message], models_axis=True))
         for i, cell in enumerate(group):
-            base = {**dict(zip(CELL_COLUMNS, cell.key(config))), "party": e.party, "message": e.message,
+            base = {**dict(zip(CELL_COLUMNS, cell.key(config))), "party": e.party, "message": e.label,
                     "leakage": config.leakage, "epochs": config.epochs, "group_size": len(group),
                     "cut_block": _message_block(result, e.message, n_classes),
-                    "cut_bytes_per_sample": int(np.prod(z_all.shape[2 + (e.replica is not None):])) * 4,
-                    "train_seconds": round(train_seconds, 2), "attack_seconds": round(attack_seconds, 2),
-                    "eval_seconds": round(eval_seconds, 2), "originals_file": originals_file}
+                    "cut_bytes_per_sample": int(np.prod(z_all.shape[2:])) * 4, **timing,
+                    "originals_file": originals_file}
             if result.diverged[i]:
                 rows.append({**base, "diverged": True, "diverged_epoch": int(result.diverged_epoch[i]),
                              "collapsed": False, "samples_file": ""})
                 continue
             accuracy = float(result.test_accuracy[i])
-            z_i = z_all[i][e.replica] if e.replica is not None else z_all[i]
-            reason = collapse_reason(accuracy, chance, z_i if e.subset is None else z_i[e.subset])
-            s = scores.get((i, e.party, e.message), {})
+            reason = collapse_reason(accuracy, chance, z_all[i][subset])
+            s = scores.get((i, e.party, e.label), {})
             samples_file = ""
             if "samples" in s:
-                samples_file = f"{cell.name}-{e.party}-{e.message}.npy"
+                samples_file = f"{cell.name}-{e.party}-{e.label}.npy".replace("[", "_").replace("]", "")
                 np.save(os.path.join(samples_dir, samples_file), s["samples"])
-            row = {**base, "accuracy": accuracy, "dcor": float(result.leakage[(e.party, e.message)][i]),
+            row = {**base, "accuracy": accuracy, "dcor": float(result.leakage[(e.party, e.label)][i]),
                    "task_accuracies": " ".join(f"{k}={float(v[i]):.4f}" for k, v in result.task_accuracy.items()),
                    "classifier_clean_accuracy": s.get("classifier_clean_accuracy", ""),
                    "diverged": False, "diverged_epoch": 0, "collapsed": bool(reason), "collapse_reason": reason,
@@ -417,8 +414,7 @@ def _run_group(config: SweepConfig, ds, group, leak_idx, attack_steps, samples_d
                     row[f"attack_{k}"], row[f"baseline_{k}"] = s[k], s[f"baseline_{k}"]
                     row[f"best_{k}"] = _better(k, s[k], s[f"baseline_{k}"])
             if reason and e is entries[0]:
-                log(f"warning: {cell.name} collapsed ({reason}): accuracy {accuracy:.3f}, "
-                    f"dCor {row['dcor']:.3f}")
+                log(f"warning: {cell.name} collapsed ({reason}): accuracy {accuracy:.3f}, dCor {row['dcor']:.3f}")
             rows.append(row)
     return rows
 
@@ -426,7 +422,7 @@ def _run_group(config: SweepConfig, ds, group, leak_idx, attack_steps, samples_d
 def format_table(rows: list[dict]) -> str:
     """A compact text table of the results, one line per row (cell and message)."""
     several = len({(r["topology"], r["party"], r["message"]) for r in rows}) > 1
-    head = (f"{'topology':11} {'cut':>5} " if several else f"{'cut':>5} ") + (f"{'message':12} " if several else "")
+    head = (f"{'topology':11} {'cut':>5} " if several else f"{'cut':>5} ") + (f"{'message':15} " if several else "")
     head += f"{'defense':8} {'alpha':>6} {'noise':>6} {'seed':>4} {'acc':>6} {'dCor':>6} {'atk SSIM':>8} {'base SSIM':>9} {'best SSIM':>9} {'atk clf':>7}  note"
     lines = [head, "-" * len(head)]
 
@@ -443,7 +439,7 @@ def format_table(rows: list[dict]) -> str:
         note = ("diverged" if r.get("diverged") == "true" else
                 ("collapsed: " + r.get("collapse_reason", "") if r.get("collapsed") == "true" else ""))
         line = (f"{r['topology']:11} {r['cut']:>5} " if several else f"{r['cut']:>5} ")
-        line += f"{r['party'] + ':' + r['message']:12} " if several else ""
+        line += f"{r['party'] + ':' + r['message']:15} " if several else ""
         line += (f"{r['defense']:8} {float(r['alpha']):>6g} {float(r['noise_scale']):>6g} {r['seed']:>4} "
                  f"{num(r.get('accuracy'), 6)} {num(r.get('dcor'), 6)} {num(r.get('attack_ssim'), 8)} "
                  f"{num(r.get('baseline_ssim'), 9)} {num(r.get('best_ssim'), 9)} {num(r.get('attack_classifier_accuracy'), 7)}  {note}")

@@ -50,6 +50,8 @@ class Setup:
     tasks: tuple[str, ...] = ("digit", "parity", "ge5")
     task_weights: tuple[float, ...] = ()
     handoff: str = "p2p"
+    nopeek_hops: str = "first"
+    stack_clients: bool = True
 
     def blocks(self, num_classes: int | None = None) -> list[BlockSpec]:
         return model_blocks(self.model, self.num_classes if num_classes is None else num_classes, self.widths)
@@ -115,8 +117,9 @@ def _identity(x, y):
 # ---- vanilla, u_shaped, multi_hop: chains ---------------------------------------
 
 
-def _chain(setup: Setup, name: str, owners: list[str], labels_with: str) -> Built:
-    """Blocks cut at setup.cuts into len(cuts)+1 segments, segment j run by owners[j]."""
+def _chain(setup: Setup, name: str, owners: list[str], labels_with: str, relay_penalties: bool = False) -> Built:
+    """Blocks cut at setup.cuts into len(cuts)+1 segments, segment j run by owners[j].
+    With `relay_penalties`, every relay also protects what it sends against what it got."""
     blocks = setup.blocks()
     bounds = [0, *setup.cuts, len(blocks)]
     specs, segments, shape = [], [], setup.input_shape
@@ -129,8 +132,14 @@ def _chain(setup: Setup, name: str, owners: list[str], labels_with: str) -> Buil
     graphdefs, init = _segment_builder(blocks, specs)
     holders = {"client": ("x", "y")}
     parties = tuple(Party(p, holders.get(p, ())) for p in dict.fromkeys(owners))
+    protected, sources = [tensors[1]], {}
+    if relay_penalties:
+        for j in range(1, len(owners) - 1):
+            protected.append(tensors[j + 1])
+            sources[tensors[j + 1]] = tensors[j]
     topo = Topology(
-        name, parties, tuple(segments), (Loss(labels_with, "logits", "y"),), (tensors[1],), graphdefs,
+        name, parties, tuple(segments), (Loss(labels_with, "logits", "y"),), tuple(protected), graphdefs,
+        penalty_sources=sources,
     )
     return Built(topo, init, _identity, {"y": setup.num_classes})
 
@@ -149,12 +158,19 @@ def build_u_shaped(setup: Setup) -> Built:
     return _chain(setup, "u_shaped", ["client", "server", "client"], "client")
 
 
+NOPEEK_HOPS = ("first", "all")
+
+
 def build_multi_hop(setup: Setup) -> Built:
     """A chain client -> relay1 .. relayR -> server at cuts c1 < c2 < ...; each relay sees only
-    the previous hop's activations and returns only the gradient of what it received."""
+    the previous hop's activations and returns only the gradient of what it received.
+    NoPeek at the first hop (the client, against its raw inputs), or with
+    `nopeek_hops="all"` also at every relay, against the activations it received."""
     _check_cuts(setup, ">=2", len(setup.blocks()), "multi_hop")
+    if setup.nopeek_hops not in NOPEEK_HOPS:
+        raise TopologyError(f"--nopeek-hops must be one of {', '.join(NOPEEK_HOPS)}, got {setup.nopeek_hops!r}")
     relays = [f"relay{i + 1}" for i in range(len(setup.cuts) - 1)]
-    return _chain(setup, "multi_hop", ["client", *relays, "server"], "server")
+    return _chain(setup, "multi_hop", ["client", *relays, "server"], "server", relay_penalties=setup.nopeek_hops == "all")
 
 
 # ---- round robin: vanilla's graph, turns between clients ------------------------
@@ -261,7 +277,7 @@ def build_vertical(setup: Setup) -> Built:
     cut = setup.cuts[0]
     if n == 1:
         kind, parts, shape = "whole", [None], setup.input_shape
-        slicer = lambda x: x[None]  # noqa: E731
+        slicer = lambda x: x  # noqa: E731  (one party, no replica axis)
     else:
         kind, parts, shape = _slices(setup.input_shape, n, setup.slicing)
         slicer = _slicer(kind, parts, shape)
@@ -270,6 +286,8 @@ def build_vertical(setup: Setup) -> Built:
         merged = (*z_shape[:-1], z_shape[-1] * n)
     else:
         merged = z_shape
+    if not setup.stack_clients:
+        return _vertical_unstacked(setup, blocks, n, cut, shape, merged, slicer, parts)
     specs = [("client", "bottom", shape, 0, cut, n, blocks), ("server", "top", merged, cut, len(blocks), 1, blocks)]
     graphdefs, init = _segment_builder(blocks, specs)
     topo = Topology(
@@ -283,6 +301,40 @@ def build_vertical(setup: Setup) -> Built:
 
     def prepare(x, y):
         return {"x": slicer(x), "y": y}
+
+    return Built(topo, init, prepare, {"y": setup.num_classes}, tuple(parts))
+
+
+def _vertical_unstacked(setup, blocks, n, cut, shape, merged, slicer, parts) -> Built:
+    """The same vertical split with N separate client parties (client1..N, slices x_1..x_N,
+    messages z_1..z_N) instead of one replicated party: the same parameters for the same
+    seed, but N client programs instead of one vmapped one (the benchmark's reference)."""
+    names = [f"client{i + 1}" for i in range(n)]
+    specs = [(name, "bottom", shape, 0, cut, 1, blocks) for name in names]
+    specs.append(("server", "top", merged, cut, len(blocks), 1, blocks))
+    graphdefs, _ = _segment_builder(blocks, specs)
+
+    def init(seed):
+        params = {}
+        for i, name in enumerate(names):
+            module, _ = build_segment(blocks, shape, 0, cut, seed=int(seed), replica=i)
+            params[name] = {"bottom": nnx.split(module)[1]}
+        params["server"] = {"top": nnx.split(build_segment(blocks, merged, cut, len(blocks), seed=int(seed))[0])[1]}
+        return params
+
+    topo = Topology(
+        "vertical",
+        tuple(Party(name, (f"x_{i + 1}",)) for i, name in enumerate(names)) + (Party("server", ("y",)),),
+        tuple(Segment(name, "bottom", (f"x_{i + 1}",), f"z_{i + 1}") for i, name in enumerate(names))
+        + (Segment("server", "top", tuple(f"z_{i + 1}" for i in range(n)), "logits", merge=setup.merge),),
+        (Loss("server", "logits", "y"),),
+        tuple(f"z_{i + 1}" for i in range(n)),
+        graphdefs,
+    )
+
+    def prepare(x, y):
+        slices = slicer(x)
+        return {**{f"x_{i + 1}": slices[i] for i in range(n)}, "y": y}
 
     return Built(topo, init, prepare, {"y": setup.num_classes}, tuple(parts))
 

@@ -56,6 +56,7 @@ def build_topology(config: TrainConfig, input_shape, num_classes: int) -> Built:
         model=config.model, widths=tuple(config.widths), input_shape=tuple(input_shape), num_classes=num_classes,
         cuts=config.resolved_cuts(num_classes), clients=config.clients, merge=config.merge, slicing=config.slicing,
         tasks=tuple(config.tasks), task_weights=tuple(config.task_weights), handoff=config.handoff,
+        nopeek_hops=config.nopeek_hops,
     )
     return build(config.topology, setup)
 
@@ -189,6 +190,30 @@ class LeakEntry:
     source: str
     replica: int | None = None
     subset: Any = None
+    merged: bool = False  # vertical: the server's view, every client's message together
+
+    @property
+    def label(self) -> str:
+        """The message's name in tables: the tensor, or "z[all]" for the merged view."""
+        return f"{self.message}[all]" if self.merged else self.message
+
+    def view(self, value, models_axis: bool = False):
+        """The entry's tensor from the message's value (N, n, ...) for a replicated sender
+        (with a leading models axis K when `models_axis`): one replica's share, or for the
+        merged view all replicas side by side, (n, N * d)."""
+        off = 1 if models_axis else 0
+        if self.merged:
+            v = jnp.moveaxis(jnp.asarray(value), off, off + 1)
+            return v.reshape(*v.shape[: off + 1], -1)
+        if self.replica is not None:
+            return value[:, self.replica] if models_axis else value[self.replica]
+        return value
+
+    def source_view(self, value, models_axis: bool = False):
+        """The raw inputs the entry is compared with: all of x, or the sender's slice."""
+        if self.replica is not None:
+            return value[:, self.replica] if models_axis else value[self.replica]
+        return value
 
 
 def leak_entries(built: Built, shards_test=None) -> list[LeakEntry]:
@@ -206,6 +231,8 @@ def leak_entries(built: Built, shards_test=None) -> list[LeakEntry]:
         party = topo.party(sender)
         if party.replicas > 1:
             out += [LeakEntry(name, tensor, source, replica=i) for i, name in enumerate(party.member_names())]
+            # What the receiver can rebuild of client i's slice from everything it received.
+            out += [LeakEntry(name, tensor, source, replica=i, merged=True) for i, name in enumerate(party.member_names())]
         elif shards_test is not None and len(shards_test) > 1:
             out += [LeakEntry(f"{sender}{i + 1}", tensor, source, subset=np.asarray(s)) for i, s in enumerate(shards_test)]
         else:
@@ -226,16 +253,14 @@ def _stack_dcor(x, zs):
 
 
 def measure_leakage(entries, data_test: dict, sent: dict) -> dict:
-    """{(party, message): (K,) dCor} over all held-out samples (or the entry's subset)."""
+    """{(party, message label): (K,) dCor} over all held-out samples (or the entry's subset)."""
     out = {}
     for e in entries:
-        x = np.asarray(data_test[e.source])
-        z = sent[e.message]
-        if e.replica is not None:
-            x, z = x[e.replica], z[:, e.replica]
+        x = e.source_view(np.asarray(data_test[e.source]))
+        z = e.view(sent[e.message], models_axis=True)
         if e.subset is not None:
             x, z = x[e.subset], z[:, e.subset]
-        out[(e.party, e.message)] = np.asarray(_stack_dcor(jnp.asarray(x), jnp.asarray(z)))
+        out[(e.party, e.label)] = np.asarray(_stack_dcor(jnp.asarray(x), jnp.asarray(z)))
     return out
 
 
@@ -359,8 +384,7 @@ def train_stack(
     x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
     n_probe = min(config.dcor_batch, len(dataset.x_test))
     first = entries[0]
-    probe_x = np.asarray(data_test[first.source])[first.replica] if first.replica is not None else np.asarray(data_test[first.source])
-    probe_x = jnp.asarray(probe_x[:n_probe])
+    probe_x = jnp.asarray(first.source_view(np.asarray(data_test[first.source]))[:n_probe])
     diverged_epoch = np.zeros(k, np.int64)
     diverged_loss = np.full(k, np.nan)
     history = []
@@ -380,8 +404,7 @@ def train_stack(
         accuracy, _ = evaluate(eval_fn, state.params, hparams, dataset.x_test, dataset.y_test, keep_messages=False)
         probe_msgs, _ = eval_fn(state.params, hparams, jnp.asarray(dataset.x_test[:n_probe]),
                                 jnp.asarray(dataset.y_test[:n_probe]), jnp.arange(n_probe))
-        z = probe_msgs[first.message]
-        z = z[:, first.replica] if first.replica is not None else z
+        z = first.view(probe_msgs[first.message], models_axis=True)
         probe_dcor = np.asarray(_probe_dcor(probe_x, z))
         row = {"train_loss": loss.tolist(), "train_ce": ce.tolist(), "train_dcor_batch": leak.tolist(),
                "epoch": epoch + 1, "heldout_dcor": probe_dcor.tolist(),
