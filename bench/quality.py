@@ -5,8 +5,13 @@ Run:  python bench/quality.py     (~2 minutes on 2 cores)
 - digits, mlp, cut 1, 30 epochs, adam 1e-3, batch 64: accuracy and held-out dCor at alpha 0 and 3;
 - mnist5k, cnn, default cut, alpha 0, 5 epochs: accuracy;
 - the decoder attack (10% leaked) on digits mlp cut 1 at alpha 0 and 20, beside the mean-image baseline;
-- label leakage on breast cancer, vanilla split learning: norm and direction AUC.
+- label leakage on breast cancer, vanilla split learning: norm and direction AUC;
+- the seed configurations against vanilla on the same data (`--part topologies`): vertical
+  (2 clients, breast cancer), multi_task (digits), multi_hop (digits mlp 128,64,32, cuts
+  1,2), round_robin (4 clients, digits), each with its per-message held-out dCor.
 The tests assert thresholds on the same settings; this prints the values.
+
+Run:  python bench/quality.py [--part basics|topologies|all]
 """
 
 from __future__ import annotations
@@ -23,12 +28,62 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import attacks  # noqa: E402
 from nopeek import data  # noqa: E402
 from nopeek.config import TrainConfig  # noqa: E402
-from nopeek.split import per_sample_cut_gradients  # noqa: E402
+from nopeek.attack_run import per_sample_gradients  # noqa: E402
+from nopeek.runs import TrainedRun  # noqa: E402
 from nopeek.train import train_stack  # noqa: E402
 
 
+def topologies():
+    """The six configurations at alpha 0 and 1 (one stack each), the four of the
+    configurations issue beside vanilla on the same data."""
+    cases = [
+        ("vanilla", "digits", {}, None),
+        ("u_shaped --cuts 1,2", "digits", dict(topology="u_shaped", cuts=(1, 2)), None),
+        ("vertical --clients 2", "breast_cancer", dict(topology="vertical", clients=2), {}),
+        ("multi_task", "digits", dict(topology="multi_task"), {}),
+        ("multi_hop --cuts 1,2 --widths 128,64,32", "digits", dict(topology="multi_hop", cuts=(1, 2), widths=(128, 64, 32)),
+         dict(widths=(128, 64, 32))),
+        ("round_robin --clients 4", "digits", dict(topology="round_robin", clients=4), {}),
+    ]
+    print("\n## The configurations (mlp, 30 epochs, adam 1e-3, batch 64); alpha 0 beside vanilla, then NoPeek alpha 1")
+    print("| configuration | data | accuracy, alpha 0 | vanilla | difference (points) | accuracy, alpha 1 |")
+    print("|---|---|---|---|---|---|")
+    leak_tables = []
+    for name, dataset, kw, vanilla_kw in cases:
+        ds = data.load(dataset)
+        r = train_stack(TrainConfig(dataset=dataset, **kw), ds, alphas=[0.0, 1.0], progress=False)
+        acc = r.test_accuracy
+        if vanilla_kw is not None:
+            vacc = float(train_stack(TrainConfig(dataset=dataset, **vanilla_kw), ds, progress=False).test_accuracy[0])
+            versus = f"{vacc:.3f} | {100 * (acc[0] - vacc):+.1f}"
+        else:
+            versus = "- | -"
+        tasks = "" if len(r.task_accuracy) == 1 else " (" + ", ".join(
+            f"{k} {float(a[0]):.3f}" for k, a in r.task_accuracy.items()) + ")"
+        print(f"| {name} | {dataset} | {acc[0]:.3f}{tasks} | {versus} | {acc[1]:.3f} |", flush=True)
+        rows = [f"| {p}:{m} | {float(d[0]):.3f} | {float(d[1]):.3f} |" for (p, m), d in r.leakage.items()]
+        leak_tables.append((name, rows))
+    for name, rows in leak_tables:
+        print(f"\n### {name}: held-out dCor(x, m) of every message")
+        print("| message | alpha 0 | alpha 1 |")
+        print("|---|---|---|")
+        print("\n".join(rows))
+
+
 def main():
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["basics", "topologies", "all"], default="all")
+    args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPU cores")
+    if args.part in ("basics", "all"):
+        basics()
+    if args.part in ("topologies", "all"):
+        topologies()
+
+
+def basics():
     digits = data.load("digits")
     r = train_stack(TrainConfig(epochs=30), digits, alphas=[0.0, 3.0], progress=False)
     print("\n## digits, mlp, cut 1, 30 epochs")
@@ -41,9 +96,9 @@ def main():
 
     r = train_stack(TrainConfig(epochs=30), digits, alphas=[0.0, 20.0], progress=False)
     x_leak = digits.x_train[: len(digits.x_train) // 10]
-    clients = [r.model_params(k)[0] for k in range(2)]
-    z_leak = np.stack([np.asarray(r.fns.client_apply(c, x_leak)) for c in clients])
-    z_test = np.stack([np.asarray(r.fns.client_apply(c, digits.x_test)) for c in clients])
+    runs = [TrainedRun(r.config, r.built, r.model_params(k)) for k in range(2)]
+    z_leak = np.stack([run.message(None, x_leak) for run in runs])
+    z_test = np.stack([run.message(None, digits.x_test) for run in runs])
     x_hat = attacks.fit_decoders(z_leak, x_leak, steps=1500, seed=0).reconstruct(z_test)
     clf = attacks.ReferenceClassifier(digits.x_train, digits.y_train)
     print("\n## decoder attack, digits mlp cut 1, 10% leaked, 1500 steps")
@@ -54,9 +109,8 @@ def main():
 
     bc = data.load("breast_cancer")
     r = train_stack(TrainConfig(dataset="breast_cancer", epochs=10), bc, progress=False)
-    c, s = r.model_params(0)
-    grads = per_sample_cut_gradients(r.fns, c, s, jnp.asarray(bc.x_test), jnp.asarray(bc.y_test))
-    auc = attacks.label_leakage_auc(np.asarray(grads), bc.y_test)
+    grads = per_sample_gradients(TrainedRun(r.config, r.built, r.model_params(0)), bc.x_test, bc.y_test, "z")
+    auc = attacks.label_leakage_auc(grads, bc.y_test)
     print(f"\n## label leakage, breast cancer, mlp cut 1, 10 epochs: norm AUC {auc['norm_auc']:.3f}, "
           f"direction AUC {auc['direction_auc']:.3f}")
 

@@ -11,7 +11,10 @@ Every figure is a ratio of two timings taken in the same run:
   step that never computes dCor, at batch 64, 256, 1024, for mlp (digits-sized input)
   and cnn (MNIST-sized input);
 - stack: throughput of K = 8 models trained by one compiled step (`map`: unrolled in the
-  program; `vmap`: batched) over the same 8 models stepped one after another.
+  program; `vmap`: batched) over the same 8 models stepped one after another;
+- clients: a vertical split's step with N = 2, 4, 8 clients run as one replicated party
+  (one vmapped client program) against the same N clients as separate parties (N client
+  programs in the step), same parameters and data.
 """
 
 from __future__ import annotations
@@ -153,9 +156,41 @@ def stack(steps, k=8, batch=64):
         )
 
 
+def _vertical_step(model, n, stack, batch, replica_mode="auto"):
+    shape = SHAPES[model] if model == "cnn" else (64,)
+    ds = _fake_dataset(shape, 1024)
+    cfg = TrainConfig(dataset="digits", model=model, batch_size=batch, topology="vertical", clients=n,
+                      cuts=(4,) if model == "cnn" else (1,), widths=(8, 16, 64, 32) if model == "cnn" else (128, 64))
+    from nopeek.topologies import Setup, build
+
+    setup = Setup(model=model, widths=tuple(cfg.widths), input_shape=ds.input_shape, num_classes=10,
+                  cuts=tuple(cfg.cuts), clients=n, stack_clients=stack, replica_mode=replica_mode)
+    built = build("vertical", setup)
+    opt = make_optimizer("adam", 1e-3)
+    state = init_stack(built, [0], opt, "map")
+    hp = {"alpha": jnp.full((1,), 1.0), "noise_scale": jnp.zeros((1,)), "seed": jnp.zeros((1,), jnp.int32)}
+    step = make_step_fn(built, opt, cfg, "map", noise=False)
+    return step, state, hp, jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+
+
+def clients(steps, batch=64):
+    print(f"\n## Vertical split: N clients as one vmapped party against N separate parties (NoPeek step, batch {batch})")
+    print("| model | N | separate parties (ms/step) | replicated, vmap (ms/step) | replicated, unrolled (ms/step) "
+          "| vmap speed-up | unrolled speed-up |")
+    print("|---|---|---|---|---|---|---|")
+    for model in ("mlp", "cnn"):
+        for n in (2, 4, 8):
+            t = {}
+            for key, stack, mode in (("separate", False, "auto"), ("vmap", True, "vmap"), ("map", True, "map")):
+                step, state, hp, x, y = _vertical_step(model, n, stack, batch, mode)
+                t[key], _ = _time_steps(step, state, hp, x, y, batch, steps)
+            print(f"| {model} | {n} | {t['separate'] * 1e3:.2f} | {t['vmap'] * 1e3:.2f} | {t['map'] * 1e3:.2f} "
+                  f"| {t['separate'] / t['vmap']:.2f}x | {t['separate'] / t['map']:.2f}x |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["runner", "overhead", "stack", "all"], default="all")
+    parser.add_argument("--part", choices=["runner", "overhead", "stack", "clients", "all"], default="all")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPU cores")
@@ -165,6 +200,8 @@ def main():
         overhead(args.steps)
     if args.part in ("stack", "all"):
         stack(args.steps)
+    if args.part in ("clients", "all"):
+        clients(args.steps)
 
 
 if __name__ == "__main__":

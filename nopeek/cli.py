@@ -88,6 +88,25 @@ def _print_cuts(config: TrainConfig) -> None:
         print(f"{c.cut:>3d}  {c.block:12s} {str(c.shape):18s} {c.bytes_per_sample:>12d}")
 
 
+def _print_transcript(config: TrainConfig, built, shape) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from nopeek.engine import format_transcript, transcript
+
+    n = config.batch_size
+    data = built.prepare(jnp.zeros((n, *shape), jnp.float32), jnp.zeros((n,), jnp.int32))
+    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), data)
+    from nopeek.train import make_optimizer
+
+    params = built.init(0)
+    optimizer = make_optimizer(config.optimizer, config.lr)
+    handoff_state = {p: (v, optimizer.init(v)) for p, v in params.items()}
+    print(f"{config.topology} {config.model} cuts {','.join(map(str, config.resolved_cuts()))} on {config.dataset}, "
+          f"batch {n}: what crosses in one step")
+    print(format_transcript(transcript(built.topology, params, spec, handoff_state=handoff_state)))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one NoPeek split model of any topology, or list a model's cuts with --list-cuts."""
     from nopeek.data import sample_shape
@@ -103,7 +122,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         _print_cuts(config)
         return 0
     shape, classes = sample_shape(config.dataset, config.data_dir)
-    build_topology(config, shape, classes)  # topology errors before any data is loaded
+    built = build_topology(config, shape, classes)  # topology errors before any data is loaded
+    if args.transcript:
+        _print_transcript(config, built, shape)
+        return 0
     cuts = "-".join(map(str, config.resolved_cuts(classes)))
     out = args.out or (f"runs/train-{config.dataset.replace(':', '_').replace('/', '_')}-{config.model}-{config.topology}"
                        f"-cut{cuts}-alpha{config.alpha:g}-seed{config.seed}")
@@ -211,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run folder (default: runs/train-<dataset>-<model>-...)")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
     p.add_argument("--list-cuts", action="store_true", help="print each cut's activation shape and size, then exit")
+    p.add_argument("--transcript", action="store_true", help="print what crosses between the parties in one step, then exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

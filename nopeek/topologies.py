@@ -29,6 +29,7 @@ from flax import nnx
 from nopeek.engine import MERGES, Handoff, Loss, Party, Segment, Topology, TopologyError
 from nopeek.models import BlockSpec, build_segment, model_blocks
 from nopeek.partition import PARTITIONS  # noqa: F401  (re-exported for the config checks)
+from nopeek.stacking import resolve_stack_mode
 
 SLICINGS = ("auto", "columns", "halves", "quadrants", "strips")
 TASKS = {"digit": "y", "parity": "y_parity", "ge5": "y_ge5"}  # task name -> label key
@@ -52,6 +53,7 @@ class Setup:
     handoff: str = "p2p"
     nopeek_hops: str = "first"
     stack_clients: bool = True
+    replica_mode: str = "auto"  # vertical's clients: vmap, map (unrolled), or auto (by backend and model)
 
     def blocks(self, num_classes: int | None = None) -> list[BlockSpec]:
         return model_blocks(self.model, self.num_classes if num_classes is None else num_classes, self.widths)
@@ -290,6 +292,7 @@ def build_vertical(setup: Setup) -> Built:
         return _vertical_unstacked(setup, blocks, n, cut, shape, merged, slicer, parts)
     specs = [("client", "bottom", shape, 0, cut, n, blocks), ("server", "top", merged, cut, len(blocks), 1, blocks)]
     graphdefs, init = _segment_builder(blocks, specs)
+    replica_mode = resolve_stack_mode(setup.replica_mode, has_conv=setup.model != "mlp")
     topo = Topology(
         "vertical",
         (Party("client", ("x",), replicas=n), Party("server", ("y",))),
@@ -297,6 +300,7 @@ def build_vertical(setup: Setup) -> Built:
         (Loss("server", "logits", "y"),),
         ("z",),
         graphdefs,
+        replica_mode=replica_mode,
     )
 
     def prepare(x, y):
