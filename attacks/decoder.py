@@ -42,40 +42,65 @@ class MLPDecoder(nnx.Module):
         return nnx.sigmoid(self.out(h)).reshape(z.shape[0], *self.x_shape)
 
 
-UPSAMPLING = ("resize", "transpose")
+UPSAMPLING = ("subpixel", "resize", "transpose")
+
+
+def depth_to_space(h: jax.Array) -> jax.Array:
+    """(n, h, w, 4c) -> (n, 2h, 2w, c): each group of 4 channels becomes a 2x2 patch."""
+    n, hh, ww, c4 = h.shape
+    c = c4 // 4
+    return h.reshape(n, hh, ww, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * hh, 2 * ww, c)
 
 
 class ConvDecoder(nnx.Module):
     """Spatial z (n, h, w, c) -> x (n, H, W, C), H = h * 2^k, sigmoid output.
 
-    conv 3x3, then k x2 upsamplings, then conv 3x3 to C channels. `upsample="resize"`
-    (default) doubles by nearest-neighbour repetition then a 3x3 conv (Odena et al.,
-    "Deconvolution and checkerboard artifacts", Distill 2016); `"transpose"` uses a
-    stride-2 transposed convolution. On XLA:CPU the transposed convolution ran 3x slower
-    at the same width (bench/README.md), so resize is the default.
+    conv 3x3 at the activations' resolution (`depth` of them), then k x2 upsamplings, the
+    last one producing the C output channels. `upsample="subpixel"` (default; Shi et al.,
+    "Real-time single image and video super-resolution using an efficient sub-pixel
+    convolutional neural network", CVPR 2016) runs every convolution at the lower
+    resolution with 4x the channels and rearranges them into 2x2 patches; `"resize"`
+    doubles by nearest-neighbour repetition then a 3x3 conv at the higher resolution
+    (Odena et al., Distill 2016); `"transpose"` uses stride-2 transposed convolutions.
+    Subpixel does the same multiply-adds per output pixel as resize at a quarter of the
+    positions, so it affords a wider, deeper decoder for the same time (bench/attacks.py).
     """
 
-    def __init__(self, z_shape, x_shape, width: int = 16, upsample: str = "resize", *, rngs: nnx.Rngs):
+    def __init__(self, z_shape, x_shape, width: int = 32, upsample: str = "subpixel", depth: int = 1, *,
+                 rngs: nnx.Rngs):
         if upsample not in UPSAMPLING:
             raise ValueError(f"upsample must be one of {UPSAMPLING}, got {upsample!r}")
         h, _, c = z_shape
         self.upsample = upsample
         ups = int(round(math.log2(x_shape[0] // h)))
+        out_c = x_shape[-1]
         self.inp = nnx.Conv(c, width, (3, 3), padding="SAME", rngs=rngs)
-        if upsample == "transpose":
+        self.hidden = nnx.List([nnx.Conv(width, width, (3, 3), padding="SAME", rngs=rngs) for _ in range(depth - 1)])
+        if upsample == "subpixel":
+            layers = [nnx.Conv(width, 4 * width, (3, 3), padding="SAME", rngs=rngs) for _ in range(ups - 1)]
+            self.out = nnx.Conv(width, 4 * out_c if ups else out_c, (3, 3), padding="SAME", rngs=rngs)
+        elif upsample == "transpose":
             layers = [nnx.ConvTranspose(width, width, (3, 3), strides=(2, 2), padding="SAME", rngs=rngs) for _ in range(ups)]
+            self.out = nnx.Conv(width, out_c, (3, 3), padding="SAME", rngs=rngs)
         else:
             layers = [nnx.Conv(width, width, (3, 3), padding="SAME", rngs=rngs) for _ in range(ups)]
+            self.out = nnx.Conv(width, out_c, (3, 3), padding="SAME", rngs=rngs)
         self.up = nnx.List(layers)
-        self.out = nnx.Conv(width, x_shape[-1], (3, 3), padding="SAME", rngs=rngs)
+        self.ups = ups
 
     def __call__(self, z):
         h = nnx.relu(self.inp(z))
+        for layer in self.hidden:
+            h = nnx.relu(layer(h))
         for layer in self.up:
             if self.upsample == "resize":
                 h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
-            h = nnx.relu(layer(h))
-        return nnx.sigmoid(self.out(h))
+            h = layer(h)
+            h = nnx.relu(depth_to_space(h) if self.upsample == "subpixel" else h)
+        out = self.out(h)
+        if self.upsample == "subpixel" and self.ups:
+            out = depth_to_space(out)
+        return nnx.sigmoid(out)
 
 
 def _is_spatial_match(z_shape, x_shape) -> bool:
@@ -89,11 +114,12 @@ def _is_spatial_match(z_shape, x_shape) -> bool:
     return ratio & (ratio - 1) == 0
 
 
-def build_decoder(z_shape, x_shape, *, seed: int = 0, upsample: str = "resize") -> nnx.Module:
+def build_decoder(z_shape, x_shape, *, seed: int = 0, upsample: str = "subpixel", width: int = 32,
+                  depth: int = 1) -> nnx.Module:
     """The decoder for activations of per-sample shape `z_shape` and inputs of `x_shape`."""
     rngs = nnx.Rngs(seed)
     if _is_spatial_match(tuple(z_shape), tuple(x_shape)):
-        return ConvDecoder(tuple(z_shape), tuple(x_shape), upsample=upsample, rngs=rngs)
+        return ConvDecoder(tuple(z_shape), tuple(x_shape), width=width, upsample=upsample, depth=depth, rngs=rngs)
     return MLPDecoder(math.prod(z_shape), tuple(x_shape), rngs=rngs)
 
 
@@ -108,19 +134,32 @@ def _stack(trees):
 
 @dataclasses.dataclass
 class DecoderAttack:
-    """K fitted decoders. `reconstruct(z_stack)` maps (K, n, *z_shape) -> (K, n, *x_shape)."""
+    """K fitted decoders. `reconstruct(z_stack)` maps (K, n, *z_shape) -> (K, n, *x_shape).
+
+    loss_history: (logs, K) mean training loss per `log_every` steps; val_history:
+    (evals, K) held-out loss per evaluation (the first row: the attacker's mean input);
+    steps: steps actually run (early stopping may end before the budget); use_mean: (K,)
+    decoders that never beat the mean input on held-out pairs, which then answer with it.
+    """
 
     graphdef: object
     params: object  # leaves with a leading axis K
     map_models: object  # how the stack is mapped (see `fit_decoders`)
-    loss_history: np.ndarray  # (steps // log_every, K)
+    loss_history: np.ndarray
+    val_history: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
+    steps: int = 0
+    mean: object = None  # (x_shape) the attacker's mean input
+    use_mean: object = None  # (K,) bool
 
     def reconstruct(self, z_stack, chunk: int = 1024) -> np.ndarray:
         graphdef = self.graphdef
         apply = jax.jit(self.map_models(lambda p, z: nnx.merge(graphdef, p)(z), (0, 0)))
         outs = [np.asarray(apply(self.params, jnp.asarray(z_stack[:, i : i + chunk], jnp.float32)))
                 for i in range(0, z_stack.shape[1], chunk)]
-        return np.concatenate(outs, axis=1)
+        x_hat = np.concatenate(outs, axis=1)
+        if self.use_mean is not None and np.any(self.use_mean):
+            x_hat[np.asarray(self.use_mean)] = np.asarray(self.mean)
+        return x_hat
 
 
 def fit_decoders(
@@ -129,26 +168,40 @@ def fit_decoders(
     *,
     steps: int = 1500,
     batch_size: int = 64,
-    lr: float = 1e-3,
+    lr: float = 2e-3,
     seed: int = 0,
-    upsample: str = "resize",
+    upsample: str = "subpixel",
     map_models=vmap_models,
     log_every: int = 100,
     progress=None,
+    validation: float = 0.1,
+    eval_every: int = 50,
+    patience: int = 4,
+    width: int = 32,
+    depth: int = 1,
 ) -> DecoderAttack:
     """Train one decoder per target model on the attacker's pairs, all in one compiled step.
+
+    A share `validation` of the pairs (at least 20 pairs in all) is held out, and each
+    decoder's held-out loss starts from that of the free baseline, the attacker's mean
+    input: every `eval_every` steps the held-out loss is measured, the best parameters so
+    far are kept, and training ends once no decoder has improved for `patience`
+    evaluations, or at the budget `steps`. A decoder that never beats the mean input
+    answers with it, so the attack never loses to its baseline on the attacker's own data.
 
     Args:
       z_stack: (K, n, *z_shape) activations the attacker observed for its inputs, per target.
       x: (n, *x_shape) the attacker's inputs in [0, 1] (the same for every target).
-      steps, batch_size, lr: Adam on the mean squared reconstruction error.
-      upsample: the conv decoder's upsampling, "resize" or "transpose" (see ConvDecoder).
+      steps, batch_size, lr: Adam on the mean squared reconstruction error; `steps` is the budget.
+      upsample: the conv decoder's upsampling, "subpixel", "resize" or "transpose" (see ConvDecoder).
       map_models: `map_models(fn, in_axes) -> fn` runs fn over the K decoders (default
         `jax.vmap`; any function with vmap's contract, e.g. an unrolled map).
       progress: optional callable(step, losses) called every `log_every` steps.
+      validation, eval_every, patience: early stopping (validation 0 turns it off).
+      width, depth: the conv decoder's channels and its convolutions before upsampling.
 
     Returns:
-      DecoderAttack holding the K trained decoders.
+      DecoderAttack holding the K decoders (each at its best held-out loss).
     """
     z_stack = jnp.asarray(z_stack, jnp.float32)
     x = jnp.asarray(x, jnp.float32)
@@ -157,37 +210,69 @@ def fit_decoders(
             f"z_stack must be (K, n, ...) with n = {x.shape[0]} attacker samples, got shape {z_stack.shape}"
         )
     k, n = z_stack.shape[:2]
+    rng = np.random.default_rng(seed)
+    n_val = int(round(validation * n)) if validation and n >= 20 else 0
+    order = rng.permutation(n)
+    val_idx, train_idx = jnp.asarray(np.sort(order[:n_val])), np.sort(order[n_val:])
     z_shape, x_shape = z_stack.shape[2:], x.shape[1:]
-    decoders = [build_decoder(z_shape, x_shape, seed=seed + i, upsample=upsample) for i in range(k)]
+    mean = np.asarray(x)[train_idx].mean(axis=0)
+    decoders = [build_decoder(z_shape, x_shape, seed=seed + i, upsample=upsample, width=width, depth=depth)
+                for i in range(k)]
     graphdef = nnx.split(decoders[0])[0]
     params = _stack([nnx.split(d)[1] for d in decoders])
     optimizer = optax.adam(lr)
     opt_state = jax.vmap(optimizer.init)(params)
-    batch_size = min(batch_size, n)
+    batch_size = min(batch_size, len(train_idx))
+
+    def mse(p, z, xb):
+        return jnp.mean((nnx.merge(graphdef, p)(z) - xb) ** 2)
 
     def one_step(p, o, z, xb):
-        def loss(p):
-            return jnp.mean((nnx.merge(graphdef, p)(z) - xb) ** 2)
-
-        value, grads = jax.value_and_grad(loss)(p)
+        value, grads = jax.value_and_grad(mse)(p, z, xb)
         updates, o = optimizer.update(grads, o, p)
         return optax.apply_updates(p, updates), o, value
 
     stacked = map_models(one_step, (0, 0, 0, None))
+    held_out = jax.jit(lambda p: map_models(mse, (0, 0, None))(p, z_stack[:, val_idx], x[val_idx]))
 
     @partial(jax.jit, donate_argnums=(0, 1))
     def step(p, o, idx):
         return stacked(p, o, z_stack[:, idx], x[idx])
 
-    rng = np.random.default_rng(seed)
-    history, running = [], None
+    @jax.jit
+    def keep_best(best, p, improved):
+        return jax.tree.map(lambda b, q: jnp.where(improved.reshape((-1,) + (1,) * (q.ndim - 1)), q, b), best, p)
+
+    best, best_val, stale, val_history = params, None, np.zeros(k, int), []
+    use_mean = np.zeros(k, bool)
+    if n_val:
+        best = jax.tree.map(jnp.copy, params)
+        base = float(jnp.mean((jnp.asarray(mean)[None] - x[val_idx]) ** 2))
+        best_val = np.full(k, base)
+        use_mean[:] = True
+        val_history.append(best_val.copy())
+    history, running, done = [], None, 0
     for i in range(steps):
-        idx = jnp.asarray(rng.choice(n, batch_size, replace=False))
+        idx = jnp.asarray(rng.choice(train_idx, batch_size, replace=False))
         params, opt_state, losses = step(params, opt_state, idx)
+        done = i + 1
         running = losses if running is None else running + losses
-        if (i + 1) % log_every == 0:
+        if done % log_every == 0:
             history.append(np.asarray(running) / log_every)
             running = None
             if progress is not None:
-                progress(i + 1, history[-1])
-    return DecoderAttack(graphdef, params, map_models, np.asarray(history))
+                progress(done, history[-1])
+        if n_val and done % eval_every == 0:
+            val = np.asarray(held_out(params))
+            val_history.append(val)
+            improved = val < best_val
+            best = keep_best(best, params, jnp.asarray(improved))
+            best_val = np.where(improved, val, best_val)
+            use_mean &= ~improved
+            stale = np.where(improved, 0, stale + 1)
+            if np.all(stale >= patience):
+                break
+    if running is not None and done % log_every:
+        history.append(np.asarray(running) / (done % log_every))
+    final = best if n_val else params
+    return DecoderAttack(graphdef, final, map_models, np.asarray(history), np.asarray(val_history), done, mean, use_mean)

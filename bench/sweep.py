@@ -10,7 +10,6 @@ Prints both wall times and their ratio, measured in the same run.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -27,16 +26,16 @@ from nopeek.train import train_stack  # noqa: E402
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="default", choices=tuple(PRESETS))
-    parser.add_argument("--cut", type=int, default=4)
+    parser.add_argument("--cut", default="4", help="cut list of the group (vanilla)")
     parser.add_argument("--epochs", type=int, default=None)
     args = parser.parse_args()
     config = PRESETS[args.preset]
     if args.epochs:
-        config = dataclasses.replace(config, epochs=args.epochs)
+        config = config.replace(epochs=args.epochs)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPU cores")
-    ds = data.load(config.dataset, seed=config.data_seed, data_dir=config.data_dir, limit=config.limit)
-    group = [c for c in cells(config) if c.cut == args.cut]
-    tc = config.train_config(args.cut)
+    ds = data.load(config.dataset, seed=config.split_seed, data_dir=config.data_dir, limit=config.limit)
+    group = [c for c in cells(config) if (c.topology, c.cut) == ("vanilla", args.cut)]
+    tc = config.train_config("vanilla", args.cut)
     kw = dict(progress=False)
 
     t0 = time.perf_counter()

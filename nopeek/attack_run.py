@@ -37,7 +37,7 @@ ATTACKS = ("decoder", "whitebox", "unsplit", "probe", "label")
 
 # Per-attack defaults of the settings left unset (None): an explicit value always wins.
 DEFAULTS = {
-    "decoder": {"attack_steps": 1500, "attack_lr": 1e-3, "tv_weight": 0.0},
+    "decoder": {"attack_steps": 1500, "attack_lr": 2e-3, "tv_weight": 0.0},
     "whitebox": {"attack_steps": 1500, "attack_lr": 0.05, "tv_weight": 0.0},
     "unsplit": {"attack_steps": 2000, "attack_lr": 0.05, "tv_weight": 0.05},
     "probe": {"attack_steps": 0, "attack_lr": 0.0, "tv_weight": 0.0},
@@ -55,7 +55,7 @@ class AttackConfig(Section):
     leak_count: int | None = field(default=None, metadata={"help": "number of leaked samples (overrides --leak-fraction)"})
     aux_classes: tuple[int, ...] = field(default=(), metadata={"help": "attacker holds only these classes (auxiliary data)"})
     attack_steps: int | None = field(default=None, metadata={"help": "optimisation steps (decoder 1500, whitebox 1500; unsplit 2000 = rounds x 100)"})
-    attack_lr: float | None = field(default=None, metadata={"help": "learning rate of the attack (decoder 1e-3, whitebox 0.05, unsplit 0.05 on the inputs)"})
+    attack_lr: float | None = field(default=None, metadata={"help": "learning rate of the attack (decoder 2e-3, whitebox 0.05, unsplit 0.05 on the inputs)"})
     n_targets: int = field(default=256, metadata={"help": "held-out samples to invert (whitebox, unsplit)"})
     tv_weight: float | None = field(default=None, metadata={"help": "total-variation prior weight (whitebox 0, unsplit 0.05)"})
     attack_seed: int = field(default=0, metadata={"help": "the attacker's seed: which samples leak, decoder init"})

@@ -65,7 +65,7 @@ class AuditConfig:
     """How hard the audit's attacker tries, and how the user's inputs are read."""
 
     attack_steps: int = field(default=1500, metadata={"help": "Adam steps of the inversion decoder"})
-    attack_lr: float = field(default=1e-3, metadata={"help": "the decoder's learning rate"})
+    attack_lr: float = field(default=2e-3, metadata={"help": "the decoder's learning rate"})
     attack_batch_size: int = field(default=64, metadata={"help": "the decoder's batch size"})
     attack_seed: int = field(default=0, metadata={"help": "the attacker's seed: decoders, probes and subsamples"})
     scale: str = field(default="none", metadata={
