@@ -213,6 +213,20 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cost(args: argparse.Namespace) -> int:
+    """Per-client compute and communication of split learning, federated learning and large-batch SGD."""
+    from nopeek.cost import PRESETS, CostConfig
+    from nopeek.cost_report import run_cost
+
+    base = PRESETS[args.preset] if args.preset else (CostConfig(),)
+    configs = [dataclass_from_args(CostConfig, args, base=c).validate() for c in base]
+    report = run_cost(configs, args.out, reference=args.preset == "seed-table")
+    print(report.text)
+    if report.files:
+        print(f"\nwrote {', '.join(report.files)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="nopeek",
@@ -275,6 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="discard results of a different config in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_sweep)
+
+    from nopeek.cost import PRESETS as COST_PRESETS, CostConfig
+
+    p = sub.add_parser("cost", help="per-client compute and communication against federated learning",
+                       description=CostConfig.__doc__)
+    p.add_argument("--preset", choices=tuple(COST_PRESETS), default=None,
+                   help="start from a preset (seed-table: the split-learning cost table); options given override it")
+    add_dataclass_arguments(p, CostConfig)
+    p.add_argument("--out", default=None, help="folder for cost.csv, cost.png (and the sensitivity files)")
+    p.set_defaults(func=cmd_cost)
 
     p = sub.add_parser("figures", help="redraw a sweep's figures from its results.csv")
     p.add_argument("dir", help="sweep output folder")
