@@ -42,8 +42,13 @@ def probe_accuracy(z_train, y_train, z_test, y_test, *, kind: str = "linear", se
     z_test = np.asarray(z_test).reshape(len(z_test), -1)
     if len(z_train) != len(y_train) or len(z_test) != len(y_test):
         raise ValueError("activations and labels must have the same number of samples")
-    if len(np.unique(y_train)) < 2:
+    classes, counts = np.unique(y_train, return_counts=True)
+    if len(classes) < 2:
         raise ValueError("the probe needs at least two classes among the attacker's labels")
+    # The MLP probe's early stopping holds out 10% (at least 2 samples; stratified for 2 classes).
+    if kind == "mlp" and (len(z_train) < 11 or (len(classes) == 2 and counts.min() < 2)):
+        raise ValueError(f"the MLP probe needs at least 11 of the attacker's pairs (2 of each class for a binary "
+                         f"label) to hold 10% out for early stopping; got {len(z_train)}, the fewest of a class {counts.min()}")
     model = _make(kind, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -68,6 +68,7 @@ class AttackConfig(Section):
             (self.attack_steps is None or self.attack_steps >= 0, f"--attack-steps must be >= 0, got {self.attack_steps}"),
             (self.attack_lr is None or (finite(self.attack_lr) and self.attack_lr > 0), f"--attack-lr must be finite and > 0, got {self.attack_lr}"),
             (self.n_targets >= 2, f"--n-targets must be >= 2, got {self.n_targets}"),
+            (self.attack_seed >= 0, f"--attack-seed must be >= 0, got {self.attack_seed}"),
             (self.tv_weight is None or (finite(self.tv_weight) and self.tv_weight >= 0), f"--tv-weight must be finite and >= 0, got {self.tv_weight}"),
         ]
         raise_first_failure(checks)
@@ -94,7 +95,9 @@ def attacker_indices(y_train, *, leak_fraction: float = 0.1, leak_count: int | N
             raise ConfigError(f"no training samples in --aux-classes {tuple(aux_classes)}")
     count = leak_count if leak_count is not None else max(2, round(leak_fraction * len(y_train)))
     if count > len(pool):
-        raise ConfigError(f"the attacker's pool has {len(pool)} samples, fewer than the {count} asked for")
+        option = f"--leak-count {leak_count}" if leak_count is not None else f"--leak-fraction {leak_fraction:g}"
+        where = f"in --aux-classes {','.join(map(str, aux_classes))}" if len(aux_classes) else "in the training set"
+        raise ConfigError(f"{option}: the attacker's pool has {len(pool)} samples {where}, fewer than the {count} asked for")
     return np.sort(np.random.default_rng(seed).choice(pool, count, replace=False))
 
 
@@ -140,7 +143,7 @@ def run_attack(run_dir: str, config: AttackConfig, out: str) -> dict:
     t0 = time.perf_counter()
     scores: dict = {**config.to_dict(), "attack": config.attack, "run": run_dir, "message": message,
                     "n_attacker": int(len(leak)), "attack_steps": steps, "attack_lr": lr, "tv_weight": tv}
-    os.makedirs(out, exist_ok=True)
+    # `out` is created by its first file (figure or scores.json), after every check: a refused attack leaves nothing.
     send = jax.jit(run.message_fn(message))  # the sender's function, before any noise
 
     def sent(x):  # what crossed: noise defence included, as the sweep attacks it
@@ -178,10 +181,13 @@ def run_attack(run_dir: str, config: AttackConfig, out: str) -> dict:
         z_leak = sent(x_leak)
         _check_finite(z_leak, message)
         z_test = sent(ds.x_test)
-        scores["probes"] = [
-            attacks.probe_accuracy(z_leak, y_leak, z_test, ds.y_test, kind=kind, seed=config.attack_seed)
-            for kind in attacks.PROBES
-        ]
+        try:
+            scores["probes"] = [
+                attacks.probe_accuracy(z_leak, y_leak, z_test, ds.y_test, kind=kind, seed=config.attack_seed)
+                for kind in attacks.PROBES
+            ]
+        except ValueError as err:
+            raise ConfigError(f"--leak-fraction/--leak-count: {err}") from None
     else:  # label
         if ds.num_classes != 2:
             raise ConfigError(f"the label attack needs a binary task (e.g. breast_cancer); {tc.dataset} has {ds.num_classes} classes")

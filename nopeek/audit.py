@@ -82,6 +82,7 @@ class AuditConfig:
             (self.attack_batch_size >= 1, f"--attack-batch-size must be >= 1, got {self.attack_batch_size}"),
             (self.scale in SCALES, f"--scale must be one of {', '.join(SCALES)}, got {self.scale!r}"),
             (self.kernel_samples >= 4, f"--kernel-samples must be >= 4, got {self.kernel_samples}"),
+            (self.attack_seed >= 0, f"--attack-seed must be >= 0, got {self.attack_seed}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -49,21 +49,28 @@ def cmd_dcor(args: argparse.Namespace) -> int:
     prog = "nopeek dcor"
     if (args.x is None) != (args.y is None):
         fail(prog, "give both X.npy and Y.npy, or neither for the bundled example")
+    if args.block_size is not None and args.block_size < 1:
+        fail(prog, f"--block-size must be >= 1, got {args.block_size}")
     if args.x is None:
         from sklearn.datasets import load_breast_cancer
 
         data = load_breast_cancer()
         x, y = data.data, data.data ** 2
+        names = ("X", "Y")
         print("bundled example: breast-cancer features x (569, 30) and x**2")
     else:
         x, y = _load_npy(args.x, prog), _load_npy(args.y, prog)
-    for name, a in (("X", x), ("Y", y)):
+        names = (args.x, args.y)
+    for name, a in zip(names, (x, y)):
         if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
             fail(prog, f"{name}: expected a real numeric array, got dtype {a.dtype}")
         if a.ndim == 0 or a.shape[0] == 0:
             fail(prog, f"{name}: expected samples along axis 0, got shape {a.shape}")
         if not np.all(np.isfinite(a)):
             fail(prog, f"{name} contains NaN or Inf")
+    if len(x) != len(y):
+        fail(prog, f"{names[0]} has {len(x)} samples but {names[1]} has {len(y)}; "
+                   "x and y must hold the same number of samples")
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.float32)
     rows = [
@@ -182,7 +189,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     base = PRESETS[args.preset]
     if args.config:
-        base = SweepConfig.from_dict({**base.to_dict(), **load_config_file(args.config)})
+        loaded = load_config_file(args.config)
+        try:
+            base = SweepConfig.from_dict({**base.to_dict(), **loaded})
+        except ConfigError as err:
+            raise ConfigError(f"{args.config}: {err}") from None
     config = dataclass_from_args(SweepConfig, args, base=base).validate()
     out = args.out or _time.strftime("runs/%Y%m%d-%H%M%S")
     t0 = _time.perf_counter()

@@ -133,7 +133,8 @@ class DataConfig(Section):
         from nopeek.data import check_dataset_name
 
         check_dataset_name(self.dataset)
-        raise_first_failure([(self.limit is None or self.limit >= 2, f"--limit must be >= 2, got {self.limit}")])
+        raise_first_failure([(self.limit is None or self.limit >= 2, f"--limit must be >= 2, got {self.limit}"),
+                             (self.split_seed >= 0, f"--split-seed must be >= 0, got {self.split_seed}")])
         return self
 
 
@@ -200,6 +201,7 @@ class TrainingConfig(Section):
             (finite(self.alpha) and self.alpha >= 0, f"--alpha must be finite and >= 0, got {self.alpha}"),
             (finite(self.task_weight) and self.task_weight >= 0, f"--task-weight must be finite and >= 0, got {self.task_weight}"),
             (finite(self.noise_scale) and self.noise_scale >= 0, f"--noise-scale must be finite and >= 0, got {self.noise_scale}"),
+            (self.seed >= 0, f"--seed must be >= 0, got {self.seed}"),
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 2, f"--batch-size must be >= 2 (dCor needs two samples), got {self.batch_size}"),
             (finite(self.lr) and self.lr > 0, f"--lr must be finite and > 0, got {self.lr}"),

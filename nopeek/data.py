@@ -444,7 +444,7 @@ def load(name: str, *, seed: int = 0, data_dir: str | None = None, limit: int | 
     if not isinstance(ds, Dataset):
         raise DataError(f"data set {name!r}: its loader returned {type(ds).__name__}, not a nopeek.data.Dataset")
     if limit is not None and limit < len(ds.x_train):
-        test_limit = max(1, round(limit * len(ds.x_test) / len(ds.x_train)))
+        test_limit = max(2, round(limit * len(ds.x_test) / len(ds.x_train)))  # held-out dCor needs two samples
         ds = dataclasses.replace(
             ds,
             x_train=ds.x_train[:limit],
@@ -452,4 +452,7 @@ def load(name: str, *, seed: int = 0, data_dir: str | None = None, limit: int | 
             x_test=ds.x_test[:test_limit],
             y_test=ds.y_test[:test_limit],
         )
+    if len(ds.x_train) < 2 or len(ds.x_test) < 2:
+        raise DataError(f"data set {name}: {len(ds.x_train)} training and {len(ds.x_test)} held-out samples; "
+                        "at least 2 of each are needed")
     return ds

@@ -363,6 +363,9 @@ def build_segment(
             shape = out_shape(module, shape)
         except (TypeError, ValueError) as err:
             raise ModelError(f"block {blocks[k].name!r} cannot take samples of shape {shape}: {err}") from err
+        if 0 in shape:
+            raise ModelError(f"block {blocks[k].name!r} leaves samples of shape {shape}: the input {tuple(in_shape)} "
+                             "is too small for this model")
         modules.append(module)
     return BlockStack(modules, [b.name for b in blocks[start:stop]]), shape
 
@@ -374,6 +377,16 @@ def build_model(name: str, input_shape, num_classes: int, widths=(), *, seed: in
     if shape != (num_classes,):
         raise ModelError(f"model {name!r} ends in shape {shape}, not logits ({num_classes},)")
     return model
+
+
+def check_logits(name: str, input_shape, num_classes: int, widths=()) -> None:
+    """Raise ModelError unless registered model `name` maps samples of `input_shape` to logits
+    (num_classes,); from shapes only (`jax.eval_shape`), nothing is initialised."""
+    blocks = model_blocks(name, num_classes, widths)
+    shape = []
+    jax.eval_shape(lambda: shape.append(build_segment(blocks, tuple(input_shape), 0, len(blocks))[1]))
+    if shape[0] != (num_classes,):
+        raise ModelError(f"model {name!r} ends in shape {shape[0]}, not logits ({num_classes},)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -245,20 +245,64 @@ def metric_vs_alpha_figure(rows, metric: str, ylabel: str, path: str) -> str:
     return _save(fig, path)
 
 
-def _load_samples(path: str) -> np.ndarray:
+def _load_samples(path: str, like: np.ndarray | None = None) -> np.ndarray:
+    """A saved sample array (numeric, never unpickled); shaped like `like` when given."""
     from nopeek.config import ConfigError
 
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
+        samples = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
         raise ConfigError(f"{path}: not a readable sample file ({err})") from err
+    if not isinstance(samples, np.ndarray) or not np.issubdtype(samples.dtype, np.number) or samples.ndim < 2:
+        what = f"dtype {samples.dtype}, shape {samples.shape}" if isinstance(samples, np.ndarray) else "an .npz archive"
+        raise ConfigError(f"{path}: expected numeric samples (n, ...), got {what}")
+    if like is not None and samples.shape[1:] != like.shape[1:]:
+        raise ConfigError(f"{path}: samples of shape {samples.shape[1:]}, but the originals are {like.shape[1:]}")
+    return samples
+
+
+def _sample_grids(rows, samples_dir: str | None) -> list[tuple]:
+    """(file name, title, grid rows, labels) of every reconstruction grid, every sample file
+    read and checked before any figure is drawn."""
+    grids = []
+    if not (samples_dir and os.path.isdir(samples_dir)):
+        return grids
+    seeds = sorted({int(_f(r["seed"])) for r in rows})
+    groups: dict = {}
+    for r in rows:
+        if r.get("defense") in ("none", "nopeek") and int(_f(r["seed"])) == seeds[0] and r.get("samples_file"):
+            key = (r.get("topology", "vanilla"), str(r["cut"]), r.get("party", "client"), r.get("message", "z"))
+            groups.setdefault(key, []).append(r)
+    several = len({k[0] for k in groups}) > 1 or len({k[2:] for k in groups}) > 1
+    for (topology, cut, party, message), members in sorted(groups.items()):
+        originals_path = os.path.join(samples_dir, members[0].get("originals_file") or "originals.npy")
+        if not os.path.isfile(originals_path):
+            continue
+        originals = _load_samples(originals_path)
+        grid_rows, labels = [originals], ["original"]
+        for r in sorted(members, key=lambda r: _f(r["alpha"])):
+            path = os.path.join(samples_dir, r["samples_file"])
+            if os.path.isfile(path):
+                grid_rows.append(_load_samples(path, like=originals))
+                labels.append(f"alpha {_f(r['alpha']):g}" + (" (collapsed)" if _flag(r, "collapsed") else ""))
+        if len(grid_rows) > 1:
+            name = f"reconstructions_{topology}_cut{cut}_{party}_{message}.png" if several else f"reconstructions_cut{cut}.png"
+            title = f"decoder reconstructions of the same held-out samples: {topology}, cut {cut}, {party}:{message}"
+            grids.append((name, title, grid_rows, labels))
+    return grids
 
 
 def sweep_figures(rows, fig_dir: str, *, samples_dir: str | None = None) -> list[str]:
-    """Every sweep figure into `fig_dir`; reconstruction grids where samples were saved."""
+    """Every sweep figure into `fig_dir`; reconstruction grids where samples were saved.
+
+    Raises:
+      ConfigError: a sample file that is unreadable or of another shape than its originals
+        (checked before any figure is drawn).
+    """
     rows = [r for r in rows]
     if not rows:
         return []
+    grids = _sample_grids(rows, samples_dir)
     paths = [
         tradeoff_figure(rows, os.path.join(fig_dir, "tradeoff.png")),
         metric_vs_alpha_figure(rows, "dcor", "held-out dCor(x, m)", os.path.join(fig_dir, "dcor_vs_alpha.png")),
@@ -266,28 +310,6 @@ def sweep_figures(rows, fig_dir: str, *, samples_dir: str | None = None) -> list
     if any(np.isfinite(_f(r.get("attack_ssim"))) for r in rows):
         paths.append(metric_vs_alpha_figure(rows, "ssim", "decoder SSIM (better of attack and baseline)",
                                             os.path.join(fig_dir, "ssim_vs_alpha.png")))
-    if samples_dir and os.path.isdir(samples_dir):
-        seeds = sorted({int(_f(r["seed"])) for r in rows})
-        groups: dict = {}
-        for r in rows:
-            if r.get("defense") in ("none", "nopeek") and int(_f(r["seed"])) == seeds[0] and r.get("samples_file"):
-                key = (r.get("topology", "vanilla"), str(r["cut"]), r.get("party", "client"), r.get("message", "z"))
-                groups.setdefault(key, []).append(r)
-        several = len({k[0] for k in groups}) > 1 or len({k[2:] for k in groups}) > 1
-        for (topology, cut, party, message), members in sorted(groups.items()):
-            originals_path = os.path.join(samples_dir, members[0].get("originals_file") or "originals.npy")
-            if not os.path.isfile(originals_path):
-                continue
-            grid_rows, labels = [_load_samples(originals_path)], ["original"]
-            for r in sorted(members, key=lambda r: _f(r["alpha"])):
-                path = os.path.join(samples_dir, r["samples_file"])
-                if os.path.isfile(path):
-                    grid_rows.append(_load_samples(path))
-                    labels.append(f"alpha {_f(r['alpha']):g}" + (" (collapsed)" if _flag(r, "collapsed") else ""))
-            if len(grid_rows) > 1:
-                name = f"reconstructions_{topology}_cut{cut}_{party}_{message}.png" if several else f"reconstructions_cut{cut}.png"
-                paths.append(reconstruction_grid(
-                    grid_rows, labels, os.path.join(fig_dir, name),
-                    title=f"decoder reconstructions of the same held-out samples: {topology}, cut {cut}, {party}:{message}",
-                ))
+    for name, title, grid_rows, labels in grids:
+        paths.append(reconstruction_grid(grid_rows, labels, os.path.join(fig_dir, name), title=title))
     return paths

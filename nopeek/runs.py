@@ -214,7 +214,10 @@ def load(run_dir: str) -> TrainedRun:
         raise RunFolderError(f"{config_path}: cannot read the run's config ({err})") from err
     if not isinstance(raw, dict):
         raise RunFolderError(f"{config_path}: expected a JSON object of TrainConfig fields")
-    config = TrainConfig.from_dict(raw).validate()
+    try:
+        config = TrainConfig.from_dict(raw).validate()
+    except (ConfigError, data_lib.DataError) as err:
+        raise RunFolderError(f"{config_path}: {err}") from None
     shape, classes = data_lib.sample_shape(config.dataset, config.data_dir)
     built = build_topology(config, shape, classes)
     checkpoint = os.path.join(run_dir, CHECKPOINT)

@@ -41,7 +41,7 @@ from nopeek.results import (
 )
 from nopeek.stacking import over_stack, resolve_stack_mode
 from nopeek.topologies import TOPOLOGIES, TopologyError
-from nopeek.train import evaluate, has_conv, leak_entries, train_stack
+from nopeek.train import data_shards, evaluate, has_conv, leak_entries, train_stack
 
 N_SAMPLES = 16  # held-out samples kept for the reconstruction grids
 DEFENSES = ("none", "nopeek", "noise")
@@ -92,6 +92,7 @@ class GridConfig(Section):
             (all(finite(s) and s > 0 for s in self.noise_scales), f"--noise-scales must be finite and > 0, got {self.noise_scales}"),
             (len(self.seeds) > 0, "--seeds must name at least one seed"),
             (len(set(self.seeds)) == len(self.seeds), f"--seeds must be distinct, got {self.seeds}"),
+            (all(s >= 0 for s in self.seeds), f"--seeds must be >= 0, got {self.seeds}"),
         ]
         raise_first_failure(checks)
         for spec in self.cuts:
@@ -279,15 +280,18 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
     from nopeek.plots import sweep_figures
 
     config.validate()
+    # Checks that need the data come before anything is written too: a failed start leaves no folder.
+    ds = data_lib.load(config.dataset, seed=config.split_seed, data_dir=config.data_dir, limit=config.limit)
+    attack_steps = config.attack_config.resolved("attack_steps")
+    leak_idx = attacker_indices(ds.y_train, leak_fraction=config.leak_fraction, leak_count=config.leak_count,
+                                aux_classes=config.aux_classes, seed=config.attack_seed)
+    for topology, spec in config.groups():
+        data_shards(config.train_config(topology, spec), ds)
     prepare_output(out, config, force)
     results_path = os.path.join(out, "results.csv")
     done = {cell_key(r) for r in read_rows(results_path)}
     all_cells = cells(config)
     todo = [c for c in all_cells if c.key(config) not in done]
-    ds = data_lib.load(config.dataset, seed=config.split_seed, data_dir=config.data_dir, limit=config.limit)
-    attack_steps = config.attack_config.resolved("attack_steps")
-    leak_idx = attacker_indices(ds.y_train, leak_fraction=config.leak_fraction, leak_count=config.leak_count,
-                                aux_classes=config.aux_classes, seed=config.attack_seed)
     samples_dir = os.path.join(out, "samples")
     os.makedirs(samples_dir, exist_ok=True)
     chance = float(np.max(np.bincount(ds.y_test)) / len(ds.y_test))

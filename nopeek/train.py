@@ -30,6 +30,7 @@ import metrics
 from nopeek.config import ConfigError, TrainConfig
 from nopeek.data import Dataset
 from nopeek.engine import forward, protocol_gradients
+from nopeek.models import check_logits
 from nopeek.partition import partition
 from nopeek.stacking import ModelList, model_at, over_stack, resolve_stack_mode, stack_models
 from nopeek.topologies import Built, Setup, build
@@ -52,6 +53,7 @@ def has_conv(model: str) -> bool:
 
 def build_topology(config: TrainConfig, input_shape, num_classes: int) -> Built:
     """The configured topology of `config` for data of the given shape."""
+    check_logits(config.model, input_shape, num_classes, config.widths)  # a registered model must end in logits
     setup = Setup(
         model=config.model, widths=tuple(config.widths), input_shape=tuple(input_shape), num_classes=num_classes,
         cuts=config.resolved_cuts(num_classes), clients=config.clients, merge=config.merge, slicing=config.slicing,
@@ -333,6 +335,30 @@ def _broadcast_lists(config: TrainConfig, alphas, seeds, noise_scales) -> dict[s
     return lists
 
 
+def _finite_mean(values) -> float:
+    """Mean of the finite values; NaN (without numpy's all-NaN warning on stderr) when there are none."""
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+def data_shards(config: TrainConfig, dataset: Dataset) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """(training shards, test shards or None): each client's sample indices (round robin), or
+    one shard of the whole training set.
+
+    Raises:
+      ConfigError: the partition cannot be made, or no client has a whole batch.
+    """
+    shards, shards_test = [np.arange(len(dataset.x_train))], None
+    if config.topology == "round_robin":
+        shards = partition(dataset.y_train, config.clients, config.partition, config.dirichlet_alpha, config.split_seed)
+        shards_test = partition(dataset.y_test, config.clients, config.partition, config.dirichlet_alpha, config.split_seed + 1)
+    if sum(len(s) // config.batch_size for s in shards) == 0:
+        raise ConfigError(f"--batch-size {config.batch_size} exceeds the training samples of every client "
+                          f"({', '.join(str(len(s)) for s in shards)})")
+    return shards, shards_test
+
+
 def train_stack(
     config: TrainConfig,
     dataset: Dataset,
@@ -365,14 +391,7 @@ def train_stack(
         "seed": jnp.asarray(lists["seed"], jnp.int32),
     }
     built = build_topology(config, dataset.input_shape, dataset.num_classes)
-    shards, shards_test = [np.arange(len(dataset.x_train))], None
-    if config.topology == "round_robin":
-        shards = partition(dataset.y_train, config.clients, config.partition, config.dirichlet_alpha, config.split_seed)
-        shards_test = partition(dataset.y_test, config.clients, config.partition, config.dirichlet_alpha, config.split_seed + 1)
-    steps = sum(len(s) // config.batch_size for s in shards)
-    if steps == 0:
-        raise ConfigError(f"--batch-size {config.batch_size} exceeds the training samples of every client "
-                          f"({', '.join(str(len(s)) for s in shards)})")
+    shards, shards_test = data_shards(config, dataset)
     mode = resolve_stack_mode(stack_mode, has_conv(config.model))
     optimizer = make_optimizer(config.optimizer, config.lr)
     state = init_stack(built, lists["seed"], optimizer, mode)
@@ -410,7 +429,7 @@ def train_stack(
                "epoch": epoch + 1, "heldout_dcor": probe_dcor.tolist(),
                "test_accuracy": accuracy[next(iter(built.tasks))].tolist()}
         history.append(row)
-        bar.set_postfix(acc=f"{np.nanmean(row['test_accuracy']):.3f}", dcor=f"{np.nanmean(probe_dcor):.3f}")
+        bar.set_postfix(acc=f"{_finite_mean(row['test_accuracy']):.3f}", dcor=f"{_finite_mean(probe_dcor):.3f}")
         if np.all(diverged_epoch > 0):
             break  # every model of the stack diverged: nothing left to train
     task_accuracy, sent = evaluate(eval_fn, state.params, hparams, dataset.x_test, dataset.y_test)

@@ -1,0 +1,362 @@
+"""Every bad input the CLI can meet ends in one line `nopeek CMD: error: ...`, exit code 2.
+
+A table of bad inputs covering every subcommand and the sweep's config files, each run as
+its own process (`python -m nopeek.cli ...`, this checkout's code). For each: exit code 2,
+exactly one line on stderr that starts with `nopeek CMD: error:` (`nopeek: error:` for
+errors argparse reports at the top level) and names the option or file, no traceback,
+and nothing written: the whole test folder (fixtures and outputs) is unchanged, so no
+`--out` folder, no run folder and no `.tmp-` folder is left behind.
+
+Every case but one (a run that diverges in its first epoch) fails before any training, and
+the sweep and `figures` cases before anything is drawn or written; the shared fixtures (a tiny trained run folder and
+its broken copies, a hand-made sweep folder, bad data and config files) are built once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("NOPEEK_DEBUG", None)
+    return env
+
+
+def _snapshot(folder: str) -> dict:
+    """{relative path: (size, mtime)} of everything under `folder`."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            out[os.path.relpath(path, folder)] = (st.st_size if name in filenames else -1, st.st_mtime_ns)
+    return out
+
+
+def _write_results(folder, rows_samples: dict) -> None:
+    """A hand-made sweep folder: results.csv with one row per alpha and the samples it names."""
+    from nopeek.results import write_rows
+
+    rows = []
+    for alpha, samples_file in rows_samples.items():
+        rows.append(dict(
+            dataset="digits", model="mlp", topology="vanilla", cut="1", defense="none" if alpha == 0 else "nopeek",
+            alpha=repr(float(alpha)), noise_scale="0.0", seed="0", party="client", message="z", accuracy=0.9,
+            dcor=0.8 - 0.1 * alpha, attack_ssim=0.5, baseline_ssim=0.3, best_ssim=0.5, collapsed=False,
+            diverged=False, samples_file=samples_file, originals_file="originals.npy",
+        ))
+    os.makedirs(os.path.join(folder, "samples"), exist_ok=True)
+    write_rows(os.path.join(folder, "results.csv"), rows)
+    np.save(os.path.join(folder, "samples", "originals.npy"), np.zeros((16, 8, 8, 1), np.float32))
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """The folder every case runs in, with its fixtures (built once)."""
+    from nopeek.config import TrainConfig
+    from nopeek.runs import run_train
+
+    root = str(tmp_path_factory.mktemp("cli_errors"))
+    p = lambda *parts: os.path.join(root, *parts)  # noqa: E731
+
+    # A tiny trained run and broken copies of it.
+    run_train(TrainConfig(dataset="digits", epochs=1, limit=200), p("run"), progress=False)
+    for name in ("run_truncated", "run_mismatch", "run_badjson", "run_badtype", "run_unknownkey", "run_nockpt"):
+        shutil.copytree(p("run"), p(name))
+    ckpt = p("run_truncated", "checkpoint.msgpack")
+    with open(ckpt, "rb") as f:
+        raw = f.read()
+    with open(ckpt, "wb") as f:
+        f.write(raw[: len(raw) // 2])
+    config = json.load(open(p("run", "config.json")))
+    json.dump({**config, "widths": [32]}, open(p("run_mismatch", "config.json"), "w"))
+    with open(p("run_badjson", "config.json"), "w") as f:
+        f.write('{"dataset": "digits", "epochs": ')
+    json.dump({**config, "widths": "abc"}, open(p("run_badtype", "config.json"), "w"))
+    json.dump({**config, "bogus": 1}, open(p("run_unknownkey", "config.json"), "w"))
+    os.remove(p("run_nockpt", "checkpoint.msgpack"))
+
+    with open(p("afile.txt"), "w") as f:
+        f.write("not a folder\n")
+
+    # Arrays for `dcor`.
+    np.save(p("x.npy"), np.random.default_rng(0).normal(size=(20, 3)))
+    np.save(p("y_short.npy"), np.zeros((7, 2)))
+    np.save(p("strings.npy"), np.array(["a", "b", "c"]))
+    np.save(p("empty.npy"), np.zeros((0, 3)))
+    np.save(p("objects.npy"), np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    np.save(p("nan.npy"), np.array([[1.0], [np.nan], [2.0]]))
+
+    # One's own data, broken.
+    rng = np.random.default_rng(0)
+    np.savez(p("pickled.npz"), x=np.array([object(), 1], dtype=object), y=np.array([0, 1]), allow_pickle=True)
+    np.savez(p("mismatch.npz"), x=rng.random((20, 4)), y=np.arange(19) % 2)
+    np.savez(p("bright.npz"), x=rng.random((20, 8, 8)) * 3, y=np.arange(20) % 2)
+    os.makedirs(p("oneclass", "cat"))
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8)).save(p("oneclass", "cat", f"{i}.png"))
+
+    # Sweep config files.
+    files = {
+        "cuts_str.toml": 'cuts = "abc"\n',
+        "epochs_float.toml": "epochs = 1.5\n",
+        "cuts_bool.toml": "cuts = [true]\n",
+        "unknown.toml": "epochs = 1\nbogus_key = 3\n",
+        "broken.toml": "epochs = = 1\n[unclosed\n",
+        "alphas_inf.toml": "alphas = [inf]\n",
+        "broken.json": '{"epochs": 1,',
+        "alphas_str.json": '{"alphas": "0,1"}',
+    }
+    for name, text in files.items():
+        with open(p(name), "w") as f:
+            f.write(text)
+
+    # `figures` inputs: a hand-made sweep folder whose second row names a corrupt sample
+    # file, one whose sample has another shape than the originals, a table missing
+    # columns, a foreign CSV, undecodable bytes, a row cut short.
+    _write_results(p("sweep_badsample"), {0.0: "a.npy", 1.0: "b.npy"})
+    np.save(p("sweep_badsample", "samples", "a.npy"), np.zeros((16, 8, 8, 1), np.float32))
+    with open(p("sweep_badsample", "samples", "b.npy"), "wb") as f:
+        f.write(b"this is not an npy file")
+    _write_results(p("sweep_badshape"), {0.0: "a.npy", 1.0: "b.npy"})
+    np.save(p("sweep_badshape", "samples", "a.npy"), np.zeros((16, 8, 8, 1), np.float32))
+    np.save(p("sweep_badshape", "samples", "b.npy"), np.zeros((3,), np.float32))
+    from nopeek.io import write_json
+    from nopeek.sweep import PRESETS
+
+    write_json(p("sweep_badsample", "config.json"), PRESETS["quick"].to_dict())
+    _write_results(p("sweep_pickled"), {0.0: "a.npy"})
+    np.save(p("sweep_pickled", "samples", "a.npy"), np.array([None] * 16, dtype=object), allow_pickle=True)
+    os.makedirs(p("csv_missing"))
+    with open(p("sweep_badsample", "results.csv")) as f:
+        lines = f.read().splitlines()
+    header = lines[0].split(",")
+    drop = header.index("accuracy")
+    with open(p("csv_missing", "results.csv"), "w") as f:
+        f.write("\n".join(",".join(c for i, c in enumerate(line.split(",")) if i != drop) for line in lines) + "\n")
+    os.makedirs(p("csv_foreign"))
+    with open(p("csv_foreign", "results.csv"), "w") as f:
+        f.write("name,age,city\nada,36,london\nalan,41,wilmslow\n")
+    os.makedirs(p("csv_binary"))
+    with open(p("csv_binary", "results.csv"), "wb") as f:
+        f.write(b"\xff\xfe\x00\x81garbage\x00\xff")
+    os.makedirs(p("csv_truncated"))
+    with open(p("csv_truncated", "results.csv"), "w") as f:
+        f.write(lines[0] + "\n" + lines[1][: len(lines[1]) // 2] + "\n")
+
+    # `audit` inputs.
+    np.savez(p("pairs.npz"), x=rng.random((32, 8, 8, 1)), z=rng.random((32, 4)))
+    np.savez(p("targets.npz"), x=rng.random((8, 8, 8, 1)), z=rng.random((8, 4)))
+    return root
+
+
+# Tiny settings everywhere, so a case that slipped through would still finish quickly.
+SWEEP0 = ["sweep", "--preset", "quick", "--dataset", "digits", "--limit", "200", "--quiet", "--out", "{root}/sweep_out"]
+SWEEP = [*SWEEP0, "--epochs", "1", "--attack-steps", "10"]
+TRAIN = ["train", "--dataset", "digits", "--limit", "200", "--epochs", "1", "--quiet", "--out", "{root}/train_out"]
+ATTACK = ["attack", "--run", "{root}/run", "--attack-steps", "10"]
+
+
+def _set(argv, option, value):
+    """`argv` with the value after `option` replaced."""
+    i = argv.index(option)
+    return [*argv[: i + 1], value, *argv[i + 2:]]
+
+AUDIT = ["audit", "--pairs", "{root}/pairs.npz", "--targets", "{root}/targets.npz", "--attack-steps", "10",
+         "--quiet"]
+
+# (id, argv, prog, pattern the message after "error: " must match: it names the option or file)
+CASES = [
+    # -- argparse, top level
+    ("no-such-command", ["frobnicate"], "nopeek", r"invalid choice: 'frobnicate'"),
+    ("unknown-option", [*TRAIN, "--bogus"], "nopeek", r"unrecognized arguments: --bogus"),
+    # -- dcor
+    ("dcor-string-array", ["dcor", "{root}/strings.npy", "{root}/x.npy"], "nopeek dcor", r"strings\.npy.*numeric"),
+    ("dcor-empty-array", ["dcor", "{root}/empty.npy", "{root}/x.npy"], "nopeek dcor", r"empty\.npy.*shape \(0, 3\)"),
+    ("dcor-object-array", ["dcor", "{root}/objects.npy", "{root}/x.npy"], "nopeek dcor", r"objects\.npy.*pickled"),
+    ("dcor-nan", ["dcor", "{root}/nan.npy", "{root}/nan.npy"], "nopeek dcor", r"nan\.npy.*NaN"),
+    ("dcor-mismatched-lengths", ["dcor", "{root}/x.npy", "{root}/y_short.npy"], "nopeek dcor",
+     r"x\.npy.*20.*y_short\.npy.*7"),
+    ("dcor-block-size-0", ["dcor", "{root}/x.npy", "{root}/x.npy", "--block-size", "0"], "nopeek dcor",
+     r"--block-size.*0"),
+    ("dcor-block-size-0-bundled", ["dcor", "--block-size", "0"], "nopeek dcor", r"--block-size"),
+    ("dcor-missing-file", ["dcor", "{root}/missing.npy", "{root}/x.npy"], "nopeek dcor", r"missing\.npy"),
+    # -- train
+    ("train-out-is-file", _set(TRAIN, "--out", "{root}/afile.txt"), "nopeek train", r"--out .*afile\.txt.*file"),
+    ("train-out-exists", _set(TRAIN, "--out", "{root}/run"), "nopeek train",
+     r"--out .*run: a run folder is already there.*--force"),
+    ("train-diverges", [*TRAIN, "--lr", "1e30", "--optimizer", "sgd", "--epochs", "2"], "nopeek train",
+     r"training diverged at epoch 1.*--lr"),
+    ("train-widths-length", [*TRAIN, "--model", "cnn", "--widths", "1,2"], "nopeek train",
+     r"--widths.*cnn takes 4 widths"),
+    ("train-alpha-inf", [*TRAIN, "--alpha", "inf"], "nopeek train", r"--alpha must be finite"),
+    ("train-lr-inf", [*TRAIN, "--lr", "inf"], "nopeek train", r"--lr must be finite"),
+    ("train-lr-nan", [*TRAIN, "--lr", "nan"], "nopeek train", r"--lr must be finite"),
+    ("train-seed-negative", [*TRAIN, "--seed", "-1"], "nopeek train", r"--seed must be >= 0"),
+    ("train-split-seed-negative", [*TRAIN, "--split-seed", "-3"], "nopeek train", r"--split-seed must be >= 0"),
+    ("train-epochs-0", [*TRAIN, "--epochs", "0"], "nopeek train", r"--epochs must be >= 1"),
+    ("train-batch-size-1", [*TRAIN, "--batch-size", "1"], "nopeek train", r"--batch-size must be >= 2"),
+    ("train-dataset-unknown", [*TRAIN, "--dataset", "imagenet"], "nopeek train", r"dataset 'imagenet'"),
+    ("train-npz-missing", [*TRAIN, "--dataset", "npz:/missing.npz"], "nopeek train", r"--dataset npz:/missing\.npz"),
+    ("train-npz-pickled", [*TRAIN, "--dataset", "npz:{root}/pickled.npz"], "nopeek train", r"pickled\.npz.*pickled"),
+    ("train-npz-mismatch", [*TRAIN, "--dataset", "npz:{root}/mismatch.npz"], "nopeek train",
+     r"mismatch\.npz: x has 20 samples but y has 19"),
+    ("train-npz-float-range", [*TRAIN, "--dataset", "npz:{root}/bright.npz"], "nopeek train",
+     r"bright\.npz.*\[0, 1\]"),
+    ("train-folder-one-class", [*TRAIN, "--dataset", "folder:{root}/oneclass"], "nopeek train",
+     r"oneclass.*1 class"),
+    ("train-model-unknown", [*TRAIN, "--model", "transformer"], "nopeek train", r"model 'transformer'"),
+    ("train-topology-unknown", [*TRAIN, "--topology", "mesh"], "nopeek train", r"topology 'mesh'"),
+    ("train-cuts-not-increasing", [*TRAIN, "--topology", "u_shaped", "--cuts", "2,1"], "nopeek train",
+     r"--cuts must be increasing"),
+    ("train-input-too-small-for-model", [*TRAIN, "--model", "vgg16"], "nopeek train",
+     r"block 'pool4' leaves samples of shape \(0, 0, 512\).*too small"),
+    ("train-cut-out-of-range", [*TRAIN, "--cut", "9"], "nopeek train", r"--cuts? .*between 1 and 2"),
+    ("train-clients-0", [*TRAIN, "--topology", "vertical", "--clients", "0"], "nopeek train", r"--clients must be >= 1"),
+    ("train-dirichlet-alpha-0", [*TRAIN, "--topology", "round_robin", "--partition", "dirichlet",
+                                 "--dirichlet-alpha", "0"], "nopeek train", r"--dirichlet-alpha must be > 0"),
+    # -- attack
+    ("attack-out-is-file", [*ATTACK, "--out", "{root}/afile.txt"], "nopeek attack", r"--out .*afile\.txt.*file"),
+    ("attack-run-missing", ["attack", "--run", "{root}/norun"], "nopeek attack", r"--run .*norun"),
+    ("attack-truncated-checkpoint", ["attack", "--run", "{root}/run_truncated"], "nopeek attack",
+     r"run_truncated/checkpoint\.msgpack"),
+    ("attack-checkpoint-mismatch", ["attack", "--run", "{root}/run_mismatch"], "nopeek attack",
+     r"run_mismatch/checkpoint\.msgpack: parameter .* shape"),
+    ("attack-corrupt-config-json", ["attack", "--run", "{root}/run_badjson"], "nopeek attack",
+     r"run_badjson/config\.json"),
+    ("attack-config-json-wrong-type", ["attack", "--run", "{root}/run_badtype"], "nopeek attack",
+     r"run_badtype/config\.json.*widths.*list of int"),
+    ("attack-config-json-unknown-key", ["attack", "--run", "{root}/run_unknownkey"], "nopeek attack",
+     r"run_unknownkey/config\.json.*bogus"),
+    ("attack-no-checkpoint", ["attack", "--run", "{root}/run_nockpt"], "nopeek attack",
+     r"run_nockpt/checkpoint\.msgpack.*not found"),
+    ("attack-message-nope", [*ATTACK, "--message", "nope"], "nopeek attack", r"--message 'nope'"),
+    ("attack-label-not-binary", [*ATTACK, "--attack", "label"], "nopeek attack", r"label attack.*binary"),
+    ("attack-leak-count-1", [*ATTACK, "--leak-count", "1"], "nopeek attack", r"--leak-count must be >= 2"),
+    ("attack-leak-count-too-big", [*ATTACK, "--leak-count", "100000"], "nopeek attack", r"--leak-count"),
+    ("attack-probe-too-few-leaked", [*ATTACK, "--attack", "probe", "--leak-count", "6"], "nopeek attack",
+     r"--leak-count.*MLP probe needs at least 11"),
+    ("attack-steps-0", _set(ATTACK, "--attack-steps", "0"), "nopeek attack", r"--attack-steps must be >= 1"),
+    # -- sweep
+    ("sweep-out-is-file", _set(SWEEP, "--out", "{root}/afile.txt"), "nopeek sweep", r"--out .*afile\.txt.*file"),
+    ("sweep-out-other-config", _set(SWEEP, "--out", "{root}/sweep_badsample"), "nopeek sweep",
+     r"sweep_badsample.*(different sweep config|config\.json)"),
+    ("sweep-config-cuts-str", [*SWEEP, "--config", "{root}/cuts_str.toml"], "nopeek sweep",
+     r"cuts_str\.toml.*cuts: expected a list.*got str 'abc'"),
+    ("sweep-config-epochs-float", [*SWEEP0, "--config", "{root}/epochs_float.toml"],
+     "nopeek sweep", r"epochs_float\.toml.*epochs: expected int, got float 1\.5"),
+    ("sweep-config-cuts-bool", [*SWEEP, "--config", "{root}/cuts_bool.toml"], "nopeek sweep",
+     r"cuts_bool\.toml.*cuts: expected .*got bool True"),
+    ("sweep-config-unknown-key", [*SWEEP, "--config", "{root}/unknown.toml"], "nopeek sweep",
+     r"unknown\.toml.*bogus_key"),
+    ("sweep-config-invalid-toml", [*SWEEP, "--config", "{root}/broken.toml"], "nopeek sweep", r"broken\.toml"),
+    ("sweep-config-alphas-inf", [*SWEEP0, "--config", "{root}/alphas_inf.toml"],
+     "nopeek sweep", r"alphas"),
+    ("sweep-config-corrupt-json", [*SWEEP, "--config", "{root}/broken.json"], "nopeek sweep", r"broken\.json"),
+    ("sweep-config-json-alphas-str", [*SWEEP, "--config", "{root}/alphas_str.json"], "nopeek sweep",
+     r"alphas_str\.json.*alphas: expected a list of number, got str"),
+    ("sweep-cuts-not-increasing", [*SWEEP, "--topologies", "u_shaped", "--cuts", "2-1"], "nopeek sweep",
+     r"--cuts.*2-1.*increasing"),
+    ("sweep-cuts-out-of-range", [*SWEEP, "--cuts", "9"], "nopeek sweep", r"--cuts 9"),
+    ("sweep-noise-scales-inf", [*SWEEP, "--noise-scales", "inf"], "nopeek sweep", r"--noise-scales must be finite"),
+    ("sweep-seeds-negative", [*SWEEP, "--seeds", "0,-2"], "nopeek sweep", r"--seeds must be >= 0"),
+    ("sweep-widths-length", [*SWEEP, "--model", "cnn", "--widths", "1,2"], "nopeek sweep",
+     r"--widths.*cnn takes 4 widths"),
+    ("sweep-batch-size-too-big", [*SWEEP, "--batch-size", "5000"], "nopeek sweep", r"--batch-size 5000 exceeds"),
+    ("sweep-npz-missing", [*SWEEP, "--dataset", "npz:/missing.npz"], "nopeek sweep", r"--dataset npz:/missing\.npz"),
+    # -- figures
+    ("figures-no-results", ["figures", "{root}/norun"], "nopeek figures", r"norun/results\.csv: not found"),
+    ("figures-missing-columns", ["figures", "{root}/csv_missing"], "nopeek figures",
+     r"csv_missing/results\.csv: missing column\(s\) accuracy"),
+    ("figures-foreign-csv", ["figures", "{root}/csv_foreign"], "nopeek figures",
+     r"csv_foreign/results\.csv: missing column"),
+    ("figures-binary-csv", ["figures", "{root}/csv_binary"], "nopeek figures", r"csv_binary/results\.csv"),
+    ("figures-truncated-row", ["figures", "{root}/csv_truncated"], "nopeek figures",
+     r"csv_truncated/results\.csv: no complete rows"),
+    ("figures-corrupt-sample", ["figures", "{root}/sweep_badsample"], "nopeek figures",
+     r"sweep_badsample/samples/b\.npy"),
+    ("figures-sample-wrong-shape", ["figures", "{root}/sweep_badshape"], "nopeek figures",
+     r"sweep_badshape/samples/b\.npy.*shape"),
+    ("figures-pickled-sample", ["figures", "{root}/sweep_pickled"], "nopeek figures", r"sweep_pickled/samples/a\.npy"),
+    # -- audit
+    ("audit-missing-file", ["audit", "--pairs", "{root}/nothere.npz", "--targets", "{root}/targets.npz",
+                            "--out", "{root}/audit_out"], "nopeek audit", r"nothere\.npz"),
+    ("audit-out-is-file", [*AUDIT, "--out", "{root}/afile.txt"], "nopeek audit", r"afile\.txt.*not a folder"),
+    ("audit-not-npz", ["audit", "--pairs", "{root}/afile.txt", "--targets", "{root}/targets.npz",
+                       "--out", "{root}/audit_out"], "nopeek audit", r"afile\.txt.*npz"),
+    ("audit-accuracy-out-of-range", [*AUDIT, "--out", "{root}/audit_out", "--accuracy", "2"], "nopeek audit",
+     r"--accuracy"),
+]
+
+
+def test_the_table_is_big_and_covers_every_subcommand():
+    assert len(CASES) >= 40
+    assert len({c[0] for c in CASES}) == len(CASES)
+    covered = {argv[0] for _, argv, _, _ in CASES}
+    assert {"dcor", "train", "attack", "sweep", "figures", "audit"} <= covered
+
+
+@pytest.mark.parametrize("argv,prog,pattern", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(root, argv, prog, pattern):
+    argv = [a.format(root=root) for a in argv]
+    before = _snapshot(root)
+    proc = subprocess.run([sys.executable, "-m", "nopeek.cli", *argv], capture_output=True, text=True,
+                          cwd=root, env=_env(), timeout=300)
+    lines = proc.stderr.splitlines()
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"{prog}: error: "), lines[0]
+    assert re.search(pattern, lines[0]), lines[0]
+    after = _snapshot(root)
+    assert after == before, f"left behind or changed: {sorted(set(after.items()) ^ set(before.items()))}"
+
+
+def test_failed_sweep_start_leaves_no_folder_and_the_corrected_command_runs(tmp_path, capsys):
+    """A sweep validates its whole config (types included) before it writes anything, so a
+    failed start never locks its --out against the corrected command."""
+    from nopeek.cli import main
+
+    out = tmp_path / "sweep"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('epochs = 1\ncuts = ["1", "x"]\n')
+    args = ["sweep", "--preset", "quick", "--dataset", "digits", "--limit", "200", "--alphas", "0", "--noise-scales", "",
+            "--attack-steps", "10", "--quiet", "--out", str(out)]
+    for extra in (["--config", str(bad)], ["--epochs", "1", "--noise-scales", "-1"], ["--epochs", "1", "--cuts", "7"],
+                  ["--epochs", "1", "--batch-size", "5000"], ["--epochs", "1", "--aux-classes", "42"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*args, *extra])
+        assert exc.value.code == 2
+        assert not out.exists() and os.listdir(tmp_path) == ["bad.toml"]
+    bad.write_text('epochs = 1\ncuts = ["1"]\n')
+    assert main([*args, "--config", str(bad)]) == 0
+    assert (out / "results.csv").exists() and (out / "config.json").exists()
+
+
+def test_a_truncated_results_row_is_rerun_not_an_error(tmp_path):
+    """A results.csv row cut short counts as not done (its cell reruns), so it is no error:
+    `figures` draws the complete rows and ignores the broken one."""
+    from nopeek.cli import main
+    from nopeek.results import read_rows
+
+    _write_results(str(tmp_path), {0.0: "", 1.0: ""})
+    path = tmp_path / "results.csv"
+    text = path.read_text()
+    path.write_text(text[: len(text) - 20])
+    assert len(read_rows(str(path))) == 1 and len(read_rows(str(path), valid_only=False)) == 2
+    assert main(["figures", str(tmp_path)]) == 0
+    assert (tmp_path / "figures" / "tradeoff.png").exists()
