@@ -1,7 +1,8 @@
 """Every bad input the CLI can meet ends in one line `nopeek CMD: error: ...`, exit code 2.
 
-A table of bad inputs covering every subcommand and the sweep's config files, each run as
-its own process (`python -m nopeek.cli ...`, this checkout's code). For each: exit code 2,
+A table of bad inputs covering every subcommand and the sweep's config files, each run
+through `nopeek.cli.main` in this process (a few also as their own process, `python -m
+nopeek.cli ...`, to see exactly what a shell sees). For each: exit code 2,
 exactly one line on stderr that starts with `nopeek CMD: error:` (`nopeek: error:` for
 errors argparse reports at the top level) and names the option or file, no traceback,
 and nothing written: the whole test folder (fixtures and outputs) is unchanged, so no
@@ -310,20 +311,45 @@ def test_the_table_is_big_and_covers_every_subcommand():
     assert {"dcor", "train", "attack", "sweep", "figures", "audit"} <= covered
 
 
-@pytest.mark.parametrize("argv,prog,pattern", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(root, argv, prog, pattern):
-    argv = [a.format(root=root) for a in argv]
-    before = _snapshot(root)
-    proc = subprocess.run([sys.executable, "-m", "nopeek.cli", *argv], capture_output=True, text=True,
-                          cwd=root, env=_env(), timeout=300)
-    lines = proc.stderr.splitlines()
-    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
-    assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1, proc.stderr
+def _check(root, before, code, stdout, stderr, prog, pattern):
+    lines = stderr.splitlines()
+    assert "Traceback" not in stderr + stdout, stderr
+    assert code == 2, stderr
+    assert len(lines) == 1, stderr
     assert lines[0].startswith(f"{prog}: error: "), lines[0]
     assert re.search(pattern, lines[0]), lines[0]
     after = _snapshot(root)
     assert after == before, f"left behind or changed: {sorted(set(after.items()) ^ set(before.items()))}"
+
+
+@pytest.mark.parametrize("argv,prog,pattern", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(root, argv, prog, pattern, capsys, monkeypatch):
+    from nopeek.cli import main
+
+    argv = [a.format(root=root) for a in argv]
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("NOPEEK_DEBUG", raising=False)
+    capsys.readouterr()
+    before = _snapshot(root)
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    out = capsys.readouterr()
+    _check(root, before, code, out.out, out.err, prog, pattern)
+
+
+SHELL_CASES = {c[0] for c in CASES[::10]}  # every tenth case also as its own process
+
+
+@pytest.mark.parametrize("argv,prog,pattern", [c[1:] for c in CASES if c[0] in SHELL_CASES],
+                         ids=[c[0] for c in CASES if c[0] in SHELL_CASES])
+def test_bad_input_from_the_shell(root, argv, prog, pattern):
+    argv = [a.format(root=root) for a in argv]
+    before = _snapshot(root)
+    proc = subprocess.run([sys.executable, "-m", "nopeek.cli", *argv], capture_output=True, text=True,
+                          cwd=root, env=_env(), timeout=300)
+    _check(root, before, proc.returncode, proc.stdout, proc.stderr, prog, pattern)
 
 
 def test_failed_sweep_start_leaves_no_folder_and_the_corrected_command_runs(tmp_path, capsys):
