@@ -179,6 +179,7 @@ def fit_decoders(
     patience: int = 4,
     width: int = 32,
     depth: int = 1,
+    place=None,
 ) -> DecoderAttack:
     """Train one decoder per target model on the attacker's pairs, all in one compiled step.
 
@@ -199,6 +200,8 @@ def fit_decoders(
       progress: optional callable(step, losses) called every `log_every` steps.
       validation, eval_every, patience: early stopping (validation 0 turns it off).
       width, depth: the conv decoder's channels and its convolutions before upsampling.
+      place: optional function applied to the stacked parameters, optimiser states and
+        activations before training (e.g. to shard the K decoders over devices).
 
     Returns:
       DecoderAttack holding the K decoders (each at its best held-out loss).
@@ -222,6 +225,8 @@ def fit_decoders(
     params = _stack([nnx.split(d)[1] for d in decoders])
     optimizer = optax.adam(lr)
     opt_state = jax.vmap(optimizer.init)(params)
+    if place is not None:
+        params, opt_state, z_stack = place(params), place(opt_state), place(z_stack)
     batch_size = min(batch_size, len(train_idx))
 
     def mse(p, z, xb):

@@ -12,6 +12,9 @@ Every figure is a ratio of two timings taken in the same run:
   and cnn (MNIST-sized input);
 - stack: throughput of K = 8 models trained by one compiled step (`map`: unrolled in the
   program; `vmap`: batched) over the same 8 models stepped one after another;
+- torch: the NoPeek split step of the default `cnn` on 28x28 inputs (cut 4, alpha 1) against
+  a plain vectorised PyTorch step of the same network and loss (dCor from `torch.cdist`),
+  at batch 64 and 256, when PyTorch is installed (`pip install -e ".[bench]"`);
 - clients: a vertical split's step with N = 2, 4, 8 clients run as one replicated party
   (one vmapped client program) against the same N clients as separate parties (N client
   programs in the step), same parameters and data.
@@ -188,14 +191,82 @@ def clients(steps, batch=64):
                   f"| {t['separate'] / t['vmap']:.2f}x | {t['separate'] / t['map']:.2f}x |", flush=True)
 
 
+def torch_split_step(batch: int, alpha: float = 1.0):
+    """A plain PyTorch split step of the default cnn (16, 32, 128, 64) cut after fc1, NoPeek
+    loss CE + alpha * dCor(x, z) with Euclidean distances (torch.cdist), Adam for each party.
+    Returns a function running one step on a fixed batch."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    client = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                           nn.MaxPool2d(2), nn.Flatten(), nn.Linear(14 * 14 * 32, 128), nn.ReLU())
+    server = nn.Sequential(nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt_c, opt_s = torch.optim.Adam(client.parameters(), 1e-3), torch.optim.Adam(server.parameters(), 1e-3)
+    x = torch.rand(batch, 1, 28, 28)
+    y = torch.arange(batch) % 10
+
+    def dcor(a, b):
+        def centred(d):
+            return d - d.mean(0, keepdim=True) - d.mean(1, keepdim=True) + d.mean()
+
+        a_, b_ = centred(torch.cdist(a, a)), centred(torch.cdist(b, b))
+        return torch.sqrt((a_ * b_).mean().clamp_min(0) / torch.sqrt((a_ * a_).mean() * (b_ * b_).mean()))
+
+    def step():
+        z = client(x)
+        z_sent = z.detach().requires_grad_(True)  # what crosses to the server
+        loss = nn.functional.cross_entropy(server(z_sent), y)
+        opt_s.zero_grad()
+        loss.backward()
+        opt_s.step()
+        opt_c.zero_grad()
+        leak = alpha * dcor(x.reshape(batch, -1), z)
+        leak.backward(retain_graph=True)
+        z.backward(z_sent.grad)
+        opt_c.step()
+
+    return step
+
+
+def torch_comparison(steps):
+    try:
+        import torch
+    except ImportError:
+        print("\n## PyTorch comparison: skipped (PyTorch is not installed; pip install -e \".[bench]\")")
+        return
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"\n## NoPeek split step of the default cnn (28x28, cut 4) against PyTorch {torch.__version__} "
+          f"({torch.get_num_threads()} threads)")
+    print("| batch | PyTorch (ms/step) | nopeek (ms/step) | nopeek speed relative to PyTorch |")
+    print("|---|---|---|---|")
+    for batch in (64, 256):
+        run = torch_split_step(batch)
+        for _ in range(3):
+            run()
+        rounds = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                run()
+            rounds.append((time.perf_counter() - t0) / steps)
+        t_torch = float(np.median(rounds))
+        step, state, hp, x, y, _ = _setup("cnn", batch, 1, "map", "dcor")
+        t_ours, _ = _time_steps(step, state, hp, x, y, batch, steps)
+        print(f"| {batch} | {t_torch * 1e3:.2f} | {t_ours * 1e3:.2f} | {t_torch / t_ours:.2f}x |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["runner", "overhead", "stack", "clients", "all"], default="all")
+    parser.add_argument("--part", choices=["runner", "torch", "overhead", "stack", "clients", "all"], default="all")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPU cores")
+    print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}")
     if args.part in ("runner", "all"):
         runner(args.steps)
+    if args.part in ("torch", "all"):
+        torch_comparison(args.steps)
     if args.part in ("overhead", "all"):
         overhead(args.steps)
     if args.part in ("stack", "all"):

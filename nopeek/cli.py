@@ -185,9 +185,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a leakage sweep: topologies x cuts x defences x seeds, resumable, with figures."""
     import time as _time
 
-    from nopeek.sweep import PRESETS, SweepConfig, format_table, load_config_file, run_sweep
+    from nopeek.presets import PRESET_INFO
+    from nopeek.sweep import SweepConfig, format_table, load_config_file, run_sweep
 
-    base = PRESETS[args.preset]
+    preset = PRESET_INFO[args.preset]
+    base = preset.small if args.small else preset.config
     if args.config:
         loaded = load_config_file(args.config)
         try:
@@ -208,18 +210,30 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    """Redraw a sweep's figures from its results.csv."""
-    from nopeek.plots import check_results, sweep_figures
+    """Redraw a sweep's figures from its results.csv, or compare several sweeps (--out FILE)."""
+    from nopeek.plots import check_results, compare_figure, sweep_figures
     from nopeek.results import read_rows
 
-    path = os.path.join(args.dir, "results.csv")
-    if not os.path.isfile(path):
-        raise ConfigError(f"{path}: not found (run `nopeek sweep --out {args.dir}` first)")
-    check_results(path)
-    rows = read_rows(path)
-    if not rows:
-        raise ConfigError(f"{path}: no complete rows to draw")
-    for p in sweep_figures(rows, os.path.join(args.dir, "figures"), samples_dir=os.path.join(args.dir, "samples")):
+    named = {}
+    for folder in args.dirs:
+        path = os.path.join(folder, "results.csv")
+        if not os.path.isfile(path):
+            raise ConfigError(f"{path}: not found (run `nopeek sweep --out {folder}` first)")
+        check_results(path)
+        rows = read_rows(path)
+        if not rows:
+            raise ConfigError(f"{path}: no complete rows to draw")
+        named[os.path.basename(os.path.normpath(folder))] = rows
+    if len(args.dirs) > 1 or args.out:
+        if not args.out:
+            raise ConfigError("comparing several sweeps needs --out FILE.png")
+        if os.path.isdir(args.out):
+            raise ConfigError(f"--out {args.out}: is a folder; give a .png file name")
+        print(compare_figure(named, args.out))
+        return 0
+    folder = args.dirs[0]
+    for p in sweep_figures(named[os.path.basename(os.path.normpath(folder))], os.path.join(folder, "figures"),
+                           samples_dir=os.path.join(folder, "samples"), histories_dir=os.path.join(folder, "histories")):
         print(p)
     return 0
 
@@ -289,11 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_audit)
 
-    from nopeek.sweep import PRESETS, SweepConfig
+    from nopeek.presets import PRESETS
+    from nopeek.sweep import SweepConfig
 
     p = sub.add_parser("sweep", help="leakage sweep over topologies x cuts x defences x seeds (the main job)",
                        description=SweepConfig.__doc__)
     p.add_argument("--preset", choices=tuple(PRESETS), default="default", help="starting point (default: default)")
+    p.add_argument("--small", action="store_true", help="the preset's small version (seconds, on digits)")
     p.add_argument("--config", default=None, help="TOML or JSON file of SweepConfig fields (over the preset)")
     add_dataclass_arguments(p, SweepConfig)
     p.add_argument("--out", default=None, help="output folder (default: runs/<timestamp>)")
@@ -311,8 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for cost.csv, cost.png (and the sensitivity files)")
     p.set_defaults(func=cmd_cost)
 
-    p = sub.add_parser("figures", help="redraw a sweep's figures from its results.csv")
-    p.add_argument("dir", help="sweep output folder")
+    p = sub.add_parser("figures", help="redraw a sweep's figures from its results.csv, or compare sweeps")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep output folder(s)")
+    p.add_argument("--out", default=None, help="with several folders: the comparison figure's .png file")
     p.set_defaults(func=cmd_figures)
     return parser
 

@@ -154,10 +154,11 @@ class ModelConfig(Section):
     partition: str = field(default="iid", metadata={"help": "round_robin: how the training set is shared, iid or dirichlet"})
     dirichlet_alpha: float = field(default=0.5, metadata={"help": "round_robin: Dirichlet concentration (smaller = more label skew)"})
     handoff: str = field(default="p2p", metadata={"help": "round_robin: client weights handed on directly (p2p) or via the server"})
+    cut_activation: str = field(default="model", metadata={"help": "activation of the block before the (first) cut: model (its own), relu, linear, tanh, leaky_relu"})
     nopeek_hops: str = field(default="first", metadata={"help": "multi_hop: NoPeek at the first hop, or at all hops (each relay against what it received)"})
 
     def validate(self) -> "ModelConfig":
-        from nopeek.models import MODELS
+        from nopeek.models import ACTIVATIONS, MODELS
         from nopeek.topologies import HANDOFFS, MERGES, NOPEEK_HOPS, PARTITIONS, SLICINGS, TASKS, TOPOLOGIES
 
         checks = [
@@ -174,6 +175,7 @@ class ModelConfig(Section):
             (self.partition in PARTITIONS, f"--partition must be one of {', '.join(PARTITIONS)}, got {self.partition!r}"),
             (finite(self.dirichlet_alpha) and self.dirichlet_alpha > 0, f"--dirichlet-alpha must be > 0, got {self.dirichlet_alpha}"),
             (self.handoff in HANDOFFS, f"--handoff must be one of {', '.join(HANDOFFS)}, got {self.handoff!r}"),
+            (self.cut_activation in ("model", *ACTIVATIONS), f"--cut-activation must be one of model, {', '.join(ACTIVATIONS)}, got {self.cut_activation!r}"),
             (self.nopeek_hops in NOPEEK_HOPS, f"--nopeek-hops must be one of {', '.join(NOPEEK_HOPS)}, got {self.nopeek_hops!r}"),
         ]
         raise_first_failure(checks)
@@ -195,6 +197,7 @@ class TrainingConfig(Section):
     lr: float = field(default=1e-3, metadata={"help": "learning rate"})
     optimizer: str = field(default="adam", metadata={"help": "optimiser", "choices": OPTIMIZERS})
     dcor_batch: int = field(default=512, metadata={"help": "held-out samples for the per-epoch dCor in the history"})
+    alpha_warmup: float = field(default=0.0, metadata={"help": "epochs over which alpha ramps linearly from 0 to its value (0: from the start)"})
 
     def validate(self) -> "TrainingConfig":
         checks = [
@@ -209,6 +212,7 @@ class TrainingConfig(Section):
             (self.leakage in ("dcor", "log_dcor"), f"unknown leakage {self.leakage!r}; choose from dcor, log_dcor"),
             (self.noise_kind in ("gaussian", "uniform"), f"unknown noise kind {self.noise_kind!r}"),
             (self.dcor_batch >= 2, f"--dcor-batch must be >= 2, got {self.dcor_batch}"),
+            (finite(self.alpha_warmup) and self.alpha_warmup >= 0, f"--alpha-warmup must be finite and >= 0, got {self.alpha_warmup}"),
         ]
         raise_first_failure(checks)
         return self

@@ -34,26 +34,40 @@ class ModelError(ValueError):
 # ---- blocks ----------------------------------------------------------------
 
 
-class Dense(nnx.Module):
-    """Flatten to (n, d_in), then Linear, then ReLU unless `activation=False`."""
+ACTIVATIONS = {"relu": nnx.relu, "linear": lambda y: y, "tanh": jnp.tanh, "leaky_relu": nnx.leaky_relu}
 
-    def __init__(self, d_in: int, d_out: int, *, activation: bool = True, rngs: nnx.Rngs):
+
+def _activation_name(activation) -> str:
+    if activation is True:
+        return "relu"
+    if activation is False:
+        return "linear"
+    if activation not in ACTIVATIONS:
+        raise ModelError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    return activation
+
+
+class Dense(nnx.Module):
+    """Flatten to (n, d_in), then Linear, then an activation (ReLU; `activation=False` or
+    "linear" for none, or "tanh", "leaky_relu")."""
+
+    def __init__(self, d_in: int, d_out: int, *, activation: bool | str = True, rngs: nnx.Rngs):
         self.linear = nnx.Linear(d_in, d_out, rngs=rngs)
-        self.activation = activation
+        self.activation = _activation_name(activation)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = self.linear(x.reshape(x.shape[0], -1))
-        return nnx.relu(y) if self.activation else y
+        return ACTIVATIONS[self.activation](self.linear(x.reshape(x.shape[0], -1)))
 
 
 class Conv(nnx.Module):
-    """3x3 'SAME' convolution and ReLU: (n, H, W, c_in) -> (n, H, W, c_out)."""
+    """3x3 'SAME' convolution and an activation (ReLU by default): (n, H, W, c_in) -> (n, H, W, c_out)."""
 
-    def __init__(self, c_in: int, c_out: int, *, rngs: nnx.Rngs):
+    def __init__(self, c_in: int, c_out: int, *, activation: str = "relu", rngs: nnx.Rngs):
         self.conv = nnx.Conv(c_in, c_out, kernel_size=(3, 3), padding="SAME", rngs=rngs)
+        self.activation = _activation_name(activation)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return nnx.relu(self.conv(x))
+        return ACTIVATIONS[self.activation](self.conv(x))
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -182,20 +196,34 @@ class BlockSpec:
 
     name: str
     make: Callable[[Shape, nnx.Rngs], nnx.Module]
+    # The same block with another activation, for blocks that have one (`--cut-activation`).
+    with_activation: Callable[[str], "BlockSpec"] | None = None
 
 
 def _prod(shape) -> int:
     return math.prod(int(s) for s in shape)
 
 
-def dense(name: str, width: int, *, activation: bool = True) -> BlockSpec:
+def dense(name: str, width: int, *, activation: bool | str = True) -> BlockSpec:
     """A Dense block of `width` units on the flattened incoming sample."""
-    return BlockSpec(name, lambda s, rngs: Dense(_prod(s), width, activation=activation, rngs=rngs))
+    return BlockSpec(name, lambda s, rngs: Dense(_prod(s), width, activation=activation, rngs=rngs),
+                     lambda a: dense(name, width, activation=a))
 
 
-def conv(name: str, width: int) -> BlockSpec:
-    """A 3x3 'SAME' convolution + ReLU to `width` channels on (H, W, C) samples."""
-    return BlockSpec(name, lambda s, rngs: Conv(_image(s, name)[-1], width, rngs=rngs))
+def conv(name: str, width: int, *, activation: str = "relu") -> BlockSpec:
+    """A 3x3 'SAME' convolution + activation (ReLU) to `width` channels on (H, W, C) samples."""
+    return BlockSpec(name, lambda s, rngs: Conv(_image(s, name)[-1], width, activation=activation, rngs=rngs),
+                     lambda a: conv(name, width, activation=a))
+
+
+def with_cut_activation(blocks: Sequence[BlockSpec], cut: int, activation: str) -> list[BlockSpec]:
+    """The blocks with block `cut` (1-based: the one whose output crosses) given `activation`."""
+    block = blocks[cut - 1]
+    if block.with_activation is None:
+        raise ModelError(f"--cut-activation: block {block.name!r} before cut {cut} has no activation to change "
+                         "(choose a cut after a dense or convolution block)")
+    _activation_name(activation)
+    return [*blocks[: cut - 1], block.with_activation(activation), *blocks[cut:]]
 
 
 def _image(shape, name) -> Shape:

@@ -292,8 +292,133 @@ def _sample_grids(rows, samples_dir: str | None) -> list[tuple]:
     return grids
 
 
-def sweep_figures(rows, fig_dir: str, *, samples_dir: str | None = None) -> list[str]:
-    """Every sweep figure into `fig_dir`; reconstruction grids where samples were saved.
+def error_tradeoff_figure(rows, path: str) -> str:
+    """The NoPeek paper's trade-off: reconstruction error of the decoder attack (MSE, the
+    better of attack and mean input) against test accuracy, NoPeek and the noise defence
+    side by side; one colour per (topology, cut, message); means over seeds with 95% intervals."""
+    series = _series(rows)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    multi = len(series) > 1
+    for i, (key, curves) in enumerate(sorted(series.items())):
+        color = colors[i % len(colors)]
+        for family, style, marker, name in (("nopeek", "-", "o", "NoPeek"), ("noise", "--", "s", "noise")):
+            pts = [p for p in curves[family] if p["n"] > 0 and np.isfinite(p["mse"])]
+            if not pts:
+                continue
+            xs, ys = [p["mse"] for p in pts], [p["acc"] for p in pts]
+            ax.errorbar(xs, ys, xerr=[p["mse_ci"] for p in pts], yerr=[p["acc_ci"] for p in pts], fmt=style + marker,
+                        color=color, capsize=2, label=(f"{key[0]} cut {key[1]}, " if multi else "") + name)
+            for p in pts:
+                ax.annotate(f"{p['level']:g}", (p["mse"], p["acc"]), textcoords="offset points", xytext=(4, 3), fontsize=6)
+    ax.set_xlabel("reconstruction error of the decoder attack, MSE  (higher = less leakage)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("NoPeek against noise on the activations (labels: alpha / noise scale)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def compare_figure(named_rows: dict, path: str, *, title: str | None = None) -> str:
+    """Several sweeps against alpha, one line each (e.g. a constant alpha, a warm-up, a linear
+    cut layer): test accuracy, held-out dCor(x, m) and a clean classifier's accuracy on the
+    decoder's reconstructions; means over seeds with 95% intervals, collapsed points hollow."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    panels = (("acc", "test accuracy"), ("dcor", "held-out dCor(x, m)"), ("clf", "classifier on reconstructions"))
+    for label, rows in named_rows.items():
+        for r in rows:
+            r.setdefault("best_classifier_accuracy", r.get("attack_classifier_accuracy", ""))
+        curves = {}
+        for key, fams in _series(rows).items():
+            curves[key] = [p for p in fams["nopeek"] if p["n"] > 0]
+        clf = {}
+        for r in rows:
+            if r.get("defense") in ("none", "nopeek") and r.get("diverged") != "true":
+                clf.setdefault(_f(r["alpha"]), []).append(_f(r.get("best_classifier_accuracy")))
+        for key, pts in curves.items():
+            xs = [p["level"] for p in pts]
+            for ax, (name, ylabel) in zip(axes, panels):
+                if name == "clf":
+                    stats = [_mean_ci(clf.get(x, [])) for x in xs]
+                    ys, ci = [m for m, _ in stats], [c for _, c in stats]
+                else:
+                    ys, ci = [p[name] for p in pts], [p[name + "_ci"] for p in pts]
+                line = ax.errorbar(xs, ys, yerr=ci, fmt="-o", capsize=2, label=label)
+                hollow = [(x, y) for x, y, p in zip(xs, ys, pts) if p["collapsed"]]
+                if hollow:
+                    ax.plot(*zip(*hollow), "o", markerfacecolor="white", color=line[0].get_color(), markersize=8)
+                ax.set_ylabel(ylabel)
+    for ax in axes:
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel("NoPeek alpha")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def load_histories(folder: str, rows=None) -> list[dict]:
+    """The per-cell histories a sweep saved (DIR/histories/*.json); with `rows`, only the
+    cells that have a row (so a discarded sweep's files never mix in)."""
+    import json
+
+    if not folder or not os.path.isdir(folder):
+        return []
+    keep = None
+    if rows is not None:
+        keep = {(r.get("topology", "vanilla"), str(r["cut"]), r["defense"], _f(r["alpha"]), _f(r["noise_scale"]),
+                 int(_f(r["seed"]))) for r in rows}
+    out = []
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as fh:
+                h = json.load(fh)
+            key = (h["topology"], str(h["cut"]), h["defense"], float(h["alpha"]), float(h["noise_scale"]), int(h["seed"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a history file of ours
+        if keep is None or key in keep:
+            out.append(h)
+    return out
+
+
+def history_figure(histories, metric: str, ylabel: str, path: str, *, title: str | None = None) -> str:
+    """`metric` of the history ("heldout_dcor", "test_accuracy", "train_loss", ...) over epochs:
+    one line per (topology, cut, defence level), the mean over seeds with a 95% band."""
+    groups: dict = {}
+    for h in histories:
+        family, level = ("noise", h["noise_scale"]) if h["defense"] == "noise" else ("NoPeek alpha", h["alpha"])
+        groups.setdefault((h["topology"], str(h["cut"]), family, float(level)), []).append(h["history"])
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    several = len({k[:2] for k in groups}) > 1
+    for (topology, cut, family, level), runs in sorted(groups.items()):
+        epochs = min(len(r) for r in runs)
+        xs = [r["epoch"] for r in runs[0][:epochs]]
+        stats = [_mean_ci([_f(run[e].get(metric)) for run in runs]) for e in range(epochs)]
+        mean = np.array([m for m, _ in stats])
+        ci = np.array([c for _, c in stats])
+        label = ((f"{topology} cut {cut}, " if several else "") + f"{family} {level:g}"
+                 + (f" ({len(runs)} seeds)" if len(runs) > 1 else ""))
+        line, = ax.plot(xs, mean, "-o", markersize=3, label=label)
+        if len(runs) > 1:
+            ax.fill_between(xs, mean - ci, mean + ci, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def sweep_figures(rows, fig_dir: str, *, samples_dir: str | None = None, histories_dir: str | None = None) -> list[str]:
+    """Every sweep figure into `fig_dir`: trade-off, dCor and SSIM against alpha, dCor and
+    accuracy over epochs (where histories were saved), reconstruction grids (where samples were).
 
     Raises:
       ConfigError: a sample file that is unreadable or of another shape than its originals
@@ -310,6 +435,14 @@ def sweep_figures(rows, fig_dir: str, *, samples_dir: str | None = None) -> list
     if any(np.isfinite(_f(r.get("attack_ssim"))) for r in rows):
         paths.append(metric_vs_alpha_figure(rows, "ssim", "decoder SSIM (better of attack and baseline)",
                                             os.path.join(fig_dir, "ssim_vs_alpha.png")))
+    if any(np.isfinite(_f(r.get("attack_mse"))) for r in rows):
+        paths.append(error_tradeoff_figure(rows, os.path.join(fig_dir, "error_tradeoff.png")))
+    histories = load_histories(histories_dir, rows)
+    if histories:
+        paths.append(history_figure(histories, "heldout_dcor", "held-out dCor(x, m), fixed batch",
+                                    os.path.join(fig_dir, "dcor_over_epochs.png")))
+        paths.append(history_figure(histories, "test_accuracy", "test accuracy",
+                                    os.path.join(fig_dir, "accuracy_over_epochs.png")))
     for name, title, grid_rows, labels in grids:
         paths.append(reconstruction_grid(grid_rows, labels, os.path.join(fig_dir, name), title=title))
     return paths

@@ -75,6 +75,37 @@ def over_stack(fn, mode: str, in_axes, *, per_model_outputs=()):
     return mapped
 
 
+def device_count() -> int:
+    return len(jax.devices())
+
+
+def padded_size(k: int) -> int:
+    """The stack size to train K models on the available devices: K rounded up to a multiple
+    of the device count, so every device holds as many models (the padding is dropped)."""
+    d = device_count()
+    return k if d == 1 else -(-k // d) * d
+
+
+def shard_models(tree):
+    """Place a stacked pytree (leading axis K on every leaf) with the K axis split over the
+    devices (a one-axis mesh "models"); a no-op on one device or for a ModelList. A jitted
+    function of sharded stacks runs each device's models there (SPMD over the models axis)."""
+    d = device_count()
+    if d == 1 or isinstance(tree, ModelList):
+        return tree
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(jax.devices(), ("models",))
+
+    def place(a):
+        a = jnp.asarray(a)
+        if a.ndim == 0 or a.shape[0] % d:
+            return jax.device_put(a, NamedSharding(mesh, PartitionSpec()))
+        return jax.device_put(a, NamedSharding(mesh, PartitionSpec("models")))
+
+    return jax.tree.map(place, tree)
+
+
 def stack_trees(trees):
     """Stack a list of identical pytrees along a new leading axis."""
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)

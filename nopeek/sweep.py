@@ -39,7 +39,7 @@ from nopeek.models import model_blocks
 from nopeek.results import (
     CELL_COLUMNS, KEY_COLUMNS, RESULT_COLUMNS, append_rows, cell_key, fmt_number, read_rows, write_rows,
 )
-from nopeek.stacking import over_stack, resolve_stack_mode
+from nopeek.stacking import over_stack, resolve_stack_mode, shard_models
 from nopeek.topologies import TOPOLOGIES, TopologyError
 from nopeek.train import data_shards, evaluate, has_conv, leak_entries, train_stack
 
@@ -235,7 +235,7 @@ def prepare_output(out: str, config: SweepConfig, force: bool) -> None:
             results = os.path.join(out, "results.csv")
             if os.path.exists(results):
                 os.replace(results, results + ".discarded")
-            for sub in ("samples", "figures"):
+            for sub in ("samples", "figures", "histories"):
                 shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
     os.makedirs(out, exist_ok=True)
     write_json(config_path, config.to_dict())
@@ -307,7 +307,9 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
         bar.update(len(group))
     bar.close()
     rows = read_rows(results_path)
-    sweep_figures(rows, os.path.join(out, "figures"), samples_dir=samples_dir)
+    write_summary(os.path.join(out, "summary.csv"), rows)
+    sweep_figures(rows, os.path.join(out, "figures"), samples_dir=samples_dir,
+                  histories_dir=os.path.join(out, "histories"))
     return rows
 
 
@@ -320,6 +322,7 @@ def _run_group(config: SweepConfig, ds, group, leak_idx, attack_steps, samples_d
                          desc=f"{topology} cut {spec}")
     train_seconds = time.perf_counter() - t0
     built = result.built
+    _save_histories(os.path.join(os.path.dirname(samples_dir), "histories"), group, result)
     alive = np.flatnonzero(~result.diverged)
     for i in np.flatnonzero(result.diverged):
         log(f"warning: {group[i].name} diverged at epoch {int(result.diverged_epoch[i])} "
@@ -347,6 +350,13 @@ def _run_group(config: SweepConfig, ds, group, leak_idx, attack_steps, samples_d
     return _rows(config, group, entries, result, scores, prepared_test, samples_dir, chance, timing, log)
 
 
+def _save_histories(folder: str, group, result) -> None:
+    """Each cell's per-epoch history (accuracy, held-out dCor, losses) as DIR/histories/CELL.json."""
+    for i, cell in enumerate(group):
+        rows = [{k: (v[i] if isinstance(v, list) else v) for k, v in row.items()} for row in result.history]
+        write_json(os.path.join(folder, f"{cell.name}.json"), {**dataclasses.asdict(cell), "history": rows})
+
+
 def _attack_entries(config, ds, entries, result, alive, sent_leak, prepared, prepared_test, leak_idx, attack_steps):
     """Decoder scores {(model index, party, label): scores} for every attacked message of the
     models that did not diverge; the decoders of one message are fitted as one stack."""
@@ -365,6 +375,7 @@ def _attack_entries(config, ds, entries, result, alive, sent_leak, prepared, pre
             decoders = attacks.fit_decoders(
                 z_leak, src_train[leak_idx], steps=attack_steps, lr=config.attack_config.resolved("attack_lr"),
                 seed=config.attack_seed, map_models=lambda fn, in_axes, mode=mode: over_stack(fn, mode, in_axes),
+                place=shard_models if mode == "vmap" else None,
             )
             fitted[fit_key] = decoders.reconstruct(z_test)
         key = (e.source, e.replica)
@@ -423,8 +434,61 @@ def _rows(config, group, entries, result, scores, prepared_test, samples_dir, ch
     return rows
 
 
+SUMMARY_METRICS = ("accuracy", "dcor", "attack_ssim", "best_ssim", "best_mse", "attack_classifier_accuracy")
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One row per setting (every key but the seed): the number of seeds, and for each metric
+    its mean over seeds and the half-width of the 95% t-interval (`*_ci`, 0 for one seed).
+    Diverged seeds are counted (`diverged`) but left out of the means."""
+    from nopeek.plots import _mean_ci
+
+    groups: dict = {}
+    for r in rows:
+        key = tuple(r[c] for c in KEY_COLUMNS if c != "seed")
+        groups.setdefault(key, []).append(r)
+    out = []
+    for key, members in groups.items():
+        live = [m for m in members if m.get("diverged") != "true"]
+        row = dict(zip([c for c in KEY_COLUMNS if c != "seed"], key))
+        row.update(seeds=len(members), diverged=len(members) - len(live),
+                   collapsed=sum(m.get("collapsed") == "true" for m in live))
+        for metric in SUMMARY_METRICS:
+            mean, ci = _mean_ci([_num(m.get(metric)) for m in live])
+            row[metric], row[f"{metric}_ci"] = mean, ci
+        out.append(row)
+    return out
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def write_summary(path: str, rows: list[dict]) -> None:
+    """summary.csv: `summarize(rows)`, written atomically."""
+    import csv
+    import io
+
+    from nopeek.io import atomic_write_text
+
+    summary = summarize(rows)
+    columns = [c for c in KEY_COLUMNS if c != "seed"] + ["seeds", "diverged", "collapsed"]
+    columns += [name for m in SUMMARY_METRICS for name in (m, f"{m}_ci")]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(summary)
+    atomic_write_text(path, buf.getvalue())
+
+
 def format_table(rows: list[dict]) -> str:
-    """A compact text table of the results, one line per row (cell and message)."""
+    """A compact text table of the results: one line per row (cell and message), or with
+    several seeds one line per setting with means and 95% intervals over the seeds."""
+    if len({r["seed"] for r in rows}) > 1:
+        return format_summary(summarize(rows))
     several = len({(r["topology"], r["party"], r["message"]) for r in rows}) > 1
     head = (f"{'topology':11} {'cut':>5} " if several else f"{'cut':>5} ") + (f"{'message':15} " if several else "")
     head += f"{'defense':8} {'alpha':>6} {'noise':>6} {'seed':>4} {'acc':>6} {'dCor':>6} {'atk SSIM':>8} {'base SSIM':>9} {'best SSIM':>9} {'atk clf':>7}  note"
@@ -451,27 +515,39 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_summary(summary: list[dict]) -> str:
+    """The summary table: mean +- 95% interval over seeds per setting."""
+    several = len({(r["topology"], r["party"], r["message"]) for r in summary}) > 1
+    head = (f"{'topology':11} {'cut':>5} {'message':15} " if several else f"{'cut':>5} ")
+    head += (f"{'defense':8} {'alpha':>6} {'noise':>6} {'seeds':>5} {'acc':>13} {'dCor':>13} {'best SSIM':>13} "
+             f"{'atk clf':>13}  note")
+    lines = [head, "-" * len(head)]
+
+    def pm(r, m):
+        v, ci = r[m], r[f"{m}_ci"]
+        return f"{'-':>13}" if not np.isfinite(v) else f"{v:>6.3f}+-{ci:.3f}".rjust(13)
+
+    for r in sorted(summary, key=lambda r: (r["topology"], r["cut"], r["party"], r["message"], r["defense"],
+                                            float(r["alpha"]), float(r["noise_scale"]))):
+        note = ", ".join(t for t in (f"{r['diverged']} diverged" if r["diverged"] else "",
+                                     f"{r['collapsed']} collapsed" if r["collapsed"] else "") if t)
+        line = (f"{r['topology']:11} {r['cut']:>5} {r['party'] + ':' + r['message']:15} " if several else f"{r['cut']:>5} ")
+        line += (f"{r['defense']:8} {float(r['alpha']):>6g} {float(r['noise_scale']):>6g} {r['seeds']:>5} "
+                 f"{pm(r, 'accuracy')} {pm(r, 'dcor')} {pm(r, 'best_ssim')} {pm(r, 'attack_classifier_accuracy')}  {note}")
+        lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
 # ---- presets and config files ---------------------------------------------------------
 
-PRESETS: dict[str, SweepConfig] = {
-    # CI and notebooks: digits, seconds.
-    "quick": SweepConfig.from_dict(dict(
-        dataset="digits", model="mlp", widths=[64, 32], cuts=["1", "2"], alphas=[0.0, 1.0, 5.0],
-        noise_scales=[1.0], epochs=6, attack_steps=300,
-    )),
-    # `nopeek sweep` with no arguments: bundled mnist5k on 2 CPU cores.
-    "default": SweepConfig.from_dict(dict(
-        dataset="mnist5k", model="cnn", widths=[8, 16, 64, 32], cuts=["3", "4", "5"],
-        alphas=[0.0, 0.1, 0.5, 1.0, 3.0], noise_scales=[0.5, 2.0], epochs=4, attack_steps=600,
-    )),
-    # The workshop paper's MNIST setting as far as it is given: the NoPeek MNIST network cut
-    # after dense 500, alphas around Figs. 10/11's 0.05 and 0.15 plus larger ones, 30
-    # epochs; full MNIST from --data-dir.
-    "paper-mnist": SweepConfig.from_dict(dict(
-        dataset="mnist", model="cnn_nopeek", cuts=["4"], alphas=[0.0, 0.05, 0.15, 0.5, 1.0, 3.0],
-        noise_scales=[0.5, 2.0], epochs=30, attack_steps=3000,
-    )),
-}
+
+def __getattr__(name):
+    """`nopeek.sweep.PRESETS`: the named configurations live in `nopeek.presets`."""
+    if name == "PRESETS":
+        from nopeek.presets import PRESETS
+
+        return PRESETS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_config_file(path: str) -> dict:

@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 from nopeek.engine import MERGES, Handoff, Loss, Party, Segment, Topology, TopologyError
-from nopeek.models import BlockSpec, build_segment, model_blocks
+from nopeek.models import BlockSpec, build_segment, model_blocks, with_cut_activation
 from nopeek.partition import PARTITIONS  # noqa: F401  (re-exported for the config checks)
 from nopeek.stacking import resolve_stack_mode
 
@@ -54,9 +54,13 @@ class Setup:
     nopeek_hops: str = "first"
     stack_clients: bool = True
     replica_mode: str = "auto"  # vertical's clients: vmap, map (unrolled), or auto (by backend and model)
+    cut_activation: str = "model"  # the activation of the block whose output the data holder sends
 
     def blocks(self, num_classes: int | None = None) -> list[BlockSpec]:
-        return model_blocks(self.model, self.num_classes if num_classes is None else num_classes, self.widths)
+        blocks = model_blocks(self.model, self.num_classes if num_classes is None else num_classes, self.widths)
+        if self.cut_activation != "model" and self.cuts and 1 <= self.cuts[0] < len(blocks):
+            blocks = with_cut_activation(blocks, self.cuts[0], self.cut_activation)
+        return blocks
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -32,7 +32,7 @@ from nopeek.data import Dataset
 from nopeek.engine import forward, protocol_gradients
 from nopeek.models import check_logits
 from nopeek.partition import partition
-from nopeek.stacking import ModelList, model_at, over_stack, resolve_stack_mode, stack_models
+from nopeek.stacking import ModelList, model_at, over_stack, padded_size, resolve_stack_mode, shard_models, stack_models
 from nopeek.topologies import Built, Setup, build
 
 DCOR_BLOCK = 1024  # rows per block for held-out dCor over a whole test set
@@ -47,8 +47,14 @@ def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
     raise ConfigError(f"unknown optimizer {name!r}")
 
 
-def has_conv(model: str) -> bool:
-    return model not in ("mlp",)
+def has_conv(built: Built) -> bool:
+    """Whether any segment of the topology convolves (read from the graphs, so a registered
+    model of one's own is judged by what it is, not by its name)."""
+    from flax import nnx
+
+    kinds = (nnx.Conv, nnx.ConvTranspose)
+    return any(isinstance(getattr(node, "type", None), type) and issubclass(node.type, kinds)
+               for graphdef in built.topology.graphdefs.values() for node in getattr(graphdef, "nodes", ()))
 
 
 def build_topology(config: TrainConfig, input_shape, num_classes: int) -> Built:
@@ -58,7 +64,7 @@ def build_topology(config: TrainConfig, input_shape, num_classes: int) -> Built:
         model=config.model, widths=tuple(config.widths), input_shape=tuple(input_shape), num_classes=num_classes,
         cuts=config.resolved_cuts(num_classes), clients=config.clients, merge=config.merge, slicing=config.slicing,
         tasks=tuple(config.tasks), task_weights=tuple(config.task_weights), handoff=config.handoff,
-        nopeek_hops=config.nopeek_hops,
+        nopeek_hops=config.nopeek_hops, cut_activation=config.cut_activation,
     )
     return build(config.topology, setup)
 
@@ -87,13 +93,14 @@ _FROM_CONFIG = "from-config"
 
 
 def make_step_fn(built: Built, optimizer, config: TrainConfig, stack_mode: str, *, leakage_kind=_FROM_CONFIG,
-                 noise: bool = True):
+                 noise: bool = True, warmup_steps: int = 0):
     """A jitted `step(state, hparams, x_train, y_train, idx, step) -> (state, (loss, ce, leak))`.
 
     idx: (K, batch) sample indices, one row per model. One optimisation step of all K
     models; the state's buffers are donated. `leakage_kind` defaults to `config.leakage`;
     None builds a plain split-learning step that never computes dCor. `noise=False`
     leaves the noise defence out of the program (every noise scale of the stack is 0).
+    With `warmup_steps`, alpha ramps linearly from 0 to its value over that many steps.
     """
     if leakage_kind == _FROM_CONFIG:
         leakage_kind = config.leakage
@@ -101,8 +108,9 @@ def make_step_fn(built: Built, optimizer, config: TrainConfig, stack_mode: str, 
 
     def model_step(params, opt, hp, x, y, step):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(hp["seed"]), _TRAIN_NOISE), step) if noise else None
+        ramp = jnp.minimum(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
         grads, aux = protocol_gradients(
-            topo, params, built.prepare(x, y), alpha=hp["alpha"], task_weight=config.task_weight,
+            topo, params, built.prepare(x, y), alpha=hp["alpha"] * ramp, task_weight=config.task_weight,
             leakage_kind=leakage_kind, noise_scale=hp["noise_scale"], noise_kind=config.noise_kind, key=key,
         )
         new_params, new_opt = {}, {}
@@ -392,10 +400,16 @@ def train_stack(
     }
     built = build_topology(config, dataset.input_shape, dataset.num_classes)
     shards, shards_test = data_shards(config, dataset)
-    mode = resolve_stack_mode(stack_mode, has_conv(config.model))
+    mode = resolve_stack_mode(stack_mode, has_conv(built))
+    if mode == "vmap" and padded_size(k) > k:  # as many models on every device; the padding is dropped
+        lists = {name: values + [values[-1]] * (padded_size(k) - k) for name, values in lists.items()}
+        hparams = {name: jnp.asarray(lists[name], hparams[name].dtype) for name in hparams}
     optimizer = make_optimizer(config.optimizer, config.lr)
     state = init_stack(built, lists["seed"], optimizer, mode)
-    step_fn = make_step_fn(built, optimizer, config, mode, noise=any(s > 0 for s in lists["noise_scale"]))
+    if mode == "vmap":
+        state, hparams = shard_models(state), shard_models(hparams)
+    step_fn = make_step_fn(built, optimizer, config, mode, noise=any(s > 0 for s in lists["noise_scale"]),
+                           warmup_steps=int(round(config.alpha_warmup * sum(len(s) // config.batch_size for s in shards))))
     entries = leak_entries(built, shards_test)
     eval_fn = make_eval_fn(built, config, mode, sorted({e.message for e in entries}))
     data_test = built.prepare(jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test))
@@ -404,8 +418,9 @@ def train_stack(
     n_probe = min(config.dcor_batch, len(dataset.x_test))
     first = entries[0]
     probe_x = jnp.asarray(first.source_view(np.asarray(data_test[first.source]))[:n_probe])
-    diverged_epoch = np.zeros(k, np.int64)
-    diverged_loss = np.full(k, np.nan)
+    k_run = len(lists["seed"])
+    diverged_epoch = np.zeros(k_run, np.int64)
+    diverged_loss = np.full(k_run, np.nan)
     history = []
     t0 = time.perf_counter()
     bar = tqdm(range(config.epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
@@ -434,6 +449,15 @@ def train_stack(
             break  # every model of the stack diverged: nothing left to train
     task_accuracy, sent = evaluate(eval_fn, state.params, hparams, dataset.x_test, dataset.y_test)
     leakage = measure_leakage(entries, {k_: np.asarray(v) for k_, v in data_test.items()}, sent)
+    if k_run > k:  # drop the models that only padded the stack to the device count
+        keep = lambda a: a[:k]  # noqa: E731
+        state = StackState(jax.tree.map(keep, state.params), jax.tree.map(keep, state.opt))
+        hparams = {name: keep(v) for name, v in hparams.items()}
+        history = [{name: (v[:k] if isinstance(v, list) else v) for name, v in row.items()} for row in history]
+        task_accuracy = {name: keep(v) for name, v in task_accuracy.items()}
+        leakage = {name: keep(v) for name, v in leakage.items()}
+        sent = {name: keep(v) for name, v in sent.items()}
+        diverged_epoch, diverged_loss = keep(diverged_epoch), keep(diverged_loss)
     return StackResult(
         config=config, built=built, state=state, hparams={k_: np.asarray(v) for k_, v in hparams.items()},
         history=history, task_accuracy=task_accuracy, leakage=leakage, diverged_epoch=diverged_epoch,

@@ -1,0 +1,135 @@
+"""Named sweep configurations: the CI preset, the default sweep, and one per paper figure.
+
+Each `Preset` carries the full configuration, a small version that runs in seconds (what
+CI and a freshly opened notebook run), and a description: the command, the run time
+measured on 2 CPU cores and the result it gave. `nopeek sweep --preset NAME` runs the
+full one; `--preset NAME --small` the small one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from nopeek.sweep import SweepConfig
+
+_MNIST_CNN = dict(dataset="mnist5k", model="cnn", widths=[8, 16, 64, 32])
+_SMALL = dict(dataset="digits", model="mlp", widths=[64, 32], cuts=["1"], epochs=3, attack_steps=80, seeds=[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named sweep: `config` (full size), `small` (seconds), and what running it gives."""
+
+    name: str
+    config: SweepConfig
+    small: SweepConfig
+    description: str
+
+
+def _preset(name: str, description: str, small: dict | None = None, **fields) -> Preset:
+    config = SweepConfig.from_dict(fields)
+    return Preset(name, config, config.replace(**{**_SMALL, **(small or {})}), description)
+
+
+def _all() -> dict[str, Preset]:
+    presets = [
+        _preset(
+            "quick", "CI and the leakage-sweep notebook: digits, mlp, 2 cuts; about 30 s.",
+            small=dict(cuts=["1", "2"], alphas=[0.0, 1.0, 5.0], noise_scales=[1.0]),
+            dataset="digits", model="mlp", widths=[64, 32], cuts=["1", "2"], alphas=[0.0, 1.0, 5.0],
+            noise_scales=[1.0], epochs=6, attack_steps=300,
+        ),
+        _preset(
+            "default", "`nopeek sweep` with no arguments: bundled mnist5k, 3 cuts x 7 defences.",
+            small=dict(cuts=["1"], alphas=[0.0, 1.0], noise_scales=[1.0]),
+            **_MNIST_CNN, cuts=["3", "4", "5"], alphas=[0.0, 0.1, 0.5, 1.0, 3.0], noise_scales=[0.5, 2.0],
+            epochs=4, attack_steps=600,
+        ),
+        _preset(
+            "paper-mnist", "The workshop paper's MNIST setting as far as it is given: the NoPeek MNIST "
+            "network cut after dense 500, full MNIST from --data-dir, 30 epochs; for a GPU or an afternoon.",
+            small=dict(alphas=[0.0, 0.15], noise_scales=[0.5]),
+            dataset="mnist", model="cnn_nopeek", cuts=["4"], alphas=[0.0, 0.05, 0.15, 0.5, 1.0, 3.0],
+            noise_scales=[0.5, 2.0], epochs=30, attack_steps=3000, seeds=[0, 1, 2],
+        ),
+        # Workshop paper, Figs. 5 and 6: dCor over epochs.
+        _preset(
+            "workshop-dcor-epochs", "dCor(x, z) over epochs (workshop paper Figs. 5, 6): mnist5k cnn cut after "
+            "fc2 with a linear cut layer, alpha 0 / 3 / 12, 20 epochs, 3 seeds.",
+            small=dict(alphas=[0.0, 3.0], noise_scales=[]),
+            **_MNIST_CNN, cuts=["5"], cut_activation="linear", alphas=[0.0, 3.0, 12.0], noise_scales=[], epochs=20,
+            attack_steps=0, seeds=[0, 1, 2],
+        ),
+        # Workshop paper, Figs. 10 and 11: accuracy over epochs at alpha 0.05 and 0.15.
+        _preset(
+            "workshop-accuracy-epochs", "Test accuracy over epochs at alpha 0.05 and 0.15 (workshop paper Figs. "
+            "10, 11) beside alpha 0: mnist5k cnn cut 5, 30 epochs, 3 seeds.",
+            small=dict(alphas=[0.0, 0.05, 0.15], noise_scales=[]),
+            **_MNIST_CNN, cuts=["5"], alphas=[0.0, 0.05, 0.15], noise_scales=[], epochs=30, attack_steps=0,
+            seeds=[0, 1, 2],
+        ),
+        # Workshop paper, Figs. 7 and 8: reconstructions at alpha 0.1 and 0.9.
+        _preset(
+            "workshop-reconstructions", "Decoder reconstructions at alpha 0.1 and 0.9 (workshop paper Figs. 7, 8) "
+            "beside alpha 0: mnist5k cnn cut after fc1 (64-d), 8 epochs, 3 seeds.",
+            small=dict(alphas=[0.0, 0.1, 0.9], noise_scales=[]),
+            **_MNIST_CNN, cuts=["4"], alphas=[0.0, 0.1, 0.9], noise_scales=[], epochs=8, attack_steps=600,
+            seeds=[0, 1, 2],
+        ),
+        # NoPeek paper: reconstruction error against accuracy, NoPeek against uniform noise.
+        _preset(
+            "nopeek-tradeoff", "Reconstruction error against accuracy, NoPeek against uniform noise on the "
+            "activations (NoPeek paper): mnist5k cnn cut 5 (linear), alpha warm-up 2 epochs, 8 epochs, 3 seeds.",
+            small=dict(alphas=[0.0, 3.0], noise_scales=[1.0]),
+            **_MNIST_CNN, cuts=["5"], cut_activation="linear", alpha_warmup=2.0, alphas=[0.0, 1.0, 3.0, 8.0, 12.0],
+            noise_kind="uniform", noise_scales=[0.5, 1.0, 2.0, 4.0], epochs=8, attack_steps=600, seeds=[0, 1, 2],
+        ),
+        # Where NoPeek protects: the alpha grid with the cliff, and what moves it.
+        _preset(
+            "region-constant", "Where NoPeek protects, constant alpha (the cliff): mnist5k cnn cut 5 (ReLU), "
+            "alpha 0..12, 8 epochs, 3 seeds.",
+            small=dict(alphas=[0.0, 8.0], noise_scales=[]),
+            **_MNIST_CNN, cuts=["5"], alphas=[0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0], noise_scales=[], epochs=8,
+            attack_steps=600, seeds=[0, 1, 2],
+        ),
+        _preset(
+            "region-warmup", "As region-constant, with alpha ramped up over the first 2 epochs.",
+            small=dict(alphas=[0.0, 8.0], noise_scales=[]),
+            **_MNIST_CNN, cuts=["5"], alpha_warmup=2.0, alphas=[0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0],
+            noise_scales=[], epochs=8, attack_steps=600, seeds=[0, 1, 2],
+        ),
+        _preset(
+            "region-linear", "As region-constant, with a linear cut layer (no ReLU before the cut).",
+            small=dict(alphas=[0.0, 8.0], noise_scales=[]),
+            **_MNIST_CNN, cuts=["5"], cut_activation="linear", alphas=[0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0],
+            noise_scales=[], epochs=8, attack_steps=600, seeds=[0, 1, 2],
+        ),
+    ]
+    return {p.name: p for p in presets}
+
+
+PRESET_INFO: dict[str, Preset] = _all()
+PRESETS: dict[str, SweepConfig] = {name: p.config for name, p in PRESET_INFO.items()}
+
+
+def run_preset(name: str, out: str | None = None, *, size: str | None = None, progress: bool = False):
+    """Run preset `name` (the notebooks' entry point): its small version unless `size` (or the
+    environment's NOPEEK_NOTEBOOK_SIZE) is "full". Resumes what `out` already holds.
+
+    Returns:
+      (rows, out): the results table and the output folder (a new temporary one by default).
+    """
+    import os
+    import tempfile
+
+    from nopeek.sweep import run_sweep
+
+    if name not in PRESET_INFO:
+        raise KeyError(f"unknown preset {name!r}; choose from {', '.join(PRESET_INFO)}")
+    size = size or os.environ.get("NOPEEK_NOTEBOOK_SIZE", "small")
+    if size not in ("small", "full"):
+        raise ValueError(f"size must be 'small' or 'full', got {size!r}")
+    preset = PRESET_INFO[name]
+    config = preset.config if size == "full" else preset.small
+    out = out or os.path.join(os.environ.get("NOPEEK_NOTEBOOK_OUT") or tempfile.mkdtemp(prefix="nopeek-"), name)
+    return run_sweep(config, out, progress=progress, log=lambda line: print(line)), out

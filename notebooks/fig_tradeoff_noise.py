@@ -1,0 +1,43 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Reconstruction error against accuracy: NoPeek against noise (NoPeek paper)
+#
+# Vepakomma et al., "NoPeek" (ICDMW 2020), judge the defence by the trade-off between the
+# error of a reconstruction attack and test accuracy, beside a baseline that adds uniform
+# noise to the activations: the noise reaches chance accuracy before it stops
+# reconstruction. The toolkit's sweep trains both defences side by side and attacks every
+# cell with the inversion decoder; the error plotted is the better of the attack and the
+# mean image (`best_mse`), so no point is flattered by a weak attack.
+#
+# Small version by default; the full preset and the same figure from the shell:
+#
+# ```bash
+# nopeek sweep --preset nopeek-tradeoff --out runs/tradeoff && nopeek figures runs/tradeoff   # figures/error_tradeoff.png
+# ```
+#
+# FULL_RESULT_nopeek-tradeoff
+
+# %%
+import os
+from IPython.display import Image, display
+from nopeek import plots
+from nopeek.presets import PRESET_INFO, run_preset
+from nopeek.sweep import format_table
+
+print(PRESET_INFO["nopeek-tradeoff"].description)
+rows, out = run_preset("nopeek-tradeoff")
+print(format_table(rows))
+
+# %%
+display(Image(plots.error_tradeoff_figure(rows, os.path.join(out, "figures", "error_tradeoff.png"))))
