@@ -12,7 +12,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from metrics._pairwise import as_samples, center_features, check_pair
+from metrics._pairwise import as_samples, center_features, check_pair, normalise
 
 __all__ = ["hsic", "linear_cka", "median_bandwidth"]
 
@@ -79,7 +79,9 @@ def linear_cka(x, y) -> jax.Array:
       x: (n, ...) samples; y: (n, ...) samples, features centred here.
 
     Returns:
-      scalar; 0 when either input is constant.
+      scalar; exactly 0 when either input is constant, NaN when any entry is NaN or
+      infinite, and the same for x and s * x at any scale s (each input is shifted by its
+      first sample and divided by its largest deviation first, as for dCor).
 
     References: Kornblith et al. 2019, Eq. (5).
     """
@@ -91,11 +93,14 @@ def linear_cka(x, y) -> jax.Array:
 
 @jax.jit
 def _linear_cka_jit(x, y):
-    x = center_features(x)
-    y = center_features(y)
+    finite = jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(y))
+    x = center_features(normalise(x)[0])
+    y = center_features(normalise(y)[0])
     hp = jax.lax.Precision.HIGHEST
     cross = jnp.sum(jnp.matmul(y.T, x, precision=hp) ** 2)
     norm_x = jnp.sqrt(jnp.sum(jnp.matmul(x.T, x, precision=hp) ** 2))
     norm_y = jnp.sqrt(jnp.sum(jnp.matmul(y.T, y, precision=hp) ** 2))
     denom = norm_x * norm_y
-    return jnp.where(denom > 0, cross / jnp.where(denom > 0, denom, 1.0), 0.0)
+    # A constant input is exactly zero after `normalise`, so its norm is exactly 0.
+    cka = jnp.where(denom > 0, cross / jnp.where(denom > 0, denom, 1.0), 0.0)
+    return jnp.where(finite, cka, jnp.nan)

@@ -173,15 +173,21 @@ def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: b
     config.validate()
     _check_out(out, force)
     dataset = data_lib.load(config.dataset, seed=config.split_seed, data_dir=config.data_dir, limit=config.limit)
-    result = train_stack(config, dataset, progress=progress)
-    if result.diverged[0]:
-        raise TrainingDiverged(f"training diverged at epoch {int(result.diverged_epoch[0])} "
-                               f"(loss {float(result.diverged_loss[0])}); try a smaller --lr or --alpha")
-    metrics = run_metrics(result, dataset)
     parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.tmp-", dir=parent)
+    try:  # the temporary folder first, so an unwritable --out fails before training, not after
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.tmp-", dir=parent)
+    except OSError as err:
+        raise RunFolderError(f"--out {out}: cannot write there ({err.strerror})") from err
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # a run folder as readable as any folder the user makes
     try:
+        result = train_stack(config, dataset, progress=progress)
+        if result.diverged[0]:
+            raise TrainingDiverged(f"training diverged at epoch {int(result.diverged_epoch[0])} "
+                                   f"(loss {float(result.diverged_loss[0])}); try a smaller --lr or --alpha")
+        metrics = run_metrics(result, dataset)
         write_json(os.path.join(tmp, CONFIG), config.to_dict())
         save_params(os.path.join(tmp, CHECKPOINT), result.model_params(0))
         write_json(os.path.join(tmp, METRICS), metrics)

@@ -93,3 +93,17 @@ def test_image_errors(rng):
         metrics.ssim(np.zeros((2, 16)), np.zeros((2, 16)))
     with pytest.raises(ValueError, match="reduction"):
         metrics.mse(np.zeros((2, 3)), np.zeros((2, 3)), reduction="sum")
+
+
+@pytest.mark.parametrize("n", [7, 10, 33])
+def test_cka_edges(rng, n):
+    """Like dCor: exactly 0 against a constant, invariant to huge and tiny scales, NaN for NaN."""
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    y = np.tanh(x[:, :2]) + 0.1 * rng.normal(size=(n, 2)).astype(np.float32)
+    assert float(metrics.linear_cka(x, np.full((n, 3), 3.7, np.float32))) == 0.0
+    base = float(metrics.linear_cka(x, y))
+    for scale in (1e15, 1e-15):
+        np.testing.assert_allclose(metrics.linear_cka(x * scale, y), base, rtol=1e-4)
+    bad = x.copy()
+    bad[1, 2] = np.nan
+    assert np.isnan(float(metrics.linear_cka(bad, y))) and np.isnan(float(metrics.linear_cka(x, np.where(y > 0, np.inf, y))))
