@@ -9,6 +9,7 @@ from attacks.label_leakage import direction_scores, label_leakage_auc, norm_scor
 from attacks.probe import PROBES, probe_accuracy
 from attacks.scoring import (
     ReferenceClassifier,
+    class_mean_baseline,
     mean_image_baseline,
     reconstruction_scores,
     scores_with_baseline,
@@ -19,6 +20,7 @@ __all__ = [
     "PROBES",
     "ReferenceClassifier",
     "build_decoder",
+    "class_mean_baseline",
     "direction_scores",
     "fit_decoders",
     "label_leakage_auc",

@@ -42,6 +42,17 @@ def mean_image_baseline(x_attacker, n: int) -> np.ndarray:
     return np.broadcast_to(mean, (n, *mean.shape)).copy()
 
 
+def class_mean_baseline(x_attacker, y_attacker, y_targets) -> np.ndarray:
+    """What knowing the label alone gives: each target's class mean of the attacker's inputs,
+    (n_targets, *x_shape). A reconstruction that scores no better than this carries the
+    label and nothing else of the input; classes the attacker never saw get its overall mean."""
+    x = np.asarray(x_attacker, np.float32)
+    y = np.asarray(y_attacker)
+    overall = x.mean(axis=0)
+    means = {c: x[y == c].mean(axis=0) for c in np.unique(y)}
+    return np.stack([means.get(c, overall) for c in np.asarray(y_targets)])
+
+
 def reconstruction_scores(x, x_hat, *, classifier: ReferenceClassifier | None = None, y=None) -> dict:
     """Scores of reconstructions `x_hat` of `x`, both (n, ...) in [0, 1].
 

@@ -49,3 +49,25 @@ for name in ("region-constant", "region-warmup", "region-linear"):
 path = plots.compare_figure(runs, os.path.join(out, "..", "region.png"),
                             title="constant alpha, alpha warm-up, linear cut layer")
 display(Image(path))
+
+# %% [markdown]
+# A classifier reading the reconstructions only shows that the label leaks, which the task
+# needs. How much of the *image* leaks beyond its label? Compare the attack's SSIM with
+# what the attacker would get from the label alone: the mean image of the target's class
+# in the attacker's data (`attacks.class_mean_baseline`).
+
+# %%
+import numpy as np
+import attacks
+import metrics
+from nopeek import data
+from nopeek.attack_run import attacker_indices
+
+config = PRESET_INFO["region-constant"].config if os.environ.get("NOPEEK_NOTEBOOK_SIZE") == "full" else PRESET_INFO["region-constant"].small
+ds = data.load(config.dataset, seed=config.split_seed)
+leak = attacker_indices(ds.y_train, leak_fraction=config.leak_fraction, seed=config.attack_seed)
+by_label = attacks.class_mean_baseline(ds.x_train[leak], ds.y_train[leak], ds.y_test)
+mean_image = attacks.mean_image_baseline(ds.x_train[leak], len(ds.x_test))
+if ds.x_test.ndim == 4:
+    print(f"SSIM of the mean image {float(metrics.ssim(ds.x_test, mean_image)):.3f}; "
+          f"of the label alone (class means) {float(metrics.ssim(ds.x_test, by_label)):.3f}")

@@ -201,3 +201,12 @@ def test_attack_cli(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nopeek.cli", "attack", "--run", str(run), "--attack", "label"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "binary task" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_class_mean_baseline(rng):
+    x = rng.uniform(size=(30, 4, 4, 1)).astype(np.float32)
+    y = np.arange(30) % 3
+    base = attacks.class_mean_baseline(x, y, np.array([2, 0, 7]))
+    np.testing.assert_allclose(base[0], x[y == 2].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(base[1], x[y == 0].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(base[2], x.mean(0), rtol=1e-6)  # a class the attacker never saw
