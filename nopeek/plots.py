@@ -196,7 +196,8 @@ def tradeoff_figure(rows, path: str, *, annotate: str | None = None, series_labe
                     xs = np.array([p[name] for p in pts])
                     xs_ci = np.array([p[name + "_ci"] for p in pts])
                     ax.plot(xs, acc, style, color=color, label=label)
-                    ax.errorbar(xs, acc, yerr=acc_ci, xerr=xs_ci, fmt="none", ecolor=color, alpha=0.5, capsize=2)
+                    ax.errorbar(xs, acc, yerr=_bounded(acc, acc_ci), xerr=_bounded(xs, xs_ci, 0.0, np.inf),
+                                fmt="none", ecolor=color, alpha=0.5, capsize=2)
                     for x_, y_, p in zip(xs, acc, pts):
                         ax.plot([x_], [y_], marker=marker, color=color,
                                 markerfacecolor="white" if p["collapsed"] else color, markersize=6)
@@ -232,7 +233,8 @@ def metric_vs_alpha_figure(rows, metric: str, ylabel: str, path: str) -> str:
         topology, cut, message = key
         label = (f"{topology} " if len(topologies) > 1 else "") + f"cut {cut}" + (f" {message}" if message != "client:z" else "")
         xs = [p["level"] for p in pts]
-        line = ax.errorbar(xs, [p[metric] for p in pts], yerr=[p[metric + "_ci"] for p in pts], fmt="-o", capsize=2, label=label)
+        ys = [p[metric] for p in pts]
+        line = ax.errorbar(xs, ys, yerr=_bounded(ys, [p[metric + "_ci"] for p in pts]), fmt="-o", capsize=2, label=label)
         hollow = [(x, p[metric]) for x, p in zip(xs, pts) if p["collapsed"]]
         if hollow:
             ax.plot(*zip(*hollow), "o", markerfacecolor="white", color=line[0].get_color(), markersize=8)
@@ -307,7 +309,8 @@ def error_tradeoff_figure(rows, path: str) -> str:
             if not pts:
                 continue
             xs, ys = [p["mse"] for p in pts], [p["acc"] for p in pts]
-            ax.errorbar(xs, ys, xerr=[p["mse_ci"] for p in pts], yerr=[p["acc_ci"] for p in pts], fmt=style + marker,
+            ax.errorbar(xs, ys, xerr=_bounded(xs, [p["mse_ci"] for p in pts], 0.0, np.inf),
+                        yerr=_bounded(ys, [p["acc_ci"] for p in pts]), fmt=style + marker,
                         color=color, capsize=2, label=(f"{key[0]} cut {key[1]}, " if multi else "") + name)
             for p in pts:
                 ax.annotate(f"{p['level']:g}", (p["mse"], p["acc"]), textcoords="offset points", xytext=(4, 3), fontsize=6)
@@ -320,35 +323,42 @@ def error_tradeoff_figure(rows, path: str) -> str:
     return _save(fig, path)
 
 
+def _bounded(means, cis, lo=0.0, hi=1.0):
+    """Asymmetric error bars of mean +- ci kept inside [lo, hi] (the metrics here are bounded;
+    a t-interval over a bimodal handful of seeds is not)."""
+    means, cis = np.asarray(means, float), np.asarray(cis, float)
+    return np.stack([means - np.maximum(lo, means - cis), np.minimum(hi, means + cis) - means])
+
+
 def compare_figure(named_rows: dict, path: str, *, title: str | None = None) -> str:
     """Several sweeps against alpha, one line each (e.g. a constant alpha, a warm-up, a linear
     cut layer): test accuracy, held-out dCor(x, m) and a clean classifier's accuracy on the
-    decoder's reconstructions; means over seeds with 95% intervals, collapsed points hollow."""
+    decoder's reconstructions (the better of attack and mean image). The line is the mean
+    over seeds, each seed a small dot; hollow markers: a seed collapsed there."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    panels = (("acc", "test accuracy"), ("dcor", "held-out dCor(x, m)"), ("clf", "classifier on reconstructions"))
-    for label, rows in named_rows.items():
-        for r in rows:
-            r.setdefault("best_classifier_accuracy", r.get("attack_classifier_accuracy", ""))
-        curves = {}
-        for key, fams in _series(rows).items():
-            curves[key] = [p for p in fams["nopeek"] if p["n"] > 0]
-        clf = {}
+    panels = (("accuracy", "test accuracy"), ("dcor", "held-out dCor(x, m)"),
+              ("best_classifier_accuracy", "classifier on reconstructions"))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, rows) in enumerate(named_rows.items()):
+        color = colors[i % len(colors)]
+        by_alpha: dict = {}
         for r in rows:
             if r.get("defense") in ("none", "nopeek") and r.get("diverged") != "true":
-                clf.setdefault(_f(r["alpha"]), []).append(_f(r.get("best_classifier_accuracy")))
-        for key, pts in curves.items():
-            xs = [p["level"] for p in pts]
-            for ax, (name, ylabel) in zip(axes, panels):
-                if name == "clf":
-                    stats = [_mean_ci(clf.get(x, [])) for x in xs]
-                    ys, ci = [m for m, _ in stats], [c for _, c in stats]
-                else:
-                    ys, ci = [p[name] for p in pts], [p[name + "_ci"] for p in pts]
-                line = ax.errorbar(xs, ys, yerr=ci, fmt="-o", capsize=2, label=label)
-                hollow = [(x, y) for x, y, p in zip(xs, ys, pts) if p["collapsed"]]
-                if hollow:
-                    ax.plot(*zip(*hollow), "o", markerfacecolor="white", color=line[0].get_color(), markersize=8)
-                ax.set_ylabel(ylabel)
+                by_alpha.setdefault(_f(r["alpha"]), []).append(r)
+        alphas = sorted(by_alpha)
+        for ax, (column, ylabel) in zip(axes, panels):
+            def value(r, column=column):
+                v = _f(r.get(column))
+                return v if np.isfinite(v) or column != "best_classifier_accuracy" else _f(r.get("attack_classifier_accuracy"))
+
+            means = [_finite_mean([value(r) for r in by_alpha[a]]) for a in alphas]
+            ax.plot(alphas, means, "-", color=color, label=label)
+            for a, m in zip(alphas, means):
+                collapsed = any(_flag(r, "collapsed") for r in by_alpha[a])
+                ax.plot([a], [m], "o", color=color, markerfacecolor="white" if collapsed else color, markersize=6)
+                seeds = [value(r) for r in by_alpha[a]]
+                ax.plot([a] * len(seeds), seeds, ".", color=color, alpha=0.35, markersize=4)
+            ax.set_ylabel(ylabel)
     for ax in axes:
         ax.set_xscale("symlog", linthresh=1.0)
         ax.set_xlabel("NoPeek alpha")
@@ -358,6 +368,11 @@ def compare_figure(named_rows: dict, path: str, *, title: str | None = None) -> 
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _finite_mean(values) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def load_histories(folder: str, rows=None) -> list[dict]:
@@ -405,7 +420,7 @@ def history_figure(histories, metric: str, ylabel: str, path: str, *, title: str
                  + (f" ({len(runs)} seeds)" if len(runs) > 1 else ""))
         line, = ax.plot(xs, mean, "-o", markersize=3, label=label)
         if len(runs) > 1:
-            ax.fill_between(xs, mean - ci, mean + ci, color=line.get_color(), alpha=0.2)
+            ax.fill_between(xs, np.maximum(mean - ci, 0.0), np.minimum(mean + ci, 1.0), color=line.get_color(), alpha=0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
