@@ -104,6 +104,14 @@ def _all() -> dict[str, Preset]:
             **_MNIST_CNN, cuts=["5"], cut_activation="linear", alphas=[0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0],
             noise_scales=[], epochs=8, attack_steps=600, seeds=[0, 1, 2],
         ),
+        # The operating point: the two changes that move the cliff, and longer training.
+        _preset(
+            "operating-point", "NoPeek's operating region on bundled mnist5k: cnn cut 5 with a linear cut "
+            "layer, alpha warm-up over 2 epochs, 20 epochs, alpha 0..12, 3 seeds, decoder attack.",
+            small=dict(alphas=[0.0, 6.0], noise_scales=[]),
+            **_MNIST_CNN, cuts=["5"], cut_activation="linear", alpha_warmup=2.0, alphas=[0.0, 4.0, 6.0, 8.0, 12.0],
+            noise_scales=[], epochs=20, attack_steps=600, seeds=[0, 1, 2],
+        ),
     ]
     return {p.name: p for p in presets}
 
