@@ -91,6 +91,13 @@ class MaxPool(nnx.Module):
         return max_pool_2x2(x)
 
 
+def _projection(c_in: int, c_out: int, stride: int, rngs: nnx.Rngs):
+    """The shortcut of a residual block: a strided 1x1 convolution when the shape changes, else None."""
+    if stride == 1 and c_in == c_out:
+        return None
+    return nnx.Conv(c_in, c_out, (1, 1), strides=stride, use_bias=False, rngs=rngs)
+
+
 class ResidualBlock(nnx.Module):
     """Basic ResNet block, GroupNorm: (n, H, W, c_in) -> (n, H/stride, W/stride, c_out)."""
 
@@ -100,11 +107,7 @@ class ResidualBlock(nnx.Module):
         self.norm1 = nnx.GroupNorm(c_out, num_groups=groups, rngs=rngs)
         self.conv2 = nnx.Conv(c_out, c_out, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
         self.norm2 = nnx.GroupNorm(c_out, num_groups=groups, rngs=rngs)
-        self.project = (
-            nnx.Conv(c_in, c_out, (1, 1), strides=stride, use_bias=False, rngs=rngs)
-            if stride != 1 or c_in != c_out
-            else None
-        )
+        self.project = _projection(c_in, c_out, stride, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = nnx.relu(self.norm1(self.conv1(x)))
@@ -124,11 +127,7 @@ class Bottleneck(nnx.Module):
         self.norm2 = nnx.GroupNorm(mid, num_groups=min(32, mid), rngs=rngs)
         self.conv3 = nnx.Conv(mid, c_out, (1, 1), use_bias=False, rngs=rngs)
         self.norm3 = nnx.GroupNorm(c_out, num_groups=min(32, c_out), rngs=rngs)
-        self.project = (
-            nnx.Conv(c_in, c_out, (1, 1), strides=stride, use_bias=False, rngs=rngs)
-            if stride != 1 or c_in != c_out
-            else None
-        )
+        self.project = _projection(c_in, c_out, stride, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = nnx.relu(self.norm1(self.conv1(x)))
