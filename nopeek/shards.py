@@ -331,5 +331,6 @@ def run_shard(config: SweepConfig, out: str, index: int, count: int, *, force: b
     return ShardResult(index, count, mine, len(todo), mine_rows, status)
 
 
-__all__ = ["MergeStatus", "ShardResult", "collect", "merge", "order_rows", "parse_shard", "prepare_shard_output",
-           "describe_missing", "merge_report", "planned_shards", "read_config", "run_shard", "shard_files", "shard_groups", "shard_path"]
+__all__ = ["MergeStatus", "ShardResult", "collect", "describe_missing", "merge", "merge_report", "order_rows",
+           "parse_shard", "planned_shards", "prepare_shard_output", "read_config", "run_shard", "shard_files",
+           "shard_groups", "shard_path"]

@@ -17,7 +17,7 @@ import pytest
 from nopeek.cli import main
 from nopeek.config import ConfigError
 from nopeek.results import KEY_COLUMNS, TIMING_COLUMNS, read_rows
-from nopeek.shards import collect, merge, parse_shard, prepare_shard_output, shard_groups, shard_path
+from nopeek.shards import merge, parse_shard, prepare_shard_output, shard_groups, shard_path
 from nopeek.sweep import PRESETS, run_sweep
 
 # The quick preset, smaller (400 digits): 4 groups (vanilla at cuts 1, 2, 3 and u_shaped at 1-2) x (no
