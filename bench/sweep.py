@@ -1,17 +1,23 @@
-"""Sweep benchmark: one cut group of the default sweep trained as one stack, against the
-same cells trained one by one in separate runs (each compiling its own program, as
-separate `nopeek train` runs would).
+"""Sweep benchmarks, each printing wall times and their ratio measured in the same run.
 
-Run:  python bench/sweep.py [--preset default] [--cut 4] [--epochs N]
+--part stack: one cut group of the default sweep trained as one stack, against the same
+  cells trained one by one in separate runs (each compiling its own program, as separate
+  `nopeek train` runs would).
+--part shards: the whole quick preset as one `nopeek sweep` process, against the same
+  sweep as 2 shard processes run at once on this machine (`--shard 0/2`, `--shard 1/2`,
+  into one folder; the second to finish merges), each timed from launch to exit.
 
-Prints both wall times and their ratio, measured in the same run.
+Run:  python bench/sweep.py [--part all|stack|shards] [--preset default] [--cut 4] [--epochs N]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -23,12 +29,23 @@ from nopeek.sweep import PRESETS, cells  # noqa: E402
 from nopeek.train import train_stack  # noqa: E402
 
 
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="default", choices=tuple(PRESETS))
+    parser.add_argument("--part", default="all", choices=("all", "stack", "shards"))
+    parser.add_argument("--preset", default="default", choices=tuple(PRESETS), help="--part stack's preset")
     parser.add_argument("--cut", default="4", help="cut list of the group (vanilla)")
     parser.add_argument("--epochs", type=int, default=None)
     args = parser.parse_args()
+    if args.part in ("all", "stack"):
+        bench_stack(args)
+    if args.part in ("all", "shards"):
+        bench_shards()
+
+
+def bench_stack(args):
     config = PRESETS[args.preset]
     if args.epochs:
         config = config.replace(epochs=args.epochs)
@@ -56,6 +73,46 @@ def main():
     print(f"| one stack | {t_stacked:.1f} | {' '.join(f'{a:.3f}' for a in stacked.test_accuracy)} |")
     print(f"| one by one | {t_alone:.1f} | {' '.join(f'{r.test_accuracy[0]:.3f}' for r in alone)} |")
     print(f"\nstacked speed-up: {t_alone / t_stacked:.2f}x")
+
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_shards(preset: str = "quick", shards: int = 2):
+    """The quick preset in 1 process against `shards` shard processes at once (launch to exit)."""
+    from nopeek.results import TIMING_COLUMNS, read_rows
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
+    base = [sys.executable, "-m", "nopeek.cli", "sweep", "--preset", preset, "--quiet"]
+    print(f"\n## {preset} preset: 1 process against {shards} shard processes at once ({os.cpu_count()} CPU cores)")
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        one, split = os.path.join(tmp, "one"), os.path.join(tmp, "shards")
+        t0, c0 = time.perf_counter(), _children_cpu()
+        subprocess.run([*base, "--out", one], check=True, env=env, stdout=subprocess.DEVNULL)
+        t_one, c_one = time.perf_counter() - t0, _children_cpu() - c0
+        t0, c0 = time.perf_counter(), _children_cpu()
+        procs = [subprocess.Popen([*base, "--out", split, "--shard", f"{i}/{shards}"], env=env, stdout=subprocess.DEVNULL)
+                 for i in range(shards)]
+        if any(p.wait() for p in procs):
+            raise SystemExit("a shard failed")
+        t_split, c_split = time.perf_counter() - t0, _children_cpu() - c0
+
+        def strip(path):
+            return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in read_rows(path)]
+
+        same = strip(os.path.join(one, "results.csv")) == strip(os.path.join(split, "results.csv"))
+        n_rows = len(read_rows(os.path.join(one, "results.csv")))
+    print(f"load average at the start: {load:.2f} (other work on the machine slows both runs)")
+    print("| run | wall (s) | CPU time, all processes (s) |")
+    print("|---|---|---|")
+    print(f"| 1 process | {t_one:.1f} | {c_one:.1f} |")
+    print(f"| {shards} shards at once | {t_split:.1f} | {c_split:.1f} |")
+    print(f"\nspeed-up: {t_one / t_split:.2f}x; merged table equals the 1-process table ({n_rows} rows, timing "
+          f"columns aside): {same}")
 
 
 if __name__ == "__main__":

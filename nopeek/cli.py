@@ -24,10 +24,11 @@ def _user_errors():
     from nopeek.engine import TopologyError
     from nopeek.io import CheckpointError
     from nopeek.models import ModelError
+    from nopeek.ray_executor import ClusterError
     from nopeek.runs import RunFolderError, TrainingDiverged
 
     return (AuditError, ConfigError, DataError, ModelError, TopologyError, RunFolderError, CheckpointError, TrainingDiverged,
-            FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError)
+            FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, ClusterError)
 
 
 def _load_npy(path: str, prog: str) -> np.ndarray:
@@ -188,6 +189,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from nopeek.presets import PRESET_INFO
     from nopeek.sweep import SweepConfig, format_table, load_config_file, run_sweep
 
+    if args.merge_shards is not None:
+        return _sweep_merge(args)
+    _check_cluster_args(args)
     preset = PRESET_INFO[args.preset]
     base = preset.small if args.small else preset.config
     if args.config:
@@ -203,10 +207,85 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     def log(line):
         print(line, file=sys.stderr, flush=True)
 
+    if args.shard is not None or args.ray is not None:
+        return _sweep_cluster(args, config, out, log)
     rows = run_sweep(config, out, force=args.force, progress=not args.quiet, log=log)
     print(format_table(rows))
     print(f"\n{len(rows)} rows in {out}/results.csv; figures in {out}/figures/ ({_time.perf_counter() - t0:.0f} s)")
     return 0
+
+
+# ---- sweeps on a cluster: --shard I/N, --merge-shards DIR, --ray [ADDRESS] (nopeek.shards, nopeek.ray_executor)
+
+
+def _add_cluster_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("on a cluster (README: Running on a cluster)")
+    g.add_argument("--shard", metavar="I/N", default=None,
+                   help="run shard I of N (0 <= I < N; e.g. $SLURM_ARRAY_TASK_ID/8) into --out, shared by all "
+                        "shards; the last to finish merges into results.csv")
+    g.add_argument("--merge-shards", metavar="DIR", default=None,
+                   help="merge DIR's shard files into DIR/results.csv and draw the figures; lists missing groups (exit 3)")
+    g.add_argument("--ray", metavar="ADDRESS", nargs="?", const="", default=None,
+                   help="run the groups as Ray tasks: auto (the cluster `ray start --head` started), HOST:PORT, "
+                        "ray://HOST:10001, or local (start one here); no value: RAY_ADDRESS or a local instance")
+    g.add_argument("--ray-cpus", type=float, default=None, help="CPUs each group's task asks for (default 1)")
+    g.add_argument("--ray-retries", type=int, default=None, help="retries of a task whose worker died (default 3)")
+
+
+def _check_cluster_args(args: argparse.Namespace) -> None:
+    """Refuse a bad --shard, a missing Ray, or options that do not go together, before anything runs."""
+    if args.shard is not None and args.ray is not None:
+        raise ConfigError("give --shard I/N (one process of a batch array) or --ray (a Ray cluster), not both")
+    if args.ray is None and (args.ray_cpus is not None or args.ray_retries is not None):
+        raise ConfigError("--ray-cpus and --ray-retries need --ray")
+    if args.shard is not None:
+        from nopeek.shards import parse_shard
+
+        parse_shard(args.shard)
+        if args.out is None:
+            raise ConfigError("--shard needs --out DIR: the folder every shard shares")
+    if args.ray is not None:
+        from nopeek.ray_executor import import_ray
+
+        import_ray(args.ray or None)
+
+
+def _sweep_cluster(args: argparse.Namespace, config, out: str, log) -> int:
+    """`nopeek sweep --shard I/N` or `--ray [ADDRESS]`: the table, then where things stand."""
+    from nopeek.sweep import format_table
+
+    if args.ray is not None:
+        from nopeek.ray_executor import run_sweep_ray
+
+        retries = {} if args.ray_retries is None else {"max_retries": args.ray_retries}
+        rows = run_sweep_ray(config, out, address=args.ray or None, force=args.force, progress=not args.quiet, log=log,
+                             num_cpus=args.ray_cpus, **retries)
+        print(format_table(rows))
+        print(f"\n{len(rows)} rows in {out}/results.csv; figures in {out}/figures/")
+        return 0
+    from nopeek.shards import parse_shard, run_shard
+
+    result = run_shard(config, out, *parse_shard(args.shard), force=args.force, progress=not args.quiet, log=log)
+    if result.rows:
+        print(format_table(result.rows) + "\n")
+    print(result.report(out, config))
+    return 0
+
+
+def _sweep_merge(args: argparse.Namespace) -> int:
+    """`nopeek sweep --merge-shards DIR`: exit 0 when every cell is there, 3 when some are missing."""
+    from nopeek.shards import merge, merge_report, read_config
+    from nopeek.sweep import SweepConfig
+
+    given = [a for a in ("shard", "ray", "out", "config") if getattr(args, a) is not None]
+    given += [n for n in SweepConfig.field_names() if getattr(args, n, None) is not None]
+    if given or args.force:
+        raise ConfigError(f"--merge-shards DIR reads the sweep's config from DIR/config.json; drop "
+                          f"--{(given or ['force'])[0].replace('_', '-')}")
+    config = read_config(args.merge_shards)
+    status = merge(args.merge_shards, config)
+    print(merge_report(status, args.merge_shards, config))
+    return 0 if status.complete else 3
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
@@ -315,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: runs/<timestamp>)")
     p.add_argument("--force", action="store_true", help="discard results of a different config in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_cluster_arguments(p)
     p.set_defaults(func=cmd_sweep)
 
     from nopeek.cost import PRESETS as COST_PRESETS, CostConfig

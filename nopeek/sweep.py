@@ -13,6 +13,9 @@ written; an output folder holding a different config is refused unless `force`.
     DIR/results.csv      one row per cell and attacked message (columns: RESULT_COLUMNS)
     DIR/samples/*.npy    16 held-out originals and each row's reconstructions of them
     DIR/figures/*.png    trade-off, dCor and SSIM against alpha, reconstruction grids
+
+Beyond one process, `nopeek.shards` (`--shard I/N`) and `nopeek.ray_executor` (`--ray`) run
+the same groups through `load_inputs` and `run_group`, so their rows are these rows.
 """
 
 from __future__ import annotations
@@ -237,6 +240,10 @@ def prepare_output(out: str, config: SweepConfig, force: bool) -> None:
                 os.replace(results, results + ".discarded")
             for sub in ("samples", "figures", "histories"):
                 shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
+            shards = os.path.join(out, "shards")  # a sharded run's files (nopeek.shards): set aside like results.csv
+            if os.path.isdir(shards):
+                shutil.rmtree(shards + ".discarded", ignore_errors=True)
+                os.replace(shards, shards + ".discarded")
     os.makedirs(out, exist_ok=True)
     write_json(config_path, config.to_dict())
 
@@ -279,14 +286,7 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
     `log` receives warning lines (diverged and collapsed cells)."""
     from nopeek.plots import sweep_figures
 
-    config.validate()
-    # Checks that need the data come before anything is written too: a failed start leaves no folder.
-    ds = data_lib.load(config.dataset, seed=config.split_seed, data_dir=config.data_dir, limit=config.limit)
-    attack_steps = config.attack_config.resolved("attack_steps")
-    leak_idx = attacker_indices(ds.y_train, leak_fraction=config.leak_fraction, leak_count=config.leak_count,
-                                aux_classes=config.aux_classes, seed=config.attack_seed)
-    for topology, spec in config.groups():
-        data_shards(config.train_config(topology, spec), ds)
+    inputs = load_inputs(config)  # a failed start leaves no folder
     prepare_output(out, config, force)
     results_path = os.path.join(out, "results.csv")
     done = {cell_key(r) for r in read_rows(results_path)}
@@ -294,7 +294,6 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
     todo = [c for c in all_cells if c.key(config) not in done]
     samples_dir = os.path.join(out, "samples")
     os.makedirs(samples_dir, exist_ok=True)
-    chance = float(np.max(np.bincount(ds.y_test)) / len(ds.y_test))
 
     bar = tqdm(total=len(all_cells), initial=len(all_cells) - len(todo), desc="sweep cells", unit="cell", disable=not progress)
     for topology, spec in config.groups():
@@ -302,7 +301,7 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
         if not group:
             continue
         bar.set_postfix_str(f"{topology} cut {spec}: training {len(group)} models as one stack")
-        rows = _run_group(config, ds, group, leak_idx, attack_steps, samples_dir, chance, progress, log)
+        rows = run_group(inputs, group, samples_dir, progress=progress, log=log)
         append_rows(results_path, rows)
         bar.update(len(group))
     bar.close()
@@ -311,6 +310,39 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
     sweep_figures(rows, os.path.join(out, "figures"), samples_dir=samples_dir,
                   histories_dir=os.path.join(out, "histories"))
     return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupInputs:
+    """What every group of a sweep needs besides its cells; built once per process by
+    `load_inputs` (the local sweep, each shard, each Ray worker)."""
+
+    config: SweepConfig
+    ds: data_lib.Dataset
+    leak_idx: np.ndarray  # (n_leaked,) the attacker's training samples
+    attack_steps: int
+    chance: float  # accuracy of always guessing the majority test class
+
+
+def load_inputs(config: SweepConfig) -> GroupInputs:
+    """Check the config and load the data, checking every group against it: everything a
+    sweep can refuse is refused here, before anything is written."""
+    config.validate()
+    ds = data_lib.load(config.dataset, seed=config.split_seed, data_dir=config.data_dir, limit=config.limit)
+    attack_steps = config.attack_config.resolved("attack_steps")
+    leak_idx = attacker_indices(ds.y_train, leak_fraction=config.leak_fraction, leak_count=config.leak_count,
+                                aux_classes=config.aux_classes, seed=config.attack_seed)
+    for topology, spec in config.groups():
+        data_shards(config.train_config(topology, spec), ds)
+    chance = float(np.max(np.bincount(ds.y_test)) / len(ds.y_test))
+    return GroupInputs(config, ds, leak_idx, attack_steps, chance)
+
+
+def run_group(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, progress: bool = False, log=print) -> list[dict]:
+    """Train, evaluate and attack the cells of one group (one topology and cut list) as one
+    stack; save their samples into `samples_dir`; return their rows (nothing else is written)."""
+    return _run_group(inputs.config, inputs.ds, group, inputs.leak_idx, inputs.attack_steps, samples_dir,
+                      inputs.chance, progress, log)
 
 
 def _run_group(config: SweepConfig, ds, group, leak_idx, attack_steps, samples_dir, chance, progress, log) -> list[dict]:
@@ -568,5 +600,5 @@ def load_config_file(path: str) -> dict:
     return loaded
 
 
-__all__ = ["Cell", "GridConfig", "KEY_COLUMNS", "PRESETS", "RESULT_COLUMNS", "SweepConfig", "cells", "format_table",
-           "load_config_file", "read_rows", "run_sweep", "write_rows"]
+__all__ = ["Cell", "GridConfig", "GroupInputs", "KEY_COLUMNS", "PRESETS", "RESULT_COLUMNS", "SweepConfig", "cells",
+           "format_table", "load_config_file", "load_inputs", "read_rows", "run_group", "run_sweep", "write_rows"]
