@@ -195,6 +195,8 @@ class TrainingConfig(Section):
     lr: float = field(default=1e-3, metadata={"help": "learning rate"})
     optimizer: str = field(default="adam", metadata={"help": "optimiser", "choices": OPTIMIZERS})
     dcor_batch: int = field(default=512, metadata={"help": "held-out samples for the per-epoch dCor in the history"})
+    label_defense: str = field(default="none", metadata={"help": "the label holder's defence of the labels against cut-gradient attacks", "choices": ("none", "maxnorm", "marvell")})
+    label_strength: float = field(default=1.0, metadata={"help": "its strength: max-norm's noise multiplier (1 = Li et al.'s), Marvell's power scale s"})
 
     def validate(self) -> "TrainingConfig":
         checks = [
@@ -209,6 +211,8 @@ class TrainingConfig(Section):
             (self.leakage in ("dcor", "log_dcor"), f"unknown leakage {self.leakage!r}; choose from dcor, log_dcor"),
             (self.noise_kind in ("gaussian", "uniform"), f"unknown noise kind {self.noise_kind!r}"),
             (self.dcor_batch >= 2, f"--dcor-batch must be >= 2, got {self.dcor_batch}"),
+            (self.label_defense in ("none", "maxnorm", "marvell"), f"--label-defense must be one of none, maxnorm, marvell, got {self.label_defense!r}"),
+            (finite(self.label_strength) and self.label_strength >= 0, f"--label-strength must be finite and >= 0, got {self.label_strength}"),
         ]
         raise_first_failure(checks)
         return self

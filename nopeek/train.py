@@ -36,7 +36,7 @@ from nopeek.stacking import ModelList, model_at, over_stack, resolve_stack_mode,
 from nopeek.topologies import Built, Setup, build
 
 DCOR_BLOCK = 1024  # rows per block for held-out dCor over a whole test set
-_TRAIN_NOISE, _TEST_NOISE = 0, 1  # separate key streams per model seed
+_TRAIN_NOISE, _TEST_NOISE, _LABEL_NOISE = 0, 1, 2  # separate key streams per model seed
 
 
 def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
@@ -87,13 +87,16 @@ _FROM_CONFIG = "from-config"
 
 
 def make_step_fn(built: Built, optimizer, config: TrainConfig, stack_mode: str, *, leakage_kind=_FROM_CONFIG,
-                 noise: bool = True):
+                 noise: bool = True, label_kinds=()):
     """A jitted `step(state, hparams, x_train, y_train, idx, step) -> (state, (loss, ce, leak))`.
 
     idx: (K, batch) sample indices, one row per model. One optimisation step of all K
     models; the state's buffers are donated. `leakage_kind` defaults to `config.leakage`;
     None builds a plain split-learning step that never computes dCor. `noise=False`
     leaves the noise defence out of the program (every noise scale of the stack is 0).
+    `label_kinds`: the label defences (`nopeek.label_defences`) some model of the stack
+    uses, per model `hparams["label_defense"]` at `hparams["label_strength"]`; () leaves
+    them out of the program.
     """
     if leakage_kind == _FROM_CONFIG:
         leakage_kind = config.leakage
@@ -101,9 +104,16 @@ def make_step_fn(built: Built, optimizer, config: TrainConfig, stack_mode: str, 
 
     def model_step(params, opt, hp, x, y, step):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(hp["seed"]), _TRAIN_NOISE), step) if noise else None
+        transform = None
+        if label_kinds:  # the label holder's defence (nopeek.label_defences)
+            from nopeek.label_defences import label_transform
+
+            label_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(hp["seed"]), _LABEL_NOISE), step)
+            transform = label_transform(hp["label_defense"], hp["label_strength"], label_key, kinds=label_kinds)
         grads, aux = protocol_gradients(
             topo, params, built.prepare(x, y), alpha=hp["alpha"], task_weight=config.task_weight,
             leakage_kind=leakage_kind, noise_scale=hp["noise_scale"], noise_kind=config.noise_kind, key=key,
+            gradient_transform=transform,
         )
         new_params, new_opt = {}, {}
         for party in params:  # each party updates its own parameters with its own optimiser state
@@ -317,18 +327,21 @@ class StackResult:
         return model_at(self.state.params, k)
 
 
-def _broadcast_lists(config: TrainConfig, alphas, seeds, noise_scales) -> dict[str, list]:
+def _broadcast_lists(config: TrainConfig, alphas, seeds, noise_scales, label_defenses=None,
+                     label_strengths=None) -> dict[str, list]:
     lists = {
         "alpha": list(alphas) if alphas is not None else [config.alpha],
         "seed": list(seeds) if seeds is not None else [config.seed],
         "noise_scale": list(noise_scales) if noise_scales is not None else [config.noise_scale],
+        "label_defense": list(label_defenses) if label_defenses is not None else [config.label_defense],
+        "label_strength": list(label_strengths) if label_strengths is not None else [config.label_strength],
     }
     k = max(len(v) for v in lists.values())
     for name, values in lists.items():
         if len(values) not in (1, k):
             raise ValueError(f"{name}: {len(values)} values for a stack of {k} models")
         lists[name] = values * k if len(values) == 1 else values
-    for name in ("alpha", "noise_scale"):
+    for name in ("alpha", "noise_scale", "label_strength"):
         bad = [v for v in lists[name] if not (np.isfinite(v) and v >= 0)]
         if bad:
             raise ConfigError(f"{name}s must be finite and >= 0, got {bad[0]}")
@@ -340,6 +353,17 @@ def _finite_mean(values) -> float:
     values = np.asarray(values, np.float64)
     values = values[np.isfinite(values)]
     return float(values.mean()) if values.size else float("nan")
+
+
+def _label_hparams(hparams: dict, lists: dict, num_classes: int) -> tuple[str, ...]:
+    """Add the label defences' per-model code and strength to `hparams`; return the defences used."""
+    from nopeek.label_defences import CODES, check_label_defense
+
+    for defense, strength in zip(lists["label_defense"], lists["label_strength"]):
+        check_label_defense(defense, strength, num_classes)
+    hparams["label_defense"] = jnp.asarray([CODES[d] for d in lists["label_defense"]], jnp.int32)
+    hparams["label_strength"] = jnp.asarray(lists["label_strength"], jnp.float32)
+    return tuple(sorted({d for d in lists["label_defense"] if d != "none"}))
 
 
 def data_shards(config: TrainConfig, dataset: Dataset) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
@@ -369,6 +393,8 @@ def train_stack(
     stack_mode: str = "auto",
     progress: bool = True,
     desc: str = "train",
+    label_defenses: Sequence[str] | None = None,
+    label_strengths: Sequence[float] | None = None,
 ) -> StackResult:
     """Train K split models together; K = the common length of alphas/seeds/noise_scales.
 
@@ -377,25 +403,29 @@ def train_stack(
         for missing lists (`config.alpha`, `config.seed`, `config.noise_scale`).
       dataset: the data (its train/test split is the dataset's).
       alphas, seeds, noise_scales: per-model values (a length-1 list is broadcast).
+      label_defenses, label_strengths: per-model label defence and strength
+        (`nopeek.label_defences`; default `config.label_defense`, `config.label_strength`).
 
     Returns:
       StackResult with per-task test accuracy, held-out dCor of every message, the history,
       and which models diverged.
     """
     config.validate()
-    lists = _broadcast_lists(config, alphas, seeds, noise_scales)
+    lists = _broadcast_lists(config, alphas, seeds, noise_scales, label_defenses, label_strengths)
     k = len(lists["alpha"])
     hparams = {
         "alpha": jnp.asarray(lists["alpha"], jnp.float32),
         "noise_scale": jnp.asarray(lists["noise_scale"], jnp.float32),
         "seed": jnp.asarray(lists["seed"], jnp.int32),
     }
+    label_kinds = _label_hparams(hparams, lists, dataset.num_classes)
     built = build_topology(config, dataset.input_shape, dataset.num_classes)
     shards, shards_test = data_shards(config, dataset)
     mode = resolve_stack_mode(stack_mode, has_conv(config.model))
     optimizer = make_optimizer(config.optimizer, config.lr)
     state = init_stack(built, lists["seed"], optimizer, mode)
-    step_fn = make_step_fn(built, optimizer, config, mode, noise=any(s > 0 for s in lists["noise_scale"]))
+    step_fn = make_step_fn(built, optimizer, config, mode, noise=any(s > 0 for s in lists["noise_scale"]),
+                           label_kinds=label_kinds)
     entries = leak_entries(built, shards_test)
     eval_fn = make_eval_fn(built, config, mode, sorted({e.message for e in entries}))
     data_test = built.prepare(jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test))
