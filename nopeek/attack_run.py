@@ -33,7 +33,7 @@ from nopeek.models import build_segment
 from nopeek.plots import label_leakage_figure, reconstruction_grid
 from nopeek.runs import TrainedRun, load
 
-ATTACKS = ("decoder", "whitebox", "unsplit", "probe", "label")
+ATTACKS = ("decoder", "whitebox", "unsplit", "probe", "label", "fsha")
 
 # Per-attack defaults of the settings left unset (None): an explicit value always wins.
 DEFAULTS = {
@@ -42,6 +42,7 @@ DEFAULTS = {
     "unsplit": {"attack_steps": 2000, "attack_lr": 0.05, "tv_weight": 0.05},
     "probe": {"attack_steps": 0, "attack_lr": 0.0, "tv_weight": 0.0},
     "label": {"attack_steps": 0, "attack_lr": 0.0, "tv_weight": 0.0},
+    "fsha": {"attack_steps": 0, "attack_lr": 0.0, "tv_weight": 0.0},  # trains its own client: nopeek.fsha
 }
 
 
@@ -129,6 +130,8 @@ def _grid(x, x_hat, path, title):
 def run_attack(run_dir: str, config: AttackConfig, out: str) -> dict:
     """Run `config.attack` against one message of the model in `run_dir`; write and return the scores."""
     config.validate()
+    if config.attack == "fsha":
+        raise ConfigError("--attack fsha trains a client under attack (nopeek.fsha.run_fsha); it attacks no run folder")
     run = load(run_dir)
     tc = run.config
     entry = run.entry(config.message)
@@ -192,7 +195,15 @@ def run_attack(run_dir: str, config: AttackConfig, out: str) -> dict:
         if ds.num_classes != 2:
             raise ConfigError(f"the label attack needs a binary task (e.g. breast_cancer); {tc.dataset} has {ds.num_classes} classes")
         tensor = label_attack_tensor(run)
-        grads = per_sample_gradients(run, ds.x_test, ds.y_test, tensor)
+        if tc.label_defense == "none":
+            grads = per_sample_gradients(run, ds.x_test, ds.y_test, tensor)
+        else:  # what the defended label holder sends, batch by batch as in training
+            from nopeek.label_defences import received_gradients
+
+            grads = received_gradients(run.built.topology, run.params, run.built.prepare, ds.x_test, ds.y_test, tensor,
+                                       defense=tc.label_defense, strength=tc.label_strength, seed=tc.seed,
+                                       batch_size=tc.batch_size)
+            scores["label_defense"], scores["label_strength"] = tc.label_defense, tc.label_strength
         _check_finite(grads, gradient_name(tensor))
         result = attacks.label_leakage_auc(grads, ds.y_test)
         scores.update(result, gradient=gradient_name(tensor))

@@ -8,6 +8,7 @@ NOPEEK_DEBUG=1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -154,6 +155,14 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from nopeek.attack_run import AttackConfig, run_attack
 
     config = dataclass_from_args(AttackConfig, args).validate()
+    if config.attack == "fsha":
+        return _cmd_fsha(args, config)
+    given = _given(args, _FSHA_ONLY)
+    if given:
+        raise ConfigError(f"{given[0]} is for --attack fsha (which trains its own client); --attack {config.attack} "
+                          "reads the run's config from --run")
+    if args.run is None:
+        raise ConfigError(f"--run is required for --attack {config.attack} (only --attack fsha trains its own client)")
     if not os.path.isdir(args.run) or not os.path.exists(os.path.join(args.run, "config.json")):
         raise ConfigError(f"--run {args.run}: not a `nopeek train` run folder (no config.json)")
     out = args.out or os.path.join(args.run, "attacks", config.attack)
@@ -166,6 +175,77 @@ def cmd_attack(args: argparse.Namespace) -> int:
     for probe in scores.get("probes", []):
         parts.append(f"{probe['probe']} probe accuracy {probe['accuracy']:.4f} (chance {probe['chance']:.4f})")
     print(f"{out} ({scores['message']}): " + "; ".join(parts))
+    return 0
+
+
+def _fsha_option_names() -> list[str]:
+    """The `nopeek attack` options only `--attack fsha` takes: the client's training options
+    (but the epochs), the server's (FSHAConfig) and the client's detector (SplitGuardConfig)."""
+    from nopeek.fsha import FSHAConfig
+    from nopeek.splitguard import SplitGuardConfig
+
+    names = sorted(TrainConfig.field_names() - set(_FSHA_SKIP)) + ["cut"]
+    return names + [f.name for f in dataclasses.fields(FSHAConfig)] + [f.name for f in dataclasses.fields(SplitGuardConfig)] + [
+        "splitguard", "quiet"]
+
+
+_FSHA_SKIP = ("epochs", "dcor_batch", "task_weight", "label_defense", "label_strength")
+_FSHA_ONLY: list[str] = []  # filled by build_parser
+_NOT_FSHA = ("message", "leak_fraction", "leak_count", "aux_classes", "attack_steps", "attack_lr", "n_targets", "tv_weight")
+
+
+def _given(args: argparse.Namespace, names) -> list[str]:
+    """The options among `names` given on the command line, as --option-name."""
+    return ["--" + n.replace("_", "-") for n in names
+            if getattr(args, n, None) not in (None, False)]
+
+
+def _cmd_fsha(args: argparse.Namespace, attack) -> int:
+    """`nopeek attack --attack fsha`: train a client under the feature-space hijacking attack."""
+    from nopeek.fsha import FSHAConfig, run_fsha
+    from nopeek.splitguard import SplitGuard, SplitGuardConfig
+
+    if args.run is not None:
+        raise ConfigError("--run: --attack fsha trains its own client under attack; give the client's training "
+                          "options (--dataset, --model, --cut, --alpha, ...) instead of a run folder")
+    bad = _given(args, _NOT_FSHA)
+    if bad:
+        hint = " (its iterations are --fsha-steps)" if bad[0] == "--attack-steps" else ""
+        raise ConfigError(f"{bad[0]} does not apply to --attack fsha{hint}")
+    if args.cut is not None:
+        if args.cuts is not None:
+            raise ConfigError("give --cut K (one cut) or --cuts K, not both")
+        args.cuts = (args.cut,)
+    config = dataclass_from_args(TrainConfig, args).validate()
+    fsha = dataclass_from_args(FSHAConfig, args).validate()
+    sg = dataclass_from_args(SplitGuardConfig, args).validate()
+    if not args.splitguard and _given(args, [f.name for f in dataclasses.fields(SplitGuardConfig)]):
+        raise ConfigError(f"{_given(args, [f.name for f in dataclasses.fields(SplitGuardConfig)])[0]} needs --splitguard")
+    from nopeek.data import sample_shape
+    from nopeek.train import build_topology
+
+    shape, classes = sample_shape(config.dataset, config.data_dir)
+    build_topology(config, shape, classes)  # topology and cut errors before any data is loaded
+    if config.topology != "vanilla":
+        raise ConfigError(f"--topology {config.topology}: --attack fsha runs on the vanilla topology (one client, one server)")
+    cuts = "-".join(map(str, config.resolved_cuts(classes)))
+    out = args.out or (f"runs/fsha-{config.dataset.replace(':', '_').replace('/', '_')}-{config.model}-cut{cuts}"
+                       f"-alpha{config.alpha:g}-seed{config.seed}")
+    guard = SplitGuard(sg, classes, seed=config.seed) if args.splitguard else None
+    scores = run_fsha(config, fsha, out, attack_seed=attack.attack_seed, guard=guard, progress=not args.quiet)
+    parts = [f"{k} {scores[k]:.4f} (baseline {scores['baseline_' + k]:.4f})"
+             for k in ("mse", "psnr", "ssim", "classifier_accuracy")]
+    print(f"{out}: FSHA after {scores['fsha_steps']} iterations ({scores['n_public']} public, {scores['n_private']} "
+          f"private samples): " + "; ".join(parts))
+    det = scores["detection"]
+    if det is not None:
+        if det["fired"]:
+            at = det["at_detection"]
+            print(f"SplitGuard fired at iteration {det['iteration']} after {det['fake_batches']} fake batches; "
+                  f"the server's reconstructions then: mse {at['mse']:.4f} (baseline {at['baseline_mse']:.4f}), "
+                  f"ssim {at['ssim']:.4f} (baseline {at['baseline_ssim']:.4f})")
+        else:
+            print(f"SplitGuard did not fire ({det['fake_batches']} fake batches)")
     return 0
 
 
@@ -211,6 +291,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return _sweep_cluster(args, config, out, log)
     rows = run_sweep(config, out, force=args.force, progress=not args.quiet, log=log)
     print(format_table(rows))
+    from nopeek.sweep_dishonest import format_table as format_dishonest
+
+    extra = format_dishonest(rows)  # label AUCs and FSHA scores, when the sweep has them
+    if extra:
+        print("\n" + extra)
     print(f"\n{len(rows)} rows in {out}/results.csv; figures in {out}/figures/ ({_time.perf_counter() - t0:.0f} s)")
     return 0
 
@@ -357,10 +442,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     from nopeek.attack_run import AttackConfig
 
-    p = sub.add_parser("attack", help="attack a message of a trained split model", description=AttackConfig.__doc__)
-    p.add_argument("--run", required=True, help="run folder written by `nopeek train`")
+    p = sub.add_parser("attack", help="attack a message of a trained split model, or train one under FSHA",
+                       description=AttackConfig.__doc__ + " --attack fsha trains a client under a malicious server "
+                       "instead (nopeek.fsha): it takes the client's training options and the FSHA options, not --run.")
+    p.add_argument("--run", default=None, help="run folder written by `nopeek train` (every attack but fsha)")
     add_dataclass_arguments(p, AttackConfig)
-    p.add_argument("--out", default=None, help="output folder (default: RUN/attacks/ATTACK)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/attacks/ATTACK; fsha: runs/fsha-...)")
+    from nopeek.fsha import FSHAConfig
+    from nopeek.splitguard import SplitGuardConfig
+
+    fsha = p.add_argument_group("--attack fsha: the client (as in `nopeek train`), the server, the client's detector")
+    add_dataclass_arguments(fsha, TrainConfig, skip=_FSHA_SKIP)
+    fsha.add_argument("--cut", type=int, default=None, help="one cut: shorthand for --cuts K")
+    add_dataclass_arguments(fsha, FSHAConfig)
+    fsha.add_argument("--splitguard", action="store_true", help="the client runs SplitGuard (fake batches) and reports detection")
+    add_dataclass_arguments(fsha, SplitGuardConfig)
+    fsha.add_argument("--quiet", action="store_true", help="no progress bar")
+    _FSHA_ONLY[:] = _fsha_option_names()
     p.set_defaults(func=cmd_attack)
 
     from nopeek.audit import AuditConfig

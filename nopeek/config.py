@@ -198,6 +198,8 @@ class TrainingConfig(Section):
     optimizer: str = field(default="adam", metadata={"help": "optimiser", "choices": OPTIMIZERS})
     dcor_batch: int = field(default=512, metadata={"help": "held-out samples for the per-epoch dCor in the history"})
     alpha_warmup: float = field(default=0.0, metadata={"help": "epochs over which alpha ramps linearly from 0 to its value (0: from the start)"})
+    label_defense: str = field(default="none", metadata={"help": "the label holder's defence of the labels against cut-gradient attacks", "choices": ("none", "maxnorm", "marvell")})
+    label_strength: float = field(default=1.0, metadata={"help": "its strength: max-norm's noise multiplier (1 = Li et al.'s), Marvell's power scale s"})
 
     def validate(self) -> "TrainingConfig":
         checks = [
@@ -213,6 +215,8 @@ class TrainingConfig(Section):
             (self.noise_kind in ("gaussian", "uniform"), f"unknown noise kind {self.noise_kind!r}"),
             (self.dcor_batch >= 2, f"--dcor-batch must be >= 2, got {self.dcor_batch}"),
             (finite(self.alpha_warmup) and self.alpha_warmup >= 0, f"--alpha-warmup must be finite and >= 0, got {self.alpha_warmup}"),
+            (self.label_defense in ("none", "maxnorm", "marvell"), f"--label-defense must be one of none, maxnorm, marvell, got {self.label_defense!r}"),
+            (finite(self.label_strength) and self.label_strength >= 0, f"--label-strength must be finite and >= 0, got {self.label_strength}"),
         ]
         raise_first_failure(checks)
         return self

@@ -7,7 +7,9 @@ A `Topology` holds
     a vertical split, whose parameters are stacked and run as one vmapped program);
   - segments: model pieces, each run by one party: `output = module(merge(inputs))`;
   - losses: cross-entropy at the party that computes the logits (the labels are
-    delivered to it as a message when another party holds them);
+    delivered to it as a message when another party holds them), or the batch mean of a
+    tensor with no labels at all (`Loss(kind="mean")`: a critic's score, the loss a
+    malicious server trains the client on in `nopeek.fsha`);
   - protected messages: what a data holder sends computed from its raw inputs. The
     NoPeek penalty `alpha * D(x_p, m)` is added by that holder to the cotangent it gets
     back for m, and the noise defence is applied to m on its way out. A relay may
@@ -18,7 +20,9 @@ per segment (each party keeps its own closures), hands a party only the tensors
 addressed to it (through a `Transport`), then goes backward in reverse order: a party
 sends back the cotangent of each tensor it received, the producer sums cotangents of a
 tensor several parties used, and a segment with several inputs splits its cotangent
-among them. Each party ends with the gradients of its own parameters only.
+among them. Each party ends with the gradients of its own parameters only. A
+`gradient_transform` lets the party that computed a gradient message change it before it
+is sent (the label defences of `nopeek.label_defences` perturb the rows of dL/dz there).
 
 The transcript of a step (`transcript`) runs the same function under `jax.eval_shape`
 with a recording transport: every message with sender, receiver, tensor, shape, dtype
@@ -39,6 +43,7 @@ from nopeek.defences import add_noise, add_noise_per_sample
 from nopeek.losses import cross_entropy, leakage
 
 MERGES = ("concat", "sum", "mean")
+LOSS_KINDS = ("ce", "mean")
 
 
 class TopologyError(ValueError):
@@ -75,12 +80,15 @@ class Segment:
 
 @dataclasses.dataclass(frozen=True)
 class Loss:
-    """Cross-entropy of `logits` (a tensor of `party`) against the label key `labels`, weighted."""
+    """A weighted loss on tensor `logits` of `party`: kind "ce", the cross-entropy against the
+    label key `labels`; kind "mean", the mean of the tensor over the batch and its other
+    axes, with no labels (`labels` None): a critic's score D(z) to be minimised."""
 
     party: str
     logits: str
-    labels: str
+    labels: str | None = None
     weight: float = 1.0
+    kind: str = "ce"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +221,11 @@ class Topology:
                 raise TopologyError(f"{self.name}: tensor {s.output!r} is produced twice")
             known.add(s.output)
         for loss in self.losses:
-            if loss.labels not in data:
+            if loss.kind not in LOSS_KINDS:
+                raise TopologyError(f"{self.name}: loss kind must be one of {', '.join(LOSS_KINDS)}, got {loss.kind!r}")
+            if loss.kind == "mean" and loss.labels is not None:
+                raise TopologyError(f"{self.name}: a mean loss takes no labels, got {loss.labels!r}")
+            if loss.kind == "ce" and loss.labels not in data:
                 raise TopologyError(f"{self.name}: loss labels {loss.labels!r} are held by no party")
             if self.producer(loss.logits) != loss.party:
                 raise TopologyError(f"{self.name}: the loss on {loss.logits!r} must sit with the party computing it")
@@ -336,6 +348,14 @@ def _add(store: dict, key: str, value) -> None:
     store[key] = value if key not in store else store[key] + value
 
 
+def _transformed(fn, topo: Topology, seg: Segment, g, known):
+    """`fn` applied to the gradient message of `seg.output`, per replica of its producer."""
+    replicas = topo.party(seg.party).replicas
+    if replicas == 1:
+        return fn(seg.output, g, known, 0)
+    return jax.vmap(lambda gi, i: fn(seg.output, gi, known, i))(g, jnp.arange(replicas))
+
+
 def protocol_gradients(
     topo: Topology,
     params,
@@ -348,6 +368,7 @@ def protocol_gradients(
     noise_kind: str = "gaussian",
     key=None,
     transport: Transport | None = None,
+    gradient_transform=None,
 ):
     """One step of the protocol: every party's gradients of the total loss.
 
@@ -360,10 +381,17 @@ def protocol_gradients(
       leakage_kind: "dcor" or "log_dcor"; None computes no penalty at all (plain split learning).
       noise_scale, noise_kind, key: the noise defence on protected messages; key None = off.
       transport: carries the messages (default: hand over; `Recorder` writes them down).
+      gradient_transform: optional `f(tensor, g, known, index) -> g'`, called by the party
+        that computed the gradient message g = dL/d`tensor` before it sends it back (so it
+        changes only what the producer receives, and gradients no longer equal autodiff's):
+        `known` is everything that party holds or has received (its labels among them),
+        `index` the replica of the producer the rows belong to (0 unless replicated; the
+        function is vmapped over replicas). None: gradients are sent as computed.
 
     Returns:
       (grads, aux): grads shaped like params; aux = {"loss": scalar, "ce": {labels: scalar},
-      "leak": {message: scalar or (N,)}, "logits": {labels: (n, classes)}}.
+      "mean": {tensor: scalar} (mean losses), "leak": {message: scalar or (N,)},
+      "logits": {labels: (n, classes)}}.
     """
     transport = transport or Transport()
     known = {p.name: {k: data[k] for k in p.holds} for p in topo.parties}
@@ -396,16 +424,20 @@ def protocol_gradients(
                 outgoing[seg.output] = jax.vjp(lambda z: add_noise(z, k, noise_scale, noise_kind), out)
 
     cot = {p.name: {} for p in topo.parties}
-    aux = {"ce": {}, "leak": {}, "logits": {}}
+    aux = {"ce": {}, "mean": {}, "leak": {}, "logits": {}}
     total = jnp.zeros((), jnp.float32)
     for loss in topo.losses:
         logits = known[loss.party][loss.logits]
-        labels = fetch(loss.party, loss.labels)
         weight = task_weight * loss.weight
-        ce, g = jax.value_and_grad(cross_entropy)(logits, labels)
+        if loss.kind == "mean":
+            value, g = jax.value_and_grad(jnp.mean)(logits)
+            aux["mean"][loss.logits] = value
+        else:
+            labels = fetch(loss.party, loss.labels)
+            value, g = jax.value_and_grad(cross_entropy)(logits, labels)
+            aux["ce"][loss.labels], aux["logits"][loss.labels] = value, logits
         _add(cot[loss.party], loss.logits, weight * g)
-        aux["ce"][loss.labels], aux["logits"][loss.labels] = ce, logits
-        total = total + weight * ce
+        total = total + weight * value
 
     grads: dict = {}
     for i in reversed(range(len(topo.segments))):
@@ -415,7 +447,10 @@ def protocol_gradients(
         remote = None
         for receiver in topo.consumers(seg.output):
             if receiver != seg.party:
-                g = transport.send(topo, receiver, seg.party, gradient_name(seg.output), cot[receiver].pop(seg.output))
+                g = cot[receiver].pop(seg.output)
+                if gradient_transform is not None:
+                    g = _transformed(gradient_transform, topo, seg, g, known[receiver])
+                g = transport.send(topo, receiver, seg.party, gradient_name(seg.output), g)
                 remote = g if remote is None else remote + g
         if seg.output in outgoing:
             (remote,) = outgoing[seg.output][1](remote if remote is not None else jnp.zeros_like(out))
@@ -466,7 +501,9 @@ def end_to_end_loss(topo: Topology, params, data, *, alpha, task_weight=1.0, lea
     values = forward(topo, params, data)
     total = jnp.zeros((), jnp.float32)
     for loss in topo.losses:
-        total = total + task_weight * loss.weight * cross_entropy(values[loss.logits], values[loss.labels])
+        value = (jnp.mean(values[loss.logits]) if loss.kind == "mean"
+                 else cross_entropy(values[loss.logits], values[loss.labels]))
+        total = total + task_weight * loss.weight * value
     for m in topo.protected:
         holder = topo.producer(m)
         # The sender compares m with a constant to it (raw data, or what a relay received).

@@ -439,9 +439,13 @@ def sweep_figures(rows, fig_dir: str, *, samples_dir: str | None = None, histori
       ConfigError: a sample file that is unreadable or of another shape than its originals
         (checked before any figure is drawn).
     """
-    rows = [r for r in rows]
-    if not rows:
+    all_rows = list(rows)
+    rows = [r for r in all_rows if r.get("defense", "none") in ("none", "nopeek", "noise")]  # label defences: below
+    if not all_rows:
         return []
+    label_points = label_tradeoff_points(all_rows)
+    if not rows:
+        return [label_tradeoff_figure(label_points, os.path.join(fig_dir, "label_tradeoff.png"))] if label_points else []
     grids = _sample_grids(rows, samples_dir)
     paths = [
         tradeoff_figure(rows, os.path.join(fig_dir, "tradeoff.png")),
@@ -460,4 +464,100 @@ def sweep_figures(rows, fig_dir: str, *, samples_dir: str | None = None, histori
                                     os.path.join(fig_dir, "accuracy_over_epochs.png")))
     for name, title, grid_rows, labels in grids:
         paths.append(reconstruction_grid(grid_rows, labels, os.path.join(fig_dir, name), title=title))
+    if label_points:
+        paths.append(label_tradeoff_figure(label_points, os.path.join(fig_dir, "label_tradeoff.png")))
     return paths
+
+
+# ---- a dishonest server: FSHA curves, label-defence trade-off ----------------------
+
+
+def fsha_curves_figure(history, path: str, *, title: str = "FSHA", detection: int | None = None) -> str:
+    """MSE and SSIM of the FSHA server's reconstructions over iterations, the mean-image
+    baselines dashed; a vertical line where a client-side detector fired.
+
+    history: rows with "iteration", "mse", "ssim" and their "baseline_*" (one run), or
+    {label: rows} for several runs in one figure."""
+    runs = history if isinstance(history, dict) else {"FSHA": history}
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, name, label in ((axes[0], "mse", "MSE (lower = better reconstruction)"), (axes[1], "ssim", "SSIM")):
+        for run, rows in runs.items():
+            ax.plot([h["iteration"] for h in rows], [h[name] for h in rows], "-o", markersize=3, label=run)
+        first = next(iter(runs.values()))
+        ax.plot([h["iteration"] for h in first], [h[f"baseline_{name}"] for h in first], "--", color="gray",
+                label="mean image")
+        if detection:
+            ax.axvline(detection, color="tab:red", alpha=0.6, label="detector fired")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title}: held-out reconstructions", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def label_tradeoff_points(rows) -> list[dict]:
+    """Means over seeds of accuracy, label AUCs and leak AUCs max(AUC, 1 - AUC) per
+    (topology, defence, strength) from a sweep's rows (cells without a label defence count as "none" at strength 0 when they
+    have no other defence); [] when no row has label AUCs. A label defence's strength is
+    its `noise_scale` column."""
+    groups: dict = {}
+    for r in rows:
+        if not np.isfinite(_f(r.get("label_norm_auc"))) or _flag(r, "diverged"):
+            continue
+        defense = r.get("defense", "none")
+        if defense in ("nopeek", "noise"):
+            continue
+        strength = 0.0 if defense == "none" else _f(r.get("noise_scale"))
+        key = (r.get("topology", "vanilla"), defense, strength, r.get("seed"))
+        groups.setdefault(key[:3], {})[key[3]] = r  # one row per cell (a cell may have several messages)
+    out = []
+    for (topology, defense, strength), cells in sorted(groups.items()):
+        members = list(cells.values())
+        point = {"topology": topology, "defense": defense, "strength": strength, "n": len(members),
+                 "accuracy": float(np.mean([_f(m.get("accuracy")) for m in members]))}
+        for name in ("norm", "direction"):
+            auc = np.array([_f(m.get(f"label_{name}_auc")) for m in members])
+            point[f"{name}_auc"] = float(np.mean(auc))
+            point[f"{name}_leak"] = float(np.mean(np.maximum(auc, 1 - auc)))  # an attacker may read either side
+        out.append(point)
+    if len({p["topology"] for p in out}) == 1:
+        for p in out:
+            p["topology"] = ""
+    return out
+
+
+def label_tradeoff_figure(points, path: str) -> str:
+    """Label-defence trade-off: the norm and direction attacks' leak AUC, max(AUC, 1 - AUC),
+    against test accuracy.
+
+    points: dicts with "defense", "strength", "accuracy", "norm_leak", "direction_leak"
+    (means over seeds), and optionally "topology"; one curve per (topology, defence),
+    starting from the undefended point; 0.5 = chance."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), sharey=True)
+    groups: dict = {}
+    for p in points:
+        groups.setdefault((p.get("topology", ""), p["defense"]), []).append(p)
+    none = {p.get("topology", ""): p for p in points if p["defense"] == "none"}
+    for (topology, defense), pts in sorted(groups.items()):
+        if defense == "none":
+            continue
+        pts = sorted(pts, key=lambda p: p["strength"])
+        if topology in none:
+            pts = [none[topology]] + pts
+        for ax, name in ((axes[0], "norm_leak"), (axes[1], "direction_leak")):
+            line = ax.plot([p[name] for p in pts], [p["accuracy"] for p in pts], "-o", markersize=4,
+                           label=f"{topology + ' ' if topology else ''}{defense}")
+            for p in pts[1:]:
+                ax.annotate(f"{p['strength']:g}", (p[name], p["accuracy"]), textcoords="offset points", xytext=(3, 3),
+                            fontsize=7, color=line[0].get_color())
+    for ax, name in ((axes[0], "norm attack"), (axes[1], "direction attack")):
+        ax.axvline(0.5, color="gray", ls="--", alpha=0.6)
+        ax.set_xlabel(f"{name}: max(AUC, 1 - AUC) (0.5 = chance)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("test accuracy")
+    fig.suptitle("Label defences: leak AUC against accuracy (numbers: strength)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

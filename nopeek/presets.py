@@ -52,6 +52,15 @@ def _all() -> dict[str, Preset]:
             dataset="mnist", model="cnn_nopeek", cuts=["4"], alphas=[0.0, 0.05, 0.15, 0.5, 1.0, 3.0],
             noise_scales=[0.5, 2.0], epochs=30, attack_steps=3000, seeds=[0, 1, 2],
         ),
+        # Label defences (issue 12): labels at the server (vanilla: sent to it; vertical: held by it).
+        _preset(
+            "labels", "The label-defence trade-off: breast cancer, vanilla and vertical, max-norm and Marvell at "
+            "strengths 0.25/1/4/16, 20 epochs, 3 seeds, no decoder (figures/label_tradeoff.png).",
+            small=dict(dataset="breast_cancer", label_strengths=[1.0], epochs=3),
+            dataset="breast_cancer", model="mlp", widths=[64, 32], topologies=["vanilla", "vertical"], cuts=["1"],
+            alphas=[0.0], noise_scales=[], label_defenses=["maxnorm", "marvell"],
+            label_strengths=[0.25, 1.0, 4.0, 16.0], seeds=[0, 1, 2], epochs=20, attack_steps=0,
+        ),
         # Workshop paper, Figs. 5 and 6: dCor over epochs.
         _preset(
             "workshop-dcor-epochs", "dCor(x, z) over epochs (workshop paper Figs. 5, 6): mnist5k cnn cut after "

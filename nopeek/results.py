@@ -19,6 +19,11 @@ import os
 
 from nopeek.io import atomic_write_text
 
+# nopeek.sweep_dishonest.COLUMNS (listed here: results must not import the sweep)
+DISHONEST_COLUMNS = [
+    "label_norm_auc", "label_direction_auc", "fsha_mse", "fsha_psnr", "fsha_ssim", "fsha_classifier_accuracy",
+    "fsha_baseline_mse", "fsha_baseline_psnr", "fsha_baseline_ssim", "fsha_baseline_classifier_accuracy", "fsha_steps",
+]
 CELL_COLUMNS = ["dataset", "model", "topology", "cut", "defense", "alpha", "noise_scale", "seed"]
 KEY_COLUMNS = CELL_COLUMNS + ["party", "message"]
 SCORE_COLUMNS = [
@@ -30,6 +35,7 @@ RESULT_COLUMNS = KEY_COLUMNS + [
     "accuracy", "task_accuracies", "dcor", *SCORE_COLUMNS,
     "classifier_clean_accuracy", "collapsed", "collapse_reason", "diverged", "diverged_epoch",
     "cut_block", "cut_bytes_per_sample", "leakage", "epochs", "group_size",
+    *DISHONEST_COLUMNS,  # label AUCs and FSHA scores (nopeek.sweep_dishonest)
     "train_seconds", "attack_seconds", "eval_seconds", "samples_file", "originals_file",
 ]
 OLD_DEFAULTS = {"topology": "vanilla", "party": "client", "message": "z", "diverged": "false", "collapsed": "false",

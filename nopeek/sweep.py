@@ -33,10 +33,12 @@ from tqdm.auto import tqdm
 
 import attacks
 from nopeek import data as data_lib
+from nopeek import sweep_dishonest
 from nopeek.attack_run import AttackConfig, attacker_indices
 from nopeek.config import (
     Composed, ConfigError, DataConfig, ModelConfig, Section, TrainConfig, TrainingConfig, finite, raise_first_failure,
 )
+from nopeek.fsha import FSHAConfig
 from nopeek.io import read_json, write_json
 from nopeek.models import model_blocks
 from nopeek.results import (
@@ -72,6 +74,8 @@ class GridConfig(Section):
     alphas: tuple[float, ...] = field(default=(0.0, 1.0), metadata={"help": "NoPeek weights (0 = no defence)"})
     noise_scales: tuple[float, ...] = field(default=(), metadata={"help": "noise-defence scales (empty: none)"})
     seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "model seeds (initialisation, data order, noise)"})
+    label_defenses: tuple[str, ...] = field(default=(), metadata={"help": "label defences (maxnorm, marvell; binary tasks): one cell per defence and strength"})
+    label_strengths: tuple[float, ...] = field(default=(), metadata={"help": "their strengths (written in the noise_scale column)"})
 
     @classmethod
     def from_dict(cls, d: dict):
@@ -110,10 +114,11 @@ class SweepConfig(Composed):
     trained (data, model, training sections) and attacked (attack section)."""
 
     SECTIONS = (("data_config", DataConfig), ("model_config", ModelConfig), ("training_config", TrainingConfig),
-                ("grid_config", GridConfig), ("attack_config", AttackConfig))
+                ("grid_config", GridConfig), ("attack_config", AttackConfig), ("fsha_config", FSHAConfig))
     EXCLUDED = frozenset({
         ("model_config", "topology"), ("model_config", "cuts"),
         ("training_config", "alpha"), ("training_config", "noise_scale"), ("training_config", "seed"),
+        ("training_config", "label_defense"), ("training_config", "label_strength"), ("fsha_config", "checkpoint_every"),
         ("attack_config", "attack"), ("attack_config", "message"), ("attack_config", "n_targets"),
         ("attack_config", "tv_weight"),
     })
@@ -157,6 +162,7 @@ class SweepConfig(Composed):
                 raise ConfigError(f"--topologies {t}: takes {TOPOLOGIES[t].cuts.replace('>=', 'at least ')} cut(s); "
                                   f"none of --cuts {','.join(self.cuts)} fits (e.g. 2-4 for two cuts)")
         shape, classes = data_lib.sample_shape(self.dataset, self.data_dir)
+        sweep_dishonest.check_grid(self.grid_config, classes)
         n_blocks = len(model_blocks(self.model, classes, self.widths))
         for topology, spec in self.groups():
             try:
@@ -182,7 +188,7 @@ class Cell:
 
     topology: str
     cut: str  # cut spec, "4" or "2-5"
-    defense: str  # "none", "nopeek" or "noise"
+    defense: str  # "none", "nopeek", "noise", or a label defence ("maxnorm", "marvell": strength in noise_scale)
     alpha: float
     noise_scale: float
     seed: int
@@ -205,6 +211,7 @@ def cells(config: SweepConfig) -> list[Cell]:
             defences = [("none", 0.0, 0.0)]
             defences += [("nopeek", float(a), 0.0) for a in config.alphas if a > 0]
             defences += [("noise", 0.0, float(s)) for s in config.noise_scales]
+            defences += sweep_dishonest.label_defences(config)
             out += [Cell(topology, spec, d, a, s, seed) for d, a, s in defences]
     return out
 
@@ -349,9 +356,8 @@ def _run_group(config: SweepConfig, ds, group, leak_idx, attack_steps, samples_d
     topology, spec = group[0].topology, group[0].cut
     tc = config.train_config(topology, spec)
     t0 = time.perf_counter()
-    result = train_stack(tc, ds, alphas=[c.alpha for c in group], seeds=[c.seed for c in group],
-                         noise_scales=[c.noise_scale for c in group], progress=progress,
-                         desc=f"{topology} cut {spec}")
+    result = train_stack(tc, ds, alphas=[c.alpha for c in group], seeds=[c.seed for c in group], progress=progress,
+                         desc=f"{topology} cut {spec}", **sweep_dishonest.train_lists(group))
     train_seconds = time.perf_counter() - t0
     built = result.built
     _save_histories(os.path.join(os.path.dirname(samples_dir), "histories"), group, result)
@@ -376,10 +382,11 @@ def _run_group(config: SweepConfig, ds, group, leak_idx, attack_steps, samples_d
     entries = leak_entries(built, shards_test)
     t0 = time.perf_counter()
     scores = _attack_entries(config, ds, entries, result, alive, sent_leak, prepared, prepared_test, leak_idx, attack_steps)
+    extra = sweep_dishonest.extra_columns(config, ds, group, result, alive, log)  # label AUCs, FSHA
     attack_seconds = time.perf_counter() - t0
     timing = {"train_seconds": round(train_seconds, 2), "attack_seconds": round(attack_seconds, 2),
               "eval_seconds": round(eval_seconds, 2)}
-    return _rows(config, group, entries, result, scores, prepared_test, samples_dir, chance, timing, log)
+    return _rows(config, group, entries, result, scores, prepared_test, samples_dir, chance, timing, log, extra)
 
 
 def _save_histories(folder: str, group, result) -> None:
@@ -424,8 +431,9 @@ def _attack_entries(config, ds, entries, result, alive, sent_leak, prepared, pre
     return scores
 
 
-def _rows(config, group, entries, result, scores, prepared_test, samples_dir, chance, timing, log) -> list[dict]:
-    """One row per (cell, attacked message); samples saved for the grids."""
+def _rows(config, group, entries, result, scores, prepared_test, samples_dir, chance, timing, log, extra=None) -> list[dict]:
+    """One row per (cell, attacked message); samples saved for the grids; `extra[i]`: more
+    columns of cell i (nopeek.sweep_dishonest)."""
     rows = []
     n_classes = next(iter(result.built.tasks.values()))
     for e in entries:
@@ -455,7 +463,7 @@ def _rows(config, group, entries, result, scores, prepared_test, samples_dir, ch
                    "task_accuracies": " ".join(f"{k}={float(v[i]):.4f}" for k, v in result.task_accuracy.items()),
                    "classifier_clean_accuracy": s.get("classifier_clean_accuracy", ""),
                    "diverged": False, "diverged_epoch": 0, "collapsed": bool(reason), "collapse_reason": reason,
-                   "samples_file": samples_file}
+                   "samples_file": samples_file, **(extra or {}).get(i, {})}
             for k in ("mse", "psnr", "ssim", "dcor", "classifier_accuracy"):
                 if k in s:
                     row[f"attack_{k}"], row[f"baseline_{k}"] = s[k], s[f"baseline_{k}"]

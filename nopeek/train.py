@@ -36,7 +36,7 @@ from nopeek.stacking import ModelList, model_at, over_stack, padded_size, resolv
 from nopeek.topologies import Built, Setup, build
 
 DCOR_BLOCK = 1024  # rows per block for held-out dCor over a whole test set
-_TRAIN_NOISE, _TEST_NOISE = 0, 1  # separate key streams per model seed
+_TRAIN_NOISE, _TEST_NOISE, _LABEL_NOISE = 0, 1, 2  # separate key streams per model seed
 
 
 def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
@@ -93,7 +93,7 @@ _FROM_CONFIG = "from-config"
 
 
 def make_step_fn(built: Built, optimizer, config: TrainConfig, stack_mode: str, *, leakage_kind=_FROM_CONFIG,
-                 noise: bool = True, warmup_steps: int = 0):
+                 noise: bool = True, warmup_steps: int = 0, label_kinds=()):
     """A jitted `step(state, hparams, x_train, y_train, idx, step) -> (state, (loss, ce, leak))`.
 
     idx: (K, batch) sample indices, one row per model. One optimisation step of all K
@@ -101,6 +101,9 @@ def make_step_fn(built: Built, optimizer, config: TrainConfig, stack_mode: str, 
     None builds a plain split-learning step that never computes dCor. `noise=False`
     leaves the noise defence out of the program (every noise scale of the stack is 0).
     With `warmup_steps`, alpha ramps linearly from 0 to its value over that many steps.
+    `label_kinds`: the label defences (`nopeek.label_defences`) some model of the stack
+    uses, per model `hparams["label_defense"]` at `hparams["label_strength"]`; () leaves
+    them out of the program.
     """
     if leakage_kind == _FROM_CONFIG:
         leakage_kind = config.leakage
@@ -109,9 +112,16 @@ def make_step_fn(built: Built, optimizer, config: TrainConfig, stack_mode: str, 
     def model_step(params, opt, hp, x, y, step):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(hp["seed"]), _TRAIN_NOISE), step) if noise else None
         ramp = jnp.minimum(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+        transform = None
+        if label_kinds:  # the label holder's defence (nopeek.label_defences)
+            from nopeek.label_defences import label_transform
+
+            label_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(hp["seed"]), _LABEL_NOISE), step)
+            transform = label_transform(hp["label_defense"], hp["label_strength"], label_key, kinds=label_kinds)
         grads, aux = protocol_gradients(
             topo, params, built.prepare(x, y), alpha=hp["alpha"] * ramp, task_weight=config.task_weight,
             leakage_kind=leakage_kind, noise_scale=hp["noise_scale"], noise_kind=config.noise_kind, key=key,
+            gradient_transform=transform,
         )
         new_params, new_opt = {}, {}
         for party in params:  # each party updates its own parameters with its own optimiser state
@@ -325,18 +335,21 @@ class StackResult:
         return model_at(self.state.params, k)
 
 
-def _broadcast_lists(config: TrainConfig, alphas, seeds, noise_scales) -> dict[str, list]:
+def _broadcast_lists(config: TrainConfig, alphas, seeds, noise_scales, label_defenses=None,
+                     label_strengths=None) -> dict[str, list]:
     lists = {
         "alpha": list(alphas) if alphas is not None else [config.alpha],
         "seed": list(seeds) if seeds is not None else [config.seed],
         "noise_scale": list(noise_scales) if noise_scales is not None else [config.noise_scale],
+        "label_defense": list(label_defenses) if label_defenses is not None else [config.label_defense],
+        "label_strength": list(label_strengths) if label_strengths is not None else [config.label_strength],
     }
     k = max(len(v) for v in lists.values())
     for name, values in lists.items():
         if len(values) not in (1, k):
             raise ValueError(f"{name}: {len(values)} values for a stack of {k} models")
         lists[name] = values * k if len(values) == 1 else values
-    for name in ("alpha", "noise_scale"):
+    for name in ("alpha", "noise_scale", "label_strength"):
         bad = [v for v in lists[name] if not (np.isfinite(v) and v >= 0)]
         if bad:
             raise ConfigError(f"{name}s must be finite and >= 0, got {bad[0]}")
@@ -348,6 +361,17 @@ def _finite_mean(values) -> float:
     values = np.asarray(values, np.float64)
     values = values[np.isfinite(values)]
     return float(values.mean()) if values.size else float("nan")
+
+
+def _label_hparams(hparams: dict, lists: dict, num_classes: int) -> tuple[str, ...]:
+    """Add the label defences' per-model code and strength to `hparams`; return the defences used."""
+    from nopeek.label_defences import CODES, check_label_defense
+
+    for defense, strength in zip(lists["label_defense"], lists["label_strength"]):
+        check_label_defense(defense, strength, num_classes)
+    hparams["label_defense"] = jnp.asarray([CODES[d] for d in lists["label_defense"]], jnp.int32)
+    hparams["label_strength"] = jnp.asarray(lists["label_strength"], jnp.float32)
+    return tuple(sorted({d for d in lists["label_defense"] if d != "none"}))
 
 
 def data_shards(config: TrainConfig, dataset: Dataset) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
@@ -377,6 +401,8 @@ def train_stack(
     stack_mode: str = "auto",
     progress: bool = True,
     desc: str = "train",
+    label_defenses: Sequence[str] | None = None,
+    label_strengths: Sequence[float] | None = None,
 ) -> StackResult:
     """Train K split models together; K = the common length of alphas/seeds/noise_scales.
 
@@ -385,13 +411,15 @@ def train_stack(
         for missing lists (`config.alpha`, `config.seed`, `config.noise_scale`).
       dataset: the data (its train/test split is the dataset's).
       alphas, seeds, noise_scales: per-model values (a length-1 list is broadcast).
+      label_defenses, label_strengths: per-model label defence and strength
+        (`nopeek.label_defences`; default `config.label_defense`, `config.label_strength`).
 
     Returns:
       StackResult with per-task test accuracy, held-out dCor of every message, the history,
       and which models diverged.
     """
     config.validate()
-    lists = _broadcast_lists(config, alphas, seeds, noise_scales)
+    lists = _broadcast_lists(config, alphas, seeds, noise_scales, label_defenses, label_strengths)
     k = len(lists["alpha"])
     hparams = {
         "alpha": jnp.asarray(lists["alpha"], jnp.float32),
@@ -404,12 +432,14 @@ def train_stack(
     if mode == "vmap" and padded_size(k) > k:  # as many models on every device; the padding is dropped
         lists = {name: values + [values[-1]] * (padded_size(k) - k) for name, values in lists.items()}
         hparams = {name: jnp.asarray(lists[name], hparams[name].dtype) for name in hparams}
+    label_kinds = _label_hparams(hparams, lists, dataset.num_classes)
     optimizer = make_optimizer(config.optimizer, config.lr)
     state = init_stack(built, lists["seed"], optimizer, mode)
     if mode == "vmap":
         state, hparams = shard_models(state), shard_models(hparams)
     step_fn = make_step_fn(built, optimizer, config, mode, noise=any(s > 0 for s in lists["noise_scale"]),
-                           warmup_steps=int(round(config.alpha_warmup * sum(len(s) // config.batch_size for s in shards))))
+                           warmup_steps=int(round(config.alpha_warmup * sum(len(s) // config.batch_size for s in shards))),
+                           label_kinds=label_kinds)
     entries = leak_entries(built, shards_test)
     eval_fn = make_eval_fn(built, config, mode, sorted({e.message for e in entries}))
     data_test = built.prepare(jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test))

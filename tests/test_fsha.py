@@ -1,0 +1,265 @@
+"""A dishonest server (issue 12): FSHA as a server policy on the engine, the engine's critic
+loss, the client's code under attack, the attack's quality, SplitGuard, the CLI and the
+sweep column."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from nopeek import data
+from nopeek import engine as E
+from nopeek import topologies as T
+from nopeek.cli import main
+from nopeek.config import TrainConfig
+from nopeek.fsha import FSHAConfig, build_protocol, fsha_attack, fsha_topology, split_public
+from nopeek.fsha_nets import attacker_networks, gradient_penalty
+from nopeek.splitguard import SplitGuard, SplitGuardConfig, _Set, detection_study, rank_p_value, sg_score
+
+# digits (8x8), a small cnn cut after conv2: z is (8, 8, 16). The critic settings that make
+# 300 iterations enough on digits (the defaults are the authors' GP weight 500).
+CLIENT = dict(dataset="digits", model="cnn", widths=(8, 16, 32, 16), cuts=(2,))
+FAST = FSHAConfig(gp_weight=10.0, fsha_lr_critic=3e-3)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits")
+
+
+def _setup(alpha=0.0, noise=0.0, seed=0):
+    config = TrainConfig(**CLIENT, alpha=alpha, noise_scale=noise, seed=seed)
+    nets = attacker_networks((8, 8, 16), (8, 8, 1), width=8, res_blocks=1, seed=1)
+    topo = fsha_topology(config, (8, 8, 1), 10, nets)
+    honest = T.build("vanilla", T.Setup(model="cnn", widths=CLIENT["widths"], input_shape=(8, 8, 1), num_classes=10,
+                                        cuts=(2,)))
+    from flax import nnx
+
+    params = {"client": honest.init(seed)["client"], "server": {"critic": nnx.split(nets["critic"])[1]}}
+    return config, topo, honest, params
+
+
+def _batch(rng, n=16):
+    return jnp.asarray(rng.uniform(size=(n, 8, 8, 1)), jnp.float32), jnp.asarray(np.arange(n) % 10, jnp.int32)
+
+
+def test_mean_loss_gradients_equal_autodiff(rng):
+    """The engine's critic loss: Loss(kind="mean") with a NoPeek client, against jax.grad of the whole."""
+    _, topo, _, params = _setup()
+    topo = E.Topology(topo.name, topo.parties, topo.segments, (E.Loss("server", "critic", None, 3.0, kind="mean"),),
+                      topo.protected, topo.graphdefs)
+    x, y = _batch(rng)
+    grads, aux = jax.jit(lambda p: E.protocol_gradients(topo, p, {"x": x, "y": y}, alpha=0.7))(params)
+    loss, want = jax.jit(jax.value_and_grad(lambda p: E.end_to_end_loss(topo, p, {"x": x, "y": y}, alpha=0.7)))(params)
+    np.testing.assert_allclose(aux["loss"], loss, rtol=1e-5)
+    for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want)):
+        scale = float(jnp.max(jnp.abs(w))) + 1e-12
+        np.testing.assert_allclose(np.asarray(g) / scale, np.asarray(w) / scale, atol=2e-5)
+    assert set(aux["mean"]) == {"critic"} and not aux["ce"]
+    with pytest.raises(E.TopologyError, match="takes no labels"):
+        E.Topology("bad", topo.parties, topo.segments, (E.Loss("server", "critic", "y", kind="mean"),), ("z",), topo.graphdefs)
+    with pytest.raises(E.TopologyError, match="loss kind"):
+        E.Topology("bad", topo.parties, topo.segments, (E.Loss("server", "critic", None, kind="max"),), ("z",), topo.graphdefs)
+
+
+class Spy(E.Transport):
+    def __init__(self):
+        self.log = []
+
+    def send(self, topo, sender, receiver, tensor, value):
+        self.log.append((sender, receiver, tensor, np.asarray(value)))
+        return value
+
+
+def test_client_receives_only_the_gradient_of_its_message(rng):
+    """Under FSHA the client sends z and gets back only dL/dz; labels and raw inputs never cross."""
+    _, topo, _, params = _setup()
+    x, y = _batch(rng)
+    spy = Spy()
+    E.protocol_gradients(topo, params, {"x": x, "y": y}, alpha=0.5, transport=spy)
+    assert [(s, r, t) for s, r, t, _ in spy.log] == [("client", "server", "z"), ("server", "client", "dL/dz")]
+    z = spy.log[0][3]
+    assert spy.log[1][3].shape == z.shape
+    for _, _, _, value in spy.log:
+        assert not (value.shape == x.shape and np.array_equal(value, x))
+    assert [m.tensor for m in E.transcript(topo, params, {"x": jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                                            "y": jax.ShapeDtypeStruct(y.shape, y.dtype)})] == ["z", "dL/dz"]
+
+
+class Substitute(E.Transport):
+    """An honest run whose server's gradient message is replaced by another (the FSHA server's)."""
+
+    def __init__(self, received):
+        self.received = received
+
+    def send(self, topo, sender, receiver, tensor, value):
+        return self.received if tensor == "dL/dz" else value
+
+
+def test_client_code_is_the_honest_clients(rng, digits):
+    """The FSHA step's client update is the honest vanilla client's update (NoPeek term and noise
+    included) given the gradient the FSHA server sent: the client's code path is unchanged."""
+    config = TrainConfig(**CLIENT, alpha=0.7, noise_scale=0.3, seed=3, lr=1e-2)
+    protocol = build_protocol("fsha", config, digits, FAST, attack_seed=1)
+    state = protocol.init(config.seed)
+    params0 = jax.tree.map(jnp.copy, state.params)
+    x, y = jnp.asarray(digits.x_train[:32]), jnp.asarray(digits.y_train[:32])
+    t = 5
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 0), t)
+    kw = dict(alpha=0.7, leakage_kind="dcor", noise_scale=0.3, noise_kind="gaussian", key=key)
+
+    @jax.jit
+    def sent_by_server(p):
+        capture = E.Capture(["dL/dz"])
+        E.protocol_gradients(protocol.topology, p, {"x": x, "y": y}, transport=capture, **kw)
+        return capture.values["dL/dz"]
+
+    sent = sent_by_server(params0)
+    honest = T.build("vanilla", T.Setup(model="cnn", widths=CLIENT["widths"], input_shape=(8, 8, 1), num_classes=10,
+                                        cuts=(2,)))
+    honest_params = {"client": params0["client"], "server": honest.init(0)["server"]}
+    grads, _ = jax.jit(lambda p, s: E.protocol_gradients(honest.topology, p, {"x": x, "y": y}, transport=Substitute(s),
+                                                         **kw))(honest_params, sent)
+    opt = optax.adam(1e-2)
+    updates, _ = opt.update(grads["client"], opt.init(params0["client"]), params0["client"])
+    want = optax.apply_updates(params0["client"], updates)
+    new, _ = protocol.step(state, x, y, jnp.asarray(digits.x_train[32:64]), t, jnp.asarray(True))
+    for a, b in zip(jax.tree.leaves(new.params["client"]), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    kept = [np.asarray(a) for a in jax.tree.leaves(new.params["client"])]  # `new` is donated to the next step
+    skipped, _ = protocol.step(new, x, y, jnp.asarray(digits.x_train[32:64]), t + 1, jnp.asarray(False))
+    for a, b in zip(jax.tree.leaves(skipped.params["client"]), kept):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # a skipped (fake) batch leaves the client as it was
+
+
+def test_public_split_is_disjoint_and_seeded(digits):
+    pub, priv = split_public(digits.y_train, public_fraction=0.2, seed=4)
+    assert len(np.intersect1d(pub, priv)) == 0 and len(pub) + len(priv) == len(digits.y_train)
+    assert np.array_equal(pub, split_public(digits.y_train, public_fraction=0.2, seed=4)[0])
+    pub9, _ = split_public(digits.y_train, public_fraction=0.3, public_classes=(1, 2, 3, 4, 5, 6, 7, 8, 9), seed=0)
+    assert 0 not in set(digits.y_train[pub9])
+
+
+def test_gradient_penalty_is_zero_for_a_unit_slope_critic():
+    z = jnp.ones((4, 3, 3, 2))
+    # D(z) = sum over channels of (sum over positions / 3): per channel the spatial gradient has norm 1.
+    assert float(gradient_penalty(lambda v: jnp.sum(v, axis=(1, 2, 3))[:, None] / 3.0, z, 0 * z, jax.random.key(0))) < 1e-10
+
+
+def test_fsha_reconstructs_far_better_than_the_mean_image(digits):
+    """300 iterations on digits: the server's decoder reads the client's held-out images."""
+    config = TrainConfig(**CLIENT)
+    result = fsha_attack(config, FAST, digits, steps=300, checkpoint_every=300)
+    final = result["final"]
+    assert final["mse"] < 0.5 * final["baseline_mse"]
+    assert final["ssim"] > final["baseline_ssim"] + 0.3
+    assert final["classifier_accuracy"] > final["baseline_classifier_accuracy"] + 0.4
+    assert result["n_public"] + result["n_private"] == len(digits.y_train)
+
+
+def test_sg_score_separates_label_use_from_label_ignorance():
+    rng = np.random.default_rng(0)
+
+    def sets(fake_shift, fake_scale):
+        f, r1, r2 = _Set(), _Set(), _Set()
+        base = rng.normal(size=20)
+        for _ in range(6):
+            f.add(fake_scale * (base + fake_shift) + 0.1 * rng.normal(size=20))
+        for s in (r1, r2):
+            for _ in range(20):
+                s.add(base + 0.1 * rng.normal(size=20))
+        return f, r1, r2
+
+    assert sg_score(*sets(rng.normal(size=20) * 3, 4.0)) > 0.9  # fake batches come back different: honest
+    assert sg_score(*sets(0.0, 1.0)) < 0.5  # the same: the server ignores the labels
+    # The rank test: a drifting stream of regular vectors; a fake one from the stream ranks
+    # anywhere, one far off ranks first (p = 1 / (window + 1)).
+    regular = [np.full(5, 0.1 * t) + rng.normal(size=5) for t in range(20)]
+    assert rank_p_value(np.full(5, 2.0) + rng.normal(size=5) * 0 + 30, regular, 10) == pytest.approx(1 / 11)
+    ps = [rank_p_value(np.full(5, 2.0) + rng.normal(size=5), regular, 10) for _ in range(200)]
+    assert 0.3 < np.mean(ps) < 0.8 and rank_p_value(regular[0], regular[:19], 10) is None
+
+
+def test_splitguard_is_quiet_on_an_honest_server_and_fires_on_fsha(digits):
+    config = TrainConfig(**CLIENT)
+    rows = detection_study(config, FAST, SplitGuardConfig(), digits, seeds=(0, 1), honest_steps=150, fsha_steps=150)
+    honest = [r for r in rows if r["server"] == "honest"]
+    attacked = [r for r in rows if r["server"] == "fsha"]
+    assert [r["fired"] for r in honest] == [False, False] and all(r["fake_batches"] >= 5 for r in honest)
+    assert all(max(r["p_values"]) < 0.1 for r in honest)  # every fake batch came back unlike any regular one
+    assert all(r["accuracy"] > 0.5 for r in honest)  # honest training went on (fake batches skipped)
+    assert [r["fired"] for r in attacked] == [True, True]
+    assert all(r["iteration"] <= 150 and r["fake_batches"] >= 3 and r["mse"] > 0 for r in attacked), attacked
+    guard = SplitGuard(SplitGuardConfig(sg_start=3), 10, seed=0)
+    plans = [guard.plan(t, np.arange(10)) for t in range(200)]
+    assert not any(f for f, _ in plans[:3]) and 5 < sum(f for f, _ in plans) < 40
+    for fake, y in plans:
+        assert np.all((y != np.arange(10)) == fake)  # a fake batch shifts every label, a real one none
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--fsha-steps", "-1"], "--fsha-steps must be >= 0"),
+    (["--public-fraction", "0"], "--public-fraction must be in (0, 1)"),
+    (["--public-classes", "42"], "--public-classes 42: no training samples"),
+    (["--fsha-lr", "nan"], "--fsha-lr must be finite"),
+    (["--gp-weight", "-1"], "--gp-weight must be finite and >= 0"),
+    (["--fsha-weight", "0"], "--fsha-weight must be finite and > 0"),
+    (["--pilot-output", "tanh"], "invalid choice"),
+    (["--topology", "u_shaped", "--cuts", "1,2"], "runs on the vanilla topology"),
+    (["--run", "runs/x"], "--run: --attack fsha trains its own client"),
+    (["--leak-count", "5"], "--leak-count does not apply to --attack fsha"),
+    (["--attack-steps", "5"], "its iterations are --fsha-steps"),
+    (["--sg-k", "2"], "--sg-k needs --splitguard"),
+    (["--splitguard", "--sg-threshold", "1.5"], "--sg-threshold must be in (0, 1)"),
+    (["--splitguard", "--sg-window", "1"], "--sg-window must be >= 2"),
+    (["--cut", "9"], "--cuts must be between 1 and 5"),
+])
+def test_bad_fsha_options_are_one_line_errors(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["attack", "--attack", "fsha", "--dataset", "digits", "--model", "cnn", "--out", str(out), *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nopeek attack: error:") and message in err[0], err
+    assert not out.exists()
+
+
+def test_other_attacks_still_need_a_run(capsys):
+    for argv, message in ((["--attack", "decoder"], "--run is required for --attack decoder"),
+                          (["--attack", "probe", "--dataset", "digits"], "--dataset is for --attack fsha")):
+        with pytest.raises(SystemExit):
+            main(["attack", *argv])
+        assert message in capsys.readouterr().err
+
+
+def test_cli_writes_scores_grids_and_curves(tmp_path, capsys):
+    out = tmp_path / "fsha"
+    main(["attack", "--attack", "fsha", "--dataset", "digits", "--model", "cnn", "--widths", "8,16,32,16", "--cut", "2",
+          "--gp-weight", "10", "--fsha-lr-critic", "3e-3", "--fsha-steps", "40", "--checkpoint-every", "20",
+          "--splitguard", "--quiet", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "FSHA after 40 iterations" in printed and "SplitGuard" in printed
+    scores = json.loads((out / "scores.json").read_text())
+    assert [h["iteration"] for h in scores["history"]] == [20, 40]
+    for k in ("mse", "psnr", "ssim", "classifier_accuracy", "client_dcor"):
+        assert np.isfinite(scores[k]) and (k == "client_dcor" or np.isfinite(scores["baseline_" + k]))
+    assert scores["detection"]["fake_batches"] >= 1 and scores["pilot_output"] == "relu"
+    for name in ("grids/iter_000020.png", "grids/iter_000040.png", "reconstructions.png", "curves.png", "history.csv"):
+        assert os.path.getsize(out / name) > 0
+
+
+def test_sweep_fsha_column(tmp_path):
+    from nopeek.sweep import PRESETS, run_sweep
+
+    config = PRESETS["quick"].replace(model="cnn", widths=CLIENT["widths"], cuts=("2",), alphas=(0.0,), noise_scales=(),
+                                      epochs=1, attack_steps=0, fsha_steps=30, gp_weight=10.0, fsha_lr_critic=3e-3)
+    rows = run_sweep(config, str(tmp_path / "sweep"), progress=False)
+    assert len(rows) == 1
+    r = rows[0]
+    for k in ("mse", "ssim", "psnr", "classifier_accuracy"):
+        assert np.isfinite(float(r[f"fsha_{k}"])) and np.isfinite(float(r[f"fsha_baseline_{k}"]))
+    assert r["fsha_steps"] == "30" and r["label_norm_auc"] == ""  # digits has 10 classes: no label columns
