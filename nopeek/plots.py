@@ -160,7 +160,7 @@ def _label(cut, message, multi_message) -> str:
 def tradeoff_figure(rows, path: str, *, annotate: str | None = None, series_label=None) -> str:
     """Accuracy against held-out dCor(x, m) and against the decoder's SSIM (MSE for tabular
     data): one row of panels per topology, one colour per cut (and message), NoPeek solid,
-    noise dashed. Means over seeds with 95% intervals; collapsed settings drawn hollow,
+    noise dashed. Means over seeds with 95% intervals; collapsed settings drawn hollow (joined dotted),
     diverged ones listed in the panel.
 
     Args:
@@ -195,7 +195,10 @@ def tradeoff_figure(rows, path: str, *, annotate: str | None = None, series_labe
                 for ax, name in ((axes[t_index, 0], "dcor"), (axes[t_index, 1], "ssim" if use_ssim else "mse")):
                     xs = np.array([p[name] for p in pts])
                     xs_ci = np.array([p[name + "_ci"] for p in pts])
-                    ax.plot(xs, acc, style, color=color, label=label)
+                    live = np.array([not p["collapsed"] for p in pts])
+                    ax.plot(xs[live], acc[live], style, color=color, label=label)  # a collapsed point is not on the curve
+                    if not live.all():
+                        ax.plot(xs, acc, ":", color=color, alpha=0.4, linewidth=1)
                     ax.errorbar(xs, acc, yerr=_bounded(acc, acc_ci), xerr=_bounded(xs, xs_ci, 0.0, np.inf),
                                 fmt="none", ecolor=color, alpha=0.5, capsize=2)
                     for x_, y_, p in zip(xs, acc, pts):
