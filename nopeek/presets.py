@@ -13,6 +13,7 @@ import dataclasses
 from nopeek.sweep import SweepConfig
 
 _MNIST_CNN = dict(dataset="mnist5k", model="cnn", widths=[8, 16, 64, 32])
+CONFIGURATIONS = ["vanilla", "u_shaped", "vertical", "multi_task", "multi_hop", "round_robin"]
 _SMALL = dict(dataset="digits", model="mlp", widths=[64, 32], cuts=["1"], epochs=3, attack_steps=80, seeds=[0])
 
 
@@ -34,7 +35,7 @@ def _preset(name: str, description: str, small: dict | None = None, **fields) ->
 def _all() -> dict[str, Preset]:
     presets = [
         _preset(
-            "quick", "CI and the leakage-sweep notebook: digits, mlp, 2 cuts; about 30 s.",
+            "quick", "CI and the leakage-sweep notebook: digits, mlp, 2 cuts; about 15 s.",
             small=dict(cuts=["1", "2"], alphas=[0.0, 1.0, 5.0], noise_scales=[1.0]),
             dataset="digits", model="mlp", widths=[64, 32], cuts=["1", "2"], alphas=[0.0, 1.0, 5.0],
             noise_scales=[1.0], epochs=6, attack_steps=300,
@@ -52,11 +53,21 @@ def _all() -> dict[str, Preset]:
             dataset="mnist", model="cnn_nopeek", cuts=["4"], alphas=[0.0, 0.05, 0.15, 0.5, 1.0, 3.0],
             noise_scales=[0.5, 2.0], epochs=30, attack_steps=3000, seeds=[0, 1, 2],
         ),
+        # The configuration gallery: every topology of the engine on one data set.
+        _preset(
+            "configurations", "Every split-learning configuration on digits (mlp 64-32): vanilla, vertical, "
+            "multi-task and round robin at cut 1, U-shaped and multi-hop at cuts 1-2; NoPeek alpha 0 and 1, "
+            "30 epochs, 3 seeds, decoder attack on every message.",
+            small=dict(cuts=["1", "1-2"], topologies=CONFIGURATIONS, alphas=[0.0, 1.0], noise_scales=[], epochs=2,
+                       attack_steps=0),
+            dataset="digits", model="mlp", widths=[64, 32], topologies=CONFIGURATIONS, cuts=["1", "1-2"],
+            alphas=[0.0, 1.0], noise_scales=[], epochs=30, attack_steps=300, seeds=[0, 1, 2],
+        ),
         # Label defences (issue 12): labels at the server (vanilla: sent to it; vertical: held by it).
         _preset(
             "labels", "The label-defence trade-off: breast cancer, vanilla and vertical, max-norm and Marvell at "
             "strengths 0.25/1/4/16, 20 epochs, 3 seeds, no decoder (figures/label_tradeoff.png).",
-            small=dict(dataset="breast_cancer", label_strengths=[1.0], epochs=3),
+            small=dict(dataset="breast_cancer", topologies=["vanilla"], label_strengths=[1.0], epochs=3),
             dataset="breast_cancer", model="mlp", widths=[64, 32], topologies=["vanilla", "vertical"], cuts=["1"],
             alphas=[0.0], noise_scales=[], label_defenses=["maxnorm", "marvell"],
             label_strengths=[0.25, 1.0, 4.0, 16.0], seeds=[0, 1, 2], epochs=20, attack_steps=0,

@@ -27,7 +27,9 @@
 # nopeek sweep --preset workshop-dcor-epochs --out runs/fig6 && nopeek figures runs/fig6   # figures/dcor_over_epochs.png
 # ```
 #
-# FULL_RESULT_workshop-dcor-epochs
+# **Full preset** (`NOPEEK_NOTEBOOK_SIZE=full`; bundled mnist5k, cnn 8/16/64/32, 3 seeds):
+# 166 s on 2 CPU cores. Cut 5 with a linear cut layer, 20 epochs: alpha 3 lowers held-out dCor
+# from 0.784 (alpha 0) to 0.309 +- 0.017 at test accuracy 0.955 +- 0.008.
 
 # %%
 import os

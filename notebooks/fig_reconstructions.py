@@ -25,7 +25,9 @@
 # nopeek sweep --preset workshop-reconstructions --out runs/fig7 && nopeek figures runs/fig7   # figures/reconstructions_cut4.png
 # ```
 #
-# FULL_RESULT_workshop-reconstructions
+# **Full preset** (`NOPEEK_NOTEBOOK_SIZE=full`; bundled mnist5k, cnn 8/16/64/32, 3 seeds):
+# 80 s on 2 CPU cores. Cut 4: decoder SSIM 0.651 / 0.640 / 0.572 at alpha 0 / 0.1 / 0.9 (mean
+# image 0.115); a clean classifier reads 91% of the reconstructions at every weight.
 
 # %%
 import os

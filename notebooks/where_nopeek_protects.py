@@ -29,7 +29,14 @@
 # nopeek figures runs/region-constant runs/region-warmup runs/region-linear --out region.png
 # ```
 #
-# FULL_RESULT_region
+# **Full presets** (`NOPEEK_NOTEBOOK_SIZE=full`; bundled mnist5k, cnn 8/16/64/32, 3 seeds):
+# about 20 minutes on 2 CPU cores for the three. Constant alpha, ReLU cut: alpha 2 keeps
+# accuracy 0.936 with dCor 0.401, alpha 3 collapses one seed in three, alpha >= 4 (almost)
+# every seed. Warm-up over 2 epochs: no seed collapses up to alpha 12 (accuracy 0.921, dCor
+# 0.342). Linear cut layer: alpha 8 gives accuracy 0.935 +- 0.035 at dCor 0.298 +- 0.094.
+# Both changes and 20 epochs (preset `operating-point`, 459 s): alpha 4 gives accuracy
+# 0.959 +- 0.004 at dCor 0.257 +- 0.004, yet a clean classifier still reads 0.915 of the
+# reconstructions.
 
 # %%
 import os
