@@ -3,7 +3,7 @@
 The suite shares one persistent XLA compilation cache, fresh for each session: the many
 tests that run the same small programs (in this process, in `nopeek` subprocesses and in
 notebook kernels, which inherit the environment) compile each one once. It changes the
-suite's time (about a fifth less), not what it computes.
+suite's time (766 s to 564 s on 2 cores, three notebooks more), not what it computes.
 """
 
 import atexit
