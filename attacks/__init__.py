@@ -3,7 +3,7 @@
 Works on arrays and callables (activations, a client function); never imports `nopeek`.
 """
 
-from attacks.decoder import DecoderAttack, build_decoder, fit_decoders
+from attacks.decoder import DecoderAttack, build_decoder, fit_decoders, spatial_stages
 from attacks.inversion import total_variation, unsplit_inversion, whitebox_inversion
 from attacks.label_leakage import direction_scores, label_leakage_auc, norm_scores
 from attacks.probe import PROBES, probe_accuracy
@@ -29,6 +29,7 @@ __all__ = [
     "probe_accuracy",
     "reconstruction_scores",
     "scores_with_baseline",
+    "spatial_stages",
     "total_variation",
     "unsplit_inversion",
     "whitebox_inversion",

@@ -103,22 +103,25 @@ class ConvDecoder(nnx.Module):
         return nnx.sigmoid(out)
 
 
-def _is_spatial_match(z_shape, x_shape) -> bool:
-    """A conv decoder fits when z is (h, w, c), x is (H, W, C) and H/h = W/w is a power of 2."""
+def spatial_stages(z_shape, x_shape) -> int | None:
+    """k when z is (h, w, c) and x is (h * 2^k, w * 2^k, C): a convolutional decoder (or any
+    upsampling network) fits with k doubling stages; None otherwise (use a dense one)."""
     if len(z_shape) != 3 or len(x_shape) != 3:
-        return False
+        return None
     (h, w, _), (hh, ww, _) = z_shape, x_shape
     if hh % h or ww % w or hh // h != ww // w:
-        return False
+        return None
     ratio = hh // h
-    return ratio & (ratio - 1) == 0
+    if ratio & (ratio - 1):
+        return None
+    return int(round(math.log2(ratio)))
 
 
 def build_decoder(z_shape, x_shape, *, seed: int = 0, upsample: str = "subpixel", width: int = 32,
                   depth: int = 1) -> nnx.Module:
     """The decoder for activations of per-sample shape `z_shape` and inputs of `x_shape`."""
     rngs = nnx.Rngs(seed)
-    if _is_spatial_match(tuple(z_shape), tuple(x_shape)):
+    if spatial_stages(tuple(z_shape), tuple(x_shape)) is not None:
         return ConvDecoder(tuple(z_shape), tuple(x_shape), width=width, upsample=upsample, depth=depth, rngs=rngs)
     return MLPDecoder(math.prod(z_shape), tuple(x_shape), rngs=rngs)
 

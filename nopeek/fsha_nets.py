@@ -24,20 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from attacks import spatial_stages
+
 PILOT_OUTPUTS = ("auto", "linear", "relu")
-
-
-def spatial_stages(z_shape, x_shape) -> int | None:
-    """k when z is (h, w, c) and x is (h * 2^k, w * 2^k, C), else None (dense networks)."""
-    if len(z_shape) != 3 or len(x_shape) != 3:
-        return None
-    (h, w, _), (hh, ww, _) = z_shape, x_shape
-    if hh % h or ww % w or hh // h != ww // w:
-        return None
-    ratio = hh // h
-    if ratio & (ratio - 1):
-        return None
-    return int(round(math.log2(ratio)))
 
 
 def _conv(c_in, c_out, rngs, stride=1):
