@@ -218,6 +218,10 @@ def _cmd_fsha(args: argparse.Namespace, attack) -> int:
         args.cuts = (args.cut,)
     config = dataclass_from_args(TrainConfig, args).validate()
     fsha = dataclass_from_args(FSHAConfig, args).validate()
+    if config.alpha_warmup > 0:
+        raise ConfigError("--alpha-warmup does not apply to --attack fsha: its client uses --alpha from the first step")
+    if fsha.fsha_steps == 0:
+        raise ConfigError("--fsha-steps must be >= 1 for --attack fsha (0 means off only in nopeek sweep)")
     sg = dataclass_from_args(SplitGuardConfig, args).validate()
     if not args.splitguard and _given(args, [f.name for f in dataclasses.fields(SplitGuardConfig)]):
         raise ConfigError(f"{_given(args, [f.name for f in dataclasses.fields(SplitGuardConfig)])[0]} needs --splitguard")

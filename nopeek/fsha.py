@@ -100,14 +100,16 @@ def split_public(y_train, *, public_fraction: float, public_classes=(), seed: in
     drawn with the attacker's seed; the client keeps every other sample.
 
     Raises:
-      ConfigError: no samples of those classes, or a public or private set under 2 samples.
+      ConfigError: a class with no training samples, or a public or private set under 2 samples.
     """
     y_train = np.asarray(y_train)
     pool = np.arange(len(y_train))
     if len(public_classes):
+        missing = sorted(set(int(c) for c in public_classes) - set(np.unique(y_train).tolist()))
+        if missing:
+            raise ConfigError(f"--public-classes {','.join(map(str, public_classes))}: no training samples of class "
+                              f"{','.join(map(str, missing))}")
         pool = pool[np.isin(y_train, public_classes)]
-        if len(pool) == 0:
-            raise ConfigError(f"--public-classes {','.join(map(str, public_classes))}: no training samples of these classes")
     count = int(round(public_fraction * len(pool)))
     if count < 2 or len(y_train) - count < 2:
         raise ConfigError(f"--public-fraction {public_fraction:g}: {count} public and {len(y_train) - count} private "
@@ -243,7 +245,7 @@ def pilot_output_for(config: TrainConfig, fsha: FSHAConfig, dataset: Dataset, pr
 
 _PROTOCOLS: dict = {}  # compiled protocols, reused by runs that differ only in the client's seed
 # What a step depends on: the client's model and defence, its optimiser; the server's settings.
-_STEP_FIELDS = ("model", "widths", "topology", "cuts", "alpha", "leakage", "noise_scale", "noise_kind", "lr", "optimizer")
+_STEP_FIELDS = ("model", "widths", "topology", "cuts", "cut_activation", "alpha", "leakage", "noise_scale", "noise_kind", "lr", "optimizer")
 _SERVER_FIELDS = ("fsha_lr", "fsha_lr_critic", "gp_weight", "fsha_weight", "fsha_width", "fsha_res_blocks")
 
 

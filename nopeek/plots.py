@@ -502,7 +502,7 @@ def fsha_curves_figure(history, path: str, *, title: str = "FSHA", detection: in
 
 def label_tradeoff_points(rows) -> list[dict]:
     """Means over seeds of accuracy, label AUCs and leak AUCs max(AUC, 1 - AUC) per
-    (topology, defence, strength) from a sweep's rows (cells without a label defence count as "none" at strength 0 when they
+    (topology, defence, strength; and cut, when the rows have several) from a sweep's rows (cells without a label defence count as "none" at strength 0 when they
     have no other defence); [] when no row has label AUCs. A label defence's strength is
     its `noise_scale` column."""
     groups: dict = {}
@@ -513,7 +513,10 @@ def label_tradeoff_points(rows) -> list[dict]:
         if defense in ("nopeek", "noise"):
             continue
         strength = 0.0 if defense == "none" else _f(r.get("noise_scale"))
-        key = (r.get("topology", "vanilla"), defense, strength, r.get("seed"))
+        topology = r.get("topology", "vanilla")
+        if len({x.get("cut") for x in rows}) > 1:  # several cuts: one curve per topology and cut
+            topology = f"{topology} cut {r.get('cut')}"
+        key = (topology, defense, strength, r.get("seed"))
         groups.setdefault(key[:3], {})[key[3]] = r  # one row per cell (a cell may have several messages)
     out = []
     for (topology, defense, strength), cells in sorted(groups.items()):

@@ -163,6 +163,7 @@ class SweepConfig(Composed):
                                   f"none of --cuts {','.join(self.cuts)} fits (e.g. 2-4 for two cuts)")
         shape, classes = data_lib.sample_shape(self.dataset, self.data_dir)
         sweep_dishonest.check_grid(self.grid_config, classes)
+        sweep_dishonest.check_attack(self, classes)
         n_blocks = len(model_blocks(self.model, classes, self.widths))
         for topology, spec in self.groups():
             try:

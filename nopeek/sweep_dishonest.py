@@ -45,6 +45,20 @@ def check_grid(config, num_classes: int) -> None:
         check_label_defense(d, strengths[0], num_classes)
 
 
+def check_attack(config, num_classes: int) -> None:
+    """What a sweep's FSHA column and label defences cannot take, refused before any training."""
+    if config.label_defenses and "multi_task" in config.topologies:
+        raise ConfigError("--label-defenses: multi_task sends the labels to every server; a label defence "
+                          "does not apply (choose other --topologies)")
+    if config.fsha_steps:
+        if config.alpha_warmup > 0:
+            raise ConfigError("--fsha-steps: the FSHA client does not ramp alpha; drop --alpha-warmup or the FSHA column")
+        bad = [c for c in config.public_classes if c >= num_classes]
+        if bad:
+            raise ConfigError(f"--public-classes {','.join(map(str, config.public_classes))}: the data has "
+                              f"{num_classes} classes (0-{num_classes - 1})")
+
+
 def label_defences(config) -> list[tuple[str, float, float]]:
     """The (defense, alpha, noise_scale column) of each label-defence cell of one seed."""
     return [(d, 0.0, float(s)) for d in config.label_defenses for s in config.label_strengths]

@@ -363,12 +363,14 @@ def _finite_mean(values) -> float:
     return float(values.mean()) if values.size else float("nan")
 
 
-def _label_hparams(hparams: dict, lists: dict, num_classes: int) -> tuple[str, ...]:
+def _label_hparams(hparams: dict, lists: dict, num_classes: int, topology: str) -> tuple[str, ...]:
     """Add the label defences' per-model code and strength to `hparams`; return the defences used."""
     from nopeek.label_defences import CODES, check_label_defense
 
     for defense, strength in zip(lists["label_defense"], lists["label_strength"]):
         check_label_defense(defense, strength, num_classes)
+    if topology == "multi_task" and any(d != "none" for d in lists["label_defense"]):
+        raise ConfigError("--label-defense: multi_task sends the labels to every server; a label defence does not apply")
     hparams["label_defense"] = jnp.asarray([CODES[d] for d in lists["label_defense"]], jnp.int32)
     hparams["label_strength"] = jnp.asarray(lists["label_strength"], jnp.float32)
     return tuple(sorted({d for d in lists["label_defense"] if d != "none"}))
@@ -432,7 +434,7 @@ def train_stack(
     if mode == "vmap" and padded_size(k) > k:  # as many models on every device; the padding is dropped
         lists = {name: values + [values[-1]] * (padded_size(k) - k) for name, values in lists.items()}
         hparams = {name: jnp.asarray(lists[name], hparams[name].dtype) for name in hparams}
-    label_kinds = _label_hparams(hparams, lists, dataset.num_classes)
+    label_kinds = _label_hparams(hparams, lists, dataset.num_classes, config.topology)
     optimizer = make_optimizer(config.optimizer, config.lr)
     state = init_stack(built, lists["seed"], optimizer, mode)
     if mode == "vmap":

@@ -58,7 +58,7 @@ if FULL:  # the README's commands
     dataset = data.load("mnist5k")
     client = dict(dataset="mnist5k", model="cnn", widths=(8, 16, 64, 32), cuts=(3,))
     server, steps, every, strong = FSHAConfig(), 3000, 250, dict(alpha=10000.0)
-else:  # digits, a small cnn cut after conv2; a lighter gradient penalty so 300 iterations suffice
+else:  # digits, a small cnn cut after conv2; a lighter gradient penalty so 200 iterations suffice
     dataset = data.load("digits")
     client = dict(dataset="digits", model="cnn", widths=(8, 16, 32, 16), cuts=(2,))
     server, steps, every, strong = FSHAConfig(gp_weight=10.0, fsha_lr_critic=3e-3), 200, 50, dict(alpha=10000.0)
@@ -79,7 +79,7 @@ for label, alpha, weight in (("no defence", 0.0, 1.0), ("NoPeek alpha 1e4, attac
     f = result["final"]
     print(f"{label}: MSE {f['mse']:.4f} (mean image {f['baseline_mse']:.4f}), SSIM {f['ssim']:.3f} "
           f"(mean image {f['baseline_ssim']:.3f}), classifier on x_hat {f['classifier_accuracy']:.3f}, "
-          f"client dCor(x, z) {f['dcor']:.3f}")
+          f"client dCor(x, z) {f['client_dcor']:.3f}")
     grid = plots.reconstruction_grid([result["samples"], result["x_hat"][:16]], ["original", "FSHA"],
                                      os.path.join(out, f"fsha_{alpha:g}.png"), title=f"FSHA, {label}")
     display(Image(grid))

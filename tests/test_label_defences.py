@@ -184,12 +184,17 @@ def _leak(ds, result, defense, strength, seeds=(0, 1)):
 
 @pytest.mark.parametrize("defense,strengths", [("marvell", (0.0, 0.5, 4.0, 32.0)), ("maxnorm", (0.0, 1.0, 4.0, 16.0))])
 def test_label_defences_lower_the_attack_auc_toward_one_half(breast_cancer_model, defense, strengths):
+    """The better of the two attacks falls toward chance as the strength grows. The norm
+    attack alone need not: it reads little on this data undefended, and a defence's noise
+    can raise it a little (the README's table), so it is only held near chance at the
+    strongest setting."""
     ds, result = breast_cancer_model
     leaks = [_leak(ds, result, "none" if s == 0 else defense, s) for s in strengths]
     worst = [float(np.max(v)) for v in leaks]  # the better of the two attacks
     assert worst[0] > 0.95  # undefended: the direction attack reads the labels
     assert all(b <= a + 0.03 for a, b in zip(worst, worst[1:])), worst  # no stronger defence leaks more
     assert worst[-1] < 0.65, worst
+    assert leaks[-1][0] < 0.65, leaks  # the norm attack at the strongest setting
 
 
 def test_training_with_a_label_defence_and_the_sweep_cells(tmp_path, breast_cancer_model):
@@ -223,6 +228,29 @@ def test_cli_label_defence_errors_and_attack(tmp_path, capsys):
         main(["train", "--dataset", "breast_cancer", "--label-defense", "maxnorm", "--label-strength", "-1",
               "--out", str(tmp_path / "x")])
     assert "--label-strength must be finite and >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--dataset", "digits", "--topology", "multi_task", "--label-defense", "maxnorm",
+              "--out", str(tmp_path / "x")])
+    assert "multi_task sends the labels to every server" in capsys.readouterr().err
+
+
+def test_sweep_refuses_what_its_dishonest_columns_cannot_take():
+    from nopeek.config import ConfigError
+    from nopeek.presets import PRESETS
+
+    quick = PRESETS["quick"]
+    for changes, message in ((dict(topologies=("multi_task",), cuts=("1",), label_defenses=("maxnorm",), label_strengths=(1.0,)),
+                              "multi_task sends the labels"),
+                             (dict(fsha_steps=10, alpha_warmup=1.0), "does not ramp alpha"),
+                             (dict(fsha_steps=10, public_classes=(3, 42)), "the data has 10 classes")):
+        with pytest.raises(ConfigError, match=message):
+            quick.replace(**changes).validate()
+    quick.replace(fsha_steps=10, public_classes=(3, 4)).validate()  # fine
+
+
+def test_cli_label_defence_attack(tmp_path, capsys):
+    from nopeek.cli import main
+
     run = tmp_path / "bc"
     main(["train", "--dataset", "breast_cancer", "--widths", "16,8", "--epochs", "2", "--label-defense", "marvell",
           "--label-strength", "16", "--out", str(run), "--quiet"])
