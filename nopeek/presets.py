@@ -35,7 +35,7 @@ def _preset(name: str, description: str, small: dict | None = None, **fields) ->
 def _all() -> dict[str, Preset]:
     presets = [
         _preset(
-            "quick", "CI and the leakage-sweep notebook: digits, mlp, 2 cuts; about 15 s.",
+            "quick", "The leakage-sweep notebook (its small version): digits, mlp, 2 cuts; about 15 s.",
             small=dict(cuts=["1", "2"], alphas=[0.0, 1.0, 5.0], noise_scales=[1.0]),
             dataset="digits", model="mlp", widths=[64, 32], cuts=["1", "2"], alphas=[0.0, 1.0, 5.0],
             noise_scales=[1.0], epochs=6, attack_steps=300,

@@ -20,14 +20,16 @@
 # turns (round robin). nopeek trains every one of them on one protocol engine, and measures
 # what each message leaks: one row per (party, message) in the table.
 #
-# Small version by default (3 epochs, one seed, seconds). **Full size**
+# Small version by default (2 epochs, one seed, no decoder; seconds). **Full size**
 # (`NOPEEK_NOTEBOOK_SIZE=full`, preset `configurations`: 30 epochs, 3 seeds):
 # 49 s on 2 CPU cores. In every topology NoPeek alpha 1 keeps test accuracy (0.96-0.97) and
 # lowers the dCor of the data holder's first message from 0.95-0.96 to 0.81-0.84; the
 # vertical clients, each holding half of every image, from 0.97-0.98 to 0.71-0.73. Vanilla,
 # U-shaped and multi-hop give the same first message, cell for cell: the same network cut in
 # different places. A decoder still rebuilds every message (SSIM 0.86 or more, mean image
-# far below), and the second hop of multi-hop leaks less than the first (dCor 0.91 vs 0.95).
+# far below). Without NoPeek the second hop of multi-hop leaks less than the first (dCor 0.91
+# vs 0.95); NoPeek on the first hop alone (alpha 1) takes the first below the second (0.81 vs
+# 0.84): `--nopeek-hops all` penalises both.
 #
 # ```bash
 # nopeek sweep --preset configurations --out runs/configurations && nopeek figures runs/configurations
@@ -49,10 +51,11 @@ print(format_table(rows))
 # %% [markdown]
 # ## How to read it
 #
-# * `party` and `message`: who sends what. Vertical has one row per client (`z0`, `z1`) and
-#   the merged view `z[all]`; U-shaped and multi-hop have one row per message down the chain
-#   (the server's second message leaks less than the client's first, which is what the data
-#   holder protects).
+# * `party` and `message`: who sends what. Vertical has one row per client (`client1:z`,
+#   `client2:z`) and per client the merged view (`client1:z[all]`: what the server rebuilds
+#   of that client's slice from every client's message); multi-hop has one row per hop
+#   (`client:z1`, `relay1:z2`); round robin one per client; U-shaped one, the client's
+#   `z1` (the server's reply goes back to the data holder, who has the inputs already).
 # * NoPeek is applied where the raw data is (the data holder's first message; `--nopeek-hops
 #   all` penalises every hop of a chain).
 # * Each figure row is one topology: accuracy against held-out dCor and against the decoder's
