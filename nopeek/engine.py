@@ -37,6 +37,7 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from nopeek.defences import add_noise, add_noise_per_sample
@@ -323,6 +324,19 @@ class Capture(Transport):
     def send(self, topo, sender, receiver, tensor, value):
         if tensor in self.tensors:
             self.values[tensor] = value
+        return value
+
+
+class Log(Transport):
+    """A transport that keeps every message with its value, in the order sent: `log` is a
+    list of (sender, receiver, tensor, value as a NumPy array). For inspection and tests;
+    values are concrete, so use it outside `jax.jit`."""
+
+    def __init__(self):
+        self.log: list[tuple[str, str, str, Any]] = []
+
+    def send(self, topo, sender, receiver, tensor, value):
+        self.log.append((sender, receiver, tensor, np.asarray(value)))
         return value
 
 

@@ -96,16 +96,6 @@ def test_every_configuration_matches_autodiff(rng, topology, model, cuts, kw):
     _assert_close_trees(grads, want)
 
 
-class Spy(E.Transport):
-    """Records every message: sender, receiver, tensor name and the value itself."""
-
-    def __init__(self):
-        self.log = []
-
-    def send(self, topo, sender, receiver, tensor, value):
-        self.log.append((sender, receiver, tensor, np.asarray(value)))
-        return value
-
 
 @pytest.mark.parametrize("topology,model,cuts,kw", [
     ("vanilla", "mlp", (1,), {}), ("u_shaped", "cnn", (3, 5), {}), ("multi_hop", "mlp", (1, 2), {}),
@@ -133,7 +123,7 @@ def test_parties_see_only_what_is_addressed_to_them(rng, monkeypatch, topology, 
         return wrapped
 
     monkeypatch.setattr(E, "segment_fn", recording)
-    spy = Spy()
+    spy = E.Log()
     E.protocol_gradients(b.topology, params, b.prepare(x, y), alpha=0.5, transport=spy)
     topo = b.topology
 
@@ -172,7 +162,7 @@ def test_transcript_bytes_equal_the_arrays_passed(rng, topology, model, cuts, kw
     params = b.init(0)
     x, y = _batch(rng, SHAPES[model])
     data = b.prepare(x, y)
-    spy = Spy()
+    spy = E.Log()
     E.protocol_gradients(b.topology, params, data, alpha=0.5, transport=spy)
     spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), data)
     messages = E.transcript(b.topology, params, spec)
@@ -217,7 +207,7 @@ def test_noise_is_added_to_what_is_sent(rng):
     b = _built("vanilla", "mlp", (1,))
     params = b.init(0)
     x, y = _batch(rng, SHAPES["mlp"])
-    spy = Spy()
+    spy = E.Log()
     E.protocol_gradients(b.topology, params, b.prepare(x, y), alpha=0.0, noise_scale=2.0, noise_kind="uniform",
                          key=jax.random.key(0), transport=spy)
     sent = next(v for (_, _, t, v) in spy.log if t == "z")

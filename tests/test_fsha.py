@@ -66,20 +66,12 @@ def test_mean_loss_gradients_equal_autodiff(rng):
         E.Topology("bad", topo.parties, topo.segments, (E.Loss("server", "critic", None, kind="max"),), ("z",), topo.graphdefs)
 
 
-class Spy(E.Transport):
-    def __init__(self):
-        self.log = []
-
-    def send(self, topo, sender, receiver, tensor, value):
-        self.log.append((sender, receiver, tensor, np.asarray(value)))
-        return value
-
 
 def test_client_receives_only_the_gradient_of_its_message(rng):
     """Under FSHA the client sends z and gets back only dL/dz; labels and raw inputs never cross."""
     _, topo, _, params = _setup()
     x, y = _batch(rng)
-    spy = Spy()
+    spy = E.Log()
     E.protocol_gradients(topo, params, {"x": x, "y": y}, alpha=0.5, transport=spy)
     assert [(s, r, t) for s, r, t, _ in spy.log] == [("client", "server", "z"), ("server", "client", "dL/dz")]
     z = spy.log[0][3]
@@ -265,3 +257,11 @@ def test_sweep_fsha_column(tmp_path):
     for k in ("mse", "ssim", "psnr", "classifier_accuracy"):
         assert np.isfinite(float(r[f"fsha_{k}"])) and np.isfinite(float(r[f"fsha_baseline_{k}"]))
     assert r["fsha_steps"] == "30" and r["label_norm_auc"] == ""  # digits has 10 classes: no label columns
+
+
+def test_compiled_protocols_are_shared_only_by_identical_clients(digits):
+    """A protocol's compiled step is reused across seeds, never across client models."""
+    base = build_protocol("honest", TrainConfig(**CLIENT), digits)
+    assert build_protocol("honest", TrainConfig(**CLIENT, seed=3), digits).step is base.step
+    for change in (dict(cut_activation="linear"), dict(alpha=1.0), dict(widths=(8, 16, 32, 8))):
+        assert build_protocol("honest", TrainConfig(**{**CLIENT, **change}), digits).step is not base.step, change
