@@ -16,7 +16,7 @@ Every number comes from a program or a transcript, scaled by counts that are con
     each client computing on its D / N share of each global batch and exchanging 2 * P per
     step (gradients up, weights down); its compute equals federated learning's.
 Units: TFLOPs = 1e12 FLOPs, GB = 1e9 bytes. References: Vepakomma et al., "Split learning for
-health", arXiv 1812.00564, and the split-learning project page's cost table (PAPERS.md).
+health", arXiv 1812.00564, and the cost table of the MIT split-learning project page (README "Cost").
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ def crossover(config: CostConfig) -> float | None:
 
 # ---- presets and the seed's table ----------------------------------------------------
 
-# The split-learning project page's table (PAPERS.md): (quantity, method, clients) -> TFLOPs or GB.
+# The MIT split-learning project page's cost table (README "Cost"): (quantity, method, clients) -> TFLOPs or GB.
 SEED_TABLE = {
     ("compute", "large_batch_sgd", 100): 29.4, ("compute", "large_batch_sgd", 500): 5.89,
     ("compute", "federated_learning", 100): 29.4, ("compute", "federated_learning", 500): 5.89,

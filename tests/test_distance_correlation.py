@@ -100,7 +100,7 @@ def test_blocked_gradient_equals_plain(x64, rng):
 
 
 def test_square_is_seen_as_dependent(rng):
-    """Squared distances would read about 0.1 here (PAPERS.md); Euclidean dCor reads ~0.5."""
+    """Squared distances would read about 0.1 here (Székely et al. 2007 define dCor on Euclidean distances; README "Distance correlation"); Euclidean dCor reads ~0.5."""
     x = rng.normal(size=2000)
     got = float(metrics.distance_correlation(x, x**2))
     assert 0.45 < got < 0.56
