@@ -172,6 +172,7 @@ def check_label_defense(defense: str, strength: float, num_classes: int) -> None
 
 
 _RECEIVED: dict = {}  # (topology, prepare, tensor, defense) -> jitted batch function, reused across calls
+_RECEIVED_MAX = 8  # the most recent ones: a long session of sweeps does not keep every compiled program
 
 
 def _received_fn(topology, prepare, tensor: str, defense: str):
@@ -191,6 +192,8 @@ def _received_fn(topology, prepare, tensor: str, defense: str):
                 raise ValueError(f"no gradient of {tensor!r} crosses between parties")
             return capture.values[name] * xb.shape[0]
 
+        while len(_RECEIVED) >= _RECEIVED_MAX:
+            _RECEIVED.pop(next(iter(_RECEIVED)))
         _RECEIVED[cache_key] = (topology, prepare, one)  # the references keep the ids valid
     return _RECEIVED[cache_key][2]
 
