@@ -154,6 +154,14 @@ class DecoderAttack:
     mean: object = None  # (x_shape) the attacker's mean input
     use_mean: object = None  # (K,) bool
 
+    def select(self, k: int) -> "DecoderAttack":
+        """Decoder k alone, as a stack of one."""
+        one = lambda a: None if a is None else np.asarray(a)[k : k + 1]  # noqa: E731
+        return DecoderAttack(self.graphdef, jax.tree.map(lambda a: a[k : k + 1], self.params), self.map_models,
+                             self.loss_history[:, k : k + 1] if self.loss_history.ndim == 2 else self.loss_history,
+                             self.val_history[:, k : k + 1] if self.val_history.ndim == 2 and self.val_history.size
+                             else self.val_history, self.steps, self.mean, one(self.use_mean))
+
     def reconstruct(self, z_stack, chunk: int = 1024) -> np.ndarray:
         graphdef = self.graphdef
         apply = jax.jit(self.map_models(lambda p, z: nnx.merge(graphdef, p)(z), (0, 0)))

@@ -33,16 +33,16 @@ import metrics  # noqa: E402
 from nopeek import data  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from nopeek.models import build_model  # noqa: E402
+from nopeek.protocol import build_model  # noqa: E402
 
 
 def decoder():
     import jax.numpy as jnp
 
-    from nopeek.attack_run import attacker_indices
-    from nopeek.stacking import over_stack
-    from nopeek.sweep import PRESETS, cells
-    from nopeek.train import evaluate, train_stack
+    from nopeek.attacking import attacker_indices
+    from nopeek.protocol import over_stack
+    from nopeek.sweeps import PRESETS, cells
+    from nopeek.training import evaluate, train_stack
 
     config = PRESETS["default"]
     ds = data.load("mnist5k", seed=config.split_seed)

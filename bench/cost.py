@@ -53,7 +53,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for model in args.models.split(","):
         dataset, cut = SETTINGS[model]
-        config = CostConfig(model=model, dataset=dataset, cuts=(cut,), batch_size=args.batch, clients=(2,), measure=True).validate()
+        config = CostConfig(model=model, dataset=dataset, cuts=(cut,), batch_size=args.batch, client_counts=(2,), measure=True).validate()
         split, whole = profiles(config, 2)
         steps = [(f"SL {p.name}", p) for p in split.parties] + [("FL client", whole.data_holder)]
         for label, p in steps:

@@ -49,9 +49,9 @@ def curves(runs, labels):
 
 def detection(seeds, honest_steps, fsha_steps):
     from nopeek import data
-    from nopeek.config import TrainConfig
-    from nopeek.fsha import FSHAConfig
-    from nopeek.splitguard import SplitGuardConfig, detection_study, format_detection
+    from nopeek.training import TrainConfig
+    from nopeek.dishonest import FSHAConfig
+    from nopeek.dishonest import SplitGuardConfig, detection_study, format_detection
 
     ds = data.load("mnist5k")
     config = TrainConfig(dataset="mnist5k", model="cnn", widths=(8, 16, 64, 32), cuts=(3,))
@@ -66,7 +66,7 @@ def detection(seeds, honest_steps, fsha_steps):
 
 def labels(sweep):
     from nopeek.plots import label_tradeoff_points
-    from nopeek.results import read_rows
+    from nopeek.sweeps import read_rows
 
     rows = read_rows(os.path.join(sweep, "results.csv"))
     points = label_tradeoff_points(rows)

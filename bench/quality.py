@@ -27,10 +27,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import attacks  # noqa: E402
 from nopeek import data  # noqa: E402
-from nopeek.config import TrainConfig  # noqa: E402
-from nopeek.attack_run import per_sample_gradients  # noqa: E402
-from nopeek.runs import TrainedRun  # noqa: E402
-from nopeek.train import train_stack  # noqa: E402
+from nopeek.training import TrainConfig  # noqa: E402
+from nopeek.attacking import per_sample_gradients  # noqa: E402
+from nopeek.training import TrainedRun  # noqa: E402
+from nopeek.training import train_stack  # noqa: E402
 
 
 def topologies():

@@ -25,8 +25,8 @@ import jax
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from nopeek import data  # noqa: E402
-from nopeek.sweep import PRESETS, cells  # noqa: E402
-from nopeek.train import train_stack  # noqa: E402
+from nopeek.sweeps import PRESETS, cells  # noqa: E402
+from nopeek.training import train_stack  # noqa: E402
 
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -83,7 +83,7 @@ def _children_cpu() -> float:
 
 def bench_shards(preset: str = "quick", shards: int = 2):
     """The quick preset in 1 process against `shards` shard processes at once (launch to exit)."""
-    from nopeek.results import TIMING_COLUMNS, read_rows
+    from nopeek.sweeps import TIMING_COLUMNS, read_rows
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
     base = [sys.executable, "-m", "nopeek.cli", "sweep", "--preset", preset, "--quiet"]

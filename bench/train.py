@@ -36,10 +36,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from nopeek.config import TrainConfig  # noqa: E402
+from nopeek.training import TrainConfig  # noqa: E402
 from nopeek.data import Dataset  # noqa: E402
-from nopeek.losses import cross_entropy, leakage  # noqa: E402
-from nopeek.train import build_topology, init_stack, make_optimizer, make_step_fn  # noqa: E402
+from nopeek.protocol import cross_entropy, leakage  # noqa: E402
+from nopeek.training import build_topology, init_stack, make_optimizer, make_step_fn  # noqa: E402
 
 SHAPES = {"mlp": (8, 8, 1), "cnn": (28, 28, 1)}
 
@@ -164,7 +164,7 @@ def _vertical_step(model, n, stack, batch, replica_mode="auto"):
     ds = _fake_dataset(shape, 1024)
     cfg = TrainConfig(dataset="digits", model=model, batch_size=batch, topology="vertical", clients=n,
                       cuts=(4,) if model == "cnn" else (1,), widths=(8, 16, 64, 32) if model == "cnn" else (128, 64))
-    from nopeek.topologies import Setup, build
+    from nopeek.protocol import Setup, build
 
     setup = Setup(model=model, widths=tuple(cfg.widths), input_shape=ds.input_shape, num_classes=10,
                   cuts=tuple(cfg.cuts), clients=n, stack_clients=stack, replica_mode=replica_mode)

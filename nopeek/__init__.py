@@ -1,8 +1,17 @@
 """nopeek: split neural networks, the NoPeek defence, and honest leakage measurement.
 
-Split models and the real split protocol, NoPeek training, leakage sweeps, figures, CLI.
+What users call, from one place (each name is loaded when first used, so `import nopeek`
+stays cheap): `train` a split model into a run folder and `load_run` it back,
+`train_stack` several as one program, `sweep` a grid of them, `attack` a trained model,
+`run_audit` on activations from any framework, `run_cost` of a collaboration; the configs; and the
+registries' `register_*` functions for one's own data set, model, configuration,
+attack and defence. The packages below hold the rest: `nopeek.protocol`, `.training`,
+`.defences`, `.attacking`, `.dishonest`, `.audit`, `.cost`, `.sweeps`, `.plots`, `.data`.
 """
 
+from __future__ import annotations
+
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 
 try:
@@ -10,4 +19,43 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+local"
 
-__all__ = ["__version__"]
+# name -> (module, attribute)
+_API = {
+    "train": ("nopeek.training", "run_train"),
+    "train_stack": ("nopeek.training", "train_stack"),
+    "load_run": ("nopeek.training", "load"),
+    "sweep": ("nopeek.sweeps", "run_sweep"),
+    "run_preset": ("nopeek.sweeps", "run_preset"),
+    "attack": ("nopeek.attacking", "run_attack"),
+    "run_audit": ("nopeek.audit", "run_audit"),
+    "run_cost": ("nopeek.cost", "run_cost"),
+    "TrainConfig": ("nopeek.training", "TrainConfig"),
+    "SweepConfig": ("nopeek.sweeps", "SweepConfig"),
+    "AttackConfig": ("nopeek.attacking", "AttackConfig"),
+    "AuditConfig": ("nopeek.audit", "AuditConfig"),
+    "CostConfig": ("nopeek.cost", "CostConfig"),
+    "FSHAConfig": ("nopeek.dishonest", "FSHAConfig"),
+    "PRESETS": ("nopeek.sweeps", "PRESETS"),
+    "Topology": ("nopeek.protocol", "Topology"),
+    "Dataset": ("nopeek.data", "Dataset"),
+    "register_dataset": ("nopeek.data", "register_dataset"),
+    "register_model": ("nopeek.protocol", "register_model"),
+    "register_topology": ("nopeek.protocol", "register_topology"),
+    "register_defence": ("nopeek.defences", "register"),
+    "register_attack": ("attacks", "register"),
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        module, attribute = _API[name]
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nopeek' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

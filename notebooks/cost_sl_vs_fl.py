@@ -35,8 +35,7 @@ import tempfile
 
 from IPython.display import Image, display
 
-from nopeek.cost import PRESETS
-from nopeek.cost_report import run_cost, sensitivity_figure
+from nopeek.cost import PRESETS, run_cost, sensitivity_figure
 
 FULL = os.environ.get("NOPEEK_NOTEBOOK_SIZE") == "full"
 out = os.path.join(os.environ.get("NOPEEK_NOTEBOOK_OUT") or tempfile.mkdtemp(prefix="nopeek-"), "cost")

@@ -24,8 +24,8 @@
 # (`NOPEEK_NOTEBOOK_SIZE=full` runs the commands' settings through the same functions):
 #
 # ```bash
-# nopeek attack --attack fsha --dataset mnist5k --model cnn --widths 8,16,64,32 --cut 3 --fsha-steps 3000 --out runs/fsha
-# nopeek attack --attack fsha --dataset mnist5k --model cnn --widths 8,16,64,32 --cut 3 \
+# nopeek train --server fsha --dataset mnist5k --model cnn --widths 8,16,64,32 --cut 3 --fsha-steps 3000 --out runs/fsha
+# nopeek train --server fsha --dataset mnist5k --model cnn --widths 8,16,64,32 --cut 3 \
 #     --alpha 10000 --fsha-weight 50 --fsha-steps 3000 --out runs/fsha-dcor
 # python bench/fsha.py --part detection
 # nopeek sweep --preset labels --out runs/labels
@@ -46,10 +46,9 @@ import tempfile
 from IPython.display import Image, display
 
 from nopeek import data, plots
-from nopeek.config import TrainConfig
-from nopeek.fsha import FSHAConfig, fsha_attack
-from nopeek.presets import run_preset
-from nopeek.splitguard import SplitGuardConfig, detection_study, format_detection
+from nopeek.training import TrainConfig
+from nopeek.dishonest import FSHAConfig, SplitGuardConfig, detection_study, format_detection, fsha_attack
+from nopeek.sweeps import run_preset
 
 FULL = os.environ.get("NOPEEK_NOTEBOOK_SIZE") == "full"
 out = os.path.join(os.environ.get("NOPEEK_NOTEBOOK_OUT") or tempfile.mkdtemp(prefix="nopeek-"), "dishonest")

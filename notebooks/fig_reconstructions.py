@@ -33,8 +33,7 @@
 import os
 from IPython.display import Image, display
 from nopeek import plots
-from nopeek.presets import PRESET_INFO, run_preset
-from nopeek.sweep import format_table
+from nopeek.sweeps import PRESET_INFO, format_table, run_preset
 
 print(PRESET_INFO["workshop-reconstructions"].description)
 rows, out = run_preset("workshop-reconstructions")

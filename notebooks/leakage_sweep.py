@@ -20,8 +20,7 @@
 # %%
 import os, tempfile
 from IPython.display import Image, display
-from nopeek.presets import PRESET_INFO
-from nopeek.sweep import format_table, run_sweep
+from nopeek.sweeps import PRESET_INFO, format_table, run_sweep
 
 # The quick preset; its small version (fewer epochs and decoder steps) unless NOPEEK_NOTEBOOK_SIZE=full.
 preset = PRESET_INFO['quick']

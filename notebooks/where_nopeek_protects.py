@@ -42,8 +42,7 @@
 import os
 from IPython.display import Image, display
 from nopeek import plots
-from nopeek.presets import PRESET_INFO, run_preset
-from nopeek.sweep import format_table
+from nopeek.sweeps import PRESET_INFO, format_table, run_preset
 
 runs = {}
 for name in ("region-constant", "region-warmup", "region-linear"):
@@ -68,7 +67,7 @@ import numpy as np
 import attacks
 import metrics
 from nopeek import data
-from nopeek.attack_run import attacker_indices
+from nopeek.attacking import attacker_indices
 
 config = PRESET_INFO["region-constant"].config if os.environ.get("NOPEEK_NOTEBOOK_SIZE") == "full" else PRESET_INFO["region-constant"].small
 ds = data.load(config.dataset, seed=config.split_seed)

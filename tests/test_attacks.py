@@ -16,11 +16,11 @@ from nopeek import data
 from nopeek.cli import main
 from flax import nnx
 
-from nopeek.attack_run import per_sample_gradients
-from nopeek.config import TrainConfig
-from nopeek.models import build_model
-from nopeek.runs import TrainedRun
-from nopeek.train import train_stack
+from nopeek.attacking import per_sample_gradients
+from nopeek.training import TrainConfig
+from nopeek.protocol import build_model
+from nopeek.training import TrainedRun
+from nopeek.training import train_stack
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ import pytest
 
 import attacks
 from nopeek import data
-from nopeek.attack_run import AttackConfig, attacker_indices, per_sample_gradients, run_attack
+from nopeek.attacking import AttackConfig, attacker_indices, per_sample_gradients, run_attack
 from nopeek.audit import MIN_PAIRS, AuditConfig, AuditError, run_audit
 from nopeek.cli import main
-from nopeek.config import TrainConfig
-from nopeek.runs import load, run_train
+from nopeek.training import TrainConfig
+from nopeek.training import load, run_train
 
 FAST = ["--attack-steps", "20", "--quiet"]
 
@@ -194,7 +194,7 @@ def test_several_targets_make_one_table_and_the_tradeoff(tmp_path, rng, monkeypa
     """One pairs file per target (fitted as one stack); accuracy from the files, then from --accuracy."""
     stacks = []
     fit = attacks.fit_decoders
-    monkeypatch.setattr(attacks, "fit_decoders", lambda z, x, **kw: stacks.append(len(z)) or fit(z, x, **kw))
+    monkeypatch.setattr(attacks.decoder, "fit_decoders", lambda z, x, **kw: stacks.append(len(z)) or fit(z, x, **kw))
     w = rng.normal(size=(64, 16)) / 8
     xl, xh = _images(rng, 64), _images(rng, 40)
     names = []

@@ -48,7 +48,7 @@ def _snapshot(folder: str) -> dict:
 
 def _write_results(folder, rows_samples: dict) -> None:
     """A hand-made sweep folder: results.csv with one row per alpha and the samples it names."""
-    from nopeek.results import write_rows
+    from nopeek.sweeps import write_rows
 
     rows = []
     for alpha, samples_file in rows_samples.items():
@@ -66,8 +66,8 @@ def _write_results(folder, rows_samples: dict) -> None:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     """The folder every case runs in, with its fixtures (built once)."""
-    from nopeek.config import TrainConfig
-    from nopeek.runs import run_train
+    from nopeek.training import TrainConfig
+    from nopeek.training import run_train
 
     root = str(tmp_path_factory.mktemp("cli_errors"))
     p = lambda *parts: os.path.join(root, *parts)  # noqa: E731
@@ -136,8 +136,8 @@ def root(tmp_path_factory):
     _write_results(p("sweep_badshape"), {0.0: "a.npy", 1.0: "b.npy"})
     np.save(p("sweep_badshape", "samples", "a.npy"), np.zeros((16, 8, 8, 1), np.float32))
     np.save(p("sweep_badshape", "samples", "b.npy"), np.zeros((3,), np.float32))
-    from nopeek.io import write_json
-    from nopeek.sweep import PRESETS
+    from nopeek.core import write_json
+    from nopeek.sweeps import PRESETS
 
     write_json(p("sweep_badsample", "config.json"), PRESETS["quick"].to_dict())
     _write_results(p("sweep_pickled"), {0.0: "a.npy"})
@@ -377,7 +377,7 @@ def test_a_truncated_results_row_is_rerun_not_an_error(tmp_path):
     """A results.csv row cut short counts as not done (its cell reruns), so it is no error:
     `figures` draws the complete rows and ignores the broken one."""
     from nopeek.cli import main
-    from nopeek.results import read_rows
+    from nopeek.sweeps import read_rows
 
     _write_results(str(tmp_path), {0.0: "", 1.0: ""})
     path = tmp_path / "results.csv"

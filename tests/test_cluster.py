@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from nopeek.cli import main
-from nopeek.config import ConfigError
-from nopeek.results import KEY_COLUMNS, TIMING_COLUMNS, read_rows
-from nopeek.shards import merge, parse_shard, prepare_shard_output, shard_groups, shard_path
-from nopeek.sweep import PRESETS, run_sweep
+from nopeek.errors import ConfigError
+from nopeek.sweeps import KEY_COLUMNS, TIMING_COLUMNS, read_rows
+from nopeek.sweeps import merge, parse_shard, prepare_shard_output, shard_groups, shard_path
+from nopeek.sweeps import PRESETS, run_sweep
 
 # The quick preset, smaller (400 digits): 4 groups (vanilla at cuts 1, 2, 3 and u_shaped at 1-2) x (no
 # defence, NoPeek 2) = 8 cells; with 3 shards, shard 0 runs two groups (vanilla 1, u_shaped 1-2).
@@ -159,7 +159,7 @@ def test_ray_missing_gives_one_line(tmp_path, monkeypatch, capsys):
 def crash_once(marker):
     """A group function whose first call kills its worker process: a lost task (a closure:
     Ray ships it by value, workers cannot import this test module)."""
-    from nopeek.ray_executor import group_task
+    from nopeek.sweeps import group_task
 
     def run(config_dict, group):
         try:
@@ -173,7 +173,7 @@ def crash_once(marker):
 
 def fail_u_shaped():
     """A group function that raises for the u_shaped group (a closure: Ray ships it by value)."""
-    from nopeek.ray_executor import group_task
+    from nopeek.sweeps import group_task
 
     def run(config_dict, group):
         if group[0].topology == "u_shaped":
@@ -197,8 +197,9 @@ def test_ray_executor_equals_local_and_resumes(tmp_path, local, ray_local):
     """Half the groups are already in results.csv (a driver killed mid-way); the Ray run
     does the other half as tasks (one task's worker dies and the task is retried), and the
     table equals the local run's, the finished rows untouched."""
-    from nopeek.ray_executor import ClusterError, run_sweep_ray
-    from nopeek.results import write_rows
+    from nopeek.errors import ClusterError
+    from nopeek.sweeps import run_sweep_ray
+    from nopeek.sweeps import write_rows
 
     local_out, reference = local
     out = tmp_path / "ray"

@@ -12,13 +12,13 @@ import optax
 import pytest
 from flax import nnx
 
-from nopeek import topologies as T
+from nopeek import protocol as T
 from nopeek.cli import main
 from nopeek.cost import PRESETS, CostConfig, crossover, method_costs, profiles
-from nopeek.cost_models import compiled_flops
-from nopeek.cost_report import CSV_COLUMNS, sensitivity_rows
-from nopeek.engine import transcript
-from nopeek.models import Conv, Dense, build_model
+from nopeek.cost import compiled_flops
+from nopeek.cost import CSV_COLUMNS, sensitivity_rows
+from nopeek.protocol import transcript
+from nopeek.protocol import Conv, Dense, build_model
 
 B = 16
 
@@ -84,13 +84,13 @@ def test_conv_flops_equal_closed_form(n, h, w, c_in, c_out):
 
 def test_profile_counts_the_client_segment_and_the_parties_partition_the_whole_model():
     # mlp on 8x8 digits cut after fc1: the client's step is one Dense(64 -> 128) + ReLU
-    config = CostConfig(model="mlp", dataset="digits", cuts=(1,), batch_size=B, clients=(2,)).validate()
+    config = CostConfig(model="mlp", dataset="digits", cuts=(1,), batch_size=B, client_counts=(2,)).validate()
     split, whole = profiles(config, 2)
     assert split.data_holder.forward_flops == dense_forward(B, 64, 128, True)
     assert split.data_holder.step_flops == dense_step(B, 64, 128, True)
     # the server's step (fc2, head, loss) plus the client's is the whole model's step
     assert split.data_holder.step_flops + split.party("server").step_flops == pytest.approx(whole.data_holder.step_flops, rel=1e-6)
-    cnn = CostConfig(model="cnn", dataset="mnist5k", cuts=(1,), batch_size=B, clients=(2,)).validate()
+    cnn = CostConfig(model="cnn", dataset="mnist5k", cuts=(1,), batch_size=B, client_counts=(2,)).validate()
     split, whole = profiles(cnn, 2)
     assert split.data_holder.forward_flops == conv_forward(B, 28, 28, 1, 16)
     # to within 0.1%: XLA fuses the ReLU's gradient at the seam differently in one program
@@ -98,7 +98,7 @@ def test_profile_counts_the_client_segment_and_the_parties_partition_the_whole_m
 
 
 def test_nopeek_term_adds_to_the_data_holder_only():
-    base = CostConfig(model="mlp", dataset="digits", cuts=(1,), batch_size=B, clients=(2,))
+    base = CostConfig(model="mlp", dataset="digits", cuts=(1,), batch_size=B, client_counts=(2,))
     plain, _ = profiles(base.validate(), 2)
     with_term, _ = profiles(dataclasses.replace(base, include_nopeek=True).validate(), 2)
     assert with_term.data_holder.step_flops > plain.data_holder.step_flops
@@ -120,7 +120,7 @@ def _real_transcript(topology, setup, batch, optimizer=None):
 @pytest.mark.parametrize("topology,cuts", [("vanilla", (1,)), ("u_shaped", (1, 2)), ("round_robin", (1,))])
 def test_split_learning_bytes_equal_the_transcript_over_an_epoch(topology, cuts):
     clients, steps, epochs = 4, 3, 2
-    config = CostConfig(model="mlp", dataset="digits", topology=topology, cuts=cuts, batch_size=B, clients=(clients,),
+    config = CostConfig(model="mlp", dataset="digits", topology=topology, cuts=cuts, batch_size=B, client_counts=(clients,),
                         dataset_size=clients * steps * B, epochs=epochs)
     setup = T.Setup(model="mlp", widths=(), input_shape=(8, 8, 1), num_classes=10, cuts=cuts, clients=2)
     messages = _real_transcript(topology, setup, B, optax.adam(1e-3))
@@ -133,7 +133,7 @@ def test_split_learning_bytes_equal_the_transcript_over_an_epoch(topology, cuts)
 
 
 def test_vertical_clients_each_send_their_slice_of_every_sample():
-    config = CostConfig(model="mlp", dataset="digits", topology="vertical", cuts=(1,), batch_size=B, clients=(2,),
+    config = CostConfig(model="mlp", dataset="digits", topology="vertical", cuts=(1,), batch_size=B, client_counts=(2,),
                         dataset_size=5 * B, epochs=3)
     setup = T.Setup(model="mlp", widths=(), input_shape=(8, 8, 1), num_classes=10, cuts=(1,), clients=2)
     messages = _real_transcript("vertical", setup, B)
@@ -143,7 +143,7 @@ def test_vertical_clients_each_send_their_slice_of_every_sample():
 
 @pytest.mark.parametrize("precision,local,rounds", [(4, 1, None), (2, 2, None), (4, 1, 7)])
 def test_federated_bytes_are_twice_the_client_held_parameters_per_round(precision, local, rounds):
-    config = CostConfig(model="cnn", dataset="mnist5k", batch_size=B, clients=(10,), epochs=5, precision_bytes=precision,
+    config = CostConfig(model="cnn", dataset="mnist5k", batch_size=B, client_counts=(10,), epochs=5, precision_bytes=precision,
                         fl_local_epochs=local, fl_rounds=rounds)
     params = sum(leaf.size for leaf in jax.tree.leaves(nnx.state(build_model("cnn", (28, 28, 1), 10))))
     expected_rounds = rounds if rounds is not None else math.ceil(5 / local)
@@ -155,7 +155,7 @@ def test_federated_bytes_are_twice_the_client_held_parameters_per_round(precisio
 
 
 def test_precision_scales_floats_but_not_labels():
-    base = dict(model="mlp", dataset="digits", cuts=(1,), batch_size=B, clients=(4,), dataset_size=4 * B, epochs=1)
+    base = dict(model="mlp", dataset="digits", cuts=(1,), batch_size=B, client_counts=(4,), dataset_size=4 * B, epochs=1)
     f32 = _costs(CostConfig(**base), 4, "none")["split_learning"].client_bytes
     f16 = _costs(CostConfig(**base, precision_bytes=2), 4, "none")["split_learning"].client_bytes
     labels = B * 4  # int32 labels sent to the server in vanilla
@@ -163,7 +163,7 @@ def test_precision_scales_floats_but_not_labels():
 
 
 def test_compute_per_client_and_the_crossover():
-    config = CostConfig(model="mlp", dataset="digits", cuts=(1,), batch_size=B, clients=(4,), epochs=3).validate()
+    config = CostConfig(model="mlp", dataset="digits", cuts=(1,), batch_size=B, client_counts=(4,), epochs=3).validate()
     split, whole = profiles(config, 4)
     costs = _costs(config, 4)
     steps = 3 * (1347 / 4) / B
@@ -191,7 +191,7 @@ def test_seed_table_preset_has_the_seeds_shape():
 
 
 def test_sensitivity_covers_every_cut():
-    config = CostConfig(model="mlp", dataset="digits", widths=(32, 16, 8), batch_size=B, clients=(4,)).validate()
+    config = CostConfig(model="mlp", dataset="digits", widths=(32, 16, 8), batch_size=B, client_counts=(4,)).validate()
     rows = sensitivity_rows(config)
     assert [r["cut"] for r in rows] == [1, 2, 3]
     assert [r["block"] for r in rows] == ["fc1", "fc2", "fc3"]
@@ -200,7 +200,7 @@ def test_sensitivity_covers_every_cut():
 
 
 def test_measured_step_times():
-    config = CostConfig(model="mlp", dataset="digits", batch_size=B, clients=(2,), measure=True).validate()
+    config = CostConfig(model="mlp", dataset="digits", batch_size=B, client_counts=(2,), measure=True).validate()
     split, whole = profiles(config, 2)
     assert all(p.step_seconds > 0 for p in split.parties) and whole.data_holder.step_seconds > 0
 
@@ -210,7 +210,7 @@ def test_measured_step_times():
 
 def test_cost_command_writes_the_table_and_figure(tmp_path, capsys):
     out = tmp_path / "cost"
-    assert main(["cost", "--model", "mlp", "--dataset", "digits", "--clients", "2,10", "--epochs", "3", "--out", str(out)]) == 0
+    assert main(["cost", "--model", "mlp", "--dataset", "digits", "--client-counts", "2,10", "--epochs", "3", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "federated learning" in text and "assumptions:" in text and "crossover" in text
     with open(out / "cost.csv", newline="") as f:
@@ -225,17 +225,17 @@ def test_cost_command_writes_the_table_and_figure(tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--cuts", "99"], "--cuts must be between 1 and 20 for vgg16"),
-    (["--clients", "0"], "--clients must be >= 1"),
-    (["--clients", "10,-3"], "--clients must be >= 1"),
+    (["--client-counts", "0"], "--client-counts must be >= 1"),
+    (["--client-counts", "10,-3"], "--client-counts must be >= 1"),
     (["--epochs", "-1"], "--epochs must be >= 1"),
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["--model", "nope"], "unknown model"),
     (["--dataset", "nope"], "unknown dataset"),
-    (["--topology", "u_shaped", "--cuts", "1"], "u_shaped takes two cuts"),
+    (["--topology", "u_shaped", "--cuts", "1"], "u_shaped takes 2 cuts"),
     (["--precision-bytes", "3"], "--precision-bytes"),
     (["--model", "vgg16", "--dataset", "digits"], "is too small for this model"),
     (["--preset", "seed-table", "--fl-local-epochs", "0"], "--fl-local-epochs must be >= 1"),
-    (["--clients", "many"], "expected comma-separated ints"),
+    (["--client-counts", "many"], "expected comma-separated ints"),
 ])
 def test_bad_input_is_one_error_line(capsys, args, message):
     with pytest.raises(SystemExit) as exc:

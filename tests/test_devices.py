@@ -15,9 +15,9 @@ CHILD = r"""
 import json, sys
 import jax, numpy as np
 from nopeek import data
-from nopeek.config import TrainConfig
-from nopeek.stacking import shard_models
-from nopeek.train import train_stack
+from nopeek.training import TrainConfig
+from nopeek.protocol import shard_models
+from nopeek.training import train_stack
 import attacks
 
 ds = data.load("digits", limit=256)

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nopeek import engine as E
-from nopeek import topologies as T
-from nopeek.losses import cross_entropy, leakage
-from nopeek.models import build_model, list_cuts
+from nopeek import protocol as E
+from nopeek.defences import Context, NoiseDefence, NoPeek
+from nopeek.protocol import _engine
+from nopeek import protocol as T
+from nopeek.protocol import cross_entropy, leakage
+from nopeek.protocol import build_model, list_cuts
 
 SHAPES = {"mlp": (8, 8, 1), "cnn": (12, 12, 1), "resnet": (16, 16, 3)}
 N = 24
@@ -64,7 +66,7 @@ def test_party_gradients_equal_end_to_end(rng, topology, model, cuts, kind):
     b = _built(topology, model, cuts)
     params = b.init(1)
     x, y = _batch(rng, SHAPES[model])
-    kw = dict(alpha=0.7, task_weight=0.9, leakage_kind=kind)
+    kw = dict(defence=NoPeek(0.7, kind), task_weight=0.9)
     grads, aux = jax.jit(lambda p: E.protocol_gradients(b.topology, p, b.prepare(x, y), **kw))(params)
     reference = {"vanilla": vanilla_loss, "u_shaped": u_shaped_loss}[topology]
     loss, want = jax.value_and_grad(lambda p: reference(b, p, x, y, 0.7, 0.9, kind))(params)
@@ -90,8 +92,8 @@ def test_every_configuration_matches_autodiff(rng, topology, model, cuts, kw):
     shape = kw.get("shape", SHAPES[model])
     x, y = _batch(rng, shape, classes=kw.get("classes", 10))
     data = b.prepare(x, y)
-    grads, aux = jax.jit(lambda p: E.protocol_gradients(b.topology, p, data, alpha=0.4, task_weight=1.1))(params)
-    loss, want = jax.value_and_grad(lambda p: E.end_to_end_loss(b.topology, p, data, alpha=0.4, task_weight=1.1))(params)
+    grads, aux = jax.jit(lambda p: E.protocol_gradients(b.topology, p, data, defence=NoPeek(0.4), task_weight=1.1))(params)
+    loss, want = jax.value_and_grad(lambda p: E.end_to_end_loss(b.topology, p, data, defence=NoPeek(0.4), task_weight=1.1))(params)
     np.testing.assert_allclose(aux["loss"], loss, rtol=1e-5)
     _assert_close_trees(grads, want)
 
@@ -122,9 +124,9 @@ def test_parties_see_only_what_is_addressed_to_them(rng, monkeypatch, topology, 
 
         return wrapped
 
-    monkeypatch.setattr(E, "segment_fn", recording)
+    monkeypatch.setattr(_engine, "segment_fn", recording)
     spy = E.Log()
-    E.protocol_gradients(b.topology, params, b.prepare(x, y), alpha=0.5, transport=spy)
+    E.protocol_gradients(b.topology, params, b.prepare(x, y), defence=NoPeek(0.5), transport=spy)
     topo = b.topology
 
     def among(a, arrays):
@@ -163,7 +165,7 @@ def test_transcript_bytes_equal_the_arrays_passed(rng, topology, model, cuts, kw
     x, y = _batch(rng, SHAPES[model])
     data = b.prepare(x, y)
     spy = E.Log()
-    E.protocol_gradients(b.topology, params, data, alpha=0.5, transport=spy)
+    E.protocol_gradients(b.topology, params, data, defence=NoPeek(0.5), transport=spy)
     spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), data)
     messages = E.transcript(b.topology, params, spec)
     # Expand the spy's stacked messages the way the transcript names replicated parties.
@@ -208,8 +210,8 @@ def test_noise_is_added_to_what_is_sent(rng):
     params = b.init(0)
     x, y = _batch(rng, SHAPES["mlp"])
     spy = E.Log()
-    E.protocol_gradients(b.topology, params, b.prepare(x, y), alpha=0.0, noise_scale=2.0, noise_kind="uniform",
-                         key=jax.random.key(0), transport=spy)
+    noise = NoiseDefence(2.0, "uniform", Context(0))
+    E.protocol_gradients(b.topology, params, b.prepare(x, y), defence=noise, transport=spy)
     sent = next(v for (_, _, t, v) in spy.log if t == "z")
     clean = np.asarray(_apply(b, "client", "bottom", params, x))
     diff = sent - clean
@@ -220,7 +222,7 @@ def test_test_time_noise_is_per_sample_not_per_chunk(rng):
     b = _built("vanilla", "mlp", (1,))
     params = b.init(0)
     x, y = _batch(rng, SHAPES["mlp"], n=40)
-    kw = dict(noise_scale=1.0, noise_kind="gaussian", key=jax.random.key(3))
+    kw = dict(defence=NoiseDefence(1.0, "gaussian", Context(3, evaluation=True)))
     whole = E.forward(b.topology, params, b.prepare(x, y), sample_index=jnp.arange(40), **kw)["z"]
     parts = [E.forward(b.topology, params, b.prepare(x[i:i + 10], y[i:i + 10]), sample_index=jnp.arange(i, i + 10), **kw)["z"]
              for i in range(0, 40, 10)]
@@ -278,7 +280,7 @@ def test_segments_built_alone_equal_the_whole_model(rng):
 
 
 def test_max_pool_equals_flax_and_its_gradient_away_from_ties(rng):
-    from nopeek.models import max_pool_2x2
+    from nopeek.protocol import max_pool_2x2
 
     x = jnp.asarray(rng.normal(size=(3, 10, 10, 4)), jnp.float32)  # continuous: no ties
     np.testing.assert_allclose(max_pool_2x2(x), nnx.max_pool(x, (2, 2), strides=(2, 2)))

@@ -12,13 +12,15 @@ import optax
 import pytest
 
 from nopeek import data
-from nopeek import engine as E
-from nopeek import topologies as T
+from nopeek import protocol as E
+from nopeek.defences import Context, NoPeek, build_defence
+from nopeek import protocol as T
 from nopeek.cli import main
-from nopeek.config import TrainConfig
-from nopeek.fsha import FSHAConfig, build_protocol, fsha_attack, fsha_topology, split_public
-from nopeek.fsha_nets import attacker_networks, gradient_penalty
-from nopeek.splitguard import SplitGuard, SplitGuardConfig, _Set, detection_study, rank_p_value, sg_score
+from nopeek.training import TrainConfig
+from nopeek.dishonest import FSHAConfig, build_protocol, fsha_attack, fsha_topology, split_public
+from nopeek.dishonest import attacker_networks, gradient_penalty
+from nopeek.dishonest import SplitGuard, SplitGuardConfig, detection_study, rank_p_value, sg_score
+from nopeek.dishonest._splitguard import _Set
 
 # digits (8x8), a small cnn cut after conv2: z is (8, 8, 16). The critic settings that make
 # 300 iterations enough on digits (the defaults are the authors' GP weight 500).
@@ -53,8 +55,8 @@ def test_mean_loss_gradients_equal_autodiff(rng):
     topo = E.Topology(topo.name, topo.parties, topo.segments, (E.Loss("server", "critic", None, 3.0, kind="mean"),),
                       topo.protected, topo.graphdefs)
     x, y = _batch(rng)
-    grads, aux = jax.jit(lambda p: E.protocol_gradients(topo, p, {"x": x, "y": y}, alpha=0.7))(params)
-    loss, want = jax.jit(jax.value_and_grad(lambda p: E.end_to_end_loss(topo, p, {"x": x, "y": y}, alpha=0.7)))(params)
+    grads, aux = jax.jit(lambda p: E.protocol_gradients(topo, p, {"x": x, "y": y}, defence=NoPeek(0.7)))(params)
+    loss, want = jax.jit(jax.value_and_grad(lambda p: E.end_to_end_loss(topo, p, {"x": x, "y": y}, defence=NoPeek(0.7))))(params)
     np.testing.assert_allclose(aux["loss"], loss, rtol=1e-5)
     for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want)):
         scale = float(jnp.max(jnp.abs(w))) + 1e-12
@@ -72,7 +74,7 @@ def test_client_receives_only_the_gradient_of_its_message(rng):
     _, topo, _, params = _setup()
     x, y = _batch(rng)
     spy = E.Log()
-    E.protocol_gradients(topo, params, {"x": x, "y": y}, alpha=0.5, transport=spy)
+    E.protocol_gradients(topo, params, {"x": x, "y": y}, defence=NoPeek(0.5), transport=spy)
     assert [(s, r, t) for s, r, t, _ in spy.log] == [("client", "server", "z"), ("server", "client", "dL/dz")]
     z = spy.log[0][3]
     assert spy.log[1][3].shape == z.shape
@@ -100,8 +102,7 @@ def test_client_code_is_the_honest_clients(rng, digits):
     params0 = jax.tree.map(jnp.copy, state.params)
     x, y = jnp.asarray(digits.x_train[:32]), jnp.asarray(digits.y_train[:32])
     t = 5
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 0), t)
-    kw = dict(alpha=0.7, leakage_kind="dcor", noise_scale=0.3, noise_kind="gaussian", key=key)
+    kw = dict(defence=build_defence({"nopeek": 0.7, "noise": 0.3}, Context(config.seed, t, config)))
 
     @jax.jit
     def sent_by_server(p):
@@ -197,16 +198,15 @@ def test_splitguard_is_quiet_on_an_honest_server_and_fires_on_fsha(digits):
     (["--public-fraction", "0"], "--public-fraction must be in (0, 1)"),
     (["--public-classes", "42"], "--public-classes 42: no training samples"),
     (["--public-classes", "3,42"], "--public-classes 3,42: no training samples of class 42"),
-    (["--fsha-steps", "0"], "--fsha-steps must be >= 1 for --attack fsha"),
-    (["--alpha-warmup", "2"], "--alpha-warmup does not apply to --attack fsha"),
+    (["--fsha-steps", "0"], "--fsha-steps must be >= 1 for --server fsha"),
+    (["--alpha-warmup", "2"], "--alpha-warmup does not apply to --server fsha"),
     (["--fsha-lr", "nan"], "--fsha-lr must be finite"),
     (["--gp-weight", "-1"], "--gp-weight must be finite and >= 0"),
     (["--fsha-weight", "0"], "--fsha-weight must be finite and > 0"),
     (["--pilot-output", "tanh"], "invalid choice"),
-    (["--topology", "u_shaped", "--cuts", "1,2"], "runs on the vanilla topology"),
-    (["--run", "runs/x"], "--run: --attack fsha trains its own client"),
-    (["--leak-count", "5"], "--leak-count does not apply to --attack fsha"),
-    (["--attack-steps", "5"], "its iterations are --fsha-steps"),
+    (["--topology", "u_shaped", "--cuts", "1,2"], "one client and one server (vanilla)"),
+    (["--epochs", "5"], "--epochs does not apply to --server fsha"),
+    (["--dcor-batch", "5"], "its iterations are --fsha-steps"),
     (["--sg-k", "2"], "--sg-k needs --splitguard"),
     (["--splitguard", "--sg-threshold", "1.5"], "--sg-threshold must be in (0, 1)"),
     (["--splitguard", "--sg-window", "1"], "--sg-window must be >= 2"),
@@ -215,24 +215,25 @@ def test_splitguard_is_quiet_on_an_honest_server_and_fires_on_fsha(digits):
 def test_bad_fsha_options_are_one_line_errors(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        main(["attack", "--attack", "fsha", "--dataset", "digits", "--model", "cnn", "--out", str(out), *argv])
+        main(["train", "--server", "fsha", "--dataset", "digits", "--model", "cnn", "--out", str(out), *argv])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("nopeek attack: error:") and message in err[0], err
+    assert len(err) == 1 and err[0].startswith("nopeek train: error:") and message in err[0], err
     assert not out.exists()
 
 
 def test_other_attacks_still_need_a_run(capsys):
-    for argv, message in ((["--attack", "decoder"], "--run is required for --attack decoder"),
-                          (["--attack", "probe", "--dataset", "digits"], "--dataset is for --attack fsha")):
+    for argv, message in ((["attack", "--attack", "decoder"], "--run is required for --attack decoder"),
+                          (["attack", "--attack", "fsha"], "run `nopeek train --server fsha"),
+                          (["train", "--fsha-lr", "0.1"], "--fsha-lr is for a dishonest server's run")):
         with pytest.raises(SystemExit):
-            main(["attack", *argv])
+            main(argv)
         assert message in capsys.readouterr().err
 
 
 def test_cli_writes_scores_grids_and_curves(tmp_path, capsys):
     out = tmp_path / "fsha"
-    main(["attack", "--attack", "fsha", "--dataset", "digits", "--model", "cnn", "--widths", "8,16,32,16", "--cut", "2",
+    main(["train", "--server", "fsha", "--dataset", "digits", "--model", "cnn", "--widths", "8,16,32,16", "--cut", "2",
           "--gp-weight", "10", "--fsha-lr-critic", "3e-3", "--fsha-steps", "40", "--checkpoint-every", "20",
           "--splitguard", "--quiet", "--out", str(out)])
     printed = capsys.readouterr().out
@@ -247,10 +248,10 @@ def test_cli_writes_scores_grids_and_curves(tmp_path, capsys):
 
 
 def test_sweep_fsha_column(tmp_path):
-    from nopeek.sweep import PRESETS, run_sweep
+    from nopeek.sweeps import PRESETS, run_sweep
 
     config = PRESETS["quick"].replace(model="cnn", widths=CLIENT["widths"], cuts=("2",), alphas=(0.0,), noise_scales=(),
-                                      epochs=1, attack_steps=0, fsha_steps=30, gp_weight=10.0, fsha_lr_critic=3e-3)
+                                      epochs=1, attacks=(), fsha_steps=30, gp_weight=10.0, fsha_lr_critic=3e-3)
     rows = run_sweep(config, str(tmp_path / "sweep"), progress=False)
     assert len(rows) == 1
     r = rows[0]

@@ -8,12 +8,25 @@ import pytest
 
 import attacks
 from nopeek import data
-from nopeek import engine as E
-from nopeek import topologies as T
-from nopeek.config import ConfigError, TrainConfig
-from nopeek.label_defences import (
-    CODES, label_transform, marvell, marvell_objective, marvell_solve, max_norm, received_gradients,
+from nopeek import protocol as E
+from nopeek import protocol as T
+from nopeek.errors import ConfigError
+from nopeek.training import TrainConfig
+from nopeek.defences import (
+    Context, NoPeek, build_defence, marvell, marvell_objective, marvell_solve, max_norm, received_gradients,
 )
+
+
+class Hook(E.Defence):
+    """A defence whose gradient hook is the given function `f(tensor, g, known, index) -> g'`."""
+
+    transforms_gradients = True
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def gradient(self, tensor, g, known, index):
+        return self.fn(tensor, g, known, index)
 
 
 def test_max_norm_equalises_expected_norms_and_keeps_directions(rng):
@@ -108,8 +121,9 @@ def test_gradient_transform_changes_only_what_the_producer_receives(rng):
 
     @jax.jit
     def run(p):  # both runs in one compiled program; the spies keep the traced messages as outputs
-        plain, _ = E.protocol_gradients(b.topology, p, b.prepare(x, y), alpha=0.3, transport=plain_spy)
-        grads, _ = E.protocol_gradients(b.topology, p, b.prepare(x, y), alpha=0.3, transport=spy, gradient_transform=double)
+        plain, _ = E.protocol_gradients(b.topology, p, b.prepare(x, y), defence=NoPeek(0.3), transport=plain_spy)
+        grads, _ = E.protocol_gradients(b.topology, p, b.prepare(x, y), defence=E.Composite([NoPeek(0.3), Hook(double)]),
+                                        transport=spy)
         return plain, grads, dict(plain_spy.values), dict(spy.values)
 
     plain, grads, plain_spy.values, spy.values = run(params)
@@ -121,7 +135,7 @@ def test_gradient_transform_changes_only_what_the_producer_receives(rng):
     # The client's gradient is its honest one given what it received (its NoPeek term unchanged).
     from test_fsha import Substitute
 
-    want, _ = jax.jit(lambda p, s: E.protocol_gradients(b.topology, p, b.prepare(x, y), alpha=0.3,
+    want, _ = jax.jit(lambda p, s: E.protocol_gradients(b.topology, p, b.prepare(x, y), defence=NoPeek(0.3),
                                                          transport=Substitute(s)))(params, spy.values[key])
     for a, w in zip(jax.tree.leaves(grads["client"]), jax.tree.leaves(want["client"])):
         np.testing.assert_allclose(a, w, rtol=1e-6)
@@ -139,8 +153,8 @@ def test_gradient_transform_runs_per_replica_and_only_at_the_label_holder(rng):
 
     @jax.jit
     def run(p):
-        E.protocol_gradients(b.topology, p, b.prepare(x, y), alpha=0.0, transport=plain)
-        E.protocol_gradients(b.topology, p, b.prepare(x, y), alpha=0.0, transport=spy, gradient_transform=transform)
+        E.protocol_gradients(b.topology, p, b.prepare(x, y), transport=plain)
+        E.protocol_gradients(b.topology, p, b.prepare(x, y), defence=Hook(transform), transport=spy)
         return spy.values[("server", "client", "dL/dz")], plain.values[("server", "client", "dL/dz")]
 
     got, want = run(params)
@@ -149,21 +163,21 @@ def test_gradient_transform_runs_per_replica_and_only_at_the_label_holder(rng):
     # u_shaped: the client (labels) sends dL/dz2 and perturbs it; the server (no labels) sends dL/dz1 as computed.
     u = T.build("u_shaped", T.Setup(model="mlp", widths=(16, 8), input_shape=(30,), num_classes=2, cuts=(1, 2)))
     calls = []
-    inner = label_transform(CODES["maxnorm"], 1.0, jax.random.key(0))
+    inner = build_defence({"maxnorm": 1.0}, Context(0))
 
     def recording(tensor, g, known, index):
-        out = inner(tensor, g, known, index)
+        out = inner.gradient(tensor, g, known, index)
         calls.append((tensor, "y" in known, out is g))
         return out
 
-    jax.jit(lambda p: E.protocol_gradients(u.topology, p, u.prepare(x, y), alpha=0.0, gradient_transform=recording))(u.init(0))
+    jax.jit(lambda p: E.protocol_gradients(u.topology, p, u.prepare(x, y), defence=Hook(recording)))(u.init(0))
     assert calls == [("z2", True, False), ("z1", False, True)]
 
 
 @pytest.fixture(scope="module")
 def breast_cancer_model():
     """A vanilla mlp on breast cancer, trained without a label defence (the attack's target)."""
-    from nopeek.train import train_stack
+    from nopeek.training import train_stack
 
     ds = data.load("breast_cancer")
     config = TrainConfig(dataset="breast_cancer", model="mlp", widths=(32, 16), cuts=(1,), epochs=10)
@@ -175,8 +189,8 @@ def _leak(ds, result, defense, strength, seeds=(0, 1)):
     """Mean over defence seeds of max(AUC, 1 - AUC) of the norm and direction attacks."""
     out = []
     for seed in seeds:
-        g = received_gradients(result.built.topology, result.model_params(0), result.built.prepare, ds.x_test,
-                               ds.y_test, "z", defense=defense, strength=strength, seed=seed, batch_size=64)
+        g = received_gradients(result.built, result.model_params(0), ds.x_test, ds.y_test, "z",
+                               defense=None if defense == "none" else defense, strength=strength, seed=seed, batch_size=64)
         s = attacks.label_leakage_auc(g, ds.y_test)
         out.append([max(s["norm_auc"], 1 - s["norm_auc"]), max(s["direction_auc"], 1 - s["direction_auc"])])
     return np.mean(out, axis=0)
@@ -198,48 +212,47 @@ def test_label_defences_lower_the_attack_auc_toward_one_half(breast_cancer_model
 
 
 def test_training_with_a_label_defence_and_the_sweep_cells(tmp_path, breast_cancer_model):
-    from nopeek.sweep import PRESETS, cells, run_sweep
+    from nopeek.sweeps import PRESETS, cells, run_sweep
 
     config = PRESETS["quick"].replace(dataset="breast_cancer", cuts=("1",), alphas=(0.0,), noise_scales=(), epochs=3,
-                                      attack_steps=0, label_defenses=("maxnorm", "marvell"), label_strengths=(8.0,))
-    assert [(c.defense, c.noise_scale) for c in cells(config)] == [("none", 0.0), ("maxnorm", 8.0), ("marvell", 8.0)]
+                                      attacks=("label",), defenses=("maxnorm=8.0", "marvell=8.0"))
+    assert [(c.defense, c.strength) for c in cells(config)] == [("none", 0.0), ("maxnorm", 8.0), ("marvell", 8.0)]
     out = tmp_path / "sweep"
     rows = run_sweep(config, str(out), progress=False)
     by = {r["defense"]: r for r in rows}
-    assert set(by) == {"none", "maxnorm", "marvell"} and by["marvell"]["noise_scale"] == "8.0"
+    assert set(by) == {"none", "maxnorm", "marvell"} and by["marvell"]["strength"] == "8.0"
     for r in rows:
         assert 0 <= float(r["label_norm_auc"]) <= 1 and 0 <= float(r["label_direction_auc"]) <= 1
     leak = {d: abs(float(r["label_direction_auc"]) - 0.5) for d, r in by.items()}
     assert leak["marvell"] < leak["none"] and leak["maxnorm"] < leak["none"]
     assert (out / "figures" / "label_tradeoff.png").stat().st_size > 5000
     with pytest.raises(ConfigError, match="marvell needs a binary task"):
-        PRESETS["quick"].replace(label_defenses=("marvell",), label_strengths=(1.0,)).validate()
-    with pytest.raises(ConfigError, match="needs --label-strengths"):
-        config.replace(label_strengths=()).validate()
+        PRESETS["quick"].replace(defenses=("marvell=1.0",)).validate()
+    with pytest.raises(ConfigError, match="not NAME=STRENGTH"):
+        config.replace(defenses=("marvell",)).validate()
 
 
 def test_cli_label_defence_errors_and_attack(tmp_path, capsys):
     from nopeek.cli import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["train", "--dataset", "digits", "--label-defense", "marvell", "--out", str(tmp_path / "x")])
+        main(["train", "--dataset", "digits", "--defenses", "marvell=1", "--out", str(tmp_path / "x")])
     assert exc.value.code == 2 and "marvell needs a binary task" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["train", "--dataset", "breast_cancer", "--label-defense", "maxnorm", "--label-strength", "-1",
-              "--out", str(tmp_path / "x")])
-    assert "--label-strength must be finite and >= 0" in capsys.readouterr().err
+        main(["train", "--dataset", "breast_cancer", "--defenses", "maxnorm=-1", "--out", str(tmp_path / "x")])
+    assert "the strength must be finite and >= 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["train", "--dataset", "digits", "--topology", "multi_task", "--label-defense", "maxnorm",
+        main(["train", "--dataset", "digits", "--topology", "multi_task", "--defenses", "maxnorm=1",
               "--out", str(tmp_path / "x")])
     assert "multi_task sends the labels to every server" in capsys.readouterr().err
 
 
 def test_sweep_refuses_what_its_dishonest_columns_cannot_take():
-    from nopeek.config import ConfigError
-    from nopeek.presets import PRESETS
+    from nopeek.errors import ConfigError
+    from nopeek.sweeps import PRESETS
 
     quick = PRESETS["quick"]
-    for changes, message in ((dict(topologies=("multi_task",), cuts=("1",), label_defenses=("maxnorm",), label_strengths=(1.0,)),
+    for changes, message in ((dict(topologies=("multi_task",), cuts=("1",), defenses=("maxnorm=1.0",)),
                               "multi_task sends the labels"),
                              (dict(fsha_steps=10, alpha_warmup=1.0), "does not ramp alpha"),
                              (dict(fsha_steps=10, public_classes=(3, 42)), "the data has 10 classes")):
@@ -252,8 +265,8 @@ def test_cli_label_defence_attack(tmp_path, capsys):
     from nopeek.cli import main
 
     run = tmp_path / "bc"
-    main(["train", "--dataset", "breast_cancer", "--widths", "16,8", "--epochs", "2", "--label-defense", "marvell",
-          "--label-strength", "16", "--out", str(run), "--quiet"])
+    main(["train", "--dataset", "breast_cancer", "--widths", "16,8", "--epochs", "2", "--defenses", "marvell=16",
+          "--out", str(run), "--quiet"])
     capsys.readouterr()
     main(["attack", "--run", str(run), "--attack", "label"])
     assert "norm_auc" in capsys.readouterr().out

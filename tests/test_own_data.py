@@ -1,7 +1,7 @@
 """One's own data and one's own model: `npz:PATH`, `folder:PATH`, and the registries.
 
 `--dataset npz:PATH` and `--dataset folder:PATH` work in `train`, `sweep` and `attack`
-with the bundled sets' scaling rules; `nopeek.data.register` and `nopeek.models.register`
+with the bundled sets' scaling rules; `nopeek.register_dataset` and `nopeek.register_model`
 make a data set and a model available to the CLI and the sweep in the same process. The
 registration example is the README's ("Your own data and model"), kept true here.
 """
@@ -18,7 +18,7 @@ from sklearn.model_selection import train_test_split
 
 from nopeek import data
 from nopeek.cli import main
-from nopeek.results import read_rows
+from nopeek.sweeps import read_rows
 
 TINY = ["--epochs", "1", "--quiet"]
 SWEEP_TINY = ["--preset", "quick", "--epochs", "1", "--alphas", "0,1", "--noise-scales", "", "--cuts", "1",
@@ -201,7 +201,7 @@ def readme_example() -> dict:
     section = readme[readme.index("## Your own data and model"):]
     code = section[section.index("```python\n") + len("```python\n"):]
     code = code[: code.index("```")]
-    assert "nopeek.models.register(" in code and "nopeek.data.register(" in code
+    assert "nopeek.register_model(" in code and "nopeek.register_dataset(" in code
     namespace: dict = {"__name__": "readme_example"}
     exec(compile(code, "README.md", "exec"), namespace)
     return namespace
@@ -209,7 +209,7 @@ def readme_example() -> dict:
 
 @pytest.fixture
 def registered():
-    from nopeek.models import MODELS
+    from nopeek.protocol import MODELS
 
     readme_example()
     yield
@@ -218,7 +218,7 @@ def registered():
 
 
 def test_registered_data_and_model_in_train_attack_and_sweep(registered, tmp_path, capsys):
-    from nopeek.models import build_model, build_segment, model_blocks
+    from nopeek.protocol import build_model, build_segment, model_blocks
 
     assert main(["train", "--list-cuts", "--dataset", "blobs", "--model", "tanh_mlp"]) == 0
     listing = capsys.readouterr().out
@@ -247,7 +247,8 @@ def test_registered_data_and_model_in_train_attack_and_sweep(registered, tmp_pat
 
 
 def test_registered_model_with_wrong_widths_or_logits_is_refused(registered, tmp_path, capsys):
-    from nopeek.models import BlockSpec, Dense, register
+    from nopeek.protocol import BlockSpec, Dense
+    from nopeek.protocol import register_model as register
 
     with pytest.raises(SystemExit) as exc:
         main(["train", "--dataset", "blobs", "--model", "tanh_mlp", "--widths", "8", *TINY, "--out", str(tmp_path / "run")])
@@ -264,6 +265,6 @@ def test_registered_model_with_wrong_widths_or_logits_is_refused(registered, tmp
         assert "model 'no_head' ends in shape (5,), not logits (3,)" in err and len(err.splitlines()) == 1
         assert not (tmp_path / "run").exists()
     finally:
-        from nopeek.models import MODELS
+        from nopeek.protocol import MODELS
 
         MODELS.pop("no_head", None)

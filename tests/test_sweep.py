@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from nopeek.cli import main
-from nopeek.config import ConfigError
-from nopeek.results import KEY_COLUMNS, RESULT_COLUMNS, read_rows
-from nopeek.sweep import PRESETS, SweepConfig, cells, run_sweep
+from nopeek.errors import ConfigError
+from nopeek.sweeps import KEY_COLUMNS, RESULT_COLUMNS, read_rows
+from nopeek.sweeps import PRESETS, SweepConfig, cells, run_sweep
 
 # The quick preset, made smaller still: 2 cuts x (none, nopeek 2, noise 1) = 6 cells.
 TINY = PRESETS["quick"].replace(alphas=(0.0, 2.0), noise_scales=(1.0,), epochs=2, attack_steps=100)
@@ -193,7 +193,7 @@ def test_sweep_and_attack_use_the_same_leaked_samples_and_tensor(tmp_path, monke
     """For the same settings, `nopeek sweep` and `nopeek attack` fit the decoder on the same
     leaked samples and the same tensor: what was sent, noise defence included."""
     import attacks
-    from nopeek.attack_run import AttackConfig, run_attack
+    from nopeek.attacking import AttackConfig, run_attack
 
     seen = []
     real = attacks.fit_decoders
@@ -202,7 +202,7 @@ def test_sweep_and_attack_use_the_same_leaked_samples_and_tensor(tmp_path, monke
         seen.append((np.asarray(z), np.asarray(x)))
         return real(z, x, **kw)
 
-    monkeypatch.setattr(attacks, "fit_decoders", spy)
+    monkeypatch.setattr(attacks.decoder, "fit_decoders", spy)
     config = TINY.replace(cuts=("1",), alphas=(0.0,), noise_scales=(1.0,), epochs=1, attack_steps=5)
     run_sweep(config, str(tmp_path / "sweep"), progress=False)
     run = str(tmp_path / "run")

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 
 from nopeek import data
-from nopeek import engine as E
-from nopeek import topologies as T
+from nopeek import protocol as E
+from nopeek.defences import NoPeek
+from nopeek import protocol as T
 from nopeek.cli import main
-from nopeek.config import ConfigError, TrainConfig
-from nopeek.partition import partition
-from nopeek.train import train_stack
+from nopeek.errors import ConfigError
+from nopeek.training import TrainConfig
+from nopeek.protocol import partition
+from nopeek.training import train_stack
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +69,8 @@ def test_vertical_stacked_clients_equal_separate_parties(rng, shape, model, cut,
     assert stacked.topology.party("client").replicas == n and len(separate.topology.parties) == n + 1
     x = jnp.asarray(rng.uniform(size=(16, *shape)), jnp.float32)
     y = jnp.asarray(np.arange(16) % 2, jnp.int32)
-    g_a, aux_a = E.protocol_gradients(stacked.topology, stacked.init(2), stacked.prepare(x, y), alpha=0.5)
-    g_b, aux_b = E.protocol_gradients(separate.topology, separate.init(2), separate.prepare(x, y), alpha=0.5)
+    g_a, aux_a = E.protocol_gradients(stacked.topology, stacked.init(2), stacked.prepare(x, y), defence=NoPeek(0.5))
+    g_b, aux_b = E.protocol_gradients(separate.topology, separate.init(2), separate.prepare(x, y), defence=NoPeek(0.5))
     np.testing.assert_allclose(aux_a["loss"], aux_b["loss"], rtol=1e-5)
     for i in range(n):
         _close(jax.tree.leaves(jax.tree.map(lambda t: t[i], g_a["client"])), jax.tree.leaves(g_b[f"client{i + 1}"]))
@@ -95,8 +97,8 @@ def test_multi_hop_all_hops_penalise_relays(rng):
     assert b.topology.protected == ("z1", "z2") and b.topology.penalty_source("z2") == "z1"
     x = jnp.asarray(rng.uniform(size=(16, 8, 8, 1)), jnp.float32)
     d = b.prepare(x, jnp.asarray(np.arange(16) % 10, jnp.int32))
-    grads, aux = E.protocol_gradients(b.topology, b.init(0), d, alpha=0.5)
-    want = jax.grad(lambda p: E.end_to_end_loss(b.topology, p, d, alpha=0.5))(b.init(0))
+    grads, aux = E.protocol_gradients(b.topology, b.init(0), d, defence=NoPeek(0.5))
+    want = jax.grad(lambda p: E.end_to_end_loss(b.topology, p, d, defence=NoPeek(0.5)))(b.init(0))
     _close(jax.tree.leaves(grads), jax.tree.leaves(want))
     assert set(aux["leak"]) == {"z1", "z2"}
 

@@ -13,9 +13,10 @@ import pytest
 
 from nopeek import data
 from nopeek.cli import main
-from nopeek.config import ConfigError, TrainConfig
-from nopeek.runs import load
-from nopeek.train import train_stack
+from nopeek.errors import ConfigError
+from nopeek.training import TrainConfig
+from nopeek.training import load
+from nopeek.training import train_stack
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +165,7 @@ def test_mnist5k_cnn_accuracy():
 
 
 def test_auto_stack_mode_follows_the_benchmark():
-    from nopeek.stacking import resolve_stack_mode
+    from nopeek.protocol import resolve_stack_mode
 
     assert resolve_stack_mode("auto", has_conv=False) == "vmap"
     assert resolve_stack_mode("auto", has_conv=True) == ("map" if jax.default_backend() == "cpu" else "vmap")

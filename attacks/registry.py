@@ -1,0 +1,253 @@
+"""The registry of attacks: one call shape for every attack, one defaults record for each.
+
+Every attack takes an `AttackInputs` (what the attacker holds: arrays and callables for K
+target models side by side) and its settings, and returns one output per target model.
+What it needs is declared (`AttackSpec.needs`) and checked before it runs; what it returns
+is scored the same way for every attack of a kind, each score beside the free baseline the
+attacker gets without attacking (`score`):
+
+- "reconstruction": outputs {"x_hat": (n, *x_shape)} for the first n targets; scored by
+  `scoring.scores_with_baseline` (MSE, PSNR, SSIM, dCor(x, x_hat), a clean classifier's
+  accuracy on x_hat; `baseline_*`: the attacker's mean input).
+- "attribute": outputs {"probes": [{"probe", "accuracy", "chance"}]}: a label read from z.
+- "label": outputs {"norm_auc", "direction_auc", ...}: labels read from cut gradients (0.5 is chance).
+
+`register` adds one's own attack; `nopeek attack --list`, the audit and sweeps read `ATTACKS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from attacks import decoder
+from attacks.decoder import vmap_models
+from attacks.inversion import unsplit_inversion, whitebox_inversion
+from attacks.label_leakage import label_leakage_auc
+from attacks.probe import PROBES, probe_accuracy
+from attacks.scoring import scores_with_baseline
+
+KINDS = ("reconstruction", "attribute", "label")
+# What an attack may need, each a field (or fields) of AttackInputs that must be given.
+NEEDS = {
+    "pairs": ("x_leak", "z_leak"),
+    "targets": ("z_target",),
+    "labels": ("y_leak", "y_target"),
+    "message_fn": ("message_fns",),
+    "architecture": ("architecture",),
+    "gradients": ("gradients", "y_target"),
+}
+
+
+@dataclasses.dataclass
+class AttackInputs:
+    """What an attacker holds against K target models (arrays are NumPy or JAX).
+
+    x_leak: (n_l, ...) inputs the attacker holds together with the messages they produced,
+      z_leak: (K, n_l, ...), one set per target model; y_leak: (n_l,) their labels.
+    x_target: (n_t, ...) held-out inputs the attack tries to recover (used only to score);
+      z_target: (K, n_t, ...) their messages as sent; y_target: (n_t,) their labels. Where
+      each model has targets of its own, the three are lists of K arrays (n_k may differ).
+    message_fns: K functions x (n, ...) -> message (n, ...), weights closed over (white box).
+    architecture: seed -> (apply(params, x) -> message, params): the sender's architecture
+      up to the message, freshly initialised (the attacker knows it, not its weights).
+    gradients: (K, n_t, ...) the per-sample gradients the attacker received for the targets.
+    classifier: an object with `accuracy(x, y)` trained on clean inputs (scores reconstructions).
+    map_models(fn, in_axes) -> fn: how to run one function over the K models (default vmap);
+      place(tree) -> tree: where to put stacked arrays (e.g. sharded over devices).
+    seed: the attacker's seed.
+    """
+
+    x_leak: Any = None
+    z_leak: Any = None
+    y_leak: Any = None
+    x_target: Any = None
+    z_target: Any = None
+    y_target: Any = None
+    message_fns: Sequence[Callable] | None = None
+    architecture: Callable | None = None
+    gradients: Any = None
+    classifier: Any = None
+    map_models: Callable = vmap_models
+    place: Callable | None = None
+    seed: int = 0
+
+    def targets(self, k: int):
+        """(x_target, y_target) of model k: the shared arrays, or entry k where each model has
+        its own targets (lists of K arrays, ragged)."""
+        pick = lambda a: a[k] if isinstance(a, (list, tuple)) else a  # noqa: E731
+        return pick(self.x_target), pick(self.y_target)
+
+    @property
+    def models(self) -> int:
+        """K, the number of target models."""
+        for name in ("z_target", "z_leak", "gradients"):
+            value = getattr(self, name)
+            if value is not None:
+                return len(value) if isinstance(value, (list, tuple)) else int(np.shape(value)[0])
+        return len(self.message_fns or ())
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    """A registered attack.
+
+    kind: "reconstruction", "attribute" or "label" (how its outputs are scored).
+    needs: the keys of `NEEDS` it requires of its inputs.
+    defaults: its settings and their defaults ({"steps": 1500, "lr": 2e-3, ...}); a value
+      given explicitly is always obeyed.
+    run(inputs, **settings) -> [output per target model].
+    stacked: whether it fits the K models together (else one after the other).
+    whole_input: whether the message must be computed from the whole input (not a slice).
+    """
+
+    name: str
+    kind: str
+    needs: frozenset
+    defaults: Mapping[str, Any]
+    run: Callable[..., list]
+    description: str = ""
+    stacked: bool = False
+    whole_input: bool = False
+
+
+ATTACKS: dict[str, AttackSpec] = {}
+
+
+def register(name: str, run: Callable[..., list], *, kind: str, needs: Sequence[str], defaults: Mapping[str, Any],
+             description: str = "", stacked: bool = False, whole_input: bool = False) -> None:
+    """Make attack `name` available to `nopeek attack`, sweeps, the audit and `run`.
+
+    Args:
+      name: its name.
+      run: `run(inputs: AttackInputs, **settings) -> list` of one output per target model
+        (see the module docstring for each kind's output).
+      kind, needs, defaults, description, stacked, whole_input: see `AttackSpec`.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"an attack name must be a non-empty string, got {name!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    unknown = set(needs) - set(NEEDS)
+    if unknown:
+        raise ValueError(f"needs must be among {', '.join(NEEDS)}, got {', '.join(sorted(unknown))}")
+    ATTACKS[name] = AttackSpec(name, kind, frozenset(needs), dict(defaults), run, description, stacked, whole_input)
+
+
+def spec(name: str) -> AttackSpec:
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
+    return ATTACKS[name]
+
+
+def missing(name: str, inputs: AttackInputs) -> list[str]:
+    """The needs of attack `name` that `inputs` does not meet (empty: it can run)."""
+    return [need for need in sorted(spec(name).needs)
+            if any(getattr(inputs, f) is None for f in NEEDS[need])]
+
+
+def settings(name: str, **given) -> dict:
+    """The attack's settings: its defaults, with every explicitly given value (not None) over them."""
+    s = spec(name)
+    unknown = {k for k, v in given.items() if v is not None} - set(s.defaults)
+    out = dict(s.defaults)
+    out.update({k: v for k, v in given.items() if v is not None and k in s.defaults})
+    out["_ignored"] = sorted(unknown)
+    return out
+
+
+def run(name: str, inputs: AttackInputs, **given) -> list:
+    """Run attack `name` against every target model of `inputs` with its defaults and the
+    given settings (None: the default; settings the attack does not take are ignored).
+
+    Raises:
+      ValueError: an unknown attack, or inputs that do not meet its needs.
+    """
+    s = spec(name)
+    lacking = missing(name, inputs)
+    if lacking:
+        raise ValueError(f"the {name} attack needs {', '.join(lacking)}, which the attacker does not hold here")
+    resolved = settings(name, **given)
+    resolved.pop("_ignored")
+    return s.run(inputs, **resolved)
+
+
+def score(name: str, inputs: AttackInputs, output: dict, *, model: int = 0, subset=None) -> dict:
+    """The scores of one output (that of target model `model`) beside their free baselines.
+
+    Reconstruction: `scores_with_baseline` on the targets the output covers (or `subset` of
+    them, indices into the targets); attribute and label outputs are already scores.
+    """
+    if spec(name).kind != "reconstruction":
+        return {k: v for k, v in output.items() if k != "x_hat"}
+    x_hat = np.asarray(output["x_hat"])
+    index = np.arange(len(x_hat)) if subset is None else np.asarray(subset)
+    x_target, y_target = inputs.targets(model)
+    x = np.asarray(x_target)[index]
+    y = None if y_target is None else np.asarray(y_target)[index]
+    if inputs.classifier is None:
+        y = None
+    baseline_data = inputs.x_leak if inputs.x_leak is not None else inputs.x_target
+    return scores_with_baseline(x, x_hat[index], baseline_data, classifier=inputs.classifier, y=y)
+
+
+# ---- the built-in attacks ---------------------------------------------------------------
+
+
+def _decoder(inputs: AttackInputs, *, steps, lr, batch_size) -> list:
+    fitted = decoder.fit_decoders(inputs.z_leak, inputs.x_leak, steps=steps, lr=lr, batch_size=batch_size, seed=inputs.seed,
+                          map_models=inputs.map_models, place=inputs.place, log_every=min(100, max(1, steps)))
+    if isinstance(inputs.z_target, (list, tuple)):  # one array per model, of different lengths
+        x_hat = [fitted.select(k).reconstruct(np.asarray(z)[None])[0] for k, z in enumerate(inputs.z_target)]
+    else:
+        x_hat = fitted.reconstruct(inputs.z_target)
+    losses = fitted.loss_history
+    return [{"x_hat": x_hat[k], "steps_run": fitted.steps,
+             "final_train_loss": float(losses[-1, k]) if losses.ndim == 2 and len(losses) else float("nan")}
+            for k in range(len(x_hat))]
+
+
+def _whitebox(inputs: AttackInputs, *, steps, lr, tv_weight, n_targets) -> list:
+    out = []
+    for k, fn in enumerate(inputs.message_fns):
+        z = np.asarray(inputs.z_target[k])[:n_targets]
+        x_shape = np.shape(inputs.targets(k)[0])[1:]
+        out.append({"x_hat": whitebox_inversion(fn, z, x_shape, steps=steps, lr=lr, tv_weight=tv_weight)})
+    return out
+
+
+def _unsplit(inputs: AttackInputs, *, steps, lr, tv_weight, n_targets) -> list:
+    out = []
+    for k in range(inputs.models):
+        apply, params = inputs.architecture(inputs.seed + 1000)
+        z = np.asarray(inputs.z_target[k])[:n_targets]
+        x_hat, _ = unsplit_inversion(apply, params, z, np.shape(inputs.targets(k)[0])[1:], rounds=max(1, steps // 100),
+                                     lr_input=lr, tv_weight=tv_weight)
+        out.append({"x_hat": x_hat})
+    return out
+
+
+def _probe(inputs: AttackInputs) -> list:
+    return [{"probes": [probe_accuracy(inputs.z_leak[k], inputs.y_leak, inputs.z_target[k], inputs.targets(k)[1], kind=kind,
+                                       seed=inputs.seed) for kind in PROBES]} for k in range(inputs.models)]
+
+
+def _label(inputs: AttackInputs) -> list:
+    return [label_leakage_auc(inputs.gradients[k], inputs.targets(k)[1]) for k in range(inputs.models)]
+
+
+register("decoder", _decoder, kind="reconstruction", needs=("pairs", "targets"),
+         defaults={"steps": 1500, "lr": 2e-3, "batch_size": 64},
+         stacked=True, description="black-box inversion: a decoder z -> x fitted on leaked (x, z) pairs (NoPeek's threat model)")
+register("whitebox", _whitebox, kind="reconstruction", needs=("message_fn", "targets"),
+         defaults={"steps": 1500, "lr": 0.05, "tv_weight": 0.0, "n_targets": 256}, whole_input=True,
+         description="white-box inversion: inputs optimised so the sender's own function maps them to z (He et al. 2019)")
+register("unsplit", _unsplit, kind="reconstruction", needs=("architecture", "targets"),
+         defaults={"steps": 2000, "lr": 0.05, "tv_weight": 0.05, "n_targets": 256}, whole_input=True,
+         description="UnSplit: inputs and a clone of the sender's architecture fitted together (Erdogan et al. 2022)")
+register("probe", _probe, kind="attribute", needs=("pairs", "targets", "labels"), defaults={},
+         description="linear and MLP probes reading the label from z, fitted on leaked pairs, beside chance")
+register("label", _label, kind="label", needs=("gradients",), defaults={},
+         description="norm and direction attacks reading binary labels from cut gradients (Li et al. 2022)")

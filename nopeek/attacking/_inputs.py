@@ -1,0 +1,70 @@
+"""What an attacker holds against a trained model, as `attacks.AttackInputs`.
+
+From a run folder (`run_inputs`): the leaked training samples with the messages they
+produced (noise defence included, as sent), the held-out targets, the sender's function
+(white box), its architecture freshly initialised (UnSplit), and, for binary tasks, the
+per-sample gradients the label attacks read, with the run's gradient defences applied as
+in training.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from nopeek.defences import DEFENCES, received_gradients
+from nopeek.errors import ConfigError
+from nopeek.protocol import Capture, build_segment, gradient_name, model_blocks, protocol_gradients
+from nopeek.training import TrainedRun, cuts_of, strengths_of
+
+
+def per_sample_gradients(run: TrainedRun, x, y, tensor: str) -> np.ndarray:
+    """The gradients dCE_i/dm_i the producer of message `tensor` receives for each sample i:
+    (n, ...) like the message. The batch loss is a mean, so row i of the gradient message
+    is dCE_i/dm_i / n; this returns the rows times n, which the label attacks read."""
+    capture = Capture([gradient_name(tensor)])
+    data = run.built.prepare(jnp.asarray(x), jnp.asarray(y))
+    protocol_gradients(run.built.topology, run.params, data, transport=capture)
+    if gradient_name(tensor) not in capture.values:
+        raise ConfigError(f"no gradient of {tensor!r} crosses between parties in this {run.config.topology} run")
+    return np.asarray(capture.values[gradient_name(tensor)]) * len(x)
+
+
+def heldout_gradients(run: TrainedRun, x, y) -> tuple[np.ndarray, str, dict]:
+    """(gradients (n, ...), the tensor they are the gradient of, the gradient defences applied):
+    what the party without the labels receives for held-out samples, batch by batch as in
+    training when the run used a defence of the returned gradients."""
+    tensor = run.built.label_gradient
+    cfg = run.config
+    used = {n: s for n, s in strengths_of(cfg).items() if s > 0 and DEFENCES[n].acts_on == "gradient"}
+    if not used:
+        return per_sample_gradients(run, x, y, tensor), tensor, {}
+    if len(used) > 1:
+        raise ConfigError(f"the label attack scores one gradient defence at a time; the run uses {', '.join(used)}")
+    (name, strength), = used.items()
+    grads = received_gradients(run.built, run.params, x, y, tensor, defense=name, strength=strength, seed=cfg.seed,
+                               batch_size=cfg.batch_size)
+    return grads, tensor, used
+
+
+def architecture(run: TrainedRun, entry, input_shape):
+    """seed -> (apply(params, x), params): the sender's blocks up to `entry`'s cut for
+    inputs of `input_shape`, freshly initialised: what an attacker who knows the
+    architecture (not the weights) can build."""
+    classes = next(iter(run.built.tasks.values()))
+    cut = cuts_of(run.config, classes)[run.built.cut_of.get(entry.message, 0)]
+    blocks = model_blocks(run.config.model, classes, run.config.widths)
+    input_shape = tuple(input_shape)
+
+    def build(seed):
+        clone, _ = build_segment(blocks, input_shape, 0, cut, seed=seed)
+        graphdef, params = nnx.split(clone)
+        return (lambda p, x: nnx.merge(graphdef, p)(x)), params
+
+    return build
+
+
+def check_finite(values, what: str) -> None:
+    if not np.all(np.isfinite(values)):
+        raise ConfigError(f"{what} holds NaN or Inf values: the model diverged; there is nothing to attack")

@@ -1,0 +1,108 @@
+"""`nopeek attack`: run one registered attack against any message of a trained run folder.
+
+The attacker's data (`AttackConfig`): a leaked share of the training set
+(`leak_fraction` or `leak_count`), optionally only some classes (`aux_classes`, an
+auxiliary set from another distribution), chosen by `attacker_indices` with the
+attacker's seed; `nopeek sweep` uses the same function, so the same settings mean the
+same samples. The targets: the held-out test set. The message: `--message party:tensor`
+(default: the first message the data holder sends). The attack comes from the registry
+(`attacks.ATTACKS`, `--list`), with its own defaults; a value given explicitly is always
+obeyed. Writes `scores.json` (and `reconstructions.png` for reconstruction attacks,
+`label_leakage.png` for the label attack) into `out`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import numpy as np
+
+import attacks
+from nopeek import data as data_lib
+from nopeek.attacking._config import AttackConfig, attacker_indices
+from nopeek.attacking._inputs import architecture, check_finite, heldout_gradients
+from nopeek.core import write_json
+from nopeek.errors import ConfigError
+from nopeek.plots import label_leakage_figure, reconstruction_grid
+from nopeek.protocol import gradient_name
+from nopeek.training import load
+
+
+def list_attacks() -> str:
+    """A table of the registered attacks: name, kind, what each needs, its defaults."""
+    lines = [f"{'attack':10s} {'kind':15s} {'needs':32s} defaults", "-" * 90]
+    for name, s in attacks.ATTACKS.items():
+        defaults = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in s.defaults.items())
+        lines.append(f"{name:10s} {s.kind:15s} {', '.join(sorted(s.needs)):32s} {defaults or '-'}")
+        lines.append(f"{'':10s} {s.description}")
+    return "\n".join(lines)
+
+
+def run_attack(run_dir: str, config: AttackConfig, out: str) -> dict:
+    """Run `config.attack` against one message of the model in `run_dir`; write and return the scores."""
+    config.validate()
+    spec = attacks.ATTACKS[config.attack]
+    run = load(run_dir)
+    tc = run.config
+    entry = run.entry(config.message)
+    message = f"{entry.party}:{entry.label}"
+    ds = data_lib.load(tc.dataset, seed=tc.split_seed, data_dir=tc.data_dir, limit=tc.limit)
+    leak = attacker_indices(ds.y_train, leak_fraction=config.leak_fraction, leak_count=config.leak_count,
+                            aux_classes=config.aux_classes, seed=config.attack_seed)
+    settings = config.settings()
+    if "steps" in settings and settings["steps"] < 1:
+        raise ConfigError(f"--attack-steps must be >= 1 for the {config.attack} attack, got {settings['steps']}")
+    if spec.whole_input and (entry.replica is not None or entry.merged or entry.source != "x"):
+        raise ConfigError(f"--attack {config.attack} inverts a message computed from the whole input; "
+                          f"{message} is computed from a slice (use --attack decoder)")
+    if spec.kind == "label" and ds.num_classes != 2:
+        raise ConfigError(f"the label attack needs a binary task (e.g. breast_cancer); {tc.dataset} has {ds.num_classes} classes")
+    t0 = time.perf_counter()
+    scores: dict = {**config.to_dict(), "attack": config.attack, "run": run_dir, "message": message,
+                    "n_attacker": int(len(leak)), **{f"attack_{k}" if k in ("steps", "lr") else k: v
+                                                     for k, v in settings.items()}}
+    # `out` is created by its first file (figure or scores.json), after every check: a refused attack leaves nothing.
+    x_leak, y_leak = ds.x_train[leak], ds.y_train[leak]
+    inputs = attacks.AttackInputs(seed=config.attack_seed)
+    if spec.kind in ("reconstruction", "attribute"):
+        z_leak = run.sent(message, x_leak)  # what crossed: noise defence included, as the sweep attacks it
+        check_finite(z_leak, message)
+        n = len(ds.x_test) if "n_targets" not in settings else min(settings["n_targets"], len(ds.x_test))
+        x_t, y_t = ds.x_test[:n], ds.y_test[:n]
+        inputs.x_leak, inputs.z_leak, inputs.y_leak = run.source(message, x_leak), z_leak[None], y_leak
+        inputs.x_target, inputs.z_target, inputs.y_target = run.source(message, x_t), run.sent(message, x_t)[None], y_t
+        inputs.message_fns = [jax.jit(run.message_fn(message))]  # the sender's function, before any noise
+        inputs.architecture = architecture(run, entry, ds.input_shape)
+    if spec.kind == "reconstruction":
+        inputs.classifier = attacks.ReferenceClassifier(run.source(message, ds.x_train), ds.y_train)
+        output = attacks.run(config.attack, inputs, **settings)[0]
+        scores["classifier_clean_accuracy"] = inputs.classifier.accuracy(inputs.x_target, y_t)
+        scores.update(attacks.score(config.attack, inputs, output))
+        scores["n_targets"] = int(len(output["x_hat"]))
+        x_src = inputs.x_target
+        reconstruction_grid([x_src[:16], output["x_hat"][:16]], ["original", "reconstructed"],
+                            os.path.join(out, "reconstructions.png"),
+                            title=f"{config.attack} attack on {tc.topology} {tc.model} {message} (alpha {tc.alpha:g}): "
+                            + (f"SSIM {scores['ssim']:.3f}" if np.isfinite(scores["ssim"]) else f"MSE {scores['mse']:.4f}"))
+    elif spec.kind == "attribute":
+        try:
+            scores.update(attacks.score(config.attack, inputs, attacks.run(config.attack, inputs, **settings)[0]))
+        except ValueError as err:
+            raise ConfigError(f"--leak-fraction/--leak-count: {err}") from None
+    else:  # label: the gradients the party without the labels receives
+        grads, tensor, defences = heldout_gradients(run, ds.x_test, ds.y_test)
+        check_finite(grads, gradient_name(tensor))
+        if defences:
+            scores["gradient_defences"] = defences
+        inputs.gradients, inputs.y_target = grads[None], ds.y_test
+        result = attacks.score(config.attack, inputs, attacks.run(config.attack, inputs, **settings)[0])
+        scores.update(result, gradient=gradient_name(tensor))
+        label_leakage_figure(
+            attacks.norm_scores(grads), attacks.direction_scores(grads, result["reference_index"]),
+            ds.y_test, result, os.path.join(out, "label_leakage.png"),
+        )
+    scores["seconds"] = time.perf_counter() - t0
+    write_json(os.path.join(out, "scores.json"), scores)
+    return scores

@@ -1,0 +1,400 @@
+"""What each `nopeek` subcommand does: read its parsed options into configs and call the
+library function a notebook would call; print what it returns. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+import numpy as np
+
+from nopeek.cli._args import dataclass_from_args, fail
+from nopeek.errors import ConfigError
+
+# `nopeek train --server fsha`: training options the FSHA client does not take (it runs
+# --fsha-steps iterations, its loss is the server's, its labels stay home).
+FSHA_SKIP = ("epochs", "dcor_batch", "task_weight", "defenses")
+
+
+def _load_npy(path: str, prog: str) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        fail(prog, f"{path}: a pickled or object array; refusing to load it ({err})")
+    except OSError as err:
+        fail(prog, f"cannot read {path}: expected a .npy array ({err})")
+    if not isinstance(array, np.ndarray):
+        fail(prog, f"{path}: expected a .npy array, got an .npz archive")
+    return array
+
+
+def cmd_dcor(args: argparse.Namespace) -> int:
+    """Distance statistics between two arrays (.npy files, or a bundled example)."""
+    import metrics
+
+    prog = "nopeek dcor"
+    if (args.x is None) != (args.y is None):
+        fail(prog, "give both X.npy and Y.npy, or neither for the bundled example")
+    if args.block_size is not None and args.block_size < 1:
+        fail(prog, f"--block-size must be >= 1, got {args.block_size}")
+    if args.x is None:
+        from sklearn.datasets import load_breast_cancer
+
+        data = load_breast_cancer()
+        x, y = data.data, data.data ** 2
+        names = ("X", "Y")
+        print("bundled example: breast-cancer features x (569, 30) and x**2")
+    else:
+        x, y = _load_npy(args.x, prog), _load_npy(args.y, prog)
+        names = (args.x, args.y)
+    for name, a in zip(names, (x, y)):
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
+            fail(prog, f"{name}: expected a real numeric array, got dtype {a.dtype}")
+        if a.ndim == 0 or a.shape[0] == 0:
+            fail(prog, f"{name}: expected samples along axis 0, got shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            fail(prog, f"{name} contains NaN or Inf")
+    if len(x) != len(y):
+        fail(prog, f"{names[0]} has {len(x)} samples but {names[1]} has {len(y)}; "
+                   "x and y must hold the same number of samples")
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y, np.float32)
+    rows = [
+        ("distance_correlation", metrics.distance_correlation(x, y, block_size=args.block_size)),
+        ("distance_correlation_sqr", metrics.distance_correlation_sqr(x, y, block_size=args.block_size)),
+        ("u_distance_correlation_sqr", metrics.u_distance_correlation_sqr(x, y, block_size=args.block_size)),
+    ]
+    for name, value in rows:
+        print(f"{name:28s} {float(value):.6f}")
+    return 0
+
+
+# ---- train ---------------------------------------------------------------------------------
+
+
+def _print_cuts(config) -> None:
+    from nopeek.data import sample_shape
+    from nopeek.protocol import build_model, list_cuts
+
+    shape, classes = sample_shape(config.dataset, config.data_dir)
+    cuts = list_cuts(build_model(config.model, shape, classes, config.widths), shape)
+    print(f"{config.model} on {config.dataset} (input {shape}); cut k = after block k")
+    print(f"{'cut':>3s}  {'after block':12s} {'activation shape':18s} {'bytes/sample':>12s}")
+    for c in cuts:
+        print(f"{c.cut:>3d}  {c.block:12s} {str(c.shape):18s} {c.bytes_per_sample:>12d}")
+
+
+def _print_transcript(config, built, shape) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from nopeek.protocol import format_transcript, transcript
+    from nopeek.training import cuts_of, make_optimizer
+
+    n = config.batch_size
+    data = built.prepare(jnp.zeros((n, *shape), jnp.float32), jnp.zeros((n,), jnp.int32))
+    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), data)
+    params = built.init(0)
+    optimizer = make_optimizer(config.optimizer, config.lr)
+    handoff_state = {p: (v, optimizer.init(v)) for p, v in params.items()}
+    classes = next(iter(built.tasks.values()))
+    print(f"{config.topology} {config.model} cuts {','.join(map(str, cuts_of(config, classes)))} on {config.dataset}, "
+          f"batch {n}: what crosses in one step")
+    print(format_transcript(transcript(built.topology, params, spec, handoff_state=handoff_state)))
+
+
+def list_defences() -> str:
+    from nopeek.defences import DEFENCES
+
+    lines = [f"{'defence':10s} {'acts on':10s} {'option':16s} strength", "-" * 90]
+    for name, s in DEFENCES.items():
+        option = f"--{s.config_field.replace('_', '-')}" if s.config_field else f"--defenses {name}=S"
+        lines.append(f"{name:10s} {s.acts_on:10s} {option:16s} {s.strength}")
+        lines.append(f"{'':10s} {s.description}")
+    return "\n".join(lines)
+
+
+def given_options(args: argparse.Namespace, names) -> list[str]:
+    """The options among `names` given on the command line, as --option-name."""
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) not in (None, False)]
+
+
+def server_option_names() -> list[str]:
+    """The `nopeek train` options only a dishonest server's run takes (FSHA's, SplitGuard's)."""
+    from nopeek.dishonest import FSHAConfig, SplitGuardConfig
+
+    return ([f.name for f in dataclasses.fields(FSHAConfig)] + [f.name for f in dataclasses.fields(SplitGuardConfig)]
+            + ["splitguard", "attack_seed"])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one split model of any topology (against an honest server, or a dishonest one
+    with --server), or list a model's cuts, the defences, or one step's transcript."""
+    from nopeek.data import sample_shape
+    from nopeek.training import TrainConfig, build_topology, cuts_of, run_train
+
+    if args.list_defenses:
+        print(list_defences())
+        return 0
+    if args.cut is not None:
+        if args.cuts is not None:
+            raise ConfigError("give --cut K (one cut) or --cuts K1,K2, not both")
+        args.cuts = (args.cut,)
+    if args.server != "honest":
+        return _train_dishonest(args)
+    given = given_options(args, server_option_names())
+    if given:
+        raise ConfigError(f"{given[0]} is for a dishonest server's run (--server fsha)")
+    config = dataclass_from_args(TrainConfig, args).validate()
+    if args.list_cuts:
+        _print_cuts(config)
+        return 0
+    shape, classes = sample_shape(config.dataset, config.data_dir)
+    built = build_topology(config, shape, classes)  # topology errors before any data is loaded
+    if args.transcript:
+        _print_transcript(config, built, shape)
+        return 0
+    cuts = "-".join(map(str, cuts_of(config, classes)))
+    out = args.out or (f"runs/train-{config.dataset.replace(':', '_').replace('/', '_')}-{config.model}-{config.topology}"
+                       f"-cut{cuts}-alpha{config.alpha:g}-seed{config.seed}")
+    metrics = run_train(config, out, force=args.force, progress=not args.quiet)
+    print(
+        f"{out}: test accuracy {metrics['test_accuracy']:.4f}, "
+        f"held-out dCor(x, z) {metrics['dcor']:.4f} over {metrics['n_test']} samples, "
+        f"{metrics['seconds']:.1f} s"
+    )
+    if len(metrics["leakage"]) > 1:
+        for item in metrics["leakage"]:
+            print(f"  {item['party']:>8s} sends {item['message']:4s}: held-out dCor {item['dcor']:.4f}")
+    return 0
+
+
+def _train_dishonest(args: argparse.Namespace) -> int:
+    """`nopeek train --server fsha`: train a client under the feature-space hijacking attack."""
+    from nopeek.data import sample_shape
+    from nopeek.dishonest import FSHAConfig, SplitGuard, SplitGuardConfig, check_client, run_fsha
+    from nopeek.training import TrainConfig, build_topology, cuts_of
+
+    bad = given_options(args, FSHA_SKIP + ("list_cuts", "transcript"))
+    if bad:
+        raise ConfigError(f"{bad[0]} does not apply to --server {args.server} (its iterations are --fsha-steps)")
+    config = dataclass_from_args(TrainConfig, args).validate()
+    fsha = dataclass_from_args(FSHAConfig, args).validate()
+    if config.alpha_warmup > 0:
+        raise ConfigError(f"--alpha-warmup does not apply to --server {args.server}: its client uses --alpha from the "
+                          "first step")
+    if fsha.fsha_steps == 0:
+        raise ConfigError(f"--fsha-steps must be >= 1 for --server {args.server} (0 means off only in nopeek sweep)")
+    sg = dataclass_from_args(SplitGuardConfig, args).validate()
+    sg_given = given_options(args, [f.name for f in dataclasses.fields(SplitGuardConfig)])
+    if not args.splitguard and sg_given:
+        raise ConfigError(f"{sg_given[0]} needs --splitguard")
+    shape, classes = sample_shape(config.dataset, config.data_dir)
+    build_topology(config, shape, classes)  # topology and cut errors before any data is loaded
+    check_client(config)
+    attack_seed = args.attack_seed if args.attack_seed is not None else 0
+    if attack_seed < 0:
+        raise ConfigError(f"--attack-seed must be >= 0, got {attack_seed}")
+    cuts = "-".join(map(str, cuts_of(config, classes)))
+    out = args.out or (f"runs/{args.server}-{config.dataset.replace(':', '_').replace('/', '_')}-{config.model}-cut{cuts}"
+                       f"-alpha{config.alpha:g}-seed{config.seed}")
+    guard = SplitGuard(sg, classes, seed=config.seed) if args.splitguard else None
+    scores = run_fsha(config, fsha, out, attack_seed=attack_seed, guard=guard, progress=not args.quiet)
+    parts = [f"{k} {scores[k]:.4f} (baseline {scores['baseline_' + k]:.4f})"
+             for k in ("mse", "psnr", "ssim", "classifier_accuracy")]
+    print(f"{out}: FSHA after {scores['fsha_steps']} iterations ({scores['n_public']} public, {scores['n_private']} "
+          f"private samples): " + "; ".join(parts))
+    det = scores["detection"]
+    if det is not None:
+        if det["fired"]:
+            at = det["at_detection"]
+            print(f"SplitGuard fired at iteration {det['iteration']} after {det['fake_batches']} fake batches; "
+                  f"the server's reconstructions then: mse {at['mse']:.4f} (baseline {at['baseline_mse']:.4f}), "
+                  f"ssim {at['ssim']:.4f} (baseline {at['baseline_ssim']:.4f})")
+        else:
+            print(f"SplitGuard did not fire ({det['fake_batches']} fake batches)")
+    return 0
+
+
+# ---- attack, audit -------------------------------------------------------------------------
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    """Attack a message of a trained run folder and score the attack (`--list`: the attacks)."""
+    from nopeek.attacking import AttackConfig, list_attacks, run_attack
+    from nopeek.dishonest import SERVER_POLICIES
+
+    if args.list:
+        print(list_attacks())
+        return 0
+    if args.attack in SERVER_POLICIES:
+        raise ConfigError(f"--attack {args.attack}: {args.attack} is a server's training policy, not an attack on a "
+                          f"trained model; run `nopeek train --server {args.attack} ...`")
+    config = dataclass_from_args(AttackConfig, args).validate()
+    if args.run is None:
+        raise ConfigError(f"--run is required for --attack {config.attack}: the run folder `nopeek train` wrote")
+    if not os.path.isdir(args.run) or not os.path.exists(os.path.join(args.run, "config.json")):
+        raise ConfigError(f"--run {args.run}: not a `nopeek train` run folder (no config.json)")
+    out = args.out or os.path.join(args.run, "attacks", config.attack)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out {out}: is a file, not a folder")
+    scores = run_attack(args.run, config, out)
+    keys = [k for k in ("mse", "psnr", "ssim", "dcor", "classifier_accuracy", "norm_auc", "direction_auc") if k in scores]
+    parts = [f"{k} {scores[k]:.4f}" + (f" (baseline {scores['baseline_' + k]:.4f})" if "baseline_" + k in scores else "")
+             for k in keys]
+    for probe in scores.get("probes", []):
+        parts.append(f"{probe['probe']} probe accuracy {probe['accuracy']:.4f} (chance {probe['chance']:.4f})")
+    print(f"{out} ({scores['message']}): " + "; ".join(parts))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Audit activations saved from any framework: leakage and attacks on the user's arrays."""
+    from nopeek.audit import AuditConfig, run_audit
+
+    config = dataclass_from_args(AuditConfig, args).validate()
+    result = run_audit(args.pairs, args.targets, args.out, config, accuracy=args.accuracy,
+                       labels=args.labels, force=args.force, progress=not args.quiet)
+    print(result["table"])
+    print(f"\n{len(result['targets'])} target(s) audited in {result['seconds']:.0f} s; "
+          f"{', '.join(result['files'])} in {args.out}/")
+    return 0
+
+
+# ---- sweep ---------------------------------------------------------------------------------
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a leakage sweep: topologies x cuts x defences x seeds, resumable, with figures."""
+    from nopeek.sweeps import PRESET_INFO, SweepConfig, format_attack_table, format_table, load_config_file, run_sweep
+
+    if args.merge_shards is not None:
+        return _sweep_merge(args)
+    _check_cluster_args(args)
+    preset = PRESET_INFO[args.preset]
+    base = preset.small if args.small else preset.config
+    if args.config:
+        loaded = load_config_file(args.config)
+        try:
+            base = SweepConfig.from_dict({**base.to_dict(), **loaded})
+        except ConfigError as err:
+            raise ConfigError(f"{args.config}: {err}") from None
+    config = dataclass_from_args(SweepConfig, args, base=base).validate()
+    out = args.out or time.strftime("runs/%Y%m%d-%H%M%S")
+    t0 = time.perf_counter()
+    if args.shard is not None or args.ray is not None:
+        return _sweep_cluster(args, config, out, _log)
+    rows = run_sweep(config, out, force=args.force, progress=not args.quiet, log=_log)
+    print(format_table(rows))
+    extra = format_attack_table(rows)  # label AUCs and FSHA scores, when the sweep has them
+    if extra:
+        print("\n" + extra)
+    print(f"\n{len(rows)} rows in {out}/results.csv; figures in {out}/figures/ ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def _check_cluster_args(args: argparse.Namespace) -> None:
+    """Refuse a bad --shard, a missing Ray, or options that do not go together, before anything runs."""
+    if args.shard is not None and args.ray is not None:
+        raise ConfigError("give --shard I/N (one process of a batch array) or --ray (a Ray cluster), not both")
+    if args.ray is None and (args.ray_cpus is not None or args.ray_retries is not None):
+        raise ConfigError("--ray-cpus and --ray-retries need --ray")
+    if args.shard is not None:
+        from nopeek.sweeps import parse_shard
+
+        parse_shard(args.shard)
+        if args.out is None:
+            raise ConfigError("--shard needs --out DIR: the folder every shard shares")
+    if args.ray is not None:
+        from nopeek.sweeps import import_ray
+
+        import_ray(args.ray or None)
+
+
+def _sweep_cluster(args: argparse.Namespace, config, out: str, log) -> int:
+    """`nopeek sweep --shard I/N` or `--ray [ADDRESS]`: the table, then where things stand."""
+    from nopeek.sweeps import format_table
+
+    if args.ray is not None:
+        from nopeek.sweeps import run_sweep_ray
+
+        retries = {} if args.ray_retries is None else {"max_retries": args.ray_retries}
+        rows = run_sweep_ray(config, out, address=args.ray or None, force=args.force, progress=not args.quiet, log=log,
+                             num_cpus=args.ray_cpus, **retries)
+        print(format_table(rows))
+        print(f"\n{len(rows)} rows in {out}/results.csv; figures in {out}/figures/")
+        return 0
+    from nopeek.sweeps import parse_shard, run_shard
+
+    result = run_shard(config, out, *parse_shard(args.shard), force=args.force, progress=not args.quiet, log=log)
+    if result.rows:
+        print(format_table(result.rows) + "\n")
+    print(result.report(out, config))
+    return 0
+
+
+def _sweep_merge(args: argparse.Namespace) -> int:
+    """`nopeek sweep --merge-shards DIR`: exit 0 when every cell is there, 3 when some are missing."""
+    from nopeek.sweeps import SweepConfig, merge, merge_report, read_config
+
+    given = [a for a in ("shard", "ray", "out", "config") if getattr(args, a) is not None]
+    given += [n for n in SweepConfig.field_names() if getattr(args, n, None) is not None]
+    if given or args.force:
+        raise ConfigError(f"--merge-shards DIR reads the sweep's config from DIR/config.json; drop "
+                          f"--{(given or ['force'])[0].replace('_', '-')}")
+    config = read_config(args.merge_shards)
+    status = merge(args.merge_shards, config)
+    print(merge_report(status, args.merge_shards, config))
+    return 0 if status.complete else 3
+
+
+# ---- figures, cost ---------------------------------------------------------------------------
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    """Redraw a sweep's figures from its results.csv, or compare several sweeps (--out FILE)."""
+    from nopeek.plots import check_results, compare_figure, sweep_figures
+    from nopeek.sweeps import read_rows
+
+    named = {}
+    for folder in args.dirs:
+        path = os.path.join(folder, "results.csv")
+        if not os.path.isfile(path):
+            raise ConfigError(f"{path}: not found (run `nopeek sweep --out {folder}` first)")
+        check_results(path)
+        rows = read_rows(path)
+        if not rows:
+            raise ConfigError(f"{path}: no complete rows to draw")
+        named[os.path.basename(os.path.normpath(folder))] = rows
+    if len(args.dirs) > 1 or args.out:
+        if not args.out:
+            raise ConfigError("comparing several sweeps needs --out FILE.png")
+        if os.path.isdir(args.out):
+            raise ConfigError(f"--out {args.out}: is a folder; give a .png file name")
+        print(compare_figure(named, args.out))
+        return 0
+    folder = args.dirs[0]
+    for p in sweep_figures(named[os.path.basename(os.path.normpath(folder))], os.path.join(folder, "figures"),
+                           samples_dir=os.path.join(folder, "samples"), histories_dir=os.path.join(folder, "histories")):
+        print(p)
+    return 0
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    """Per-client compute and communication of split learning, federated learning and large-batch SGD."""
+    from nopeek.cost import PRESETS, CostConfig, run_cost
+
+    base = PRESETS[args.preset] if args.preset else (CostConfig(),)
+    configs = [dataclass_from_args(CostConfig, args, base=c).validate() for c in base]
+    report = run_cost(configs, args.out, reference=args.preset == "seed-table")
+    print(report.text)
+    if report.files:
+        print(f"\nwrote {', '.join(report.files)}")
+    return 0

@@ -1,0 +1,169 @@
+"""The `nopeek` command line: parses arguments and calls library functions, nothing more.
+
+Every error a user can cause ends in one line `nopeek CMD: error: ...` and exit code 2;
+an unexpected internal error ends in one line too (exit 1), with the traceback only when
+NOPEEK_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from nopeek import __version__
+from nopeek.cli import _commands as commands
+from nopeek.cli._args import OneLineErrorParser, add_dataclass_arguments, fail
+from nopeek.errors import USER_ERRORS
+
+
+def _train_parser(sub) -> None:
+    from nopeek.dishonest import SERVER_POLICIES, FSHAConfig, SplitGuardConfig
+    from nopeek.training import TrainConfig
+
+    p = sub.add_parser("train", help="train a NoPeek split model of any topology, against an honest or a dishonest server",
+                       description=TrainConfig.__doc__)
+    add_dataclass_arguments(p, TrainConfig)
+    p.add_argument("--cut", type=int, default=None, help="one cut: shorthand for --cuts K")
+    p.add_argument("--out", default=None, help="run folder (default: runs/train-<dataset>-<model>-...)")
+    p.add_argument("--force", action="store_true", help="replace an existing run folder")
+    p.add_argument("--list-cuts", action="store_true", help="print each cut's activation shape and size, then exit")
+    p.add_argument("--list-defenses", action="store_true", help="print the registered defences, then exit")
+    p.add_argument("--transcript", action="store_true", help="print what crosses between the parties in one step, then exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--server", choices=tuple(SERVER_POLICIES), default="honest",
+                   help="the server's policy: " + "; ".join(f"{k}: {v}" for k, v in SERVER_POLICIES.items()))
+    g = p.add_argument_group("--server fsha: the malicious server, and the client's detector")
+    add_dataclass_arguments(g, FSHAConfig)
+    g.add_argument("--attack-seed", type=int, default=None, help="the server's seed: public data, its networks (default 0)")
+    g.add_argument("--splitguard", action="store_true", help="the client runs SplitGuard (fake batches) and reports detection")
+    add_dataclass_arguments(g, SplitGuardConfig)
+    p.set_defaults(func=commands.cmd_train)
+
+
+def _attack_parser(sub) -> None:
+    from nopeek.attacking import AttackConfig
+
+    p = sub.add_parser("attack", help="attack a message of a trained split model (--list: the attacks)",
+                       description=AttackConfig.__doc__)
+    p.add_argument("--run", default=None, help="run folder written by `nopeek train`")
+    add_dataclass_arguments(p, AttackConfig)
+    p.add_argument("--list", action="store_true", help="print the registered attacks, then exit")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/attacks/ATTACK)")
+    p.set_defaults(func=commands.cmd_attack)
+
+
+def _audit_parser(sub) -> None:
+    from nopeek.audit import AuditConfig
+
+    p = sub.add_parser("audit", help="audit activations saved from any framework (.npz files)",
+                       description="Leakage and attacks on a split model's activations saved as .npz: "
+                       "LEAKED.npz holds the attacker's x, z (and y); each HELDOUT.npz the victim's x, z "
+                       "(and y, g, accuracy). Writes scores.json, report.md and figures to --out.")
+    p.add_argument("--pairs", nargs="+", required=True, metavar="LEAKED.npz",
+                   help="the attacker's pairs: one file for every target, or one per target in the same order")
+    p.add_argument("--targets", nargs="+", required=True, metavar="HELDOUT.npz",
+                   help="held-out activations, one file per model (cut, alpha, ...) to audit")
+    p.add_argument("--out", required=True, help="output folder (written whole or not at all)")
+    p.add_argument("--accuracy", nargs="+", type=float, default=None, metavar="ACC",
+                   help="each target's test accuracy in [0, 1] (over an `accuracy` entry in its file)")
+    p.add_argument("--labels", nargs="+", default=None, metavar="NAME", help="a name per target (default: file names)")
+    add_dataclass_arguments(p, AuditConfig)
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=commands.cmd_audit)
+
+
+def _sweep_parser(sub) -> None:
+    from nopeek.sweeps import PRESETS, SweepConfig
+
+    p = sub.add_parser("sweep", help="leakage sweep over topologies x cuts x defences x seeds (the main job)",
+                       description=SweepConfig.__doc__)
+    p.add_argument("--preset", choices=tuple(PRESETS), default="default", help="starting point (default: default)")
+    p.add_argument("--small", action="store_true", help="the preset's small version (seconds, on digits)")
+    p.add_argument("--config", default=None, help="TOML or JSON file of SweepConfig fields (over the preset)")
+    add_dataclass_arguments(p, SweepConfig)
+    p.add_argument("--out", default=None, help="output folder (default: runs/<timestamp>)")
+    p.add_argument("--force", action="store_true", help="discard results of a different config in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("on a cluster (README: Running on a cluster)")
+    g.add_argument("--shard", metavar="I/N", default=None,
+                   help="run shard I of N (0 <= I < N; e.g. $SLURM_ARRAY_TASK_ID/8) into --out, shared by all "
+                        "shards; the last to finish merges into results.csv")
+    g.add_argument("--merge-shards", metavar="DIR", default=None,
+                   help="merge DIR's shard files into DIR/results.csv and draw the figures; lists missing groups (exit 3)")
+    g.add_argument("--ray", metavar="ADDRESS", nargs="?", const="", default=None,
+                   help="run the groups as Ray tasks: auto (the cluster `ray start --head` started), HOST:PORT, "
+                        "ray://HOST:10001, or local (start one here); no value: RAY_ADDRESS or a local instance")
+    g.add_argument("--ray-cpus", type=float, default=None, help="CPUs each group's task asks for (default 1)")
+    g.add_argument("--ray-retries", type=int, default=None, help="retries of a task whose worker died (default 3)")
+    p.set_defaults(func=commands.cmd_sweep)
+
+
+def _cost_parser(sub) -> None:
+    from nopeek.cost import PRESETS as COST_PRESETS, CostConfig
+
+    p = sub.add_parser("cost", help="per-client compute and communication against federated learning",
+                       description=CostConfig.__doc__)
+    p.add_argument("--preset", choices=tuple(COST_PRESETS), default=None,
+                   help="start from a preset (seed-table: the split-learning cost table); options given override it")
+    add_dataclass_arguments(p, CostConfig)
+    p.add_argument("--out", default=None, help="folder for cost.csv, cost.png (and the sensitivity files)")
+    p.set_defaults(func=commands.cmd_cost)
+
+
+def _dcor_parser(sub) -> None:
+    p = sub.add_parser("dcor", help="distance correlation between two arrays")
+    p.add_argument("x", nargs="?", help="X.npy, samples along axis 0")
+    p.add_argument("y", nargs="?", help="Y.npy, as many samples as X")
+    p.add_argument("--block-size", type=int, default=None, help="exact blocked form, O(n*block) memory")
+    p.set_defaults(func=commands.cmd_dcor)
+
+
+def _figures_parser(sub) -> None:
+    p = sub.add_parser("figures", help="redraw a sweep's figures from its results.csv, or compare sweeps")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep output folder(s)")
+    p.add_argument("--out", default=None, help="with several folders: the comparison figure's .png file")
+    p.set_defaults(func=commands.cmd_figures)
+
+
+SUBCOMMANDS = {"dcor": _dcor_parser, "train": _train_parser, "attack": _attack_parser, "audit": _audit_parser,
+               "sweep": _sweep_parser, "cost": _cost_parser, "figures": _figures_parser}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        prog="nopeek",
+        description="Measure and reduce what leaks between the parties of a split neural network.",
+    )
+    parser.add_argument("--version", action="version", version=f"nopeek {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
+    for build in SUBCOMMANDS.values():
+        build(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    prog = f"nopeek {args.command}"
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        fail(prog, str(err).splitlines()[0] if str(err) else type(err).__name__)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted; finished work is kept, run the same command again to resume\n")
+        return 130
+    except Exception as err:  # an unexpected internal error: still one line unless debugging
+        if os.environ.get("NOPEEK_DEBUG"):
+            raise
+        sys.stderr.write(f"{prog}: internal error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+                         "(set NOPEEK_DEBUG=1 for the traceback)\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

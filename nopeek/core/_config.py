@@ -1,0 +1,197 @@
+"""Typed configuration in composable sections: the machinery every config of nopeek shares.
+
+A `Section` is a frozen dataclass of values (no computing: what a value means is the
+business of the package that uses it); `Composed` puts sections together and reaches every
+section's fields by name. Each package keeps its own sections: `nopeek.data.DataConfig`,
+`nopeek.protocol.ModelConfig`, `nopeek.training.TrainingConfig` (and `TrainConfig`, the three
+together), `nopeek.attacking.AttackConfig`, `nopeek.sweeps.GridConfig` and `SweepConfig`, ...
+The same field name means the same thing in every command. A composed config is written and
+read as one flat JSON object (field names are unique across sections); values are
+type-checked on reading. The CLI's options are generated from the fields (`nopeek.cli`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+
+from nopeek.errors import ConfigError
+
+
+def raise_first_failure(checks) -> None:
+    """`checks`: (ok, message) pairs; raise ConfigError with the first failing message."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# ---- type-checked values ----------------------------------------------------------
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return f"{_type_name(inner[0])} or null"
+    return {int: "int", float: "number", str: "string", bool: "true/false"}.get(tp, str(tp))
+
+
+def coerce(name: str, value, tp):
+    """`value` as type `tp`, or ConfigError naming the field, the expected type and what it got."""
+
+    def bad(got=value):
+        raise ConfigError(f"{name}: expected {_type_name(tp)}, got {type(got).__name__} {got!r}")
+
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        return coerce(name, value, inner)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            bad()
+        elem = typing.get_args(tp)[0]
+        out = []
+        for v in value:
+            try:
+                out.append(coerce(name, v, elem))
+            except ConfigError:
+                raise ConfigError(f"{name}: expected {_type_name(tp)}, got {type(v).__name__} {v!r} in the list") from None
+        return tuple(out)
+    if tp is bool:
+        if not isinstance(value, bool):
+            bad()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            bad()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            bad()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            bad()
+        return value
+    return value
+
+
+class Section:
+    """Base of the config dataclasses: to/from flat dicts, type-checked."""
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        unknown = set(d) - cls.field_names()
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(sorted(unknown))}")
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: coerce(k, v, hints[k]) for k, v in d.items()})
+
+    def validate(self):
+        return self
+
+
+
+# ---- composed configs -------------------------------------------------------------------
+
+
+class Composed:
+    """A config made of sections; attribute access and flat dicts reach every section's fields.
+
+    Subclasses set SECTIONS = ((attribute, SectionClass), ...) and EXCLUDED, the
+    (section, field) pairs this composition does not use: fields another section's lists
+    drive, or that do not apply. They are left out of the flat dict and the CLI.
+    """
+
+    SECTIONS: tuple = ()
+    EXCLUDED: frozenset = frozenset()
+
+    def __init__(self, **values):
+        """Sections by name (`data_config=DataConfig(...)`), or fields by name (`epochs=3`)."""
+        for name, cls in self.SECTIONS:
+            object.__setattr__(self, name, values.pop(name, None) or cls())
+        if values:
+            changed = self.replace(**values)
+            for name, _ in self.SECTIONS:
+                object.__setattr__(self, name, getattr(changed, name))
+
+    def __getattr__(self, name):
+        for section, _ in type(self).SECTIONS:
+            obj = self.__dict__.get(section)
+            if obj is not None and name in obj.field_names() and (section, name) not in type(self).EXCLUDED:
+                return getattr(obj, name)
+        raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+
+    def __setattr__(self, name, value):
+        raise dataclasses.FrozenInstanceError(f"{type(self).__name__} is frozen; use .replace(...)")
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
+
+    @classmethod
+    def section_fields(cls, section: str) -> set[str]:
+        """The fields of `section` this composition uses."""
+        sc = dict(cls.SECTIONS)[section]
+        return {n for n in sc.field_names() if (section, n) not in cls.EXCLUDED}
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {n for name, _ in cls.SECTIONS for n in cls.section_fields(name)}
+
+    def to_dict(self) -> dict:
+        out = {}
+        for name, _ in self.SECTIONS:
+            mine = self.section_fields(name)
+            out.update({k: v for k, v in getattr(self, name).to_dict().items() if k in mine})
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        unknown = set(d) - cls.field_names()
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(sorted(unknown))}")
+        sections = {}
+        for name, sc in cls.SECTIONS:
+            mine = cls.section_fields(name)
+            sections[name] = sc.from_dict({k: v for k, v in d.items() if k in mine})
+        return cls(**sections)
+
+    def replace(self, **changes):
+        """A copy with the given fields changed (any section's fields this composition uses)."""
+        unknown = set(changes) - self.field_names()
+        if unknown:
+            raise ConfigError(f"unknown {type(self).__name__} fields: {', '.join(sorted(unknown))}")
+        sections = {}
+        for name, sc in self.SECTIONS:
+            mine = {k: v for k, v in changes.items() if k in self.section_fields(name)}
+            sections[name] = dataclasses.replace(getattr(self, name), **mine) if mine else getattr(self, name)
+        return type(self)(**sections)
+
+    def validate(self):
+        for name, _ in self.SECTIONS:
+            getattr(self, name).validate()
+        return self

@@ -1,0 +1,121 @@
+"""Atomic file writes and safe (pickle-free) checkpoints.
+
+A file is written to a temporary name in the same folder, flushed, fsynced and renamed
+over the target, so a reader (or a resumed run) sees the old file or the new one, never
+half of one. Checkpoints are Flax msgpack of plain parameter dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+from nopeek.errors import CheckpointError
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Replace `path` with `data` in one rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Pretty JSON, written atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _jsonable(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _pure(tree):
+    """Nested dicts of nnx.State -> nested dicts of arrays."""
+    from flax import nnx  # checkpoints need Flax; the rest of this module does not
+
+    if isinstance(tree, nnx.State):
+        return nnx.to_pure_dict(tree)
+    return {k: _pure(v) for k, v in tree.items()}
+
+
+def _flat(tree, prefix=()):
+    """{path tuple: leaf} of a nested dict (msgpack restores lists as dicts of "0", "1", ...)."""
+    out = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(_flat(v, (*prefix, str(k))))
+    else:
+        out[prefix] = tree
+    return out
+
+
+def save_params(path: str, tree: dict) -> None:
+    """Save nested parameter states (e.g. {party: {segment: State}}) as msgpack, atomically."""
+    from flax import serialization
+
+    atomic_write_bytes(path, serialization.msgpack_serialize(_pure(tree)))
+
+
+def load_params_into(path: str, tree: dict) -> dict:
+    """Fill the template states in `tree` with the parameters saved at `path` (msgpack, no pickle).
+
+    Raises:
+      CheckpointError: unreadable or truncated file, or a parameter missing, extra or of
+        another shape than the template's (the message names the file and the parameter).
+    """
+    from flax import nnx, serialization
+
+    try:
+        with open(path, "rb") as f:
+            restored = serialization.msgpack_restore(f.read())
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({err.strerror})") from err
+    except Exception as err:  # msgpack raises its own types for truncated or foreign data
+        raise CheckpointError(f"{path}: not a readable nopeek checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(restored, dict):
+        raise CheckpointError(f"{path}: not a nopeek checkpoint (a {type(restored).__name__}, not named parameters)")
+    want = _flat(_pure(tree))
+    got = _flat(restored)
+    for key, value in want.items():
+        name = "/".join(key)
+        if key not in got:
+            raise CheckpointError(f"{path}: parameter {name} is missing; the checkpoint does not match the run's config")
+        if tuple(getattr(got[key], "shape", ())) != tuple(value.shape):
+            raise CheckpointError(f"{path}: parameter {name} has shape {tuple(got[key].shape)} in the checkpoint "
+                                  f"but {tuple(value.shape)} in the model the config describes")
+    extra = sorted("/".join(k) for k in set(got) - set(want))
+    if extra:
+        raise CheckpointError(f"{path}: parameter {extra[0]} is not in the model the config describes")
+
+    def fill(template, saved):
+        if isinstance(template, nnx.State):
+            nnx.replace_by_pure_dict(template, saved)
+            return template
+        return {k: fill(v, saved[k]) for k, v in template.items()}
+
+    return fill(tree, restored)

@@ -1,0 +1,38 @@
+"""Named random-key streams: every random draw of nopeek comes from one of these.
+
+A model seeded `seed` draws stream s at step t from `fold_in(fold_in(key(seed), s), t)`
+(`step_key`); per-sample draws at evaluation fold in the sample's position instead of the
+step. Each purpose has its own number, so two purposes never share draws, whatever the
+seeds. The numbers of the first two are part of the results' reproducibility: results
+written by earlier versions used 0 and 1 for them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Stream(enum.IntEnum):
+    """The random-key streams of a seed (see the module docstring)."""
+
+    TRAIN_NOISE = 0  # message transforms during training (noise defence, Gaussian mechanism, bottleneck samples)
+    TEST_NOISE = 1  # the same transforms at evaluation, one draw per held-out sample
+    LABEL_DEFENCE = 2  # the label holder's perturbation of the gradients it returns (max-norm, Marvell)
+    SERVER = 3  # a dishonest server's own draws (FSHA's gradient penalty), from the attacker's seed
+    LABEL_DEFENCE_EVAL = 4  # the label defence applied batch by batch to held-out samples (label attacks)
+    PARAMETER_NOISE = 5  # noise on a party's parameter gradients (DP-SGD)
+    ATTACK = 6  # an attack's own draws (initialisation, shuffling), from the attacker's seed
+
+
+def seed_key(seed, stream: Stream):
+    """`fold_in(key(seed), stream)`: the stream's key for a seed (seed may be traced)."""
+    import jax
+
+    return jax.random.fold_in(jax.random.key(seed), int(stream))
+
+
+def step_key(seed, stream: Stream, step):
+    """`fold_in(seed_key(seed, stream), step)`: the stream's key at one step (both may be traced)."""
+    import jax
+
+    return jax.random.fold_in(seed_key(seed, stream), step)

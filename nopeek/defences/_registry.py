@@ -1,0 +1,140 @@
+"""The registry of defences: one uniform record per defence, and how a step gets its hooks.
+
+A defence acts inside the protocol at the engine's hooks (`nopeek.protocol.Defence`): on a
+message on its way out, through a penalty its sender adds to its loss, or on a gradient
+message on its way back. Its **strength** is one number per model (0 = no defence, bit
+for bit: every defence is the identity at strength 0), so one compiled step trains a
+stack of models with different defences and strengths side by side.
+
+Adding a defence is one file: a `make` function that builds its hooks and a `register`
+call at its bottom (import it in `nopeek/defences/__init__.py`, or call `register` from
+your own code).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+from nopeek.errors import ConfigError
+from nopeek.protocol import Composite, Defence
+
+ACTS_ON = ("message", "loss", "gradient", "parameters")
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What building a defence's hooks may use besides its strength.
+
+    seed: the model's seed (its random streams, `nopeek.core.Stream`), may be traced.
+    step: the training step (or the batch index at evaluation), may be traced.
+    settings: the run's training config (fields such as `leakage`, `noise_kind`,
+      `alpha_warmup`), or None for the defaults.
+    evaluation: hooks for evaluation (held-out messages, held-out gradients) rather than
+      training: defences draw from their evaluation streams.
+    warmup_steps: steps over which a defence that ramps up does so (0: from the start).
+    """
+
+    seed: Any
+    step: Any = 0
+    settings: Any = None
+    evaluation: bool = False
+    warmup_steps: int = 0
+
+    def setting(self, name: str, default):
+        return getattr(self.settings, name, default) if self.settings is not None else default
+
+
+@dataclasses.dataclass(frozen=True)
+class DefenceSpec:
+    """A registered defence.
+
+    name: the value in `--defenses NAME=STRENGTH`, in a sweep's `defense` column.
+    acts_on: "message" (transforms what crosses), "loss" (a penalty where the data sits),
+      "gradient" (perturbs the gradients a label holder returns), "parameters" (a party's
+      own update).
+    strength: what its strength means, for help texts and tables.
+    make(strength, context) -> nopeek.protocol.Defence: its hooks for one model.
+    config_field: the training-config field that holds its strength in `nopeek train`
+      (NoPeek's "alpha", the noise's "noise_scale"); None: given as `--defenses NAME=S`.
+    always: built into every training step, at strength 0 where a model does not use it
+      (NoPeek: its D(x, z) of the batch is the training history's `train_dcor_batch`).
+    check(strength, num_classes, topology_spec): raise ConfigError where it cannot apply.
+    description: one line.
+    """
+
+    name: str
+    acts_on: str
+    strength: str
+    make: Callable[[Any, Context], Defence]
+    config_field: str | None = None
+    always: bool = False
+    check: Callable[[float, int, Any], None] | None = None
+    description: str = ""
+
+
+DEFENCES: dict[str, DefenceSpec] = {}
+NONE = "none"  # the cell without a defence
+
+
+def register(name: str, make: Callable[[Any, Context], Defence], *, acts_on: str, strength: str,
+             config_field: str | None = None, always: bool = False, check=None, description: str = "") -> None:
+    """Make defence `name` available to `nopeek train --defenses`, sweeps and the Python API.
+
+    Args:
+      name: its name (not "none").
+      make: `make(strength, context) -> nopeek.protocol.Defence`, the hooks for one model;
+        strength is a scalar (traced in a stacked step); at strength 0 the hooks must leave
+        everything as it was.
+      acts_on, strength, config_field, always, check, description: see `DefenceSpec`.
+    """
+    if not isinstance(name, str) or not name or name == NONE or "=" in name or "," in name:
+        raise ConfigError(f"a defence name must be a non-empty string other than 'none', without '=' or ',', got {name!r}")
+    if acts_on not in ACTS_ON:
+        raise ConfigError(f"acts_on must be one of {', '.join(ACTS_ON)}, got {acts_on!r}")
+    DEFENCES[name] = DefenceSpec(name, acts_on, strength, make, config_field, always, check, description)
+
+
+def defence_spec(name: str) -> DefenceSpec:
+    if name not in DEFENCES:
+        raise ConfigError(f"unknown defence {name!r}; choose from {', '.join(DEFENCES)}")
+    return DEFENCES[name]
+
+
+def parse_defences(entries) -> dict[str, float]:
+    """`("maxnorm=1", "marvell=0.5")` -> {"maxnorm": 1.0, "marvell": 0.5}, checked: registered
+    names given once each, finite strengths >= 0; NoPeek and the noise are refused here
+    (they have their own options, `--alpha` and `--noise-scale`)."""
+    out: dict[str, float] = {}
+    for entry in entries:
+        name, sep, value = str(entry).partition("=")
+        name = name.strip()
+        if not sep:
+            raise ConfigError(f"--defenses: {entry!r} is not NAME=STRENGTH (e.g. maxnorm=1)")
+        spec = defence_spec(name)
+        if spec.config_field is not None:
+            raise ConfigError(f"--defenses: give {name}'s strength with --{spec.config_field.replace('_', '-')}")
+        try:
+            strength = float(value)
+        except ValueError:
+            raise ConfigError(f"--defenses: {entry!r}: the strength {value!r} is not a number") from None
+        if not (strength == strength and abs(strength) != float("inf") and strength >= 0):
+            raise ConfigError(f"--defenses: {entry!r}: the strength must be finite and >= 0")
+        if name in out:
+            raise ConfigError(f"--defenses: {name} is given twice")
+        out[name] = strength
+    return out
+
+
+def check_defence(name: str, strength: float, num_classes: int, topology_spec=None) -> None:
+    """Raise ConfigError where defence `name` at `strength` cannot apply to this data and configuration."""
+    spec = defence_spec(name)
+    if spec.check is not None:
+        spec.check(strength, num_classes, topology_spec)
+
+
+def build_defence(strengths: Mapping[str, Any], context: Context) -> Defence:
+    """The hooks of every defence in `strengths` ({name: strength}, possibly traced), in
+    registration order: one model's defence inside a step."""
+    parts = [DEFENCES[name].make(strengths[name], context) for name in DEFENCES if name in strengths]
+    return parts[0] if len(parts) == 1 else Composite(parts)

@@ -1,0 +1,465 @@
+"""Figures of a sweep's results table: trade-offs, metrics against alpha, reconstruction grids
+per row, histories over epochs, comparisons of sweeps, the label-defence trade-off."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from nopeek.plots._common import FIGURE_COLUMNS, _f, mean_ci, save_figure
+from nopeek.plots._grids import reconstruction_grid
+
+
+def _family(r) -> tuple[str, float]:
+    """(defence family, level) of a row: NoPeek's alpha, the noise's scale, any other
+    defence's strength; the undefended cell is NoPeek's level 0 (and starts every curve)."""
+    defense = r.get("defense", "none")
+    if defense == "noise":
+        return "noise", _f(r.get("noise_scale"))
+    if defense in ("none", "nopeek"):
+        return "nopeek", _f(r.get("alpha"))
+    return defense, _f(r.get("strength"))
+
+
+# How each family is drawn: its line, marker and name; other defences take the rest in turn.
+_STYLES = {"nopeek": ("-", "o", "NoPeek"), "noise": ("--", "s", "noise")}
+_MORE_STYLES = (("-.", "^"), (":", "D"), ((0, (5, 1)), "v"), ((0, (3, 1, 1, 1)), "P"))
+
+
+def _style(family: str, others: list[str]):
+    if family in _STYLES:
+        return _STYLES[family]
+    line, marker = _MORE_STYLES[others.index(family) % len(_MORE_STYLES)]
+    return line, marker, family
+
+
+def _flag(r, column) -> bool:
+    return str(r.get(column, "")).lower() == "true"
+
+
+def _series(rows):
+    """{(topology, cut, message): {family: [point]}}: one point per defence level, averaged over
+    seeds. A point: dict(level, n, acc, acc_ci, dcor, dcor_ci, ssim, ssim_ci, mse, mse_ci,
+    collapsed (any seed), diverged (seeds that diverged), text)."""
+    groups: dict = {}
+    for r in rows:
+        key = (r.get("topology"), str(r.get("cut")), f"{r.get('party', 'client')}:{r.get('message', 'z')}")
+        groups.setdefault(key, {}).setdefault(_family(r), []).append(r)
+    out = {}
+    for key, levels in groups.items():
+        families = {"nopeek", "noise"} | {family for family, _ in levels}
+        if ("nopeek", 0.0) in levels:  # the undefended cell starts every curve
+            for family in families - {"nopeek"}:
+                levels.setdefault((family, 0.0), levels[("nopeek", 0.0)])
+        curves: dict = {family: [] for family in sorted(families, key=lambda f: (f not in _STYLES, f))}
+        for (family, level), members in sorted(levels.items()):
+            live = [m for m in members if not _flag(m, "diverged")]
+            point = {"level": level, "n": len(live), "diverged": len(members) - len(live),
+                     "collapsed": any(_flag(m, "collapsed") for m in live), "text": ""}
+            for name, column in (("acc", "accuracy"), ("dcor", "dcor"), ("ssim", "best_ssim"), ("mse", "best_mse")):
+                values = [_f(m.get(column)) for m in live]
+                if name in ("ssim", "mse") and not any(np.isfinite(values)):
+                    values = [_f(m.get(f"attack_{name}")) for m in live]  # tables without best_*
+                point[name], point[name + "_ci"] = mean_ci(values)
+            curves[family].append(point)
+        out[key] = curves
+    return out
+
+
+def _label(cut, message, multi_message) -> str:
+    return f"cut {cut}" + (f", {message}" if multi_message else "")
+
+
+def tradeoff_figure(rows, path: str, *, annotate: str | None = None, series_label=None) -> str:
+    """Accuracy against held-out dCor(x, m) and against the decoder's SSIM (MSE for tabular
+    data): one row of panels per topology, one colour per cut (and message), NoPeek solid,
+    noise dashed, any other defence its own line style. Means over seeds with 95% intervals; collapsed settings drawn hollow (joined dotted),
+    diverged ones listed in the panel.
+
+    Args:
+      annotate: a column whose value is written beside each point (e.g. a file name).
+      series_label: callable(cut, family) -> legend text (default "cut K, NoPeek|noise").
+    """
+    series = _series(rows)
+    texts = {}
+    if annotate:
+        for r in rows:
+            texts[(r.get("topology"), str(r.get("cut")), _family(r))] = str(r.get(annotate, ""))
+    topologies = sorted({k[0] for k in series})
+    use_ssim = any(np.isfinite(p["ssim"]) for c in series.values() for pts in c.values() for p in pts)
+    fig, axes = plt.subplots(len(topologies), 2, figsize=(10, 3.8 * len(topologies)), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for t_index, topology in enumerate(topologies):
+        keys = sorted(k for k in series if k[0] == topology)
+        multi_message = len({k[2] for k in keys}) > 1
+        diverged_notes = []
+        for i, key in enumerate(keys):
+            _, cut, message = key
+            color = colors[i % len(colors)]
+            others = [f for f in series[key] if f not in _STYLES]
+            for family in series[key]:
+                style, marker, name = _style(family, others)
+                pts = [p for p in series[key][family] if p["n"] > 0]
+                diverged_notes += [f"{cut} {family} {p['level']:g}" for p in series[key][family] if p["diverged"]]
+                if not pts or (family not in _STYLES and len(pts) == 1):  # a family with only the undefended cell
+                    continue
+                label = series_label(cut, family) if series_label else f"{_label(cut, message, multi_message)}, {name}"
+                acc = np.array([p["acc"] for p in pts])
+                acc_ci = np.array([p["acc_ci"] for p in pts])
+                for ax, name in ((axes[t_index, 0], "dcor"), (axes[t_index, 1], "ssim" if use_ssim else "mse")):
+                    xs = np.array([p[name] for p in pts])
+                    xs_ci = np.array([p[name + "_ci"] for p in pts])
+                    live = np.array([not p["collapsed"] for p in pts])
+                    ax.plot(xs[live], acc[live], style, color=color, label=label)  # a collapsed point is not on the curve
+                    if not live.all():
+                        ax.plot(xs, acc, ":", color=color, alpha=0.4, linewidth=1)
+                    ax.errorbar(xs, acc, yerr=_bounded(acc, acc_ci), xerr=_bounded(xs, xs_ci, 0.0, np.inf),
+                                fmt="none", ecolor=color, alpha=0.5, capsize=2)
+                    for x_, y_, p in zip(xs, acc, pts):
+                        ax.plot([x_], [y_], marker=marker, color=color,
+                                markerfacecolor="white" if p["collapsed"] else color, markersize=6)
+                        text = texts.get((topology, cut, (family, p["level"])), "")
+                        if text and np.isfinite(x_) and np.isfinite(y_):
+                            ax.annotate(text, (x_, y_), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        axes[t_index, 0].set_xlabel("held-out dCor(x, m)  (lower = less leakage)")
+        axes[t_index, 1].set_xlabel("decoder SSIM, better of attack and mean image" if use_ssim
+                                    else "decoder MSE, better of attack and mean input (higher = less leakage)")
+        for ax in axes[t_index]:
+            ax.set_ylabel(f"{topology}: test accuracy" if len(topologies) > 1 else "test accuracy")
+            ax.grid(alpha=0.3)
+        if diverged_notes:
+            axes[t_index, 0].text(0.01, 0.02, "diverged: " + "; ".join(diverged_notes), transform=axes[t_index, 0].transAxes,
+                                  fontsize=7, color="tab:red", va="bottom")
+        axes[t_index, 1].legend(fontsize=7, loc="lower right")
+    note = " (hollow = collapsed)" if any(p["collapsed"] for c in series.values() for pts in c.values() for p in pts) else ""
+    fig.suptitle("Privacy-utility trade-off: good defences sit top-left" + note, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def metric_vs_alpha_figure(rows, metric: str, ylabel: str, path: str) -> str:
+    """`metric` ("dcor", "ssim" or "acc") against the NoPeek weight, one line per (topology,
+    cut, message), means over seeds with 95% intervals; symlog x so alpha 0 is included."""
+    series = _series(rows)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    topologies = {k[0] for k in series}
+    for key, curves in sorted(series.items()):
+        pts = [p for p in curves["nopeek"] if p["n"] > 0]
+        if not pts:
+            continue
+        topology, cut, message = key
+        label = (f"{topology} " if len(topologies) > 1 else "") + f"cut {cut}" + (f" {message}" if message != "client:z" else "")
+        xs = [p["level"] for p in pts]
+        ys = [p[metric] for p in pts]
+        line = ax.errorbar(xs, ys, yerr=_bounded(ys, [p[metric + "_ci"] for p in pts]), fmt="-o", capsize=2, label=label)
+        hollow = [(x, p[metric]) for x, p in zip(xs, pts) if p["collapsed"]]
+        if hollow:
+            ax.plot(*zip(*hollow), "o", markerfacecolor="white", color=line[0].get_color(), markersize=8)
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel("NoPeek alpha")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _load_samples(path: str, like: np.ndarray | None = None) -> np.ndarray:
+    """A saved sample array (numeric, never unpickled); shaped like `like` when given."""
+    from nopeek.errors import ConfigError
+
+    try:
+        samples = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ConfigError(f"{path}: not a readable sample file ({err})") from err
+    if not isinstance(samples, np.ndarray) or not np.issubdtype(samples.dtype, np.number) or samples.ndim < 2:
+        what = f"dtype {samples.dtype}, shape {samples.shape}" if isinstance(samples, np.ndarray) else "an .npz archive"
+        raise ConfigError(f"{path}: expected numeric samples (n, ...), got {what}")
+    if like is not None and samples.shape[1:] != like.shape[1:]:
+        raise ConfigError(f"{path}: samples of shape {samples.shape[1:]}, but the originals are {like.shape[1:]}")
+    return samples
+
+
+def _sample_grids(rows, samples_dir: str | None) -> list[tuple]:
+    """(file name, title, grid rows, labels) of every reconstruction grid, every sample file
+    read and checked before any figure is drawn."""
+    grids = []
+    if not (samples_dir and os.path.isdir(samples_dir)):
+        return grids
+    seeds = sorted({int(_f(r["seed"])) for r in rows})
+    groups: dict = {}
+    for r in rows:
+        if r.get("defense") in ("none", "nopeek") and int(_f(r["seed"])) == seeds[0] and r.get("samples_file"):
+            key = (r.get("topology"), str(r["cut"]), r.get("party", "client"), r.get("message", "z"))
+            groups.setdefault(key, []).append(r)
+    several = len({k[0] for k in groups}) > 1 or len({k[2:] for k in groups}) > 1
+    for (topology, cut, party, message), members in sorted(groups.items()):
+        originals_path = os.path.join(samples_dir, members[0].get("originals_file") or "originals.npy")
+        if not os.path.isfile(originals_path):
+            continue
+        originals = _load_samples(originals_path)
+        grid_rows, labels = [originals], ["original"]
+        for r in sorted(members, key=lambda r: _f(r["alpha"])):
+            path = os.path.join(samples_dir, r["samples_file"])
+            if os.path.isfile(path):
+                grid_rows.append(_load_samples(path, like=originals))
+                labels.append(f"alpha {_f(r['alpha']):g}" + (" (collapsed)" if _flag(r, "collapsed") else ""))
+        if len(grid_rows) > 1:
+            name = f"reconstructions_{topology}_cut{cut}_{party}_{message}.png" if several else f"reconstructions_cut{cut}.png"
+            title = f"decoder reconstructions of the same held-out samples: {topology}, cut {cut}, {party}:{message}"
+            grids.append((name, title, grid_rows, labels))
+    return grids
+
+
+def error_tradeoff_figure(rows, path: str) -> str:
+    """The NoPeek paper's trade-off: reconstruction error of the decoder attack (MSE, the
+    better of attack and mean input) against test accuracy, NoPeek and the noise defence
+    side by side; one colour per (topology, cut, message); means over seeds with 95% intervals."""
+    series = _series(rows)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    multi = len(series) > 1
+    for i, (key, curves) in enumerate(sorted(series.items())):
+        color = colors[i % len(colors)]
+        for family, style, marker, name in (("nopeek", "-", "o", "NoPeek"), ("noise", "--", "s", "noise")):
+            pts = [p for p in curves[family] if p["n"] > 0 and np.isfinite(p["mse"])]
+            if not pts:
+                continue
+            xs, ys = [p["mse"] for p in pts], [p["acc"] for p in pts]
+            ax.errorbar(xs, ys, xerr=_bounded(xs, [p["mse_ci"] for p in pts], 0.0, np.inf),
+                        yerr=_bounded(ys, [p["acc_ci"] for p in pts]), fmt=style + marker,
+                        color=color, capsize=2, label=(f"{key[0]} cut {key[1]}, " if multi else "") + name)
+            for p in pts:
+                ax.annotate(f"{p['level']:g}", (p["mse"], p["acc"]), textcoords="offset points", xytext=(4, 3), fontsize=6)
+    ax.set_xlabel("reconstruction error of the decoder attack, MSE  (higher = less leakage)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("NoPeek against noise on the activations (labels: alpha / noise scale)", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _bounded(means, cis, lo=0.0, hi=1.0):
+    """Asymmetric error bars of mean +- ci kept inside [lo, hi] (the metrics here are bounded;
+    a t-interval over a bimodal handful of seeds is not)."""
+    means, cis = np.asarray(means, float), np.asarray(cis, float)
+    return np.stack([means - np.maximum(lo, means - cis), np.minimum(hi, means + cis) - means])
+
+
+def compare_figure(named_rows: dict, path: str, *, title: str | None = None) -> str:
+    """Several sweeps against alpha, one line each (e.g. a constant alpha, a warm-up, a linear
+    cut layer): test accuracy, held-out dCor(x, m) and a clean classifier's accuracy on the
+    decoder's reconstructions (the better of attack and mean image). The line is the mean
+    over seeds, each seed a small dot; hollow markers: a seed collapsed there."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    panels = (("accuracy", "test accuracy"), ("dcor", "held-out dCor(x, m)"),
+              ("best_classifier_accuracy", "classifier on reconstructions"))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, rows) in enumerate(named_rows.items()):
+        color = colors[i % len(colors)]
+        by_alpha: dict = {}
+        for r in rows:
+            if r.get("defense") in ("none", "nopeek") and r.get("diverged") != "true":
+                by_alpha.setdefault(_f(r["alpha"]), []).append(r)
+        alphas = sorted(by_alpha)
+        for ax, (column, ylabel) in zip(axes, panels):
+            def value(r, column=column):
+                v = _f(r.get(column))
+                return v if np.isfinite(v) or column != "best_classifier_accuracy" else _f(r.get("attack_classifier_accuracy"))
+
+            means = [_finite_mean([value(r) for r in by_alpha[a]]) for a in alphas]
+            ax.plot(alphas, means, "-", color=color, label=label)
+            for a, m in zip(alphas, means):
+                collapsed = any(_flag(r, "collapsed") for r in by_alpha[a])
+                ax.plot([a], [m], "o", color=color, markerfacecolor="white" if collapsed else color, markersize=6)
+                seeds = [value(r) for r in by_alpha[a]]
+                ax.plot([a] * len(seeds), seeds, ".", color=color, alpha=0.35, markersize=4)
+            ax.set_ylabel(ylabel)
+    for ax in axes:
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel("NoPeek alpha")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _finite_mean(values) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def load_histories(folder: str, rows=None) -> list[dict]:
+    """The per-cell histories a sweep saved (DIR/histories/*.json); with `rows`, only the
+    cells that have a row (so a discarded sweep's files never mix in)."""
+    import json
+
+    if not folder or not os.path.isdir(folder):
+        return []
+    keep = None
+    if rows is not None:
+        keep = {(r.get("topology"), str(r["cut"]), r["defense"], _f(r["alpha"]), _f(r["noise_scale"]),
+                 _f(r.get("strength", 0.0)), int(_f(r["seed"]))) for r in rows}
+    out = []
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as fh:
+                h = json.load(fh)
+            strength = h.get("strength", h["alpha"] if h["defense"] == "nopeek" else h["noise_scale"])
+            key = (h["topology"], str(h["cut"]), h["defense"], float(h["alpha"]), float(h["noise_scale"]),
+                   float(strength if h["defense"] != "none" else 0.0), int(h["seed"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a history file of ours
+        if keep is None or key in keep:
+            out.append(h)
+    return out
+
+
+def history_figure(histories, metric: str, ylabel: str, path: str, *, title: str | None = None) -> str:
+    """`metric` of the history ("heldout_dcor", "test_accuracy", "train_loss", ...) over epochs:
+    one line per (topology, cut, defence level), the mean over seeds with a 95% band."""
+    groups: dict = {}
+    for h in histories:
+        family, level = _family(h)
+        groups.setdefault((h["topology"], str(h["cut"]), family, float(level)), []).append(h["history"])
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    several = len({k[:2] for k in groups}) > 1
+    for (topology, cut, family, level), runs in sorted(groups.items()):
+        epochs = min(len(r) for r in runs)
+        xs = [r["epoch"] for r in runs[0][:epochs]]
+        stats = [mean_ci([_f(run[e].get(metric)) for run in runs]) for e in range(epochs)]
+        mean = np.array([m for m, _ in stats])
+        ci = np.array([c for _, c in stats])
+        label = ((f"{topology} cut {cut}, " if several else "") + f"{family} {level:g}"
+                 + (f" ({len(runs)} seeds)" if len(runs) > 1 else ""))
+        line, = ax.plot(xs, mean, "-o", markersize=3, label=label)
+        if len(runs) > 1:
+            ax.fill_between(xs, np.maximum(mean - ci, 0.0), np.minimum(mean + ci, 1.0), color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def sweep_figures(rows, fig_dir: str, *, samples_dir: str | None = None, histories_dir: str | None = None) -> list[str]:
+    """Every sweep figure into `fig_dir`: trade-off, dCor and SSIM against alpha, dCor and
+    accuracy over epochs (where histories were saved), reconstruction grids (where samples were).
+
+    Raises:
+      ConfigError: a sample file that is unreadable or of another shape than its originals
+        (checked before any figure is drawn).
+    """
+    all_rows = list(rows)
+    rows = [r for r in all_rows if r.get("acts_on") != "gradient"]  # the labels' defences: their own figure, below
+    if not all_rows:
+        return []
+    label_points = label_tradeoff_points(all_rows)
+    if not rows:
+        return [label_tradeoff_figure(label_points, os.path.join(fig_dir, "label_tradeoff.png"))] if label_points else []
+    grids = _sample_grids(rows, samples_dir)
+    paths = [
+        tradeoff_figure(rows, os.path.join(fig_dir, "tradeoff.png")),
+        metric_vs_alpha_figure(rows, "dcor", "held-out dCor(x, m)", os.path.join(fig_dir, "dcor_vs_alpha.png")),
+    ]
+    if any(np.isfinite(_f(r.get("attack_ssim"))) for r in rows):
+        paths.append(metric_vs_alpha_figure(rows, "ssim", "decoder SSIM (better of attack and baseline)",
+                                            os.path.join(fig_dir, "ssim_vs_alpha.png")))
+    if any(np.isfinite(_f(r.get("attack_mse"))) for r in rows):
+        paths.append(error_tradeoff_figure(rows, os.path.join(fig_dir, "error_tradeoff.png")))
+    histories = load_histories(histories_dir, rows)
+    if histories:
+        paths.append(history_figure(histories, "heldout_dcor", "held-out dCor(x, m), fixed batch",
+                                    os.path.join(fig_dir, "dcor_over_epochs.png")))
+        paths.append(history_figure(histories, "test_accuracy", "test accuracy",
+                                    os.path.join(fig_dir, "accuracy_over_epochs.png")))
+    for name, title, grid_rows, labels in grids:
+        paths.append(reconstruction_grid(grid_rows, labels, os.path.join(fig_dir, name), title=title))
+    if label_points:
+        paths.append(label_tradeoff_figure(label_points, os.path.join(fig_dir, "label_tradeoff.png")))
+    return paths
+
+
+# ---- a dishonest server: FSHA curves, label-defence trade-off ----------------------
+
+
+def label_tradeoff_points(rows) -> list[dict]:
+    """Means over seeds of accuracy, label AUCs and leak AUCs max(AUC, 1 - AUC) per
+    (topology, defence, strength; and cut, when the rows have several) from a sweep's rows:
+    the undefended cells ("none" at strength 0) and those whose defence acts on the returned
+    gradients (`acts_on`); [] when no row has label AUCs."""
+    groups: dict = {}
+    for r in rows:
+        if not np.isfinite(_f(r.get("label_norm_auc"))) or _flag(r, "diverged"):
+            continue
+        defense = r.get("defense", "none")
+        if defense != "none" and r.get("acts_on") != "gradient":
+            continue
+        strength = 0.0 if defense == "none" else _f(r.get("strength"))
+        topology = r.get("topology")
+        if len({x.get("cut") for x in rows}) > 1:  # several cuts: one curve per topology and cut
+            topology = f"{topology} cut {r.get('cut')}"
+        key = (topology, defense, strength, r.get("seed"))
+        groups.setdefault(key[:3], {})[key[3]] = r  # one row per cell (a cell may have several messages)
+    out = []
+    for (topology, defense, strength), cells in sorted(groups.items()):
+        members = list(cells.values())
+        point = {"topology": topology, "defense": defense, "strength": strength, "n": len(members),
+                 "accuracy": float(np.mean([_f(m.get("accuracy")) for m in members]))}
+        for name in ("norm", "direction"):
+            auc = np.array([_f(m.get(f"label_{name}_auc")) for m in members])
+            point[f"{name}_auc"] = float(np.mean(auc))
+            point[f"{name}_leak"] = float(np.mean(np.maximum(auc, 1 - auc)))  # an attacker may read either side
+        out.append(point)
+    if len({p["topology"] for p in out}) == 1:
+        for p in out:
+            p["topology"] = ""
+    return out
+
+
+def label_tradeoff_figure(points, path: str) -> str:
+    """Label-defence trade-off: the norm and direction attacks' leak AUC, max(AUC, 1 - AUC),
+    against test accuracy.
+
+    points: dicts with "defense", "strength", "accuracy", "norm_leak", "direction_leak"
+    (means over seeds), and optionally "topology"; one curve per (topology, defence),
+    starting from the undefended point; 0.5 = chance."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), sharey=True)
+    groups: dict = {}
+    for p in points:
+        groups.setdefault((p.get("topology", ""), p["defense"]), []).append(p)
+    none = {p.get("topology", ""): p for p in points if p["defense"] == "none"}
+    for (topology, defense), pts in sorted(groups.items()):
+        if defense == "none":
+            continue
+        pts = sorted(pts, key=lambda p: p["strength"])
+        if topology in none:
+            pts = [none[topology]] + pts
+        for ax, name in ((axes[0], "norm_leak"), (axes[1], "direction_leak")):
+            line = ax.plot([p[name] for p in pts], [p["accuracy"] for p in pts], "-o", markersize=4,
+                           label=f"{topology + ' ' if topology else ''}{defense}")
+            for p in pts[1:]:
+                ax.annotate(f"{p['strength']:g}", (p[name], p["accuracy"]), textcoords="offset points", xytext=(3, 3),
+                            fontsize=7, color=line[0].get_color())
+    for ax, name in ((axes[0], "norm attack"), (axes[1], "direction attack")):
+        ax.axvline(0.5, color="gray", ls="--", alpha=0.6)
+        ax.set_xlabel(f"{name}: max(AUC, 1 - AUC) (0.5 = chance)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("test accuracy")
+    fig.suptitle("Label defences: leak AUC against accuracy (numbers: strength)", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)

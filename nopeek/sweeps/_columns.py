@@ -1,0 +1,225 @@
+"""A sweep's attack columns: every attack of the grid's `attacks` that applies, run on every
+cell, scored beside its free baseline; and a dishonest server's column (FSHA).
+
+- Reconstruction attacks (per attacked message): `NAME_mse, NAME_psnr, NAME_ssim,
+  NAME_dcor, NAME_classifier_accuracy`, their `NAME_baseline_*` (the attacker's mean input)
+  and `NAME_best_*` (the better of the two: the leakage a defence is judged by). The
+  decoder keeps the names sweeps always had: `attack_*`, `baseline_*`, `best_*`.
+- Attribute attacks (per message): `NAME_linear_accuracy`, `NAME_mlp_accuracy`, `NAME_chance`.
+- Label attacks (per cell, binary tasks): `NAME_norm_auc`, `NAME_direction_auc` on the
+  per-sample gradients the party without the labels received for the held-out set, batch by
+  batch with the cell's gradient defence (a replicated sender: its first replica).
+- FSHA (`--fsha-steps N`, 0 = off): for every cell of a configuration a dishonest server's
+  protocol applies to, whose defence is the data holder's, a client with the cell's defence
+  and seed trained under FSHA; the server's final scores `fsha_*` and `fsha_baseline_*`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import attacks
+from nopeek.defences import DEFENCES, NONE, received_gradients
+from nopeek.errors import ConfigError
+from nopeek.protocol import build_segment, forward, model_blocks, over_stack, resolve_stack_mode, shard_models, spec
+from nopeek.training import cuts_of
+
+RECONSTRUCTION_SCORES = ("mse", "psnr", "ssim", "dcor", "classifier_accuracy")
+# The decoder's columns, named as sweeps always had them.
+LEGACY = {**{f"decoder_{k}": f"attack_{k}" for k in RECONSTRUCTION_SCORES},
+          **{f"decoder_baseline_{k}": f"baseline_{k}" for k in RECONSTRUCTION_SCORES},
+          **{f"decoder_best_{k}": f"best_{k}" for k in RECONSTRUCTION_SCORES}}
+FSHA_SCORES = ("mse", "psnr", "ssim", "classifier_accuracy")
+
+
+def column(name: str) -> str:
+    return LEGACY.get(name, name)
+
+
+def better(kind: str, attack: float, baseline: float) -> float:
+    """The leakage a defence is judged by: the better of the attack and its free baseline."""
+    values = [v for v in (attack, baseline) if np.isfinite(v)]
+    if not values:
+        return float("nan")
+    return min(values) if kind == "mse" else max(values)
+
+
+def reconstruction_columns(name: str, scores: dict) -> dict:
+    """An attack's scores as columns: NAME_k, NAME_baseline_k, NAME_best_k (the decoder's legacy names)."""
+    out = {}
+    for k in RECONSTRUCTION_SCORES:
+        if k in scores:
+            out[column(f"{name}_{k}")] = scores[k]
+            out[column(f"{name}_baseline_{k}")] = scores[f"baseline_{k}"]
+            out[column(f"{name}_best_{k}")] = better(k, scores[k], scores[f"baseline_{k}"])
+    return out
+
+
+def attribute_columns(name: str, output: dict) -> dict:
+    out = {f"{name}_{p['probe']}_accuracy": p["accuracy"] for p in output["probes"]}
+    out[f"{name}_chance"] = output["probes"][0]["chance"] if output["probes"] else float("nan")
+    return out
+
+
+def _message_fn(built, params, entry):
+    topo, prepare = built.topology, built.prepare
+
+    def fn(x):
+        return entry.view(forward(topo, params, prepare(x, jnp.zeros(x.shape[0], jnp.int32)))[entry.message])
+
+    return jax.jit(fn)
+
+
+def _architecture(config, built, entry, input_shape):
+    classes = next(iter(built.tasks.values()))
+    cut = cuts_of(config, classes)[built.cut_of.get(entry.message, 0)]
+    blocks = model_blocks(config.model, classes, config.widths)
+
+    def make(seed):
+        clone, _ = build_segment(blocks, tuple(input_shape), 0, cut, seed=seed)
+        graphdef, params = nnx.split(clone)
+        return (lambda p, x: nnx.merge(graphdef, p)(x)), params
+
+    return make
+
+
+def message_attacks(config, ds, entries, result, alive, sent_leak, prepared, prepared_test, leak_idx) -> dict:
+    """{(model index, party, label): columns (and "samples", the first reconstruction
+    attack's first 16)} of every reconstruction and attribute attack of the grid, for every
+    attacked message of the models that did not diverge; an attack's K models are fitted
+    as one stack where it can."""
+    names = [n for n in config.attacks if attacks.ATTACKS[n].kind in ("reconstruction", "attribute")]
+    out: dict = {}
+    if not names or not len(alive):
+        return out
+    first_reconstruction = next((n for n in names if attacks.ATTACKS[n].kind == "reconstruction"), None)
+    classifiers: dict = {}
+    outputs: dict = {}
+    for e in entries:
+        src_train, src_test = e.source_view(prepared[e.source]), e.source_view(prepared_test[e.source])
+        whole = e.replica is None and not e.merged and e.source == "x"
+        fit_key = (e.label, e.replica)  # round robin's clients share one message function
+        key = (e.source, e.replica)
+        if key not in classifiers and first_reconstruction is not None:
+            classifiers[key] = attacks.ReferenceClassifier(src_train, ds.y_train)
+        z_leak = np.asarray(e.view(sent_leak[e.message][alive], models_axis=True))
+        mode = resolve_stack_mode("auto", has_conv=z_leak.ndim == 5)
+        inputs = attacks.AttackInputs(
+            x_leak=src_train[leak_idx], z_leak=z_leak, y_leak=ds.y_train[leak_idx], x_target=src_test,
+            z_target=np.asarray(e.view(result.messages_test[e.message][alive], models_axis=True)), y_target=ds.y_test,
+            message_fns=[_message_fn(result.built, result.model_params(int(i)), e) for i in alive] if whole else None,
+            architecture=_architecture(result.config, result.built, e, ds.input_shape) if whole else None,
+            classifier=classifiers.get(key), seed=config.attack_seed,
+            map_models=lambda fn, in_axes, mode=mode: over_stack(fn, mode, in_axes),
+            place=shard_models if mode == "vmap" else None,
+        )
+        subset = e.subset if e.subset is not None else np.arange(len(ds.x_test))
+        for name in names:
+            if attacks.missing(name, inputs) or (attacks.ATTACKS[name].whole_input and not whole):
+                continue
+            if (name, fit_key) not in outputs:
+                outputs[(name, fit_key)] = attacks.run(name, inputs, **config.attack_config.settings(name))
+            for j, i in enumerate(alive):
+                cols = out.setdefault((int(i), e.party, e.label), {})
+                output = outputs[(name, fit_key)][j]
+                if attacks.ATTACKS[name].kind == "attribute":
+                    cols.update(attribute_columns(name, output))
+                    continue
+                covered = subset[subset < len(output["x_hat"])]
+                scores = attacks.score(name, inputs, output, subset=covered)
+                cols.update(reconstruction_columns(name, scores))
+                if name == first_reconstruction:
+                    cols["classifier_clean_accuracy"] = classifiers[key].accuracy(src_test[subset], ds.y_test[subset])
+                    cols["samples"] = np.asarray(output["x_hat"])[covered][:16]
+    return out
+
+
+def label_columns(config, ds, group, result, alive) -> dict[int, dict]:
+    """{model index: label-attack columns} for the grid's label attacks, binary tasks only."""
+    names = [n for n in config.attacks if attacks.ATTACKS[n].kind == "label"]
+    if ds.num_classes != 2 or not names:
+        return {}
+    built = result.built
+    tensor = built.label_gradient
+    out = {}
+    for i in alive:
+        cell = group[i]
+        gradient_defence = cell.defense if cell.defense != NONE and DEFENCES[cell.defense].acts_on == "gradient" else None
+        grads = received_gradients(built, result.model_params(int(i)), ds.x_test, ds.y_test, tensor,
+                                   defense=gradient_defence, strength=cell.strength, seed=cell.seed,
+                                   batch_size=config.batch_size)
+        if built.topology.party(built.topology.producer(tensor)).replicas > 1:
+            grads = grads[0]
+        if not np.all(np.isfinite(grads)):
+            continue
+        inputs = attacks.AttackInputs(gradients=grads[None], y_target=ds.y_test, seed=config.attack_seed)
+        for name in names:
+            scores = attacks.score(name, inputs, attacks.run(name, inputs)[0])
+            out.setdefault(int(i), {}).update({f"{name}_norm_auc": scores["norm_auc"],
+                                               f"{name}_direction_auc": scores["direction_auc"]})
+    return out
+
+
+def fsha_columns(config, ds, group, log=print) -> dict[int, dict]:
+    """{model index: FSHA columns} ({} when `fsha_steps` is 0, or the configuration has no
+    server a dishonest protocol applies to): one FSHA run per cell whose defence is the data
+    holder's (none, or one acting on its messages or loss), with the cell's defence and seed."""
+    steps = config.fsha_config.steps(default=0)
+    if not steps or not spec(group[0].topology).malicious_server:
+        return {}
+    from nopeek.dishonest import fsha_attack
+
+    out = {}
+    for i, cell in enumerate(group):
+        if cell.defense != NONE and DEFENCES[cell.defense].acts_on not in ("message", "loss"):
+            continue
+        tc = config.train_config(cell.topology, cell.cut).replace(
+            alpha=cell.alpha, noise_scale=cell.noise_scale,
+            defenses=tuple(f"{d}={s}" for d, s in cell.strengths.items() if DEFENCES[d].config_field is None))
+        try:
+            result = fsha_attack(tc, config.fsha_config, ds, attack_seed=config.attack_seed, steps=steps,
+                                 checkpoint_every=steps)
+        except ConfigError as err:
+            log(f"warning: FSHA on {cell.name}: {err}")
+            continue
+        final = result["final"]
+        out[i] = {**{f"fsha_{k}": final[k] for k in FSHA_SCORES},
+                  **{f"fsha_baseline_{k}": final[f"baseline_{k}"] for k in FSHA_SCORES}, "fsha_steps": steps}
+    return out
+
+
+def cell_columns(config, ds, group, result, alive, log=print) -> dict[int, dict]:
+    """Every per-cell column (label attacks, FSHA) for each model of a trained group."""
+    out: dict[int, dict] = {}
+    for part in (label_columns(config, ds, group, result, alive), fsha_columns(config, ds, group, log)):
+        for i, cols in part.items():
+            out.setdefault(i, {}).update(cols)
+    return out
+
+
+def format_table(rows: list[dict]) -> str:
+    """The label AUCs and FSHA scores of a sweep's rows (one line per cell), or "" if none."""
+    def num(v, digits=3):
+        try:
+            return f"{float(v):.{digits}f}"
+        except (TypeError, ValueError):
+            return "-"
+
+    useful = [r for r in rows if r.get("label_norm_auc") not in (None, "") or r.get("fsha_mse") not in (None, "")]
+    if not useful:
+        return ""
+    seen, lines = set(), [f"{'topology':11} {'cut':>5} {'defense':8} {'strength':>8} {'seed':>4} {'acc':>6} "
+                          f"{'norm AUC':>8} {'dir AUC':>8} {'FSHA MSE':>9} {'(base)':>7} {'FSHA SSIM':>9}"]
+    for r in sorted(useful, key=lambda r: (r["topology"], r["cut"], r["defense"], float(r["strength"]), int(r["seed"]))):
+        key = tuple(r[c] for c in ("topology", "cut", "defense", "strength", "seed"))
+        if key in seen:
+            continue
+        seen.add(key)
+        lines.append(f"{r['topology']:11} {r['cut']:>5} {r['defense']:8} {float(r['strength']):>8g} "
+                     f"{r['seed']:>4} {num(r.get('accuracy')):>6} {num(r.get('label_norm_auc')):>8} "
+                     f"{num(r.get('label_direction_auc')):>8} {num(r.get('fsha_mse'), 4):>9} "
+                     f"{num(r.get('fsha_baseline_mse'), 4):>7} {num(r.get('fsha_ssim')):>9}")
+    return "\n".join(lines)

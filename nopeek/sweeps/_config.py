@@ -1,0 +1,244 @@
+"""A sweep's config: the grid (topologies x cut lists x defences x seeds, and the attacks run
+on every cell) and how each cell is trained and attacked; its cells.
+
+A cell is one trained model: a defence of one topology at one cut list, at one strength,
+with one seed. The defences of the grid: none; NoPeek at each alpha > 0 (`alphas`); the
+noise at each scale (`noise_scales`); and any other registered defence at each strength
+given (`defenses`, NAME=STRENGTH entries, one cell each).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import field
+
+import attacks
+from nopeek.attacking import AttackConfig
+from nopeek.core import Composed, Section, finite, raise_first_failure
+from nopeek.data import DataConfig, sample_shape
+from nopeek.defences import DEFENCES, NONE, check_defence, parse_defences
+from nopeek.dishonest import FSHAConfig
+from nopeek.errors import ConfigError, TopologyError
+from nopeek.protocol import DEFAULT_TOPOLOGY, TOPOLOGIES, ModelConfig, model_blocks
+from nopeek.sweeps._results import fmt_number
+from nopeek.training import TrainConfig, TrainingConfig, build_topology
+
+
+def parse_cut_spec(spec: str) -> tuple[int, ...]:
+    """"4" -> (4,); "2-5" -> (2, 5): the cut list of one cell."""
+    try:
+        cuts = tuple(int(p) for p in str(spec).split("-"))
+    except ValueError:
+        raise ConfigError(f"--cuts: {spec!r} is not a cut (an int, or ints joined by '-' like 2-5)") from None
+    return cuts
+
+
+def cut_spec(cuts) -> str:
+    return "-".join(str(int(c)) for c in cuts)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridConfig(Section):
+    """The grid: its lists replace the per-cell fields topology, cuts, alpha, noise_scale,
+    defenses and seed; `attacks` are run against every cell."""
+
+    topologies: tuple[str, ...] = field(default=(DEFAULT_TOPOLOGY,), metadata={"help": "configurations (see `nopeek train --topology`)"})
+    cuts: tuple[str, ...] = field(default=("1",), metadata={"help": "cut lists, one per cell: 4 or 2-5 (two cuts); each goes to the topologies it fits"})
+    alphas: tuple[float, ...] = field(default=(0.0, 1.0), metadata={"help": "NoPeek weights (0 = no defence)"})
+    noise_scales: tuple[float, ...] = field(default=(), metadata={"help": "noise-defence scales (empty: none)"})
+    defenses: tuple[str, ...] = field(default=(), metadata={"help": "other defences, NAME=STRENGTH each, one cell each (e.g. maxnorm=1,maxnorm=4)"})
+    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "model seeds (initialisation, data order, noise)"})
+    attacks: tuple[str, ...] = field(default=("decoder", "label"), metadata={"help": "attacks run on every cell where they apply (`nopeek attack --list`); empty: none"})
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        if "cuts" in d and isinstance(d["cuts"], (list, tuple)):
+            cuts = d["cuts"]
+            for c in cuts:
+                if isinstance(c, bool) or not isinstance(c, (int, str)):
+                    raise ConfigError(f"cuts: expected a list of cut lists (ints like 4 or strings like \"2-5\"), "
+                                      f"got {type(c).__name__} {c!r} in the list")
+            d["cuts"] = [str(c) for c in cuts]
+        return super().from_dict(d)
+
+    def validate(self) -> "GridConfig":
+        checks = [
+            (len(self.topologies) > 0, "--topologies must name at least one topology"),
+            (all(t in TOPOLOGIES for t in self.topologies), f"--topologies must be among {', '.join(TOPOLOGIES)}, got {','.join(self.topologies)}"),
+            (len(self.cuts) > 0, "--cuts must name at least one cut"),
+            (len(self.alphas) > 0 or len(self.noise_scales) > 0 or len(self.defenses) > 0, "give at least one alpha, noise scale or defence"),
+            (all(finite(a) and a >= 0 for a in self.alphas), f"--alphas must be finite and >= 0, got {self.alphas}"),
+            (all(finite(s) and s > 0 for s in self.noise_scales), f"--noise-scales must be finite and > 0, got {self.noise_scales}"),
+            (len(self.seeds) > 0, "--seeds must name at least one seed"),
+            (len(set(self.seeds)) == len(self.seeds), f"--seeds must be distinct, got {self.seeds}"),
+            (all(s >= 0 for s in self.seeds), f"--seeds must be >= 0, got {self.seeds}"),
+            (all(a in attacks.ATTACKS for a in self.attacks), f"--attacks must be among {', '.join(attacks.ATTACKS)}, got {','.join(self.attacks)}"),
+            (len(set(self.attacks)) == len(self.attacks), f"--attacks must be distinct, got {','.join(self.attacks)}"),
+        ]
+        raise_first_failure(checks)
+        for spec in self.cuts:
+            cuts = parse_cut_spec(spec)
+            if any(b <= a for a, b in zip(cuts, cuts[1:])):
+                raise ConfigError(f"--cuts: {spec} must be increasing")
+        for entry in self.defenses:
+            strength = parse_defences([entry])
+            if not all(v > 0 for v in strength.values()):
+                raise ConfigError(f"--defenses: {entry}: a defence cell needs a strength > 0 (the undefended cell is always run)")
+        return self
+
+
+class SweepConfig(Composed):
+    """The grid (topologies x cuts x defences x seeds) and how each cell is trained (data,
+    model, training sections) and attacked (attack section, a dishonest server's columns)."""
+
+    SECTIONS = (("data_config", DataConfig), ("model_config", ModelConfig), ("training_config", TrainingConfig),
+                ("grid_config", GridConfig), ("attack_config", AttackConfig), ("fsha_config", FSHAConfig))
+    EXCLUDED = frozenset({
+        ("model_config", "topology"), ("model_config", "cuts"),
+        ("training_config", "alpha"), ("training_config", "noise_scale"), ("training_config", "seed"),
+        ("training_config", "defenses"), ("fsha_config", "checkpoint_every"),
+        ("attack_config", "attack"), ("attack_config", "message"), ("attack_config", "n_targets"),
+        ("attack_config", "tv_weight"),
+    })
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        if "data_seed" in d and "split_seed" not in d:  # sweeps written before the engine
+            d["split_seed"] = d.pop("data_seed")
+        # Sweeps written before the attack and defence registries: attack_steps 0 meant no
+        # attack; label defences were a list of names and one of strengths.
+        if d.get("attack_steps") == 0:
+            d["attack_steps"] = None
+            d["attacks"] = ["label"]
+        if "label_defenses" in d or "label_strengths" in d:
+            names, strengths = d.pop("label_defenses", []) or [], d.pop("label_strengths", []) or []
+            d.setdefault("defenses", [f"{n}={fmt_number(s)}" for n in names for s in strengths])
+        return super().from_dict(d)
+
+    def groups(self) -> list[tuple[str, str]]:
+        """(topology, cut spec) pairs, each trained as one stack: every cut list goes to every
+        topology that takes that many cuts."""
+        return [(t, spec) for t in self.topologies for spec in self.cuts if TOPOLOGIES[t].takes(parse_cut_spec(spec))]
+
+    def validate(self) -> "SweepConfig":
+        """Every section's values, then the grid against the data and the configurations:
+        each cut list fits some topology, each defence applies, every group builds."""
+        super().validate()
+        for spec in self.cuts:
+            if not any(TOPOLOGIES[t].takes(parse_cut_spec(spec)) for t in self.topologies):
+                raise ConfigError(f"--cuts {spec}: no topology of {','.join(self.topologies)} takes "
+                                  f"{len(parse_cut_spec(spec))} cut(s)")
+        for t in self.topologies:
+            if not any(TOPOLOGIES[t].takes(parse_cut_spec(s)) for s in self.cuts):
+                raise ConfigError(f"--topologies {t}: takes {TOPOLOGIES[t].cuts_text}; none of --cuts "
+                                  f"{','.join(self.cuts)} fits (e.g. 2-4 for two cuts)")
+        shape, classes = sample_shape(self.dataset, self.data_dir)
+        for t in self.topologies:
+            for defense, strength in cell_defences(self):
+                if defense != NONE:
+                    check_defence(defense, strength, classes, TOPOLOGIES[t])
+        if self.fsha_steps:
+            if self.alpha_warmup > 0:
+                raise ConfigError("--fsha-steps: the FSHA client does not ramp alpha; drop --alpha-warmup or the FSHA column")
+            bad = [c for c in self.public_classes if c >= classes]
+            if bad:
+                raise ConfigError(f"--public-classes {','.join(map(str, self.public_classes))}: the data has "
+                                  f"{classes} classes (0-{classes - 1})")
+        n_blocks = len(model_blocks(self.model, classes, self.widths))
+        for topology, spec in self.groups():
+            try:
+                self.train_config(topology, spec).validate()
+                if not all(1 <= c < n_blocks for c in parse_cut_spec(spec)):
+                    raise ConfigError(f"--cuts {spec} out of range: {self.model} has cuts 1..{n_blocks - 1}")
+                build_topology(self.train_config(topology, spec), shape, classes)
+            except TopologyError as err:
+                raise ConfigError(f"{topology} at cuts {spec}: {err}") from err
+        return self
+
+    def train_config(self, topology: str, spec: str) -> TrainConfig:
+        """The TrainConfig of one group's cells (the defence and seed come per cell)."""
+        return TrainConfig(
+            data_config=self.data_config,
+            model_config=dataclasses.replace(self.model_config, topology=topology, cuts=parse_cut_spec(spec)),
+            training_config=self.training_config,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One training run of the grid: a defence at one strength, of one topology at one cut
+    list, one seed."""
+
+    topology: str
+    cut: str  # cut spec, "4" or "2-5"
+    defense: str  # "none" or a registered defence
+    strength: float
+    seed: int
+
+    @property
+    def alpha(self) -> float:
+        """NoPeek's weight: the strength of a NoPeek cell, else 0 (the `alpha` column)."""
+        return self.strength if self.defense == "nopeek" else 0.0
+
+    @property
+    def noise_scale(self) -> float:
+        """The noise's scale: the strength of a noise cell, else 0 (the `noise_scale` column)."""
+        return self.strength if self.defense == "noise" else 0.0
+
+    @property
+    def strengths(self) -> dict[str, float]:
+        """{defence: strength} of this cell, for `train_stack` ({} for the undefended cell)."""
+        return {} if self.defense == NONE else {self.defense: self.strength}
+
+    def key(self, config: SweepConfig) -> tuple:
+        return (config.dataset, config.model, self.topology, self.cut, self.defense, fmt_number(self.strength),
+                fmt_number(self.alpha), fmt_number(self.noise_scale), str(self.seed))
+
+    @property
+    def name(self) -> str:
+        """The cell's file-name stem (its history, its samples)."""
+        if self.defense == NONE or DEFENCES[self.defense].config_field is not None:  # the names sweeps always had
+            return (f"{self.topology}-cut{self.cut}-{self.defense}-a{fmt_number(self.alpha)}"
+                    f"-n{fmt_number(self.noise_scale)}-s{self.seed}")
+        return f"{self.topology}-cut{self.cut}-{self.defense}{fmt_number(self.strength)}-s{self.seed}"
+
+
+def cell_defences(config: SweepConfig) -> list[tuple[str, float]]:
+    """(defense, strength) of each cell of one seed and group: none, NoPeek at each alpha > 0,
+    the noise at each scale, then each `defenses` entry."""
+    out = [(NONE, 0.0)]
+    out += [("nopeek", float(a)) for a in config.alphas if a > 0]
+    out += [("noise", float(s)) for s in config.noise_scales]
+    for entry in config.defenses:
+        out += list(parse_defences([entry]).items())
+    return out
+
+
+def cells(config: SweepConfig) -> list[Cell]:
+    """Every cell of the grid, grouped by (topology, cut list): the unit trained as one stack."""
+    out = []
+    for topology, spec in config.groups():
+        for seed in config.seeds:
+            out += [Cell(topology, spec, d, s, seed) for d, s in cell_defences(config)]
+    return out
+
+
+def load_config_file(path: str) -> dict:
+    """A partial SweepConfig from a TOML or JSON file (keys = SweepConfig fields)."""
+    try:
+        if path.endswith(".toml"):
+            import tomllib
+
+            with open(path, "rb") as fh:
+                loaded = tomllib.load(fh)
+        else:
+            with open(path, encoding="utf-8") as fh:
+                loaded = json.load(fh)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path}: cannot read the sweep config ({err})") from err
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a table of SweepConfig fields, got {type(loaded).__name__}")
+    return loaded

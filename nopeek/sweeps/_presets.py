@@ -1,0 +1,200 @@
+"""Named sweep configurations: the CI preset, the default sweep, and one per paper figure.
+
+Each `Preset` is a record: the full configuration, a small version that runs in seconds
+(what CI and a freshly opened notebook run), the command that runs it, the run time its
+full version took on 2 CPU cores and the result it gave (None, with the reason in
+`result`, for a preset not run here). `nopeek sweep --preset NAME` runs the full one;
+`--preset NAME --small` the small one. A test checks every record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from nopeek.protocol import TOPOLOGIES
+from nopeek.sweeps._config import SweepConfig
+
+_MNIST_CNN = dict(dataset="mnist5k", model="cnn", widths=[8, 16, 64, 32])
+_SMALL = dict(dataset="digits", model="mlp", widths=[64, 32], cuts=["1"], epochs=3, attack_steps=80, seeds=[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named sweep.
+
+    config: the full configuration; small: a version that runs in seconds on digits.
+    command: the shell command that runs the full version.
+    seconds: its measured wall time on 2 CPU cores (None: not run here, see `result`).
+    result: what the full run gave, in one or two sentences (with the number that matters).
+    description: what it is for.
+    """
+
+    name: str
+    config: SweepConfig
+    small: SweepConfig
+    description: str
+    command: str
+    seconds: float | None
+    result: str
+
+
+def _preset(name: str, description: str, *, seconds: float | None, result: str, small: dict | None = None,
+            **fields) -> Preset:
+    config = SweepConfig.from_dict(fields)
+    command = f"nopeek sweep --preset {name} --out runs/{name}"
+    return Preset(name, config, config.replace(**{**_SMALL, **(small or {})}), description, command, seconds, result)
+
+
+def _all() -> dict[str, Preset]:
+    presets = [
+        _preset(
+            "quick", "The leakage-sweep notebook: digits, mlp, 2 cuts, NoPeek at 1 and 5, noise 1.",
+            seconds=15.0, result="digits' dCor falls with alpha at both cuts while the decoder keeps beating the mean image.",
+            small=dict(cuts=["1", "2"], alphas=[0.0, 1.0, 5.0], noise_scales=[1.0]),
+            dataset="digits", model="mlp", widths=[64, 32], cuts=["1", "2"], alphas=[0.0, 1.0, 5.0],
+            noise_scales=[1.0], epochs=6, attack_steps=300,
+        ),
+        _preset(
+            "default", "`nopeek sweep` with no arguments: bundled mnist5k, 3 cuts x 7 defences.",
+            seconds=135.0, result="alpha 1 lowers dCor from 0.89 to 0.59 (cut 4) and 0.84 to 0.54 (cut 5) for 2.2 "
+            "points of accuracy; alpha 3 collapses cut 4; a clean classifier reads 87-93% of every live cell's "
+            "reconstructions.",
+            small=dict(cuts=["1"], alphas=[0.0, 1.0], noise_scales=[1.0]),
+            **_MNIST_CNN, cuts=["3", "4", "5"], alphas=[0.0, 0.1, 0.5, 1.0, 3.0], noise_scales=[0.5, 2.0],
+            epochs=4, attack_steps=600,
+        ),
+        _preset(
+            "paper-mnist", "The workshop paper's MNIST setting as far as it is given: the NoPeek MNIST "
+            "network cut after dense 500, full MNIST from --data-dir, 30 epochs; for a GPU or an afternoon.",
+            seconds=None, result="not run here: it needs the full MNIST files (--data-dir) and hours of CPU.",
+            small=dict(alphas=[0.0, 0.15], noise_scales=[0.5]),
+            dataset="mnist", model="cnn_nopeek", cuts=["4"], alphas=[0.0, 0.05, 0.15, 0.5, 1.0, 3.0],
+            noise_scales=[0.5, 2.0], epochs=30, attack_steps=3000, seeds=[0, 1, 2],
+        ),
+        # The configuration gallery: every topology of the engine on one data set.
+        _preset(
+            "configurations", "Every split-learning configuration on digits (mlp 64-32), NoPeek alpha 0 and 1, "
+            "30 epochs, 3 seeds, decoder attack on every message.",
+            seconds=49.0, result="NoPeek alpha 1 lowers the first message's dCor from 0.95-0.96 to 0.81-0.84 at "
+            "unchanged accuracy in every topology; each vertical client's from 0.97-0.98 to 0.71-0.73.",
+            small=dict(cuts=["1", "1-2"], topologies=list(TOPOLOGIES), alphas=[0.0, 1.0], noise_scales=[], epochs=2,
+                       attacks=[]),
+            dataset="digits", model="mlp", widths=[64, 32], topologies=list(TOPOLOGIES), cuts=["1", "1-2"],
+            alphas=[0.0, 1.0], noise_scales=[], epochs=30, attack_steps=300, seeds=[0, 1, 2],
+        ),
+        # Label defences: labels at the server (vanilla: sent to it; vertical: held by it).
+        _preset(
+            "labels", "The label-defence trade-off: breast cancer, vanilla and vertical, max-norm and Marvell at "
+            "strengths 0.25/1/4/16, 20 epochs, 3 seeds, label attacks only (figures/label_tradeoff.png).",
+            seconds=50.0, result="both defences pull the label attacks' AUC towards chance as their strength grows, "
+            "Marvell at less cost in test AUC.",
+            small=dict(dataset="breast_cancer", topologies=["vanilla"], defenses=["maxnorm=1.0", "marvell=1.0"],
+                       epochs=3, attacks=["label"]),
+            dataset="breast_cancer", model="mlp", widths=[64, 32], topologies=["vanilla", "vertical"], cuts=["1"],
+            alphas=[0.0], noise_scales=[],
+            defenses=[f"{d}={s}" for d in ("maxnorm", "marvell") for s in (0.25, 1.0, 4.0, 16.0)],
+            seeds=[0, 1, 2], epochs=20, attacks=["label"],
+        ),
+        # Workshop paper, Figs. 5 and 6: dCor over epochs.
+        _preset(
+            "workshop-dcor-epochs", "dCor(x, z) over epochs (workshop paper Figs. 5, 6): mnist5k cnn cut after "
+            "fc2 with a linear cut layer, alpha 0 / 3 / 12, 20 epochs, 3 seeds.",
+            seconds=166.0, result="alpha 3 lowers held-out dCor from 0.784 (alpha 0) to 0.309 +- 0.017 at accuracy "
+            "0.955 +- 0.008.",
+            small=dict(alphas=[0.0, 3.0], noise_scales=[]),
+            **_MNIST_CNN, cuts=["5"], cut_activation="linear", alphas=[0.0, 3.0, 12.0], noise_scales=[], epochs=20,
+            attacks=[], seeds=[0, 1, 2],
+        ),
+        # Workshop paper, Figs. 10 and 11: accuracy over epochs at alpha 0.05 and 0.15.
+        _preset(
+            "workshop-accuracy-epochs", "Test accuracy over epochs at alpha 0.05 and 0.15 (workshop paper Figs. "
+            "10, 11) beside alpha 0: mnist5k cnn cut 5, 30 epochs, 3 seeds.",
+            seconds=222.0, result="0.951 (alpha 0.05) and 0.959 (alpha 0.15) beside 0.960 at alpha 0.",
+            small=dict(alphas=[0.0, 0.05, 0.15], noise_scales=[]),
+            **_MNIST_CNN, cuts=["5"], alphas=[0.0, 0.05, 0.15], noise_scales=[], epochs=30, attacks=[],
+            seeds=[0, 1, 2],
+        ),
+        # Workshop paper, Figs. 7 and 8: reconstructions at alpha 0.1 and 0.9.
+        _preset(
+            "workshop-reconstructions", "Decoder reconstructions at alpha 0.1 and 0.9 (workshop paper Figs. 7, 8) "
+            "beside alpha 0: mnist5k cnn cut after fc1 (64-d), 8 epochs, 3 seeds.",
+            seconds=80.0, result="decoder SSIM 0.651 / 0.640 / 0.572 at alpha 0 / 0.1 / 0.9; a clean classifier "
+            "reads 91% of the reconstructions at every weight.",
+            small=dict(alphas=[0.0, 0.1, 0.9], noise_scales=[]),
+            **_MNIST_CNN, cuts=["4"], alphas=[0.0, 0.1, 0.9], noise_scales=[], epochs=8, attack_steps=600,
+            seeds=[0, 1, 2],
+        ),
+        # NoPeek paper: reconstruction error against accuracy, NoPeek against uniform noise.
+        _preset(
+            "nopeek-tradeoff", "Reconstruction error against accuracy, NoPeek against uniform noise on the "
+            "activations (NoPeek paper): mnist5k cnn cut 5 (linear), alpha warm-up 2 epochs, 8 epochs, 3 seeds.",
+            seconds=282.0, result="both defences lie on about the same curve: NoPeek alpha 12 reaches MSE 0.048 at "
+            "accuracy 0.943, uniform noise of scale 4 MSE 0.052 at 0.929.",
+            small=dict(alphas=[0.0, 3.0], noise_scales=[1.0]),
+            **_MNIST_CNN, cuts=["5"], cut_activation="linear", alpha_warmup=2.0, alphas=[0.0, 1.0, 3.0, 8.0, 12.0],
+            noise_kind="uniform", noise_scales=[0.5, 1.0, 2.0, 4.0], epochs=8, attack_steps=600, seeds=[0, 1, 2],
+        ),
+        # Where NoPeek protects: the alpha grid with the cliff, and what moves it.
+        _preset(
+            "region-constant", "Where NoPeek protects, constant alpha (the cliff): mnist5k cnn cut 5 (ReLU), "
+            "alpha 0..12, 8 epochs, 3 seeds.",
+            seconds=400.0, result="alpha 2 keeps accuracy 0.936 with dCor 0.401; alpha 3 collapses one seed in "
+            "three, alpha 4 and above (almost) every seed.",
+            small=dict(alphas=[0.0, 8.0], noise_scales=[]),
+            **_MNIST_CNN, cuts=["5"], alphas=[0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0], noise_scales=[], epochs=8,
+            attack_steps=600, seeds=[0, 1, 2],
+        ),
+        _preset(
+            "region-warmup", "As region-constant, with alpha ramped up over the first 2 epochs.",
+            seconds=400.0, result="no seed collapses up to alpha 12 (accuracy 0.921, dCor 0.342 there).",
+            small=dict(alphas=[0.0, 8.0], noise_scales=[]),
+            **_MNIST_CNN, cuts=["5"], alpha_warmup=2.0, alphas=[0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0],
+            noise_scales=[], epochs=8, attack_steps=600, seeds=[0, 1, 2],
+        ),
+        _preset(
+            "region-linear", "As region-constant, with a linear cut layer (no ReLU before the cut).",
+            seconds=400.0, result="alpha 8 gives accuracy 0.935 +- 0.035 with dCor 0.298 +- 0.094; alpha 12 "
+            "collapses one seed.",
+            small=dict(alphas=[0.0, 8.0], noise_scales=[]),
+            **_MNIST_CNN, cuts=["5"], cut_activation="linear", alphas=[0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0],
+            noise_scales=[], epochs=8, attack_steps=600, seeds=[0, 1, 2],
+        ),
+        # The operating point: the two changes that move the cliff, and longer training.
+        _preset(
+            "operating-point", "NoPeek's operating region on bundled mnist5k: cnn cut 5 with a linear cut "
+            "layer, alpha warm-up over 2 epochs, 20 epochs, alpha 0..12, 3 seeds, decoder attack.",
+            seconds=459.0, result="alpha 4: accuracy 0.959 +- 0.004 at held-out dCor 0.257 +- 0.004 (alpha 0: "
+            "0.960, 0.784); a clean classifier still reads 91.5% of the reconstructions.",
+            small=dict(alphas=[0.0, 6.0], noise_scales=[]),
+            **_MNIST_CNN, cuts=["5"], cut_activation="linear", alpha_warmup=2.0, alphas=[0.0, 4.0, 6.0, 8.0, 12.0],
+            noise_scales=[], epochs=20, attack_steps=600, seeds=[0, 1, 2],
+        ),
+    ]
+    return {p.name: p for p in presets}
+
+
+PRESET_INFO: dict[str, Preset] = _all()
+PRESETS: dict[str, SweepConfig] = {name: p.config for name, p in PRESET_INFO.items()}
+
+
+def run_preset(name: str, out: str | None = None, *, size: str | None = None, progress: bool = False):
+    """Run preset `name` (the notebooks' entry point): its small version unless `size` (or the
+    environment's NOPEEK_NOTEBOOK_SIZE) is "full". Resumes what `out` already holds.
+
+    Returns:
+      (rows, out): the results table and the output folder (a new temporary one by default).
+    """
+    import os
+    import tempfile
+
+    from nopeek.sweeps._sweep import run_sweep
+
+    if name not in PRESET_INFO:
+        raise KeyError(f"unknown preset {name!r}; choose from {', '.join(PRESET_INFO)}")
+    size = size or os.environ.get("NOPEEK_NOTEBOOK_SIZE", "small")
+    if size not in ("small", "full"):
+        raise ValueError(f"size must be 'small' or 'full', got {size!r}")
+    preset = PRESET_INFO[name]
+    config = preset.config if size == "full" else preset.small
+    out = out or os.path.join(os.environ.get("NOPEEK_NOTEBOOK_OUT") or tempfile.mkdtemp(prefix="nopeek-"), name)
+    return run_sweep(config, out, progress=progress, log=lambda line: print(line)), out

@@ -1,0 +1,229 @@
+"""Leakage sweeps: topologies x cuts x defences x seeds -> rows of `results.csv`.
+
+For each group (one topology at one cut list), every defence cell (no defence, NoPeek at
+each alpha, the noise baseline at each scale, every other defence at each strength) and
+seed is trained together as one stack (`nopeek.training.train_stack`), and each attack of
+the grid is run against every attacked message, fitted as one stack where it can
+(`nopeek.sweeps._columns`). A group's rows are appended to
+`results.csv` in one atomic replace, so killing the process at any moment (even
+`kill -9`) loses at most the group in progress, and running the same command again
+finishes only the missing cells. The whole config is checked before anything is
+written; an output folder holding a different config is refused unless `force`.
+
+    DIR/config.json      the SweepConfig (one flat JSON object)
+    DIR/results.csv      one row per cell and attacked message (columns: RESULT_COLUMNS)
+    DIR/samples/*.npy    16 held-out originals and each row's reconstructions of them
+    DIR/figures/*.png    trade-off, dCor and SSIM against alpha, reconstruction grids
+
+Beyond one process, shards (`--shard I/N`) and a Ray cluster (`--ray`) run the same groups
+through `load_inputs` and `run_group`, so their rows are these rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from nopeek import data as data_lib
+from nopeek.attacking import attacker_indices
+from nopeek.core import read_json, write_json
+from nopeek.defences import DEFENCES
+from nopeek.errors import ConfigError
+from nopeek.protocol import model_blocks
+from nopeek.sweeps._columns import cell_columns, message_attacks
+from nopeek.sweeps._config import Cell, SweepConfig, cells
+from nopeek.sweeps._results import CELL_COLUMNS, append_rows, cell_key, read_rows
+from nopeek.sweeps._summary import write_summary
+from nopeek.training import collapse_reason, data_shards, evaluate, leak_entries, train_stack
+
+N_SAMPLES = 16  # held-out samples kept for the reconstruction grids
+
+
+# ---- the output folder ---------------------------------------------------------------
+
+
+def prepare_output(out: str, config: SweepConfig, force: bool) -> None:
+    """Create `out`, or check that it holds the same config (else refuse unless `force`).
+
+    `force` moves the old results.csv aside (`results.csv.discarded`) and deletes the old
+    samples and figures, so nothing of the old sweep mixes with the new one."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out {out}: is a file, not a folder")
+    config_path = os.path.join(out, "config.json")
+    if os.path.exists(config_path):
+        try:
+            old = SweepConfig.from_dict(read_json(config_path)).to_dict()
+        except (OSError, ValueError) as err:
+            if not force:
+                raise ConfigError(f"{config_path}: unreadable ({err}); use another --out, or --force to start afresh") from None
+            old = {}
+        new = config.to_dict()
+        if old != new:
+            if not force:
+                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                raise ConfigError(
+                    f"{out} holds results of a different sweep config (changed: {', '.join(changed)}); "
+                    "use another --out, or --force to discard them"
+                )
+            results = os.path.join(out, "results.csv")
+            if os.path.exists(results):
+                os.replace(results, results + ".discarded")
+            for sub in ("samples", "figures", "histories"):
+                shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
+            shards = os.path.join(out, "shards")  # a sharded run's files (nopeek.shards): set aside like results.csv
+            if os.path.isdir(shards):
+                shutil.rmtree(shards + ".discarded", ignore_errors=True)
+                os.replace(shards, shards + ".discarded")
+    os.makedirs(out, exist_ok=True)
+    write_json(config_path, config.to_dict())
+
+
+# ---- running ---------------------------------------------------------------------------
+
+
+def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: bool = True, log=print) -> list[dict]:
+    """Run every missing cell of the sweep, write results and figures; return all rows.
+
+    `log` receives warning lines (diverged and collapsed cells)."""
+    from nopeek.plots import sweep_figures
+
+    inputs = load_inputs(config)  # a failed start leaves no folder
+    prepare_output(out, config, force)
+    results_path = os.path.join(out, "results.csv")
+    done = {cell_key(r) for r in read_rows(results_path)}
+    all_cells = cells(config)
+    todo = [c for c in all_cells if c.key(config) not in done]
+    samples_dir = os.path.join(out, "samples")
+    os.makedirs(samples_dir, exist_ok=True)
+
+    bar = tqdm(total=len(all_cells), initial=len(all_cells) - len(todo), desc="sweep cells", unit="cell", disable=not progress)
+    for topology, spec in config.groups():
+        group = [c for c in todo if (c.topology, c.cut) == (topology, spec)]
+        if not group:
+            continue
+        bar.set_postfix_str(f"{topology} cut {spec}: training {len(group)} models as one stack")
+        rows = run_group(inputs, group, samples_dir, progress=progress, log=log)
+        append_rows(results_path, rows)
+        bar.update(len(group))
+    bar.close()
+    rows = read_rows(results_path)
+    write_summary(os.path.join(out, "summary.csv"), rows)
+    sweep_figures(rows, os.path.join(out, "figures"), samples_dir=samples_dir,
+                  histories_dir=os.path.join(out, "histories"))
+    return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupInputs:
+    """What every group of a sweep needs besides its cells; built once per process by
+    `load_inputs` (the local sweep, each shard, each Ray worker)."""
+
+    config: SweepConfig
+    ds: data_lib.Dataset
+    leak_idx: np.ndarray  # (n_leaked,) the attacker's training samples
+    chance: float  # accuracy of always guessing the majority test class
+
+
+def load_inputs(config: SweepConfig) -> GroupInputs:
+    """Check the config and load the data, checking every group against it: everything a
+    sweep can refuse is refused here, before anything is written."""
+    config.validate()
+    ds = data_lib.load(config.dataset, seed=config.split_seed, data_dir=config.data_dir, limit=config.limit)
+    leak_idx = attacker_indices(ds.y_train, leak_fraction=config.leak_fraction, leak_count=config.leak_count,
+                                aux_classes=config.aux_classes, seed=config.attack_seed)
+    for topology, spec in config.groups():
+        data_shards(config.train_config(topology, spec), ds)
+    chance = float(np.max(np.bincount(ds.y_test)) / len(ds.y_test))
+    return GroupInputs(config, ds, leak_idx, chance)
+
+
+def run_group(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, progress: bool = False, log=print) -> list[dict]:
+    """Train, evaluate and attack the cells of one group (one topology and cut list) as one
+    stack; save their samples into `samples_dir`; return their rows (nothing else is written)."""
+    config, ds, leak_idx = inputs.config, inputs.ds, inputs.leak_idx
+    topology, spec = group[0].topology, group[0].cut
+    tc = config.train_config(topology, spec)
+    t0 = time.perf_counter()
+    result = train_stack(tc, ds, seeds=[c.seed for c in group], strengths=[c.strengths for c in group],
+                         progress=progress, desc=f"{topology} cut {spec}")
+    train_seconds = time.perf_counter() - t0
+    built = result.built
+    _save_histories(os.path.join(os.path.dirname(samples_dir), "histories"), group, result)
+    alive = np.flatnonzero(~result.diverged)
+    for i in np.flatnonzero(result.diverged):
+        log(f"warning: {group[i].name} diverged at epoch {int(result.diverged_epoch[i])} "
+            f"(loss {float(result.diverged_loss[i])}); its rows are marked diverged")
+
+    t0 = time.perf_counter()
+    hp = {k: (jnp.asarray(v) if not isinstance(v, dict) else {n: jnp.asarray(a) for n, a in v.items()})
+          for k, v in result.hparams.items()}
+    x_leak, y_leak = ds.x_train[leak_idx], ds.y_train[leak_idx]
+    _, sent_leak = evaluate(result.eval_fn, result.state.params, hp, x_leak, y_leak)
+    prepared = {k: np.asarray(v) for k, v in built.prepare(jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)).items()}
+    prepared_test = {k: np.asarray(v) for k, v in built.prepare(jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)).items()}
+    eval_seconds = time.perf_counter() - t0
+
+    _, shards_test = data_shards(tc, ds)
+    entries = leak_entries(built, shards_test)
+    t0 = time.perf_counter()
+    scores = message_attacks(config, ds, entries, result, alive, sent_leak, prepared, prepared_test, leak_idx)
+    extra = cell_columns(config, ds, group, result, alive, log)  # label attacks, FSHA
+    attack_seconds = time.perf_counter() - t0
+    timing = {"train_seconds": round(train_seconds, 2), "attack_seconds": round(attack_seconds, 2),
+              "eval_seconds": round(eval_seconds, 2)}
+    return _rows(config, group, entries, result, scores, prepared_test, samples_dir, inputs.chance, timing, log, extra)
+
+
+def _save_histories(folder: str, group, result) -> None:
+    """Each cell's per-epoch history (accuracy, held-out dCor, losses) as DIR/histories/CELL.json."""
+    for i, cell in enumerate(group):
+        rows = [{k: (v[i] if isinstance(v, list) else v) for k, v in row.items()} for row in result.history]
+        write_json(os.path.join(folder, f"{cell.name}.json"),
+                   {**dataclasses.asdict(cell), "alpha": cell.alpha, "noise_scale": cell.noise_scale, "history": rows})
+
+
+def _rows(config, group, entries, result, scores, prepared_test, samples_dir, chance, timing, log, extra=None) -> list[dict]:
+    """One row per (cell, attacked message); samples saved for the grids; `extra[i]`: more
+    columns of cell i (label attacks, FSHA)."""
+    rows = []
+    blocks = model_blocks(result.config.model, next(iter(result.built.tasks.values())), result.config.widths)
+    for e in entries:
+        originals_file = f"originals-{e.party}.npy" if e.replica is not None else "originals.npy"
+        source = e.source_view(prepared_test[e.source])
+        subset = e.subset if e.subset is not None else np.arange(len(source))
+        np.save(os.path.join(samples_dir, originals_file), source[subset[:N_SAMPLES]])
+        z_all = np.asarray(e.view(result.messages_test[e.message], models_axis=True))
+        for i, cell in enumerate(group):
+            base = {**dict(zip(CELL_COLUMNS, cell.key(config))), "party": e.party, "message": e.label,
+                    "leakage": config.leakage, "epochs": config.epochs, "group_size": len(group),
+                    "acts_on": DEFENCES[cell.defense].acts_on if cell.defense in DEFENCES else "",
+                    "cut_block": result.built.cut_block(e.message, blocks),
+                    "cut_bytes_per_sample": int(np.prod(z_all.shape[2:])) * 4, **timing,
+                    "originals_file": originals_file}
+            if result.diverged[i]:
+                rows.append({**base, "diverged": True, "diverged_epoch": int(result.diverged_epoch[i]),
+                             "collapsed": False, "samples_file": ""})
+                continue
+            accuracy = float(result.test_accuracy[i])
+            reason = collapse_reason(accuracy, chance, z_all[i][subset])
+            s = dict(scores.get((i, e.party, e.label), {}))
+            samples = s.pop("samples", None)
+            samples_file = ""
+            if samples is not None:
+                samples_file = f"{cell.name}-{e.party}-{e.label}.npy".replace("[", "_").replace("]", "")
+                np.save(os.path.join(samples_dir, samples_file), samples)
+            row = {**base, "accuracy": accuracy, "dcor": float(result.leakage[(e.party, e.label)][i]),
+                   "task_accuracies": " ".join(f"{k}={float(v[i]):.4f}" for k, v in result.task_accuracy.items()),
+                   "classifier_clean_accuracy": s.pop("classifier_clean_accuracy", ""),
+                   "diverged": False, "diverged_epoch": 0, "collapsed": bool(reason), "collapse_reason": reason,
+                   "samples_file": samples_file, **(extra or {}).get(i, {}), **s}
+            if reason and e is entries[0]:
+                log(f"warning: {cell.name} collapsed ({reason}): accuracy {accuracy:.3f}, dCor {row['dcor']:.3f}")
+            rows.append(row)
+    return rows

@@ -1,0 +1,391 @@
+"""Training a stack of K split models of any topology in one compiled program.
+
+The K models share topology, architecture and cuts and differ in their seed and in the
+strength of each defence (`nopeek.defences`: NoPeek's alpha, the noise's scale, ...); each
+model's seed fixes its initialisation, its data order and its random draws, so a stacked
+model equals its own separate run. Inside one jitted step the K models run the protocol
+(`nopeek.protocol.protocol_gradients`) side by side, as a `jax.vmap` or unrolled in the one
+program (`stack_mode="map"`); "auto" chooses by the measurements in bench/train.py. Steps
+are driven from Python rather than by `lax.scan`, because XLA:CPU runs convolutions inside
+loops about 13x slower. A model whose loss or parameters become NaN or Inf is marked
+diverged at that epoch; the others go on.
+
+References: Vepakomma et al., "Reducing leakage in distributed deep learning for
+sensitive health data", ICLR 2019 AI4SG workshop, Eq. (1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from functools import partial
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from nopeek.data import Dataset
+from nopeek.defences import DEFENCES, Context, build_defence, check_defence
+from nopeek.errors import ConfigError
+from nopeek.protocol import (
+    Built, ModelList, Setup, build, check_logits, forward, model_at, over_stack, padded_size, protocol_gradients,
+    resolve_stack_mode, shard_models, spec, stack_models,
+)
+from nopeek.training._config import TrainConfig, cuts_of, make_optimizer, strengths_of
+from nopeek.training._leakage import leak_entries, measure_leakage, probe_dcor
+
+
+def has_conv(built: Built) -> bool:
+    """Whether any segment of the topology convolves (read from the graphs, so a registered
+    model of one's own is judged by what it is, not by its name)."""
+    from flax import nnx
+
+    kinds = (nnx.Conv, nnx.ConvTranspose)
+    return any(isinstance(getattr(node, "type", None), type) and issubclass(node.type, kinds)
+               for graphdef in built.topology.graphdefs.values() for node in getattr(graphdef, "nodes", ()))
+
+
+def build_topology(config: TrainConfig, input_shape, num_classes: int) -> Built:
+    """The configured topology of `config` for data of the given shape."""
+    check_logits(config.model, input_shape, num_classes, config.widths)  # a registered model must end in logits
+    setup = Setup(
+        model=config.model, widths=tuple(config.widths), input_shape=tuple(input_shape), num_classes=num_classes,
+        cuts=cuts_of(config, num_classes), clients=config.clients, merge=config.merge, slicing=config.slicing,
+        tasks=tuple(config.tasks), task_weights=tuple(config.task_weights), handoff=config.handoff,
+        nopeek_hops=config.nopeek_hops, cut_activation=config.cut_activation,
+    )
+    return build(config.topology, setup)
+
+
+@dataclasses.dataclass
+class StackState:
+    """Parameters `{party: {segment: State}}` and optimiser states `{party: ...}` of K models,
+    each leaf with a leading axis K."""
+
+    params: Any
+    opt: Any
+
+
+jax.tree_util.register_dataclass(StackState, data_fields=["params", "opt"], meta_fields=[])
+
+
+def init_stack(built: Built, seeds: Sequence[int], optimizer, mode: str = "vmap") -> StackState:
+    """K models (one per seed), stacked as `mode` keeps them (see `nopeek.protocol.stack_models`);
+    one optimiser state per party and model."""
+    params = [built.init(int(s)) for s in seeds]
+    opt = [{party: optimizer.init(p) for party, p in model.items()} for model in params]
+    return StackState(stack_models(params, mode), stack_models(opt, mode))
+
+
+def make_step_fn(built: Built, optimizer, config: TrainConfig, stack_mode: str, *, warmup_steps: int = 0):
+    """A jitted `step(state, hparams, x_train, y_train, idx, step) -> (state, (loss, ce, leak))`.
+
+    hparams: {"seed": (K,), "strength": {defence name: (K,)}}: the defences in the program
+    are those named there (see `stack_hparams`). idx: (K, batch) sample indices, one row per
+    model. One optimisation step of all K models; the state's buffers are donated. With
+    `warmup_steps`, defences that ramp up (NoPeek's alpha) do so over that many steps.
+    leak: the mean over messages of NoPeek's D(x, z) on the batch.
+    """
+    topo = built.topology
+
+    def model_step(params, opt, hp, x, y, step):
+        context = Context(hp["seed"], step, config, warmup_steps=warmup_steps)
+        defence = build_defence(hp["strength"], context)
+        grads, aux = protocol_gradients(topo, params, built.prepare(x, y), defence=defence,
+                                        task_weight=config.task_weight)
+        new_params, new_opt = {}, {}
+        for party in params:  # each party updates its own parameters with its own optimiser state
+            updates, new_opt[party] = optimizer.update(grads[party], opt[party], params[party])
+            new_params[party] = optax.apply_updates(params[party], updates)
+        leaks = [jnp.mean(v) for v in aux["leak"].values()]
+        leak = jnp.mean(jnp.stack(leaks)) if leaks else jnp.zeros(())
+        first_task = next(iter(built.tasks))
+        return (new_params, new_opt), (aux["loss"], aux["ce"][first_task], leak)
+
+    stacked = over_stack(model_step, stack_mode, (0, 0, 0, 0, 0, None), per_model_outputs=(0,))
+
+    @partial(jax.jit, donate_argnums=0)
+    def step(state: StackState, hparams, x_train, y_train, idx, step_index):
+        models, stats = stacked(state.params, state.opt, hparams, x_train[idx], y_train[idx], step_index)
+        if isinstance(models, ModelList):
+            return StackState(ModelList(m[0] for m in models), ModelList(m[1] for m in models)), stats
+        return StackState(*models), stats
+
+    return step
+
+
+def batch_order(seed: int, epoch: int, shards: Sequence[np.ndarray], batch: int) -> np.ndarray:
+    """(steps, batch) sample indices of one epoch: each shard in turn, permuted by
+    `(seed, epoch, shard)`, its last partial batch dropped. One shard = plain training."""
+    out = []
+    for c, shard in enumerate(shards):
+        perm = np.asarray(shard)[np.random.default_rng([seed, epoch, c]).permutation(len(shard))]
+        steps = len(perm) // batch
+        out.append(perm[: steps * batch].reshape(steps, batch))
+    return np.concatenate(out) if out else np.zeros((0, batch), np.int64)
+
+
+def make_eval_fn(built: Built, config: TrainConfig, stack_mode: str, messages: Sequence[str]):
+    """A jitted `evaluate(params, hparams, x, y, sample_index) -> (messages, logits, labels)`.
+
+    messages: {name: (K, n, ...)} as sent (each defence's evaluation transform, sample i's
+    draws from its position); logits: {label key: (K, n, classes)}; labels: {label key: (K, n)}.
+    """
+    topo = built.topology
+
+    def one(params, hp, x, y, sample_index):
+        defence = build_defence(hp["strength"], Context(hp["seed"], settings=config, evaluation=True))
+        values = forward(topo, params, built.prepare(x, y), defence=defence, sample_index=sample_index)
+        return ({m: values[m] for m in messages}, {loss.labels: values[loss.logits] for loss in topo.losses},
+                {loss.labels: values[loss.labels] for loss in topo.losses})
+
+    return jax.jit(over_stack(one, stack_mode, (0, 0, None, None, None)))
+
+
+def evaluate(eval_fn, params, hparams, x, y, chunk: int = 1024, *, keep_messages: bool = True):
+    """Per-task accuracy {labels: (K,)} and messages {name: (K, n, ...)} for all of x, in chunks
+    (messages empty when `keep_messages` is False)."""
+    sent, correct = {}, {}
+    for start in range(0, len(x), chunk):
+        xb, yb = jnp.asarray(x[start : start + chunk]), jnp.asarray(y[start : start + chunk])
+        index = jnp.arange(start, start + len(xb))
+        msgs, logits, labels = eval_fn(params, hparams, xb, yb, index)
+        for m, v in msgs.items() if keep_messages else ():
+            sent.setdefault(m, []).append(np.asarray(v))
+        for key, lg in logits.items():
+            correct[key] = correct.get(key, 0) + np.asarray(jnp.sum(jnp.argmax(lg, -1) == labels[key], axis=-1))
+    accuracy = {k: v / len(x) for k, v in correct.items()}
+    return accuracy, {m: np.concatenate(v, axis=1) for m, v in sent.items()}
+
+
+@jax.jit
+def _all_finite(params):
+    """(K,) whether every parameter of each model is finite."""
+    if isinstance(params, ModelList):
+        return jnp.stack([jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(m)])) for m in params])
+    leaves = jax.tree.leaves(params)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a.reshape(a.shape[0], -1)), axis=1) for a in leaves]), axis=0)
+
+
+@dataclasses.dataclass
+class StackResult:
+    """What `train_stack` returns. Arrays over models have a leading axis K."""
+
+    config: TrainConfig
+    built: Built
+    state: StackState
+    hparams: dict  # "seed": (K,); "strength": {defence: (K,)} (the defences in the program)
+    history: list[dict[str, list[float]]]  # per epoch: name -> K values
+    task_accuracy: dict[str, np.ndarray]  # label key -> (K,)
+    leakage: dict[tuple[str, str], np.ndarray]  # (party, message) -> (K,) held-out dCor
+    diverged_epoch: np.ndarray  # (K,) first epoch whose loss or parameters were not finite; 0 = never
+    diverged_loss: np.ndarray  # (K,) the training loss of that epoch (NaN/Inf), NaN if never
+    seconds: float
+    messages_test: dict[str, np.ndarray]  # name -> (K, n_test, ...) as sent
+    eval_fn: Any  # the jitted evaluate(params, hparams, x, y, sample_index)
+    shards: list  # training-set shards (round robin), one for other topologies
+    strengths: list[dict[str, float]] = dataclasses.field(default_factory=list)  # per model: {defence: strength > 0}
+
+    @property
+    def test_accuracy(self) -> np.ndarray:
+        """(K,) accuracy on the first task (the only one unless multi_task)."""
+        return self.task_accuracy[next(iter(self.built.tasks))]
+
+    @property
+    def primary(self) -> tuple[str, str]:
+        """(party, message) of the data holder's first message: the `dcor` of a run."""
+        return next(iter(self.leakage))
+
+    @property
+    def dcor(self) -> np.ndarray:
+        """(K,) held-out dCor of the primary message."""
+        return self.leakage[self.primary]
+
+    @property
+    def diverged(self) -> np.ndarray:
+        return self.diverged_epoch > 0
+
+    def model_params(self, k: int):
+        """`{party: {segment: State}}` of model k, without the stack axis."""
+        return model_at(self.state.params, k)
+
+    def model_hparams(self, k: int) -> dict:
+        """Model k's hyperparameters (its seed and each defence's strength), without the stack axis."""
+        return jax.tree.map(lambda a: a[k], self.hparams)
+
+
+def _finite_mean(values) -> float:
+    """Mean of the finite values; NaN (without numpy's all-NaN warning on stderr) when there are none."""
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+def model_strengths(config: TrainConfig, *, alphas=None, noise_scales=None, strengths=None, seeds=None):
+    """(per-model {defence: strength}, per-model seeds) of a stack: the config's strengths
+    (`strengths_of`) overridden per model by `alphas` (NoPeek), `noise_scales` (the noise)
+    and `strengths` ({defence: strength} each). Lists of length 1 are broadcast."""
+    lists = {
+        "alpha": list(alphas) if alphas is not None else None,
+        "noise_scale": list(noise_scales) if noise_scales is not None else None,
+        "strengths": list(strengths) if strengths is not None else None,
+        "seed": list(seeds) if seeds is not None else [config.seed],
+    }
+    k = max(len(v) for v in lists.values() if v is not None)
+    for name, values in lists.items():
+        if values is not None and len(values) not in (1, k):
+            raise ValueError(f"{name}: {len(values)} values for a stack of {k} models")
+    base = strengths_of(config)
+    out = []
+    for i in range(k):
+        pick = lambda name: lists[name][i if len(lists[name]) > 1 else 0]  # noqa: E731
+        mine = dict(base)
+        if lists["alpha"] is not None:
+            mine["nopeek"] = pick("alpha")
+        if lists["noise_scale"] is not None:
+            mine["noise"] = pick("noise_scale")
+        if lists["strengths"] is not None:
+            mine.update(pick("strengths"))
+        out.append(mine)
+    seeds = [pick_seed for pick_seed in (lists["seed"] * k if len(lists["seed"]) == 1 else lists["seed"])]
+    for mine in out:
+        for name, value in mine.items():
+            if not (np.isfinite(value) and value >= 0):
+                label = {"nopeek": "alpha", "noise": "noise_scale"}.get(name, f"{name} strength")
+                raise ConfigError(f"{label}s must be finite and >= 0, got {value}")
+    return out, seeds
+
+
+def stack_hparams(per_model: Sequence[Mapping[str, float]], seeds: Sequence[int]) -> dict:
+    """{"seed": (K,), "strength": {name: (K,)}} for the defences in the program: those some
+    model uses (strength > 0) and those built into every step (`always`)."""
+    used = [name for name, s in DEFENCES.items() if s.always or any(m.get(name, 0.0) > 0 for m in per_model)]
+    return {"seed": jnp.asarray(seeds, jnp.int32),
+            "strength": {name: jnp.asarray([m.get(name, 0.0) for m in per_model], jnp.float32) for name in used}}
+
+
+def data_shards(config: TrainConfig, dataset: Dataset) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """(training shards, test shards or None): each data holder's sample indices when the
+    configuration shares the samples among them (`TopologySpec.shard`), or one shard of the
+    whole training set.
+
+    Raises:
+      ConfigError: the partition cannot be made, or no client has a whole batch.
+    """
+    topology = spec(config.topology)
+    shards, shards_test = [np.arange(len(dataset.x_train))], None
+    own = topology.shard(dataset.y_train, config.clients, config.partition, config.dirichlet_alpha, config.split_seed)
+    if own is not None:
+        shards = own
+        shards_test = topology.shard(dataset.y_test, config.clients, config.partition, config.dirichlet_alpha,
+                                     config.split_seed + 1)
+    if sum(len(s) // config.batch_size for s in shards) == 0:
+        raise ConfigError(f"--batch-size {config.batch_size} exceeds the training samples of every client "
+                          f"({', '.join(str(len(s)) for s in shards)})")
+    return shards, shards_test
+
+
+def train_stack(
+    config: TrainConfig,
+    dataset: Dataset,
+    *,
+    alphas: Sequence[float] | None = None,
+    seeds: Sequence[int] | None = None,
+    noise_scales: Sequence[float] | None = None,
+    strengths: Sequence[Mapping[str, float]] | None = None,
+    stack_mode: str = "auto",
+    progress: bool = True,
+    desc: str = "train",
+) -> StackResult:
+    """Train K split models together; K = the common length of the per-model lists.
+
+    Args:
+      config: topology, architecture, cuts, optimiser, epochs, batch size; the defaults for
+        missing lists (`config.seed`, and the config's defences and strengths).
+      dataset: the data (its train/test split is the dataset's).
+      alphas, noise_scales: per-model NoPeek weights and noise scales (a length-1 list is broadcast).
+      seeds: per-model seeds.
+      strengths: per-model {defence name: strength} of any registered defence.
+
+    Returns:
+      StackResult with per-task test accuracy, held-out dCor of every message, the history,
+      and which models diverged.
+    """
+    config.validate()
+    per_model, seed_list = model_strengths(config, alphas=alphas, noise_scales=noise_scales, strengths=strengths,
+                                           seeds=seeds)
+    k = len(per_model)
+    built = build_topology(config, dataset.input_shape, dataset.num_classes)
+    for mine in per_model:
+        for name, value in mine.items():
+            if value > 0:
+                check_defence(name, value, dataset.num_classes, spec(config.topology))
+    shards, shards_test = data_shards(config, dataset)
+    mode = resolve_stack_mode(stack_mode, has_conv(built))
+    if mode == "vmap" and padded_size(k) > k:  # as many models on every device; the padding is dropped
+        per_model = per_model + [per_model[-1]] * (padded_size(k) - k)
+        seed_list = seed_list + [seed_list[-1]] * (padded_size(k) - k)
+    hparams = stack_hparams(per_model, seed_list)
+    optimizer = make_optimizer(config.optimizer, config.lr)
+    state = init_stack(built, seed_list, optimizer, mode)
+    if mode == "vmap":
+        state, hparams = shard_models(state), shard_models(hparams)
+    step_fn = make_step_fn(built, optimizer, config, mode,
+                           warmup_steps=int(round(config.alpha_warmup * sum(len(s) // config.batch_size for s in shards))))
+    entries = leak_entries(built, shards_test)
+    eval_fn = make_eval_fn(built, config, mode, sorted({e.message for e in entries}))
+    data_test = built.prepare(jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test))
+
+    x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
+    n_probe = min(config.dcor_batch, len(dataset.x_test))
+    first = entries[0]
+    probe_x = jnp.asarray(first.source_view(np.asarray(data_test[first.source]))[:n_probe])
+    k_run = len(seed_list)
+    diverged_epoch = np.zeros(k_run, np.int64)
+    diverged_loss = np.full(k_run, np.nan)
+    history = []
+    t0 = time.perf_counter()
+    bar = tqdm(range(config.epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
+    for epoch in bar:
+        orders = np.stack([batch_order(int(s), epoch, shards, config.batch_size) for s in seed_list], axis=1)
+        totals = None
+        for i, idx in enumerate(orders):
+            state, stats = step_fn(state, hparams, x_train, y_train, jnp.asarray(idx), epoch * len(orders) + i)
+            totals = stats if totals is None else jax.tree.map(jnp.add, totals, stats)
+        loss, ce, leak = (np.asarray(t) / len(orders) for t in totals)
+        finite = np.isfinite(loss) & np.asarray(_all_finite(state.params))
+        newly = (~finite) & (diverged_epoch == 0)
+        diverged_epoch[newly] = epoch + 1
+        diverged_loss[newly] = loss[newly]
+        accuracy, _ = evaluate(eval_fn, state.params, hparams, dataset.x_test, dataset.y_test, keep_messages=False)
+        probe_msgs, _, _ = eval_fn(state.params, hparams, jnp.asarray(dataset.x_test[:n_probe]),
+                                   jnp.asarray(dataset.y_test[:n_probe]), jnp.arange(n_probe))
+        z = first.view(probe_msgs[first.message], models_axis=True)
+        heldout = np.asarray(probe_dcor(probe_x, z))
+        row = {"train_loss": loss.tolist(), "train_ce": ce.tolist(), "train_dcor_batch": leak.tolist(),
+               "epoch": epoch + 1, "heldout_dcor": heldout.tolist(),
+               "test_accuracy": accuracy[next(iter(built.tasks))].tolist()}
+        history.append(row)
+        bar.set_postfix(acc=f"{_finite_mean(row['test_accuracy']):.3f}", dcor=f"{_finite_mean(heldout):.3f}")
+        if np.all(diverged_epoch > 0):
+            break  # every model of the stack diverged: nothing left to train
+    task_accuracy, sent = evaluate(eval_fn, state.params, hparams, dataset.x_test, dataset.y_test)
+    leakage = measure_leakage(entries, {k_: np.asarray(v) for k_, v in data_test.items()}, sent)
+    if k_run > k:  # drop the models that only padded the stack to the device count
+        keep = lambda a: a[:k]  # noqa: E731
+        state = StackState(jax.tree.map(keep, state.params), jax.tree.map(keep, state.opt))
+        hparams = jax.tree.map(keep, hparams)
+        history = [{name: (v[:k] if isinstance(v, list) else v) for name, v in row.items()} for row in history]
+        task_accuracy = {name: keep(v) for name, v in task_accuracy.items()}
+        leakage = {name: keep(v) for name, v in leakage.items()}
+        sent = {name: keep(v) for name, v in sent.items()}
+        diverged_epoch, diverged_loss = keep(diverged_epoch), keep(diverged_loss)
+    return StackResult(
+        config=config, built=built, state=state, hparams=jax.tree.map(np.asarray, hparams),
+        history=history, task_accuracy=task_accuracy, leakage=leakage, diverged_epoch=diverged_epoch,
+        diverged_loss=diverged_loss, seconds=time.perf_counter() - t0, messages_test=sent, eval_fn=eval_fn,
+        shards=shards, strengths=[{n: v for n, v in m.items() if v > 0} for m in per_model[:k]],
+    )

@@ -1,0 +1,229 @@
+"""A training run on disk, and `load` to get it back.
+
+    runs/x/config.json        the full TrainConfig
+    runs/x/metrics.json       test_accuracy, task_accuracy, dcor, leakage (per message),
+                              transcript (per step), history, seconds
+    runs/x/checkpoint.msgpack every party's parameters (Flax msgpack, no pickle)
+
+A run folder is complete or absent: `run_train` writes into a temporary folder beside
+it and renames it into place when everything is written; an existing run folder is
+refused unless `force`. A run whose loss or parameters become NaN or Inf writes nothing
+and raises `TrainingDiverged`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nopeek import data as data_lib
+from nopeek.core import load_params_into, read_json, save_params, write_json
+from nopeek.defences import Context, build_defence
+from nopeek.errors import ConfigError, DataError, RunFolderError, TrainingDiverged
+from nopeek.protocol import Built, forward, model_at, transcript
+from nopeek.training._config import TrainConfig, cuts_of, strengths_of
+from nopeek.training._leakage import LeakEntry, leak_entries
+from nopeek.training._loop import StackResult, build_topology, stack_hparams, train_stack
+
+CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.json", "checkpoint.msgpack"
+
+
+def _message_id(entry: LeakEntry) -> str:
+    return f"{entry.party}:{entry.label}"
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    """A trained split model restored from a run folder: any topology."""
+
+    config: TrainConfig
+    built: Built
+    params: Any  # {party: {segment: State}}
+
+    @property
+    def entries(self) -> list[LeakEntry]:
+        """The attackable messages (sent from raw inputs to a party that does not hold them)."""
+        return leak_entries(self.built)
+
+    def message_ids(self) -> list[str]:
+        """"party:tensor" of every attackable message, the data holder's first message first."""
+        return [_message_id(e) for e in self.entries]
+
+    def entry(self, message: str | None) -> LeakEntry:
+        """The message named "party:tensor" or "tensor" (its first sender); None: the first."""
+        entries = self.entries
+        if message is None:
+            return entries[0]
+        for e in entries:
+            if message in (_message_id(e), e.label):
+                return e
+        raise ConfigError(f"--message {message!r}: this {self.config.topology} run sends "
+                          f"{', '.join(self.message_ids())}")
+
+    def values(self, x, y=None) -> dict:
+        """Every tensor of a forward pass on inputs x (n, ...) without noise: data keys
+        (prepared: vertical slices, task labels), segment outputs."""
+        x = jnp.asarray(x)
+        y = jnp.zeros(len(x), jnp.int32) if y is None else jnp.asarray(y)
+        return forward(self.built.topology, self.params, self.built.prepare(x, y))
+
+    def message(self, name: str | None, x) -> np.ndarray:
+        """What the named message carries for inputs x: (n, ...) (one replica's share)."""
+        e = self.entry(name)
+        return np.asarray(e.view(self.values(x)[e.message]))
+
+    def source(self, name: str | None, x) -> np.ndarray:
+        """The raw inputs the named message is computed from: x itself, or a client's slice."""
+        e = self.entry(name)
+        return np.asarray(e.source_view(self.values(x)[e.source]))
+
+    def sent(self, name: str | None, x, chunk: int = 1024) -> np.ndarray:
+        """What was sent for inputs x (n, ...): the named message with the run's noise defence
+        applied as at test time (sample i's noise from its position i in x), the same tensor
+        `nopeek sweep` attacks. Without noise, equal to `message`."""
+        e = self.entry(name)
+        cfg = self.config
+        hp = jax.tree.map(lambda a: a[0], stack_hparams([strengths_of(cfg)], [cfg.seed]))
+        topo, params, prepare = self.built.topology, self.params, self.built.prepare
+
+        @jax.jit
+        def run(xb, index):
+            defence = build_defence(hp["strength"], Context(hp["seed"], settings=cfg, evaluation=True))
+            v = forward(topo, params, prepare(xb, jnp.zeros(xb.shape[0], jnp.int32)), defence=defence,
+                        sample_index=index)[e.message]
+            return e.view(v)
+
+        x = np.asarray(x)
+        return np.concatenate([np.asarray(run(jnp.asarray(x[i : i + chunk]), jnp.arange(i, min(i + chunk, len(x)))))
+                               for i in range(0, len(x), chunk)])
+
+    def message_fn(self, name: str | None):
+        """A jittable function x (n, ...) -> the named message (n, ...) before any noise,
+        weights closed over (what a white-box attacker inverts)."""
+        e = self.entry(name)
+        topo, params, prepare = self.built.topology, self.params, self.built.prepare
+
+        def fn(x):
+            return e.view(forward(topo, params, prepare(x, jnp.zeros(x.shape[0], jnp.int32)))[e.message])
+
+        return fn
+
+    def logits(self, x) -> np.ndarray:
+        """Logits of the first task for inputs x: (n, classes)."""
+        return np.asarray(self.values(x)[self.built.topology.losses[0].logits])
+
+
+def _transcript_rows(result: StackResult, dataset) -> list[dict]:
+    built = result.built
+    params = result.model_params(0)
+    n = result.config.batch_size
+    shapes = built.prepare(jnp.zeros((n, *dataset.input_shape), jnp.float32), jnp.zeros((n,), jnp.int32))
+    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), shapes)
+    opt = model_at(result.state.opt, 0)
+    handoff_state = {p: (params[p], opt[p]) for p in params}
+    return [dataclasses.asdict(m) for m in transcript(built.topology, params, spec, handoff_state=handoff_state)]
+
+
+def run_metrics(result: StackResult, dataset, k: int = 0) -> dict:
+    """The metrics.json dict of model k of a trained stack."""
+    return {
+        "topology": result.config.topology,
+        "cuts": list(cuts_of(result.config, dataset.num_classes)),
+        "test_accuracy": float(result.test_accuracy[k]),
+        "task_accuracy": {key: float(v[k]) for key, v in result.task_accuracy.items()},
+        "dcor": float(result.dcor[k]),
+        "leakage": [{"party": p, "message": m, "dcor": float(v[k])} for (p, m), v in result.leakage.items()],
+        "n_test": int(len(dataset.x_test)),
+        "seconds": result.seconds,
+        "transcript": _transcript_rows(result, dataset),
+        "history": [{key: (v[k] if isinstance(v, list) else v) for key, v in row.items()} for row in result.history],
+    }
+
+
+def _check_out(out: str, force: bool) -> None:
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise RunFolderError(f"--out {out}: is a file, not a folder")
+    if os.path.isdir(out) and os.listdir(out) and not force:
+        raise RunFolderError(f"--out {out}: a run folder is already there; use another --out, or --force to replace it")
+
+
+def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: bool = True) -> dict:
+    """Train one split model as `config` says and write its run folder `out`.
+
+    Returns:
+      the metrics dict written to `out/metrics.json`.
+
+    Raises:
+      TrainingDiverged: the loss or parameters became non-finite (nothing written).
+      RunFolderError: `out` exists (and not `force`) or is a file.
+    """
+    config.validate()
+    _check_out(out, force)
+    dataset = data_lib.load(config.dataset, seed=config.split_seed, data_dir=config.data_dir, limit=config.limit)
+    parent = os.path.dirname(os.path.abspath(out))
+    try:  # the temporary folder first, so an unwritable --out fails before training, not after
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.tmp-", dir=parent)
+    except OSError as err:
+        raise RunFolderError(f"--out {out}: cannot write there ({err.strerror})") from err
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # a run folder as readable as any folder the user makes
+    try:
+        result = train_stack(config, dataset, progress=progress)
+        if result.diverged[0]:
+            raise TrainingDiverged(f"training diverged at epoch {int(result.diverged_epoch[0])} "
+                                   f"(loss {float(result.diverged_loss[0])}); try a smaller --lr or --alpha")
+        metrics = run_metrics(result, dataset)
+        write_json(os.path.join(tmp, CONFIG), config.to_dict())
+        save_params(os.path.join(tmp, CHECKPOINT), result.model_params(0))
+        write_json(os.path.join(tmp, METRICS), metrics)
+        if os.path.isdir(out):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.old-", dir=parent)
+            os.replace(out, os.path.join(old, "run"))
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return metrics
+
+
+def load(run_dir: str) -> TrainedRun:
+    """Restore the trained split model of a run folder written by `run_train`.
+
+    Raises:
+      RunFolderError: not a run folder, or its config.json is unreadable or invalid.
+      CheckpointError: the checkpoint is unreadable or does not match the config.
+    """
+    config_path = os.path.join(run_dir, CONFIG)
+    if not os.path.isdir(run_dir) or not os.path.exists(config_path):
+        raise RunFolderError(f"{run_dir}: not a `nopeek train` run folder (no {CONFIG})")
+    try:
+        raw = read_json(config_path)
+    except (OSError, ValueError) as err:
+        raise RunFolderError(f"{config_path}: cannot read the run's config ({err})") from err
+    if not isinstance(raw, dict):
+        raise RunFolderError(f"{config_path}: expected a JSON object of TrainConfig fields")
+    try:
+        config = TrainConfig.from_dict(raw).validate()
+    except (ConfigError, DataError) as err:
+        raise RunFolderError(f"{config_path}: {err}") from None
+    shape, classes = data_lib.sample_shape(config.dataset, config.data_dir)
+    built = build_topology(config, shape, classes)
+    checkpoint = os.path.join(run_dir, CHECKPOINT)
+    if not os.path.exists(checkpoint):
+        raise RunFolderError(f"{checkpoint}: not found; the run folder is incomplete")
+    params = load_params_into(checkpoint, built.init(config.seed))
+    return TrainedRun(config, built, params)
+
+

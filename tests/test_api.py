@@ -1,0 +1,125 @@
+"""The public API and the registries: what `nopeek` exports, the presets' records, and one's
+own attack and defence registered from Python and used by training, sweeps and the CLI."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import attacks
+import nopeek
+from nopeek import data
+from nopeek.cli import build_parser, main
+from nopeek.defences import DEFENCES, Context, register
+from nopeek.protocol import Defence
+from nopeek.training import TrainConfig, train_stack
+
+PACKAGES = ["nopeek.core", "nopeek.data", "nopeek.protocol", "nopeek.defences", "nopeek.training", "nopeek.attacking",
+            "nopeek.dishonest", "nopeek.audit", "nopeek.cost", "nopeek.sweeps", "nopeek.plots", "nopeek.cli"]
+
+
+def test_the_top_level_api_resolves_and_stays_cheap_to_import():
+    for name in nopeek.__all__:
+        assert getattr(nopeek, name) is not None, name
+    assert nopeek.train is nopeek.training.run_train and nopeek.register_attack is attacks.register
+    probe = subprocess.run([sys.executable, "-c", "import sys, nopeek; print('jax' in sys.modules)"],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "False"  # the names load when first used
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_package_exports_public_names_only(package):
+    module = importlib.import_module(package)
+    assert module.__doc__ and module.__doc__.strip()
+    for name in module.__all__:
+        assert not name.startswith("_"), name
+        assert hasattr(module, name), f"{package}.{name}"
+
+
+def test_presets_are_records_with_command_time_and_result():
+    from nopeek.sweeps import PRESET_INFO
+
+    parser = build_parser()
+    for name, preset in PRESET_INFO.items():
+        args = parser.parse_args(preset.command.split()[1:])
+        assert args.command == "sweep" and args.preset == name, preset.command
+        assert preset.result.strip() and preset.description.strip(), name
+        assert preset.seconds is None or preset.seconds > 0, name
+        if preset.seconds is None:
+            assert "not run" in preset.result, name  # the reason it has no measured time
+        preset.small.validate()
+        assert preset.small.dataset == "digits" or preset.small.dataset == "breast_cancer", name
+
+
+def test_list_commands_read_the_registries(capsys):
+    assert main(["attack", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in attacks.ATTACKS)
+    assert main(["train", "--list-defenses"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in DEFENCES)
+
+
+class Scale(Defence):
+    """A toy defence: the data holder multiplies what it sends by (1 + strength)."""
+
+    transforms_messages = True
+
+    def __init__(self, strength):
+        self.strength = strength
+
+    def send(self, message, index, z, replicas):
+        return z * (1.0 + self.strength)
+
+    def send_eval(self, message, index, z, sample_index, replicas):
+        return z * (1.0 + self.strength)
+
+
+@pytest.fixture
+def own_registrations():
+    register("scale", lambda s, ctx: Scale(s), acts_on="message", strength="factor - 1",
+             description="multiplies the message")
+
+    def mean_attack(inputs, *, steps):
+        x = np.asarray(inputs.x_leak).mean(axis=0)
+        return [{"x_hat": np.broadcast_to(x, np.shape(inputs.x_target)).copy()} for _ in range(inputs.models)]
+
+    attacks.register("meanguess", mean_attack, kind="reconstruction", needs=("pairs", "targets"),
+                     defaults={"steps": 1}, description="the attacker's mean input, for every target")
+    yield
+    DEFENCES.pop("scale")
+    attacks.ATTACKS.pop("meanguess")
+
+
+def test_own_defence_at_strength_zero_is_no_defence_bit_for_bit(own_registrations):
+    ds = data.load("digits", limit=300)
+    config = TrainConfig(dataset="digits", epochs=2, limit=300)
+    plain = train_stack(config, ds, progress=False)
+    zero = train_stack(config, ds, strengths=[{"scale": 0.0}, {"scale": 0.5}], seeds=[0, 0], progress=False)
+    for a, b in zip(jax.tree.leaves(plain.model_params(0)), jax.tree.leaves(zero.model_params(0))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert zero.strengths == [{}, {"scale": 0.5}]
+    assert not np.allclose(zero.messages_test["z"][0], zero.messages_test["z"][1])
+
+
+def test_own_attack_and_defence_in_a_sweep_and_the_cli(own_registrations, tmp_path, capsys):
+    from nopeek.sweeps import PRESETS, run_sweep
+
+    config = PRESETS["quick"].replace(cuts=("1",), alphas=(0.0,), noise_scales=(), defenses=("scale=1.0",), epochs=1,
+                                      attack_steps=5, limit=300, attacks=("decoder", "meanguess"))
+    rows = run_sweep(config, str(tmp_path / "sweep"), progress=False)
+    assert [r["defense"] for r in rows] == ["none", "scale"] and rows[1]["strength"] == "1.0"
+    for r in rows:  # the mean-image guess scores exactly its own baseline
+        assert float(r["meanguess_mse"]) == pytest.approx(float(r["meanguess_baseline_mse"]))
+        assert np.isfinite(float(r["attack_mse"]))
+    run = str(tmp_path / "run")
+    assert main(["train", "--dataset", "digits", "--limit", "300", "--epochs", "1", "--defenses", "scale=0.5",
+                 "--out", run, "--quiet"]) == 0
+    assert main(["attack", "--run", run, "--attack", "meanguess"]) == 0
+    assert "mse" in capsys.readouterr().out
