@@ -24,6 +24,10 @@ sample counts, too few samples, a `block_size` that is not a positive integer
 numbers (complex, strings, objects). Integer and boolean inputs are used as floats,
 booleans as 0 and 1 (one-hot labels, say).
 
+Partial dCor given a third input (`metrics.partial_distance_correlation`) and the
+permutation test of dCor with its null (`metrics.distance_correlation_test`) build on
+the same sums and checks.
+
 References: Szekely, Rizzo & Bakirov, "Measuring and testing dependence by
 correlation of distances", Ann. Statist. 35(6), 2007; Szekely & Rizzo, "Partial
 distance correlation with methods for dissimilarities", Ann. Statist. 42(6), 2014.
