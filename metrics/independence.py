@@ -5,9 +5,8 @@ grows with the samples' dimension (independent 64-d Gaussian noise against 1,000
 test images reads about 0.37). `distance_correlation_test` says where an observed
 dCor(x, z) stands against that floor: it recomputes dCor with the rows of z shuffled, B
 times, so the shuffled pairs are independent by construction, with the same n and the
-same marginals.
-It returns the observed dCor, the p-value and the null's 95% quantile ("dcor_null95":
-what the same n of independent samples reads).
+same marginals. It returns the observed dCor, the p-value and the null's 95% quantile
+("dcor_null95": what the same n of independent samples reads).
 
 p-value: (1 + #{b : dCor_b >= dCor_observed}) / (1 + B), never 0, and 1 for a constant
 input (every dCor 0). `dcor.independence.distance_covariance_test` counts only null
@@ -26,7 +25,7 @@ matrix; each permutation recomputes the blocked distance sums of x and z[pi] (th
 value, B times the cost of one blocked `distance_correlation`).
 
 References: Szekely, Rizzo & Bakirov, "Measuring and testing dependence by correlation of
-distances", Ann. Statist. 35(6), 2007, Sec. 6 (the permutation test); Phipson & Smyth,
+distances", Ann. Statist. 35(6), 2007 (dCor and its permutation test); Phipson & Smyth,
 "Permutation p-values should never be zero", Stat. Appl. Genet. Mol. Biol. 9(1), 2010.
 """
 
@@ -214,7 +213,7 @@ def distance_correlation_test(
       ValueError / TypeError: the inputs, as for `distance_correlation`; a `permutations`
         that is not a positive integer nor a `(B, n)` array of permutations.
 
-    References: Szekely, Rizzo & Bakirov 2007, Sec. 6; Phipson & Smyth 2010.
+    References: Szekely, Rizzo & Bakirov 2007; Phipson & Smyth 2010.
     """
     x = as_samples(x, "x")
     z = as_samples(z, "z")
