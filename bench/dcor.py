@@ -1,7 +1,7 @@
 """Distance-correlation benchmark: speed against `dcor` and against two Gram products; blocked memory.
 
-Run:  python bench/dcor.py            (all parts, ~3-6 minutes on 2 cores)
-      python bench/dcor.py --part speed|gram|blocked|precision [--sizes 20000,60000]
+Run:  python bench/dcor.py            (all parts, ~6-9 minutes on 2 cores)
+      python bench/dcor.py --part speed|gram|blocked|precision|permutation|partial [--sizes 20000,60000]
 
 Every figure is a ratio against a reference measured in the same run.
 """
@@ -144,19 +144,117 @@ def blocked(sizes=(20000, 60000), block_size=1024):
         )
 
 
+def _cpu_model() -> str:
+    """The CPU's model name and its vector extensions, from /proc/cpuinfo (Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return "CPU model unknown (no /proc/cpuinfo)"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    vector = [f for f in flags if f.startswith(("sse4", "avx", "fma", "amx"))]
+    return f"CPU: {model}; vector extensions: {' '.join(vector) or 'none listed'}"
+
+
+def permutation(sizes=(1000,), count=200):
+    """The permutation test against B separate jitted dCor calls and against dcor's test."""
+    import dcor
+    import jax
+
+    import metrics
+
+    test = jax.jit(lambda a, b, k: metrics.distance_correlation_test(a, b, permutations=count, key=k))
+    one = jax.jit(metrics.distance_correlation)
+    print(f"\n## permutation test, {count} permutations, 784-d vs 64-d float32 (dcor: float64, same n)")
+    print("| n | compile + first run (s) | metrics test (s) | B jitted dCor calls (s) | speed-up | dcor test (s) | speed-up | dCor | p | dcor_null95 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        x, z = _data(n, 784, 64)
+        t0 = time.perf_counter()
+        jax.block_until_ready(test(x, z, jax.random.key(0)))
+        t_first = time.perf_counter() - t0
+        keys = iter(jax.random.split(jax.random.key(1), 10))
+        t_test = _best_of(lambda: jax.block_until_ready(test(x, z, next(keys))), repeats=3)
+        result = test(x, z, jax.random.key(0))
+        perms = np.asarray(jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(jax.random.key(2), count)))
+        one(x, z).block_until_ready()
+        t_calls = _best_of(lambda: [one(x, z[p]).block_until_ready() for p in perms], repeats=1)
+        x64, z64 = x.astype(np.float64), z.astype(np.float64)
+        t0 = time.perf_counter()
+        dcor.independence.distance_covariance_test(z64, x64, num_resamples=count, random_state=0)
+        t_dcor = time.perf_counter() - t0
+        print(
+            f"| {n} | {t_first:.2f} | {t_test:.3f} | {t_calls:.2f} | {t_calls / t_test:.1f}x | {t_dcor:.2f} "
+            f"| {t_dcor / t_test:.1f}x | {float(result.dcor):.4f} | {float(result.pvalue):.3f} | {float(result.dcor_null95):.4f} |",
+            flush=True,
+        )
+
+
+def _labels_of(x, classes=10, seed=1):
+    """One-hot labels that depend on x (the argmax of a random projection), `(n, classes)`."""
+    w = np.random.default_rng(seed).normal(size=(x.shape[1], classes)).astype(np.float32)
+    return np.eye(classes, dtype=np.float32)[np.argmax((x - x.mean(axis=0)) @ w, axis=1)]
+
+
+def _partial_child(n, block_size, partial_dcor):
+    """Blocked pdCor(x, z; y) (784-d x, 64-d z, 10-d one-hot y), or its reference, the
+    blocked dCor(x, z) of the same data, in a fresh process: ru_maxrss is its own peak."""
+    import jax
+
+    import metrics
+
+    x, z = _data(n, 784, 64)
+    y = _labels_of(x)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if partial_dcor:
+        label, inputs = "pdCor(x, z; y)", (x, z, y)
+        fn = jax.jit(lambda a, b, c: metrics.partial_distance_correlation(a, b, c, block_size=block_size))
+    else:
+        label, inputs = "dCor(x, z)", (x, z)
+        fn = jax.jit(lambda a, b: metrics.distance_correlation(a, b, block_size=block_size))
+    t0 = time.perf_counter()
+    value = float(fn(*inputs))
+    elapsed = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    inputs_mib = sum(a.nbytes for a in inputs) / 2**20
+    dense_gib = len(inputs) * n * n * 4 / 2**30  # the n x n float32 distance matrices it avoids
+    print(
+        f"| {label} | {n} | {block_size} | {elapsed:.1f} | {peak / 2**20:.2f} | {(peak - base_rss) / 2**20:.2f} "
+        f"| {inputs_mib:.0f} | {dense_gib:.1f} | {value:.4f} |",
+        flush=True,
+    )
+
+
+def partial(sizes=(20000, 60000), block_size=1024):
+    """Blocked pdCor against blocked dCor of the same x and z (each in a fresh process)."""
+    print("\n## blocked exact partial dCor pdCor(x, z; y), 784-d x vs 64-d z given 10-d one-hot y, float32")
+    print("(fresh process each; time includes compilation; dCor(x, z) of the same data is the reference)")
+    print("| statistic | n | block | seconds | peak RSS (GiB) | growth over data (GiB) | inputs (MiB) | dense would need (GiB) | value |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        for partial_dcor in ("0", "1"):
+            subprocess.run([sys.executable, __file__, "--partial-child", str(n), str(block_size), partial_dcor], check=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["speed", "gram", "blocked", "precision", "all"], default="all")
+    parser.add_argument("--part", choices=["speed", "gram", "blocked", "precision", "permutation", "partial", "all"], default="all")
     parser.add_argument("--sizes", default=None, help="comma-separated n for the chosen part")
     parser.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--partial-child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _blocked_child(*args.child)
+        return
+    if args.partial_child:
+        _partial_child(*args.partial_child)
         return
     sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else None
     import jax
 
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPU cores")
+    print(_cpu_model())
     if args.part in ("speed", "all"):
         speed_against_dcor(*(sizes,) if sizes else ())
     if args.part in ("gram", "all"):
@@ -165,6 +263,10 @@ def main():
         blocked(*(sizes,) if sizes else ())
     if args.part in ("precision", "all"):
         precision(*(sizes,) if sizes else ())
+    if args.part in ("permutation", "all"):
+        permutation(*(sizes,) if sizes else ())
+    if args.part in ("partial", "all"):
+        partial(*(sizes,) if sizes else ())
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ Internal helpers for the distance statistics: nothing here is public API.
 
 from __future__ import annotations
 
+import operator
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,16 +45,41 @@ def as_samples(x, name: str) -> jax.Array:
     return x.reshape(x.shape[0], -1)
 
 
-def check_pair(x: jax.Array, y: jax.Array, min_samples: int, statistic: str) -> int:
-    """Raise `ValueError` unless `x` and `y` hold the same number (>= `min_samples`) of samples."""
-    n, m = x.shape[0], y.shape[0]
-    if n != m:
-        raise ValueError(
-            f"{statistic}: x and y must hold the same number of samples, got {n} and {m}"
-        )
+def check_samples(arrays, names, min_samples: int, statistic: str) -> int:
+    """Raise `ValueError` unless `arrays` hold the same number (>= `min_samples`) of samples.
+
+    `names` name the arrays in the message: ("x", "y") reads "x and y", ("x", "z", "y")
+    reads "x, z and y".
+    """
+    counts = [a.shape[0] for a in arrays]
+    if len(set(counts)) > 1:
+        listed = ", ".join(names[:-1]) + " and " + names[-1]
+        got = ", ".join(map(str, counts[:-1])) + " and " + str(counts[-1])
+        raise ValueError(f"{statistic}: {listed} must hold the same number of samples, got {got}")
+    n = counts[0]
     if n < min_samples:
         raise ValueError(f"{statistic} needs at least {min_samples} samples, got {n}")
     return n
+
+
+def check_pair(x: jax.Array, y: jax.Array, min_samples: int, statistic: str) -> int:
+    """Raise `ValueError` unless `x` and `y` hold the same number (>= `min_samples`) of samples."""
+    return check_samples((x, y), ("x", "y"), min_samples, statistic)
+
+
+def block_rows(block_size) -> int | None:
+    """`block_size` as a Python int (hashable, one jit cache entry per value), or None."""
+    if block_size is None:
+        return None
+    # bool is an int subclass: block_size=True would silently mean one row per block.
+    if not isinstance(block_size, bool):
+        try:
+            rows = operator.index(block_size)  # int, NumPy and JAX integer scalars; not floats
+        except TypeError:
+            rows = None
+        if rows is not None and rows >= 1:
+            return rows
+    raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
 
 
 def safe_sqrt(t: jax.Array) -> jax.Array:
@@ -92,10 +119,30 @@ def distance_rows(
     return safe_sqrt(sq_rows[:, None] + sq[None, :] - 2.0 * gram)
 
 
+def distance_matrix(x: jax.Array) -> jax.Array:
+    """(n, n) Euclidean distances of `x: (n, p)`, with an exactly zero diagonal."""
+    x = center_features(x)
+    sq = jnp.sum(x * x, axis=1)
+    d = distance_rows(x, x, sq, sq)
+    return jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, d)
+
+
 def distance_sums(
     x: jax.Array, y: jax.Array, block_size: int | None, *, shift_diagonal: bool
 ):
-    """The sufficient sums of the (shifted) distance matrices a = |x_i - x_j| - c_x, b likewise.
+    """The sufficient sums of two (shifted) distance matrices a = |x_i - x_j| - c_x, b likewise.
+
+    `distance_sums_many` for two inputs, unpacked: (s_ab, s_aa, s_bb, row_a, row_b, msd_x,
+    msd_y), the scalars sum_ij a_ij b_ij, sum a^2, sum b^2, the row sums `(n,)` of a and
+    b, and the mean squared distances of x and y. Every distance statistic of a pair is
+    a function of these.
+    """
+    gram, rows, msd = distance_sums_many((x, y), block_size, shift_diagonal=shift_diagonal)
+    return gram[0, 1], gram[0, 0], gram[1, 1], rows[0], rows[1], msd[0], msd[1]
+
+
+def distance_sums_many(samples, block_size: int | None, *, shift_diagonal: bool):
+    """The sufficient sums of k (shifted) distance matrices a_m = |x_i - x_j| - c_m.
 
     Double centering is invariant to adding a constant to every entry (V-statistics,
     `shift_diagonal=True`) and U-centering to adding one to every off-diagonal entry
@@ -103,67 +150,55 @@ def distance_sums(
     removes most of the cancellation that costs float32 its accuracy.
 
     Args:
-      x: (n, p) samples; y: (n, q) samples.
-      block_size: None for whole n x n matrices, or rows per block (memory O(n * block_size)).
+      samples: k arrays `(n, p_m)`, the same n.
+      block_size: None for whole n x n matrices, or rows per block (memory O(k n block_size)).
       shift_diagonal: whether the shift also applies to the diagonal (see above).
 
     Returns:
-      (s_ab, s_aa, s_bb, row_a, row_b, msd_x, msd_y): scalars sum_ij a_ij b_ij, sum a^2,
-      sum b^2, the row sums `(n,)` of a and b, and the mean squared distances of x and y
-      (the scale that round-off in the sums is relative to). Every distance statistic
-      is a function of these.
+      (gram, rows, msd): `gram: (k, k)` the sums sum_ij a_l,ij a_m,ij, `rows: (k, n)` the
+      row sums of each a_m, `msd: (k,)` the mean squared distance of each input (the scale
+      that round-off in the sums is relative to). Every (partial) distance statistic of
+      the k inputs is a function of these.
     """
-    n = x.shape[0]
-    x = center_features(x)
-    y = center_features(y)
-    sq_x = jnp.sum(x * x, axis=1)
-    sq_y = jnp.sum(y * y, axis=1)
+    k = len(samples)
+    n = samples[0].shape[0]
+    xs = [center_features(x) for x in samples]
+    sqs = [jnp.sum(x * x, axis=1) for x in xs]
     # sqrt(mean squared distance): near the mean distance; any constant is exact.
-    msd_x = jax.lax.stop_gradient(2.0 * jnp.mean(sq_x))
-    msd_y = jax.lax.stop_gradient(2.0 * jnp.mean(sq_y))
-    shift_x, shift_y = jnp.sqrt(msd_x), jnp.sqrt(msd_y)
+    msd = [jax.lax.stop_gradient(2.0 * jnp.mean(sq)) for sq in sqs]
+    shifts = [jnp.sqrt(m) for m in msd]
 
     def block(start, rows):
-        xr = jax.lax.dynamic_slice_in_dim(x_pad, start, rows)
-        yr = jax.lax.dynamic_slice_in_dim(y_pad, start, rows)
-        a = distance_rows(xr, x, jax.lax.dynamic_slice_in_dim(sq_x_pad, start, rows), sq_x)
-        b = distance_rows(yr, y, jax.lax.dynamic_slice_in_dim(sq_y_pad, start, rows), sq_y)
+        row_index = start + jnp.arange(rows)[:, None]
         # The diagonal is exactly zero; round-off in the Gram form must not leak in,
         # and padding rows (index >= n) must contribute nothing.
-        row_index = start + jnp.arange(rows)[:, None]
         valid = row_index < n
         off_diagonal = row_index != jnp.arange(n)[None, :]
         shifted = valid if shift_diagonal else valid & off_diagonal
-        a = jnp.where(shifted, jnp.where(off_diagonal, a, 0.0) - shift_x, 0.0)
-        b = jnp.where(shifted, jnp.where(off_diagonal, b, 0.0) - shift_y, 0.0)
-        return (
-            jnp.sum(a * b),
-            jnp.sum(a * a),
-            jnp.sum(b * b),
-            jnp.sum(a, axis=1),
-            jnp.sum(b, axis=1),
+        mats = []
+        for x, x_pad, sq, sq_pad, shift in zip(xs, xs_pad, sqs, sqs_pad, shifts):
+            xr = jax.lax.dynamic_slice_in_dim(x_pad, start, rows)
+            a = distance_rows(xr, x, jax.lax.dynamic_slice_in_dim(sq_pad, start, rows), sq)
+            mats.append(jnp.where(shifted, jnp.where(off_diagonal, a, 0.0) - shift, 0.0))
+        products = {(l, m): jnp.sum(mats[l] * mats[m]) for l in range(k) for m in range(l, k)}
+        gram = jnp.stack(
+            [jnp.stack([products[min(l, m), max(l, m)] for m in range(k)]) for l in range(k)]
         )
+        return gram, jnp.stack([jnp.sum(a, axis=1) for a in mats])
 
     if block_size is None or block_size >= n:
-        x_pad, y_pad, sq_x_pad, sq_y_pad = x, y, sq_x, sq_y
-        return (*block(0, n), msd_x, msd_y)
+        xs_pad, sqs_pad = xs, sqs
+        gram, rows = block(0, n)
+        return gram, rows, jnp.stack(msd)
 
     rows = int(block_size)
     n_blocks = -(-n // rows)
     pad = n_blocks * rows - n
-    x_pad = jnp.pad(x, ((0, pad), (0, 0)))
-    y_pad = jnp.pad(y, ((0, pad), (0, 0)))
-    sq_x_pad = jnp.pad(sq_x, (0, pad))
-    sq_y_pad = jnp.pad(sq_y, (0, pad))
+    xs_pad = [jnp.pad(x, ((0, pad), (0, 0))) for x in xs]
+    sqs_pad = [jnp.pad(sq, (0, pad)) for sq in sqs]
     # Recompute each block in the backward pass instead of storing n x n residuals.
     body = jax.checkpoint(lambda start: block(start, rows))
-    s_ab, s_aa, s_bb, row_a, row_b = jax.lax.map(body, jnp.arange(n_blocks) * rows)
-    return (
-        jnp.sum(s_ab),
-        jnp.sum(s_aa),
-        jnp.sum(s_bb),
-        row_a.reshape(-1)[:n],
-        row_b.reshape(-1)[:n],
-        msd_x,
-        msd_y,
-    )
+    gram, row_sums = jax.lax.map(body, jnp.arange(n_blocks) * rows)
+    # row_sums: (n_blocks, k, rows) -> (k, n)
+    row_sums = jnp.moveaxis(row_sums, 1, 0).reshape(k, -1)[:, :n]
+    return jnp.sum(gram, axis=0), row_sums, jnp.stack(msd)

@@ -24,6 +24,10 @@ sample counts, too few samples, a `block_size` that is not a positive integer
 numbers (complex, strings, objects). Integer and boolean inputs are used as floats,
 booleans as 0 and 1 (one-hot labels, say).
 
+Partial dCor given a third input (`metrics.partial_distance_correlation`) and the
+permutation test of dCor with its null (`metrics.distance_correlation_test`) build on
+the same sums and checks.
+
 References: Szekely, Rizzo & Bakirov, "Measuring and testing dependence by
 correlation of distances", Ann. Statist. 35(6), 2007; Szekely & Rizzo, "Partial
 distance correlation with methods for dissimilarities", Ann. Statist. 42(6), 2014.
@@ -31,13 +35,19 @@ distance correlation with methods for dissimilarities", Ann. Statist. 42(6), 201
 
 from __future__ import annotations
 
-import operator
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 
-from metrics._pairwise import as_samples, check_pair, distance_sums, normalise, safe_sqrt
+from metrics._pairwise import (
+    as_samples,
+    block_rows,
+    check_pair,
+    distance_sums,
+    normalise,
+    safe_sqrt,
+)
 
 __all__ = [
     "distance_covariance_sqr",
@@ -75,28 +85,13 @@ def _correlation(cov, var_x, var_y):
     return jnp.where(nonzero, cov / jnp.where(nonzero, denom, 1.0), 0.0)
 
 
-def _block_rows(block_size) -> int | None:
-    """`block_size` as a Python int (hashable, one jit cache entry per value), or None."""
-    if block_size is None:
-        return None
-    # bool is an int subclass: block_size=True would silently mean one row per block.
-    if not isinstance(block_size, bool):
-        try:
-            rows = operator.index(block_size)  # int, NumPy and JAX integer scalars; not floats
-        except TypeError:
-            rows = None
-        if rows is not None and rows >= 1:
-            return rows
-    raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
-
-
 def _statistics(x, y, block_size, statistic, *, unbiased):
     """(dCov^2, dCor^2) of x and y, V- or U-statistics; the inputs are checked first,
     so that errors surface before any tracing."""
     x = as_samples(x, "x")
     y = as_samples(y, "y")
     check_pair(x, y, _U_MIN_SAMPLES if unbiased else _V_MIN_SAMPLES, statistic)
-    rows = _block_rows(block_size)
+    rows = block_rows(block_size)
     dtype = jnp.result_type(x.dtype, y.dtype)
     return _statistics_jit(x.astype(dtype), y.astype(dtype), rows, unbiased)
 
