@@ -7,7 +7,7 @@ and scored beside its free baselines with `score`.
 
 from attacks.decoder import DecoderAttack, build_decoder, fit_decoders, spatial_stages
 from attacks.inversion import total_variation, unsplit_inversion, whitebox_inversion
-from attacks.label_leakage import direction_scores, label_leakage_auc, norm_scores
+from attacks.label_leakage import direction_scores, label_leakage_auc, leak_null, norm_scores
 from attacks.probe import PROBES, probe_accuracy
 from attacks.registry import ATTACKS, KINDS, NEEDS, AttackInputs, AttackSpec, missing, register, run, score, settings
 from attacks.scoring import (
@@ -32,6 +32,7 @@ __all__ = [
     "direction_scores",
     "fit_decoders",
     "label_leakage_auc",
+    "leak_null",
     "mean_image_baseline",
     "norm_scores",
     "probe_accuracy",

@@ -204,13 +204,20 @@ def fit_decoders(
     Args:
       z_stack: (K, n, *z_shape) activations the attacker observed for its inputs, per target.
       x: (n, *x_shape) the attacker's inputs in [0, 1] (the same for every target).
-      steps, batch_size, lr: Adam on the mean squared reconstruction error; `steps` is the budget.
+      steps: the budget of Adam steps on the mean squared reconstruction error.
+      batch_size: pairs per step.
+      lr: Adam's learning rate.
+      seed: the decoders' initialisation and the pairs' order (decoder i gets seed + i).
       upsample: the conv decoder's upsampling, "subpixel", "resize" or "transpose" (see ConvDecoder).
       map_models: `map_models(fn, in_axes) -> fn` runs fn over the K decoders (default
         `jax.vmap`; any function with vmap's contract, e.g. an unrolled map).
       progress: optional callable(step, losses) called every `log_every` steps.
-      validation, eval_every, patience: early stopping (validation 0 turns it off).
-      width, depth: the conv decoder's channels and its convolutions before upsampling.
+      log_every: steps between logged losses.
+      validation: the share of pairs held out for early stopping (0 turns it off).
+      eval_every: steps between held-out evaluations.
+      patience: evaluations without improvement before stopping.
+      width: the conv decoder's channels.
+      depth: its convolutions before upsampling.
       place: optional function applied to the stacked parameters, optimiser states and
         activations before training (e.g. to shard the K decoders over devices).
 

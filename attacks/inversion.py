@@ -59,7 +59,8 @@ def whitebox_inversion(
       client: x (n, *x_shape) -> z (n, ...), with the target's weights closed over.
       z: (n, ...) observed activations.
       x_shape: shape of one input.
-      steps, lr: Adam steps on all images together.
+      steps: Adam steps on all images together.
+      lr: Adam's learning rate.
       tv_weight: weight of the total-variation prior (images only).
       init: optional (n, *x_shape) starting guess in [0, 1]; default 0.5 everywhere.
 

@@ -8,7 +8,9 @@ attacker gets without attacking (`score`):
 
 - "reconstruction": outputs {"x_hat": (n, *x_shape)} for the first n targets; scored by
   `scoring.scores_with_baseline` (MSE, PSNR, SSIM, dCor(x, x_hat), a clean classifier's
-  accuracy on x_hat; `baseline_*`: the attacker's mean input).
+  accuracy on x_hat; `baseline_*`: the attacker's mean input; `class_mean_*`: each
+  target's class mean of the attacker's inputs, what the label alone gives, and
+  `beyond_label_*`, the attack's margin over it).
 - "attribute": outputs {"probes": [{"probe", "accuracy", "chance"}]}: a label read from z.
 - "label": outputs {"norm_auc", "direction_auc", ...}: labels read from cut gradients (0.5 is chance).
 
@@ -124,7 +126,12 @@ def register(name: str, run: Callable[..., list], *, kind: str, needs: Sequence[
       name: its name.
       run: `run(inputs: AttackInputs, **settings) -> list` of one output per target model
         (see the module docstring for each kind's output).
-      kind, needs, defaults, description, stacked, whole_input: see `AttackSpec`.
+      kind: "reconstruction", "attribute" or "label" (see `AttackSpec`, as for the rest).
+      needs: the keys of `NEEDS` it requires of its inputs.
+      defaults: its settings and their defaults.
+      description: one line.
+      stacked: whether it fits the K models together.
+      whole_input: whether the message must be computed from the whole input.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"an attack name must be a non-empty string, got {name!r}")
@@ -187,10 +194,11 @@ def score(name: str, inputs: AttackInputs, output: dict, *, model: int = 0, subs
     x_target, y_target = inputs.targets(model)
     x = np.asarray(x_target)[index]
     y = None if y_target is None else np.asarray(y_target)[index]
-    if inputs.classifier is None:
-        y = None
     baseline_data = inputs.x_leak if inputs.x_leak is not None else inputs.x_target
-    return scores_with_baseline(x, x_hat[index], baseline_data, classifier=inputs.classifier, y=y)
+    # The label-only baseline needs the attacker's labels beside its inputs, and the targets'.
+    y_attacker = inputs.y_leak if inputs.x_leak is not None else None
+    return scores_with_baseline(x, x_hat[index], baseline_data, classifier=inputs.classifier, y=y,
+                                y_attacker=y_attacker)
 
 
 # ---- the built-in attacks ---------------------------------------------------------------

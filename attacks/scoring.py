@@ -4,7 +4,9 @@ For reconstructions x_hat of held-out inputs x (in [0, 1]): MSE, PSNR, SSIM (ima
 dCor(x, x_hat), and the accuracy of a reference classifier trained on clean data when it
 is shown x_hat ("does the reconstruction still carry the digit?"). The baseline is the
 mean input of the attacker's own data, repeated: an attack is only informative where it
-beats it.
+beats it. A second baseline is what the label alone gives: each target's class mean of the
+attacker's inputs; an attack that does no better than it recovers the label and nothing
+else of the input (`class_mean_*`, `beyond_label_*`).
 """
 
 from __future__ import annotations
@@ -74,8 +76,18 @@ def reconstruction_scores(x, x_hat, *, classifier: ReferenceClassifier | None = 
     }
 
 
-def scores_with_baseline(x, x_hat, x_attacker, *, classifier=None, y=None) -> dict:
-    """`reconstruction_scores` of the attack, and of the mean-image baseline under `baseline_*`."""
+def scores_with_baseline(x, x_hat, x_attacker, *, classifier=None, y=None, y_attacker=None) -> dict:
+    """`reconstruction_scores` of the attack, of the mean-image baseline (`baseline_*`), and,
+    when the targets' labels `y` and the attacker's `y_attacker` are given, of the class-mean
+    baseline (`class_mean_*`: what knowing the label alone gives) with the attack's margin
+    over it: `beyond_label_ssim` = ssim - class_mean_ssim (> 0: the attack recovers more of
+    the image than its label does), `beyond_label_mse` = mse - class_mean_mse (< 0: the same)."""
     attack = reconstruction_scores(x, x_hat, classifier=classifier, y=y)
     base = reconstruction_scores(x, mean_image_baseline(x_attacker, len(x)), classifier=classifier, y=y)
-    return {**attack, **{f"baseline_{k}": v for k, v in base.items()}}
+    out = {**attack, **{f"baseline_{k}": v for k, v in base.items()}}
+    if y is not None and y_attacker is not None:
+        label = reconstruction_scores(x, class_mean_baseline(x_attacker, y_attacker, y), classifier=classifier, y=y)
+        out.update({f"class_mean_{k}": v for k, v in label.items()})
+        out["beyond_label_ssim"] = attack["ssim"] - label["ssim"]
+        out["beyond_label_mse"] = attack["mse"] - label["mse"]
+    return out

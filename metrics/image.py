@@ -69,7 +69,8 @@ def ssim(x, x_hat, *, reduction: str = "mean", filter_size: int | None = None) -
     """Structural similarity (Gaussian window, sigma 1.5) for images in [0, 1].
 
     Args:
-      x, x_hat: (n, H, W) or (n, H, W, C) images.
+      x: (n, H, W) or (n, H, W, C) images.
+      x_hat: their reconstructions, the same shape.
       filter_size: window size; None uses 11, or the largest odd size that fits in
         small images (7 for 8x8 digits), since the window may not exceed the image.
 

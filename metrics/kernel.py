@@ -50,7 +50,8 @@ def hsic(x, y, *, sigma_x=None, sigma_y=None) -> jax.Array:
 
     Args:
       x: (n, ...) samples; y: (n, ...) samples (flattened per sample).
-      sigma_x, sigma_y: kernel bandwidths; None uses the median heuristic.
+      sigma_x: x's kernel bandwidth; None uses the median heuristic.
+      sigma_y: y's, likewise.
 
     Returns:
       scalar >= 0; 0 when x and y are independent (in the population limit).

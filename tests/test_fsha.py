@@ -266,3 +266,20 @@ def test_compiled_protocols_are_shared_only_by_identical_clients(digits):
     assert build_protocol("honest", TrainConfig(**CLIENT, seed=3), digits).step is base.step
     for change in (dict(cut_activation="linear"), dict(alpha=1.0), dict(widths=(8, 16, 32, 8))):
         assert build_protocol("honest", TrainConfig(**{**CLIENT, **change}), digits).step is not base.step, change
+
+
+def test_the_authors_separate_nopeek_step_acts_against_fsha(digits):
+    """With its NoPeek step separate from the step on what the server sent (the FSHA authors'
+    dCor client), the defence moves the client's messages: its held-out dCor falls. The study
+    records FSHA's scores beside the mean and class-mean images and a probe's reading of z."""
+    from nopeek.dishonest import STUDY_COLUMNS, fsha_nopeek_study
+
+    rows = fsha_nopeek_study(TrainConfig(**CLIENT), FAST, digits, alphas=(0.0, 5.0), weights=(1.0,), seeds=(0,),
+                             steps=80)
+    assert [r["alpha"] for r in rows] == [0.0, 5.0] and all(set(STUDY_COLUMNS) <= set(r) for r in rows)
+    undefended, defended = rows
+    assert defended["client_dcor"] < undefended["client_dcor"] - 0.02
+    for r in rows:
+        assert 0 < r["client_dcor_null95"] < r["client_dcor"]  # dependent messages read above their null
+        assert np.isfinite(r["class_mean_mse"]) and r["class_mean_mse"] < r["baseline_mse"]
+        assert r["task_probe_chance"] < r["task_probe_accuracy"] <= 1

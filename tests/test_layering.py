@@ -4,7 +4,7 @@ stay private, and facts about configurations live in the topology registry only.
 Every module of `metrics`, `attacks` and `nopeek` is parsed (imports inside functions
 count too). Layers, lowest first (README "Design"):
 
-    errors < core, plots < data < protocol < defences < training
+    errors < core < plots, report < data < protocol < defences < training
            < attacking, dishonest, audit, cost < sweeps < cli
 """
 
@@ -16,7 +16,7 @@ import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAYERS = [["errors"], ["core", "plots"], ["data"], ["protocol"], ["defences"], ["training"],
+LAYERS = [["errors"], ["core"], ["plots", "report"], ["data"], ["protocol"], ["defences"], ["training"],
           ["attacking", "dishonest", "audit", "cost"], ["sweeps"], ["cli"]]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -195,15 +195,16 @@ def test_folder_errors_name_the_file(tmp_path):
 
 
 def readme_example() -> dict:
-    """Run the README's registration block ("Your own data and model") as it stands there."""
-    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")) as f:
+    """Run the guide's registration block (docs/guide/own-data.md) as it stands there."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "guide",
+                           "own-data.md")) as f:
         readme = f.read()
-    section = readme[readme.index("## Your own data and model"):]
+    section = readme[readme.index("# Your own data and model"):]
     code = section[section.index("```python\n") + len("```python\n"):]
     code = code[: code.index("```")]
     assert "nopeek.register_model(" in code and "nopeek.register_dataset(" in code
     namespace: dict = {"__name__": "readme_example"}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "docs/guide/own-data.md", "exec"), namespace)
     return namespace
 
 

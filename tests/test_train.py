@@ -97,7 +97,12 @@ def test_train_cli_writes_run_and_load_restores(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert config["alpha"] == 0.5 and config["cuts"] == [1] and config["topology"] == "vanilla"
     assert 0 <= metrics["dcor"] <= 1 and 0 <= metrics["test_accuracy"] <= 1 and len(metrics["history"]) == 2
-    assert metrics["leakage"] == [{"party": "client", "message": "z", "dcor": metrics["dcor"]}]
+    assert [{k: e[k] for k in ("party", "message", "dcor")} for e in metrics["leakage"]] == [
+        {"party": "client", "message": "z", "dcor": metrics["dcor"]}]
+    entry = metrics["leakage"][0]  # every leakage value comes with its readings
+    assert entry["dcor_null95"] < entry["dcor"] and entry["dcor_pvalue"] < 0.05 and 0 < entry["dcor_u"] <= 1
+    assert 0 < entry["dcor_label"] < 1 and -1 <= entry["pdcor_label"] <= 1
+    assert all(np.isfinite(row["heldout_dcor_null95"]) for row in metrics["history"])
     assert [(m["sender"], m["receiver"], m["tensor"]) for m in metrics["transcript"]] == [
         ("client", "server", "z"), ("client", "server", "y"), ("server", "client", "dL/dz")]
     assert metrics["transcript"][0]["bytes"] == 64 * 128 * 4

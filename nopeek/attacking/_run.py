@@ -48,7 +48,7 @@ def run_attack(run_dir: str, config: AttackConfig, out: str) -> dict:
     tc = run.config
     entry = run.entry(config.message)
     message = f"{entry.party}:{entry.label}"
-    ds = data_lib.load(tc.dataset, seed=tc.split_seed, data_dir=tc.data_dir, limit=tc.limit)
+    ds = data_lib.load_config(tc)
     leak = attacker_indices(ds.y_train, leak_fraction=config.leak_fraction, leak_count=config.leak_count,
                             aux_classes=config.aux_classes, seed=config.attack_seed)
     settings = config.settings()

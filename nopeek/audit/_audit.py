@@ -54,6 +54,7 @@ from nopeek.audit._inputs import (
 from nopeek.core import Section
 from nopeek.errors import AuditError
 from nopeek.plots import label_leakage_figure, reconstruction_grid, tradeoff_figure
+from nopeek.training import one_hot, readings
 
 DCOR_BLOCK = 1024
 N_GRID = 16  # samples shown in each reconstruction grid
@@ -73,6 +74,7 @@ class AuditConfig(Section):
     channels_first: bool = field(default=False, metadata={
         "help": "4-d x, z and g are (n, C, H, W) as PyTorch saves them"})
     kernel_samples: int = field(default=4096, metadata={"help": "held-out samples for HSIC and CKA (O(n^2) memory)"})
+    null_permutations: int = field(default=200, metadata={"help": "permutations of each dCor's null (its dcor_null95 and dcor_pvalue); 0: none"})
 
     def validate(self) -> "AuditConfig":
         checks = [
@@ -81,6 +83,7 @@ class AuditConfig(Section):
             (self.attack_batch_size is None or self.attack_batch_size >= 1, f"--attack-batch-size must be >= 1, got {self.attack_batch_size}"),
             (self.scale in SCALES, f"--scale must be one of {', '.join(SCALES)}, got {self.scale!r}"),
             (self.kernel_samples >= 4, f"--kernel-samples must be >= 4, got {self.kernel_samples}"),
+            (self.null_permutations >= 0, f"--null-permutations must be >= 0, got {self.null_permutations}"),
             (self.attack_seed >= 0, f"--attack-seed must be >= 0, got {self.attack_seed}"),
         ]
         for ok, message in checks:
@@ -179,15 +182,22 @@ def _joined(parts):
     return None if any(p is None for p in parts) else np.concatenate(parts)
 
 
-def dependence_scores(x, z, config: AuditConfig) -> dict:
-    """dCor over all samples (blocked), HSIC and linear CKA on a subsample; each with z shuffled."""
+def dependence_scores(x, z, config: AuditConfig, y=None) -> dict:
+    """dCor over all samples (blocked) with its readings (`nopeek.training.READINGS`: the
+    bias-corrected dCor^2, the permutation null's 95% quantile and p-value, and with labels
+    y the label's own dCor and the partial dCor given the label), HSIC and linear CKA on a
+    subsample; each also with z shuffled once."""
     rng = np.random.default_rng(config.attack_seed)
     n = len(x)
     z_shuffled = z[rng.permutation(n)]
     sub = np.sort(rng.choice(n, min(n, config.kernel_samples), replace=False))
+    labels = None
+    if y is not None and len(np.unique(y)) >= 2:
+        labels = one_hot(np.unique(y, return_inverse=True)[1], len(np.unique(y)))
     return {
         "n": n,
         "dcor": float(metrics.distance_correlation(x, z, block_size=DCOR_BLOCK)),
+        **readings(x, z, labels, permutations=config.null_permutations),
         "dcor_shuffled": float(metrics.distance_correlation(x, z_shuffled, block_size=DCOR_BLOCK)),
         "n_kernel": len(sub),
         "hsic": float(metrics.hsic(x[sub], z[sub])),
@@ -226,7 +236,7 @@ def audit_target(t: Bundle, p: Bundle, reconstructions: dict, config: AuditConfi
         "file": t.name, "pairs_file": p.name, "accuracy": t.accuracy,
         "n_attacker": p.n, "n_heldout": t.n, "x_shape": list(t.x.shape[1:]), "z_shape": list(t.z.shape[1:]),
         "scale": t.scale_note, "heldout_in_pairs": shared_rows(p.x, t.x),
-        "dependence": dependence_scores(t.x, t.z, config),
+        "dependence": dependence_scores(t.x, t.z, config, y),
         **reconstructions,
         "probes": probe_scores(p, t, config.attack_seed),
     }
@@ -256,12 +266,17 @@ def format_table(scores: dict) -> str:
     if any(r["accuracy"] is not None for _, r in rows):
         columns.append(("accuracy", lambda lab, r: _cell(r["accuracy"])))
     columns += [
-        ("dCor(x, z) (shuffled)", lambda lab, r: _cell(r["dependence"]["dcor"], r["dependence"]["dcor_shuffled"])),
+        ("dCor(x, z) (null 95%)", lambda lab, r: _cell(r["dependence"]["dcor"], r["dependence"]["dcor_null95"])),
+        ("dCor_u^2", lambda lab, r: _cell(r["dependence"]["dcor_u"])),
+        ("pdCor given y (y's dCor)", lambda lab, r: _cell(r["dependence"]["pdcor_label"], r["dependence"]["dcor_label"])),
         ("linear CKA (shuffled)", lambda lab, r: _cell(r["dependence"]["linear_cka"], r["dependence"]["linear_cka_shuffled"])),
         ("HSIC (shuffled)", lambda lab, r: _cell(r["dependence"]["hsic"], r["dependence"]["hsic_shuffled"], ".3g")),
     ]
     if any(not math.isnan(r["decoder"]["ssim"]) for _, r in rows):
         columns.append(("decoder SSIM (mean input)", lambda lab, r: _cell(r["decoder"]["ssim"], r["decoder"]["baseline_ssim"])))
+        if any("class_mean_ssim" in r["decoder"] for _, r in rows):
+            columns.append(("SSIM beyond the label (class mean's SSIM)", lambda lab, r: _cell(
+                r["decoder"].get("beyond_label_ssim"), r["decoder"].get("class_mean_ssim"))))
     columns.append(("decoder MSE (mean input)", lambda lab, r: _cell(r["decoder"]["mse"], r["decoder"]["baseline_mse"], ".4f")))
     if any(not math.isnan(r["decoder"]["classifier_accuracy"]) for _, r in rows):
         columns.append(("classifier on x_hat (on mean input)", lambda lab, r: _cell(
@@ -298,8 +313,11 @@ def _report(scores: dict, figures: list[str]) -> str:
         "How to read it: every score sits beside what an attacker gets for free, in brackets.",
         "",
         "- dCor(x, z): V-statistic distance correlation of **all** held-out inputs and their "
-        "activations (exact, blocked); in brackets the same with z shuffled across samples, "
-        "which is what independence reads at this sample size.",
+        "activations (exact, blocked); in brackets the 95% quantile of its permutation null "
+        "(z's rows shuffled: what independence reads at this sample size and dimension). "
+        "dCor_u^2: the bias-corrected (U-statistic) dCor^2, about 0 under independence. "
+        "pdCor given y: the partial dCor of x and z given the one-hot label, what z says of x "
+        "beyond the label; in brackets the label's own dCor(x, y).",
         f"- HSIC (Gaussian kernels, median bandwidth) and linear CKA use a seeded subsample of at most "
         f"{c['kernel_samples']} held-out samples (their cost is O(n^2) memory); brackets: z shuffled.",
         "- Decoder: an inversion network z -> x_hat trained on the attacker's pairs, scored on the "

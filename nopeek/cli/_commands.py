@@ -387,6 +387,15 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write DIR/report.html: one self-contained page for any folder nopeek wrote."""
+    from nopeek.report import write_report
+
+    for folder in args.dirs:
+        print(write_report(folder))
+    return 0
+
+
 def cmd_cost(args: argparse.Namespace) -> int:
     """Per-client compute and communication of split learning, federated learning and large-batch SGD."""
     from nopeek.cost import PRESETS, CostConfig, run_cost

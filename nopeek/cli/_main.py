@@ -127,8 +127,15 @@ def _figures_parser(sub) -> None:
     p.set_defaults(func=commands.cmd_figures)
 
 
+def _report_parser(sub) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page (DIR/report.html) for a sweep, run, audit or cost folder")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="folder(s) nopeek wrote")
+    p.set_defaults(func=commands.cmd_report)
+
+
 SUBCOMMANDS = {"dcor": _dcor_parser, "train": _train_parser, "attack": _attack_parser, "audit": _audit_parser,
-               "sweep": _sweep_parser, "cost": _cost_parser, "figures": _figures_parser}
+               "sweep": _sweep_parser, "cost": _cost_parser, "figures": _figures_parser,
+               "report": _report_parser}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,13 @@ A model seeded `seed` draws stream s at step t from `fold_in(fold_in(key(seed), 
 step. Each purpose has its own number, so two purposes never share draws, whatever the
 seeds. The numbers of the first two are part of the results' reproducibility: results
 written by earlier versions used 0 and 1 for them.
+
+A model's initialisation does not use these streams: block k of replica r is initialised
+from `fold_in(fold_in(key(seed), r), k)` (`nopeek.protocol.block_key`), as in every earlier
+version. Its replica numbers overlap the stream numbers (replica 0's root is
+TRAIN_NOISE's), so the training noise of step t < the number of blocks is drawn from the
+key that initialised block t of replica 0. Changing either would change every result
+written so far, so it is kept, and said here.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ class Stream(enum.IntEnum):
     LABEL_DEFENCE_EVAL = 4  # the label defence applied batch by batch to held-out samples (label attacks)
     PARAMETER_NOISE = 5  # noise on a party's parameter gradients (DP-SGD)
     ATTACK = 6  # an attack's own draws (initialisation, shuffling), from the attacker's seed
+    NULL = 7  # the permutations of a leakage reading's null (from seed 0: the same for every model)
 
 
 def seed_key(seed, stream: Stream):

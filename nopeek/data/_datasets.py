@@ -23,7 +23,8 @@ from nopeek.errors import DataError
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A train/test split. x_*: (n, H, W, C) images in [0, 1] or (n, d) features; y_*: (n,) int32."""
+    """A train/test split, and optionally a validation split carved from the training set.
+    x_*: (n, H, W, C) images in [0, 1] or (n, d) features; y_*: (n,) int32."""
 
     name: str
     x_train: np.ndarray
@@ -31,6 +32,12 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    x_val: np.ndarray | None = None  # held out of training to choose an operating point on, never the test split
+    y_val: np.ndarray | None = None
+
+    @property
+    def has_validation(self) -> bool:
+        return self.x_val is not None and len(self.x_val) > 0
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -376,7 +383,8 @@ def register(name: str, load: Callable[..., Dataset], *, sample_shape=None, num_
     Args:
       name: the `--dataset` value (not starting with npz: or folder:).
       load: `load(seed=..., data_dir=...) -> Dataset`; `seed` is the split seed.
-      sample_shape, num_classes: given when known without loading (saves a load in checks).
+      sample_shape: one sample's shape, given when known without loading (saves a load in checks).
+      num_classes: the number of classes, likewise.
     """
     if not isinstance(name, str) or not name or name.startswith(("npz:", "folder:")):
         raise DataError(f"a data set name must be a non-empty string not starting with npz: or folder:, got {name!r}")
@@ -428,15 +436,18 @@ def sample_shape(name: str, data_dir: str | None = None) -> tuple[tuple[int, ...
     return ds.input_shape, ds.num_classes
 
 
-def load(name: str, *, seed: int = 0, data_dir: str | None = None, limit: int | None = None) -> Dataset:
+def load(name: str, *, seed: int = 0, data_dir: str | None = None, limit: int | None = None,
+         validation_fraction: float = 0.0) -> Dataset:
     """Load data set `name`: registered (see `DATASETS`), `npz:PATH` or `folder:PATH`.
 
     Args:
       name: a registered name, or npz:PATH / folder:PATH for one's own data.
-      seed: the train/test split's seed (sets without a fixed split).
+      seed: the train/test split's seed (sets without a fixed split), and the validation split's.
       data_dir: folder with the files of `mnist`, `fashion_mnist`, `cifar10`.
       limit: keep at most this many train samples (and a proportional test share), for
         quick runs; the subset is the first samples after the seeded split.
+      validation_fraction: a share of the (limited) training set held out as a validation
+        split (stratified, seeded): what an operating point is chosen on, never the test split.
     """
     ds = _load_any(name, seed, data_dir)
     if not isinstance(ds, Dataset):
@@ -453,4 +464,28 @@ def load(name: str, *, seed: int = 0, data_dir: str | None = None, limit: int | 
     if len(ds.x_train) < 2 or len(ds.x_test) < 2:
         raise DataError(f"data set {name}: {len(ds.x_train)} training and {len(ds.x_test)} held-out samples; "
                         "at least 2 of each are needed")
+    if validation_fraction:
+        ds = split_validation(ds, validation_fraction, seed)
     return ds
+
+
+def split_validation(ds: Dataset, fraction: float, seed: int) -> Dataset:
+    """`ds` with a stratified, seeded share `fraction` of its training set moved to x_val, y_val."""
+    from sklearn.model_selection import train_test_split
+
+    count = int(round(fraction * len(ds.x_train)))
+    if count < 2 or len(ds.x_train) - count < 2:
+        raise DataError(f"--validation-fraction {fraction:g}: {count} validation and {len(ds.x_train) - count} training "
+                        "samples; each needs at least 2")
+    stratify = ds.y_train if np.min(np.bincount(ds.y_train)) >= 2 and count >= ds.num_classes else None
+    train, val = train_test_split(np.arange(len(ds.x_train)), test_size=count, random_state=seed + 7919,
+                                  stratify=stratify)
+    train, val = np.sort(train), np.sort(val)
+    return dataclasses.replace(ds, x_train=ds.x_train[train], y_train=ds.y_train[train], x_val=ds.x_train[val],
+                               y_val=ds.y_train[val])
+
+
+def load_config(config) -> Dataset:
+    """The data set a config's data section describes (`DataConfig`'s fields, any composed config)."""
+    return load(config.dataset, seed=config.split_seed, data_dir=config.data_dir, limit=config.limit,
+                validation_fraction=config.validation_fraction)

@@ -86,7 +86,12 @@ def register(name: str, make: Callable[[Any, Context], Defence], *, acts_on: str
       make: `make(strength, context) -> nopeek.protocol.Defence`, the hooks for one model;
         strength is a scalar (traced in a stacked step); at strength 0 the hooks must leave
         everything as it was.
-      acts_on, strength, config_field, always, check, description: see `DefenceSpec`.
+      acts_on: where it acts (see `DefenceSpec`, as for the rest).
+      strength: what its strength means.
+      config_field: the training-config field holding its strength, or None.
+      always: built into every step even at strength 0.
+      check: `check(strength, num_classes, topology_spec)`, raising ConfigError where it cannot apply.
+      description: one line.
     """
     if not isinstance(name, str) or not name or name == NONE or "=" in name or "," in name:
         raise ConfigError(f"a defence name must be a non-empty string other than 'none', without '=' or ',', got {name!r}")

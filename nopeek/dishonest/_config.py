@@ -9,6 +9,7 @@ from nopeek.core import Section, finite, raise_first_failure
 from nopeek.dishonest._nets import PILOT_OUTPUTS
 
 DEFAULT_STEPS = 2000
+CLIENT_NOPEEK_STEPS = ("joint", "separate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +26,7 @@ class FSHAConfig(Section):
     fsha_weight: float = field(default=1.0, metadata={"help": "FSHA: scale of the gradient the server sends (the authors' 50 against dCor)"})
     fsha_width: int = field(default=32, metadata={"help": "FSHA: channels (dense units / 8) of the server's networks"})
     fsha_res_blocks: int = field(default=2, metadata={"help": "FSHA: residual blocks of the critic"})
+    client_nopeek_step: str = field(default="joint", metadata={"help": "the client's NoPeek term: joint (added to the gradient it receives, the honest client's code) or separate (its own Adam step after the step on the received gradient, as the FSHA authors' dCor client)", "choices": CLIENT_NOPEEK_STEPS})
     pilot_output: str = field(default="auto", metadata={"help": "FSHA: the pilot's last activation: linear, relu, or auto (relu when the client's messages are non-negative)", "choices": PILOT_OUTPUTS})
 
     def validate(self) -> "FSHAConfig":
@@ -39,6 +41,7 @@ class FSHAConfig(Section):
             (finite(self.fsha_weight) and self.fsha_weight > 0, f"--fsha-weight must be finite and > 0, got {self.fsha_weight}"),
             (self.fsha_width >= 1, f"--fsha-width must be >= 1, got {self.fsha_width}"),
             (self.fsha_res_blocks >= 0, f"--fsha-res-blocks must be >= 0, got {self.fsha_res_blocks}"),
+            (self.client_nopeek_step in CLIENT_NOPEEK_STEPS, f"--client-nopeek-step must be one of {', '.join(CLIENT_NOPEEK_STEPS)}, got {self.client_nopeek_step!r}"),
             (self.pilot_output in PILOT_OUTPUTS, f"--pilot-output must be one of {', '.join(PILOT_OUTPUTS)}, got {self.pilot_output!r}"),
         ]
         raise_first_failure(checks)

@@ -53,7 +53,8 @@ from nopeek.dishonest._config import FSHAConfig
 from nopeek.dishonest._nets import attacker_networks, gradient_penalty
 from nopeek.errors import ConfigError
 from nopeek.protocol import (
-    TOPOLOGIES, Capture, Loss, Party, Segment, Topology, forward, gradient_name, protocol_gradients, segment_fn, spec,
+    TOPOLOGIES, Capture, Loss, Party, Segment, Topology, forward, gradient_name, leakage, protocol_gradients, segment_fn,
+    spec,
 )
 from nopeek.training import TrainConfig, batch_order, build_topology, cuts_of, make_optimizer, strengths_of
 
@@ -145,9 +146,9 @@ class Protocol:
                                for i in range(0, len(z), chunk)])
 
 
-def _client_defence(config: TrainConfig, step, *, evaluation: bool = False):
-    """The client's own defences (those it uses, strength > 0), as in honest training."""
-    used = {n: v for n, v in strengths_of(config).items() if v > 0}
+def _client_defence(config: TrainConfig, step, *, evaluation: bool = False, without=()):
+    """The client's own defences (those it uses, strength > 0, but `without`), as in honest training."""
+    used = {n: v for n, v in strengths_of(config).items() if v > 0 and n not in without}
     return build_defence(used, Context(config.seed, step, config, evaluation=evaluation))
 
 
@@ -171,25 +172,44 @@ def _decode(graphdef, params, z):
     return nnx.merge(graphdef, params)(z)
 
 
-def _client_side(topo, params, opt, data, optimizer, config: TrainConfig, t, update_client, transport, splitguard):
+def _client_side(topo, params, opt, data, optimizer, config: TrainConfig, t, update_client, transport, splitguard,
+                 separate: bool = False):
     """The honest client's part of step t: the runner's gradients (with the client's own
     defences), its own update (skipped when `update_client` is False), and the first-layer
-    gradient induced by what it received."""
-    grads, aux = protocol_gradients(topo, params, data, defence=_client_defence(config, t), transport=transport)
+    gradient induced by what it received. With `separate` (the FSHA authors' client), the
+    NoPeek term is not added to the received gradient: the client first steps on what it
+    received, then takes a second step, with an optimiser state of its own
+    (`opt["client_nopeek"]`), on alpha * D(x, z) alone."""
+    without = ("nopeek",) if separate else ()
+    grads, aux = protocol_gradients(topo, params, data, defence=_client_defence(config, t, without=without),
+                                    transport=transport)
     updates, new_opt = optimizer.update(grads["client"], opt["client"], params["client"])
     new_params = optax.apply_updates(params["client"], updates)
+    new_opt = {"client": new_opt}
+    if separate:
+        client_seg = next(s for s in topo.segments if s.party == "client")
+        fn = segment_fn(topo, client_seg)
+
+        def penalty(p):
+            return config.alpha * leakage(data["x"], fn(p, data["x"]), config.leakage)
+
+        value, g = jax.value_and_grad(penalty)(new_params[client_seg.name])
+        updates, new_opt["client_nopeek"] = optimizer.update({client_seg.name: g}, opt["client_nopeek"], new_params)
+        new_params = optax.apply_updates(new_params, updates)
+        aux = {**aux, "leak": {"z": value / jnp.maximum(config.alpha, 1e-30)}}
 
     def keep(new, old):
         return jax.tree.map(lambda a, b: jnp.where(update_client, a, b), new, old)
 
+    old_opt = {k: opt[k] for k in new_opt}
     if not splitguard:
-        return keep(new_params, params["client"]), keep(new_opt, opt["client"]), grads, aux, jnp.zeros(())
+        return keep(new_params, params["client"]), keep(new_opt, old_opt), grads, aux, jnp.zeros(())
     received = transport.values[gradient_name("z")]
     client_seg = next(s for s in topo.segments if s.party == "client")
     fn = segment_fn(topo, client_seg)
     _, vjp = jax.vjp(lambda p: fn(p, data["x"]), params["client"][client_seg.name])
     sg = first_layer_vector(vjp(received)[0])
-    return keep(new_params, params["client"]), keep(new_opt, opt["client"]), grads, aux, sg
+    return keep(new_params, params["client"]), keep(new_opt, old_opt), grads, aux, sg
 
 
 def fsha_topology(config: TrainConfig, input_shape, num_classes: int, networks: dict) -> Topology:
@@ -242,7 +262,8 @@ def build_protocol(server: str, config: TrainConfig, dataset: Dataset, fsha: FSH
     step_config = config if config.noise_scale > 0 else config.replace(seed=0)
     client = tuple(getattr(config, k) for k in _STEP_FIELDS) + ((config.seed,) if config.noise_scale > 0 else ())
     server_key = tuple(getattr(fsha, k) for k in _SERVER_FIELDS) if server == "fsha" else None
-    key = (server, client, server_key, attack_seed, pilot_output, splitguard, tuple(dataset.input_shape), dataset.num_classes)
+    key = (server, client, server_key, fsha.client_nopeek_step, attack_seed, pilot_output, splitguard,
+           tuple(dataset.input_shape), dataset.num_classes)
     protocol = _PROTOCOLS.get(key, lambda: _build_protocol(server, step_config, dataset, fsha, attack_seed=attack_seed,
                                                            pilot_output=pilot_output, splitguard=splitguard))
     return dataclasses.replace(protocol, config=config)
@@ -251,6 +272,7 @@ def build_protocol(server: str, config: TrainConfig, dataset: Dataset, fsha: FSH
 def _build_protocol(server, config, dataset, fsha, *, attack_seed, pilot_output, splitguard) -> Protocol:
     if server not in SERVERS:
         raise ConfigError(f"server must be one of {', '.join(SERVERS)}, got {server!r}")
+    separate = fsha.client_nopeek_step == "separate" and config.alpha > 0
     check_client(config)
     built = build_topology(config, dataset.input_shape, dataset.num_classes)
     client = next(s for s in built.topology.segments if s.party == "client")
@@ -262,16 +284,19 @@ def _build_protocol(server, config, dataset, fsha, *, attack_seed, pilot_output,
 
         def init(seed):
             params = built.init(seed)
-            return ProtocolState(params, {p: optimizer.init(v) for p, v in params.items()}, {}, {})
+            opt = {p: optimizer.init(v) for p, v in params.items()}
+            if separate:
+                opt["client_nopeek"] = optimizer.init(params["client"])
+            return ProtocolState(params, opt, {}, {})
 
         @partial(jax.jit, donate_argnums=0)
         def step(state, x, y, x_pub, t, update_client):
             capture = Capture([gradient_name("z")])
             client_p, client_o, grads, aux, sg = _client_side(topo, state.params, state.opt, {"x": x, "y": y}, optimizer,
-                                                             config, t, update_client, capture, splitguard)
+                                                             config, t, update_client, capture, splitguard, separate)
             updates, server_o = optimizer.update(grads["server"], state.opt["server"], state.params["server"])
             server_p = optax.apply_updates(state.params["server"], updates)
-            new = ProtocolState({"client": client_p, "server": server_p}, {"client": client_o, "server": server_o}, {}, {})
+            new = ProtocolState({"client": client_p, "server": server_p}, {**client_o, "server": server_o}, {}, {})
             return new, {"sg": sg, "task_loss": aux["ce"]["y"]}
 
         return Protocol("honest", config, topo, init, step, z_shape, _make_send(topo, config))
@@ -288,8 +313,10 @@ def _build_protocol(server, config, dataset, fsha, *, attack_seed, pilot_output,
                                      pilot_output=pilot_output, seed=attack_seed)
         own = {"pilot": nnx.split(own_nets["pilot"])[1], "decoder": nnx.split(own_nets["decoder"])[1]}
         params = {"client": built.init(seed)["client"], "server": {"critic": nnx.split(own_nets["critic"])[1]}}
-        return ProtocolState(params, {"client": optimizer.init(params["client"]), "server": critic_opt.init(params["server"])},
-                             own, ae_opt.init(own))
+        opt = {"client": optimizer.init(params["client"]), "server": critic_opt.init(params["server"])}
+        if separate:
+            opt["client_nopeek"] = optimizer.init(params["client"])
+        return ProtocolState(params, opt, own, ae_opt.init(own))
 
     def critic(p, z):
         return nnx.merge(graphdefs["critic"], p)(z)
@@ -306,7 +333,7 @@ def _build_protocol(server, config, dataset, fsha, *, attack_seed, pilot_output,
     def step(state, x, y, x_pub, t, update_client):
         capture = Capture(["z", gradient_name("z")])
         client_p, client_o, _, aux, sg = _client_side(topo, state.params, state.opt, {"x": x, "y": y}, optimizer, config,
-                                                     t, update_client, capture, splitguard)
+                                                     t, update_client, capture, splitguard, separate)
         # The server's own updates, from the same forward pass; the runner's gradient of D is ignored.
         z_priv = jax.lax.stop_gradient(capture.values["z"])
         (ae, z_pub), g_ae = jax.value_and_grad(ae_loss, has_aux=True)(state.own, x_pub)
@@ -317,7 +344,7 @@ def _build_protocol(server, config, dataset, fsha, *, attack_seed, pilot_output,
         own = optax.apply_updates(state.own, updates)
         updates, server_o = critic_opt.update({"critic": g_d}, state.opt["server"], state.params["server"])
         server_p = optax.apply_updates(state.params["server"], updates)
-        new = ProtocolState({"client": client_p, "server": server_p}, {"client": client_o, "server": server_o}, own, own_opt)
+        new = ProtocolState({"client": client_p, "server": server_p}, {**client_o, "server": server_o}, own, own_opt)
         return new, {"sg": sg, "critic": aux["mean"]["critic"], "ae_loss": ae, "critic_loss": d_loss,
                      "client_dcor_batch": aux["leak"].get("z", jnp.zeros(()))}
 
@@ -428,11 +455,12 @@ def fsha_attack(config: TrainConfig, fsha: FSHAConfig, dataset: Dataset, *, atta
     """Train the client of `config` under FSHA and score the server's reconstructions.
 
     Returns:
-      {"history": [{"iteration", mse, psnr, ssim, dcor, classifier_accuracy and baseline_*}],
-       "final": the last entry, "detection": the guard's report (or None, with the scores
-       at the detection iteration under "at_detection"), "pilot_output", "n_public",
-       "n_private", "iterations", "x_hat" (the last reconstructions), "samples" (16
-       held-out originals), "losses" (per iteration)}.
+      dict: {"history": [{"iteration", mse, psnr, ssim, dcor, classifier_accuracy and
+        baseline_*}], "final": the last entry, "detection": the guard's report (or None,
+        with the scores at the detection iteration under "at_detection"), "pilot_output",
+        "n_public", "n_private", "iterations", "x_hat" (the last reconstructions),
+        "samples" (16 held-out originals), "losses" (per iteration), "protocol" and
+        "state" (the trained parties), "public" (the server's public sample indices)}.
     """
     fsha.validate()
     check_client(config)
@@ -464,7 +492,8 @@ def fsha_attack(config: TrainConfig, fsha: FSHAConfig, dataset: Dataset, *, atta
         detection["at_detection"] = at_detection or None
     return {"history": history, "final": history[-1], "detection": detection, "pilot_output": pilot_output,
             "n_public": int(len(public)), "n_private": int(len(private)), "iterations": done,
-            "x_hat": last["x_hat"], "samples": targets.x[:16], "losses": log, "z_shape": list(protocol.z_shape)}
+            "x_hat": last["x_hat"], "samples": targets.x[:16], "losses": log, "z_shape": list(protocol.z_shape),
+            "protocol": protocol, "state": state, "public": public}
 
 
 SCORE_KEYS = ("mse", "psnr", "ssim", "dcor", "classifier_accuracy")
@@ -484,7 +513,7 @@ def run_fsha(config: TrainConfig, fsha: FSHAConfig, out: str, *, attack_seed: in
     config.validate()
     fsha.validate()
     check_client(config)
-    dataset = data_lib.load(config.dataset, seed=config.split_seed, data_dir=config.data_dir, limit=config.limit)
+    dataset = data_lib.load_config(config)
     split_public(dataset.y_train, public_fraction=fsha.public_fraction, public_classes=fsha.public_classes, seed=attack_seed)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"--out {out}: is a file, not a folder")

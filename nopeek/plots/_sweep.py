@@ -45,7 +45,10 @@ def _flag(r, column) -> bool:
 def _series(rows):
     """{(topology, cut, message): {family: [point]}}: one point per defence level, averaged over
     seeds. A point: dict(level, n, acc, acc_ci, dcor, dcor_ci, ssim, ssim_ci, mse, mse_ci,
-    collapsed (any seed), diverged (seeds that diverged), text)."""
+    null95, label (the readings' dcor_null95 and dcor_label), collapsed (every live seed
+    collapsed), n_collapsed, diverged (seeds that diverged), text). Collapsed seeds are left
+    out of the means unless every seed collapsed (the point is then drawn hollow): a mean of
+    a collapsed and a working model is no model's accuracy."""
     groups: dict = {}
     for r in rows:
         key = (r.get("topology"), str(r.get("cut")), f"{r.get('party', 'client')}:{r.get('message', 'z')}")
@@ -59,16 +62,44 @@ def _series(rows):
         curves: dict = {family: [] for family in sorted(families, key=lambda f: (f not in _STYLES, f))}
         for (family, level), members in sorted(levels.items()):
             live = [m for m in members if not _flag(m, "diverged")]
+            working = [m for m in live if not _flag(m, "collapsed")]
             point = {"level": level, "n": len(live), "diverged": len(members) - len(live),
-                     "collapsed": any(_flag(m, "collapsed") for m in live), "text": ""}
-            for name, column in (("acc", "accuracy"), ("dcor", "dcor"), ("ssim", "best_ssim"), ("mse", "best_mse")):
-                values = [_f(m.get(column)) for m in live]
+                     "n_collapsed": len(live) - len(working), "collapsed": bool(live) and not working, "text": ""}
+            used = working or live
+            for name, column in (("acc", "accuracy"), ("dcor", "dcor"), ("ssim", "best_ssim"), ("mse", "best_mse"),
+                                 ("null95", "dcor_null95"), ("label", "dcor_label")):
+                values = [_f(m.get(column)) for m in used]
                 if name in ("ssim", "mse") and not any(np.isfinite(values)):
                     values = [_f(m.get(f"attack_{name}")) for m in live]  # tables without best_*
                 point[name], point[name + "_ci"] = mean_ci(values)
+            if point["n_collapsed"] and working:
+                point["text"] = f"collapsed {point['n_collapsed']} of {len(live)}"
             curves[family].append(point)
         out[key] = curves
     return out
+
+
+def _readings_lines(ax, points, color, *, vertical: bool) -> None:
+    """On a dCor axis: the permutation null's 95% quantile as a band from 0 (what independent
+    samples read at this n) and the label's own dCor as a dotted line, means over the points."""
+    null = _finite_mean([p.get("null95", float("nan")) for p in points])
+    label = _finite_mean([p.get("label", float("nan")) for p in points])
+    span, line = (ax.axvspan, ax.axvline) if vertical else (ax.axhspan, ax.axhline)
+    if np.isfinite(null):
+        span(0.0, null, color="0.5", alpha=0.12, linewidth=0)
+    if np.isfinite(label):
+        line(label, color=color, linestyle=":", linewidth=1, alpha=0.7)
+
+
+def _key_handles():
+    """Legend entries for what every trade-off figure draws the same way."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    return [Line2D([], [], marker="o", linestyle="", color="0.3", markerfacecolor="white",
+                   label="hollow: every seed collapsed"),
+            Patch(color="0.5", alpha=0.25, label="dCor of independent samples (null 95%)"),
+            Line2D([], [], color="0.3", linestyle=":", label="dCor(x, label): the label alone")]
 
 
 def _label(cut, message, multi_message) -> str:
@@ -123,9 +154,10 @@ def tradeoff_figure(rows, path: str, *, annotate: str | None = None, series_labe
                     for x_, y_, p in zip(xs, acc, pts):
                         ax.plot([x_], [y_], marker=marker, color=color,
                                 markerfacecolor="white" if p["collapsed"] else color, markersize=6)
-                        text = texts.get((topology, cut, (family, p["level"])), "")
+                        text = texts.get((topology, cut, (family, p["level"])), "") or p["text"]
                         if text and np.isfinite(x_) and np.isfinite(y_):
                             ax.annotate(text, (x_, y_), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            _readings_lines(axes[t_index, 0], [p for f in series[key].values() for p in f], color, vertical=True)
         axes[t_index, 0].set_xlabel("held-out dCor(x, m)  (lower = less leakage)")
         axes[t_index, 1].set_xlabel("decoder SSIM, better of attack and mean image" if use_ssim
                                     else "decoder MSE, better of attack and mean input (higher = less leakage)")
@@ -135,9 +167,11 @@ def tradeoff_figure(rows, path: str, *, annotate: str | None = None, series_labe
         if diverged_notes:
             axes[t_index, 0].text(0.01, 0.02, "diverged: " + "; ".join(diverged_notes), transform=axes[t_index, 0].transAxes,
                                   fontsize=7, color="tab:red", va="bottom")
-        axes[t_index, 1].legend(fontsize=7, loc="lower right")
-    note = " (hollow = collapsed)" if any(p["collapsed"] for c in series.values() for pts in c.values() for p in pts) else ""
-    fig.suptitle("Privacy-utility trade-off: good defences sit top-left" + note, fontsize=10)
+        handles, labels = axes[t_index, 1].get_legend_handles_labels()
+        handles, labels = handles + _key_handles(), labels + [h.get_label() for h in _key_handles()]
+        axes[t_index, 1].legend(handles, labels, fontsize=7, loc="lower right")
+    fig.suptitle("Privacy-utility trade-off: good defences sit top-left. Means over seeds, collapsed seeds left "
+                 "out; dCor beside its null (grey band) and the label's dCor (dotted)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -160,11 +194,16 @@ def metric_vs_alpha_figure(rows, metric: str, ylabel: str, path: str) -> str:
         hollow = [(x, p[metric]) for x, p in zip(xs, pts) if p["collapsed"]]
         if hollow:
             ax.plot(*zip(*hollow), "o", markerfacecolor="white", color=line[0].get_color(), markersize=8)
+        if metric == "dcor":
+            _readings_lines(ax, pts, line[0].get_color(), vertical=False)
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_xlabel("NoPeek alpha")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    handles, labels = ax.get_legend_handles_labels()
+    keys = _key_handles() if metric == "dcor" else _key_handles()[:1]
+    ax.legend(handles + keys, labels + [h.get_label() for h in keys], fontsize=7)
+    ax.set_title("means over seeds (collapsed seeds left out)", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -256,7 +295,9 @@ def compare_figure(named_rows: dict, path: str, *, title: str | None = None) -> 
     """Several sweeps against alpha, one line each (e.g. a constant alpha, a warm-up, a linear
     cut layer): test accuracy, held-out dCor(x, m) and a clean classifier's accuracy on the
     decoder's reconstructions (the better of attack and mean image). The line is the mean
-    over seeds, each seed a small dot; hollow markers: a seed collapsed there."""
+    over the seeds that did not collapse, each seed a small dot (collapsed ones too);
+    hollow markers: a seed collapsed there. The dCor panel shows the null band and the
+    label's own dCor."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     panels = (("accuracy", "test accuracy"), ("dcor", "held-out dCor(x, m)"),
               ("best_classifier_accuracy", "classifier on reconstructions"))
@@ -273,7 +314,7 @@ def compare_figure(named_rows: dict, path: str, *, title: str | None = None) -> 
                 v = _f(r.get(column))
                 return v if np.isfinite(v) or column != "best_classifier_accuracy" else _f(r.get("attack_classifier_accuracy"))
 
-            means = [_finite_mean([value(r) for r in by_alpha[a]]) for a in alphas]
+            means = [_finite_mean([value(r) for r in (_working(by_alpha[a]) or by_alpha[a])]) for a in alphas]
             ax.plot(alphas, means, "-", color=color, label=label)
             for a, m in zip(alphas, means):
                 collapsed = any(_flag(r, "collapsed") for r in by_alpha[a])
@@ -281,15 +322,27 @@ def compare_figure(named_rows: dict, path: str, *, title: str | None = None) -> 
                 seeds = [value(r) for r in by_alpha[a]]
                 ax.plot([a] * len(seeds), seeds, ".", color=color, alpha=0.35, markersize=4)
             ax.set_ylabel(ylabel)
+        points = [{"null95": _f(r.get("dcor_null95")), "label": _f(r.get("dcor_label"))} for r in rows]
+        _readings_lines(axes[1], points, color, vertical=False)
     for ax in axes:
         ax.set_xscale("symlog", linthresh=1.0)
         ax.set_xlabel("NoPeek alpha")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    from matplotlib.lines import Line2D
+
+    handles, labels = axes[0].get_legend_handles_labels()
+    keys = [Line2D([], [], marker=".", linestyle="", color="0.3", alpha=0.5, label="one seed"), *_key_handles()]
+    axes[0].legend(handles + keys[:2], labels + [k.get_label() for k in keys[:2]], fontsize=7)
+    axes[1].legend(keys[2:], [k.get_label() for k in keys[2:]], fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _working(rows) -> list:
+    """The rows whose model did not collapse."""
+    return [r for r in rows if not _flag(r, "collapsed")]
 
 
 def _finite_mean(values) -> float:
@@ -345,10 +398,24 @@ def history_figure(histories, metric: str, ylabel: str, path: str, *, title: str
         line, = ax.plot(xs, mean, "-o", markersize=3, label=label)
         if len(runs) > 1:
             ax.fill_between(xs, np.maximum(mean - ci, 0.0), np.minimum(mean + ci, 1.0), color=line.get_color(), alpha=0.2)
+        if metric == "heldout_dcor":  # each epoch's reading: the null of the same n, and the label's dCor
+            null = [_finite_mean([_f(run[e].get("heldout_dcor_null95")) for run in runs]) for e in range(epochs)]
+            if np.any(np.isfinite(null)):
+                ax.plot(xs, null, "--", color=line.get_color(), linewidth=1, alpha=0.6)
+            label_dcor = _finite_mean([_f(run[0].get("heldout_dcor_label")) for run in runs])
+            if np.isfinite(label_dcor):
+                ax.axhline(label_dcor, color="0.3", linestyle=":", linewidth=1)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    handles, labels = ax.get_legend_handles_labels()
+    if metric == "heldout_dcor":
+        from matplotlib.lines import Line2D
+
+        keys = [Line2D([], [], color="0.3", linestyle="--", label="null 95% (independent samples, same n)"),
+                Line2D([], [], color="0.3", linestyle=":", label="dCor(x, label): the label alone")]
+        handles, labels = handles + keys, labels + [k.get_label() for k in keys]
+    ax.legend(handles, labels, fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -418,7 +485,8 @@ def label_tradeoff_points(rows) -> list[dict]:
     for (topology, defense, strength), cells in sorted(groups.items()):
         members = list(cells.values())
         point = {"topology": topology, "defense": defense, "strength": strength, "n": len(members),
-                 "accuracy": float(np.mean([_f(m.get("accuracy")) for m in members]))}
+                 "accuracy": float(np.mean([_f(m.get("accuracy")) for m in members])),
+                 "leak_null95": _finite_mean([_f(m.get("label_leak_null95")) for m in members])}
         for name in ("norm", "direction"):
             auc = np.array([_f(m.get(f"label_{name}_auc")) for m in members])
             point[f"{name}_auc"] = float(np.mean(auc))
@@ -435,8 +503,10 @@ def label_tradeoff_figure(points, path: str) -> str:
     against test accuracy.
 
     points: dicts with "defense", "strength", "accuracy", "norm_leak", "direction_leak"
-    (means over seeds), and optionally "topology"; one curve per (topology, defence),
-    starting from the undefended point; 0.5 = chance."""
+    (means over seeds), and optionally "topology" and "leak_null95"; one curve per
+    (topology, defence), starting from the undefended point. Chance is drawn at the
+    permutation null's 95% quantile of max(AUC, 1 - AUC) at the data's n (0.5 when it is
+    not known): reading either side of the AUC, pure noise scores above 0.5."""
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), sharey=True)
     groups: dict = {}
     for p in points:
@@ -454,9 +524,12 @@ def label_tradeoff_figure(points, path: str) -> str:
             for p in pts[1:]:
                 ax.annotate(f"{p['strength']:g}", (p[name], p["accuracy"]), textcoords="offset points", xytext=(3, 3),
                             fontsize=7, color=line[0].get_color())
+    null = _finite_mean([p.get("leak_null95", float("nan")) for p in points])
+    chance = null if np.isfinite(null) else 0.5
     for ax, name in ((axes[0], "norm attack"), (axes[1], "direction attack")):
-        ax.axvline(0.5, color="gray", ls="--", alpha=0.6)
-        ax.set_xlabel(f"{name}: max(AUC, 1 - AUC) (0.5 = chance)")
+        ax.axvline(chance, color="gray", ls="--", alpha=0.6,
+                   label=f"chance: null 95% ({chance:.3f})" if np.isfinite(null) else "chance (0.5)")
+        ax.set_xlabel(f"{name}: max(AUC, 1 - AUC)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0].set_ylabel("test accuracy")

@@ -3,8 +3,11 @@ cell, scored beside its free baseline; and a dishonest server's column (FSHA).
 
 - Reconstruction attacks (per attacked message): `NAME_mse, NAME_psnr, NAME_ssim,
   NAME_dcor, NAME_classifier_accuracy`, their `NAME_baseline_*` (the attacker's mean input)
-  and `NAME_best_*` (the better of the two: the leakage a defence is judged by). The
-  decoder keeps the names sweeps always had: `attack_*`, `baseline_*`, `best_*`.
+  and `NAME_best_*` (the better of the two: the leakage a defence is judged by), the
+  label-only baseline `NAME_class_mean_*` and the margin over it `NAME_beyond_label_ssim`,
+  `NAME_beyond_label_mse`. The decoder's columns have no prefix but `attack_` on its own
+  scores (`attack_*`, `baseline_*`, `best_*`, `class_mean_*`, `beyond_label_*`), the names
+  sweeps always had.
 - Attribute attacks (per message): `NAME_linear_accuracy`, `NAME_mlp_accuracy`, `NAME_chance`.
 - Label attacks (per cell, binary tasks): `NAME_norm_auc`, `NAME_direction_auc` on the
   per-sample gradients the party without the labels received for the held-out set, batch by
@@ -31,7 +34,9 @@ RECONSTRUCTION_SCORES = ("mse", "psnr", "ssim", "dcor", "classifier_accuracy")
 # The decoder's columns, named as sweeps always had them.
 LEGACY = {**{f"decoder_{k}": f"attack_{k}" for k in RECONSTRUCTION_SCORES},
           **{f"decoder_baseline_{k}": f"baseline_{k}" for k in RECONSTRUCTION_SCORES},
-          **{f"decoder_best_{k}": f"best_{k}" for k in RECONSTRUCTION_SCORES}}
+          **{f"decoder_best_{k}": f"best_{k}" for k in RECONSTRUCTION_SCORES},
+          **{f"decoder_class_mean_{k}": f"class_mean_{k}" for k in RECONSTRUCTION_SCORES},
+          **{f"decoder_beyond_label_{k}": f"beyond_label_{k}" for k in ("ssim", "mse")}}
 FSHA_SCORES = ("mse", "psnr", "ssim", "classifier_accuracy")
 
 
@@ -48,13 +53,19 @@ def better(kind: str, attack: float, baseline: float) -> float:
 
 
 def reconstruction_columns(name: str, scores: dict) -> dict:
-    """An attack's scores as columns: NAME_k, NAME_baseline_k, NAME_best_k (the decoder's legacy names)."""
+    """An attack's scores as columns: NAME_k, NAME_baseline_k, NAME_best_k, NAME_class_mean_k
+    and NAME_beyond_label_{ssim,mse} (the decoder's names without the prefix, as sweeps had them)."""
     out = {}
     for k in RECONSTRUCTION_SCORES:
         if k in scores:
             out[column(f"{name}_{k}")] = scores[k]
             out[column(f"{name}_baseline_{k}")] = scores[f"baseline_{k}"]
             out[column(f"{name}_best_{k}")] = better(k, scores[k], scores[f"baseline_{k}"])
+        if f"class_mean_{k}" in scores:
+            out[column(f"{name}_class_mean_{k}")] = scores[f"class_mean_{k}"]
+    for k in ("ssim", "mse"):
+        if f"beyond_label_{k}" in scores:
+            out[column(f"{name}_beyond_label_{k}")] = scores[f"beyond_label_{k}"]
     return out
 
 
@@ -159,7 +170,8 @@ def label_columns(config, ds, group, result, alive) -> dict[int, dict]:
         for name in names:
             scores = attacks.score(name, inputs, attacks.run(name, inputs)[0])
             out.setdefault(int(i), {}).update({f"{name}_norm_auc": scores["norm_auc"],
-                                               f"{name}_direction_auc": scores["direction_auc"]})
+                                               f"{name}_direction_auc": scores["direction_auc"],
+                                               f"{name}_leak_null95": scores["leak_null95"]})
     return out
 
 

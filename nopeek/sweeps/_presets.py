@@ -137,19 +137,19 @@ def _all() -> dict[str, Preset]:
         # Where NoPeek protects: the alpha grid with the cliff, and what moves it.
         _preset(
             "region-constant", "Where NoPeek protects, constant alpha (the cliff): mnist5k cnn cut 5 (ReLU), "
-            "alpha 0..12, 8 epochs, 3 seeds.",
+            "alpha 0..12, 8 epochs, 5 seeds; 10% of the training set held out to choose on.",
             seconds=400.0, result="alpha 2 keeps accuracy 0.936 with dCor 0.401; alpha 3 collapses one seed in "
             "three, alpha 4 and above (almost) every seed.",
             small=dict(alphas=[0.0, 8.0], noise_scales=[]),
             **_MNIST_CNN, cuts=["5"], alphas=[0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0], noise_scales=[], epochs=8,
-            attack_steps=600, seeds=[0, 1, 2],
+            attack_steps=600, seeds=[0, 1, 2, 3, 4], validation_fraction=0.1,
         ),
         _preset(
             "region-warmup", "As region-constant, with alpha ramped up over the first 2 epochs.",
             seconds=400.0, result="no seed collapses up to alpha 12 (accuracy 0.921, dCor 0.342 there).",
             small=dict(alphas=[0.0, 8.0], noise_scales=[]),
             **_MNIST_CNN, cuts=["5"], alpha_warmup=2.0, alphas=[0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0],
-            noise_scales=[], epochs=8, attack_steps=600, seeds=[0, 1, 2],
+            noise_scales=[], epochs=8, attack_steps=600, seeds=[0, 1, 2, 3, 4], validation_fraction=0.1,
         ),
         _preset(
             "region-linear", "As region-constant, with a linear cut layer (no ReLU before the cut).",
@@ -157,17 +157,18 @@ def _all() -> dict[str, Preset]:
             "collapses one seed.",
             small=dict(alphas=[0.0, 8.0], noise_scales=[]),
             **_MNIST_CNN, cuts=["5"], cut_activation="linear", alphas=[0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0],
-            noise_scales=[], epochs=8, attack_steps=600, seeds=[0, 1, 2],
+            noise_scales=[], epochs=8, attack_steps=600, seeds=[0, 1, 2, 3, 4], validation_fraction=0.1,
         ),
         # The operating point: the two changes that move the cliff, and longer training.
         _preset(
             "operating-point", "NoPeek's operating region on bundled mnist5k: cnn cut 5 with a linear cut "
-            "layer, alpha warm-up over 2 epochs, 20 epochs, alpha 0..12, 3 seeds, decoder attack.",
+            "layer, alpha warm-up over 2 epochs, 20 epochs, alpha 0..12, 5 seeds, decoder attack; the point is "
+            "chosen on a validation split (10% of the training set), never on the test split.",
             seconds=459.0, result="alpha 4: accuracy 0.959 +- 0.004 at held-out dCor 0.257 +- 0.004 (alpha 0: "
             "0.960, 0.784); a clean classifier still reads 91.5% of the reconstructions.",
             small=dict(alphas=[0.0, 6.0], noise_scales=[]),
             **_MNIST_CNN, cuts=["5"], cut_activation="linear", alpha_warmup=2.0, alphas=[0.0, 4.0, 6.0, 8.0, 12.0],
-            noise_scales=[], epochs=20, attack_steps=600, seeds=[0, 1, 2],
+            noise_scales=[], epochs=20, attack_steps=600, seeds=[0, 1, 2, 3, 4], validation_fraction=0.1,
         ),
     ]
     return {p.name: p for p in presets}

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from nopeek.core import atomic_write_bytes
 from nopeek.errors import ClusterError, ConfigError
+from nopeek.report import write_report
 from nopeek.sweeps._config import Cell, SweepConfig, cells
 from nopeek.sweeps._results import append_rows, cell_key, read_rows, write_rows
 from nopeek.sweeps._shards import order_rows
@@ -179,6 +180,7 @@ def run_sweep_ray(config: SweepConfig, out: str, *, address: str | None = None, 
     rows = order_rows(read_rows(results_path), config)  # the local sweep's order: the two tables diff cleanly
     write_rows(results_path, rows)
     sweep_figures(rows, os.path.join(out, "figures"), samples_dir=samples_dir)
+    write_report(out)
     return rows
 
 

@@ -25,7 +25,7 @@ from nopeek.protocol import DEFAULT_TOPOLOGY
 
 # The label attack's and a dishonest server's columns (nopeek.sweeps._columns).
 DISHONEST_COLUMNS = [
-    "label_norm_auc", "label_direction_auc", "fsha_mse", "fsha_psnr", "fsha_ssim", "fsha_classifier_accuracy",
+    "label_norm_auc", "label_direction_auc", "label_leak_null95", "fsha_mse", "fsha_psnr", "fsha_ssim", "fsha_classifier_accuracy",
     "fsha_baseline_mse", "fsha_baseline_psnr", "fsha_baseline_ssim", "fsha_baseline_classifier_accuracy", "fsha_steps",
 ]
 CELL_COLUMNS = ["dataset", "model", "topology", "cut", "defense", "strength", "alpha", "noise_scale", "seed"]
@@ -35,8 +35,11 @@ SCORE_COLUMNS = [
     "baseline_mse", "baseline_psnr", "baseline_ssim", "baseline_dcor", "baseline_classifier_accuracy",
     "best_mse", "best_psnr", "best_ssim", "best_dcor", "best_classifier_accuracy",
 ]
+READING_COLUMNS = ["dcor_u", "dcor_null95", "dcor_pvalue", "dcor_label", "pdcor_label"]
+LABEL_BASELINE_COLUMNS = [*(f"class_mean_{k}" for k in ("mse", "psnr", "ssim", "dcor", "classifier_accuracy")),
+                          "beyond_label_ssim", "beyond_label_mse"]
 RESULT_COLUMNS = KEY_COLUMNS + [
-    "accuracy", "task_accuracies", "dcor", *SCORE_COLUMNS,
+    "accuracy", "task_accuracies", "dcor", *READING_COLUMNS, "val_accuracy", "val_dcor", *SCORE_COLUMNS, *LABEL_BASELINE_COLUMNS,
     "classifier_clean_accuracy", "collapsed", "collapse_reason", "diverged", "diverged_epoch",
     "cut_block", "cut_bytes_per_sample", "leakage", "epochs", "group_size", "acts_on",
     *DISHONEST_COLUMNS,  # label AUCs and FSHA scores (nopeek.sweep_dishonest)

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from nopeek.core import read_json, write_json
 from nopeek.errors import ConfigError
+from nopeek.report import write_report
 from nopeek.sweeps._config import SweepConfig, cells
 from nopeek.sweeps._results import append_rows, cell_key, read_rows, write_rows
 from nopeek.sweeps._sweep import load_inputs, run_group
@@ -228,6 +229,7 @@ def merge(out: str, config: SweepConfig | None = None, *, figures: bool = True) 
         write_rows(os.path.join(out, "results.csv"), status.rows)
         if figures:
             _draw_figures(out, status.rows)
+            write_report(out)
         status.merged = True
     return status
 

@@ -36,6 +36,7 @@ from nopeek.core import read_json, write_json
 from nopeek.defences import DEFENCES
 from nopeek.errors import ConfigError
 from nopeek.protocol import model_blocks
+from nopeek.report import write_report
 from nopeek.sweeps._columns import cell_columns, message_attacks
 from nopeek.sweeps._config import Cell, SweepConfig, cells
 from nopeek.sweeps._results import CELL_COLUMNS, append_rows, cell_key, read_rows
@@ -116,6 +117,7 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
     write_summary(os.path.join(out, "summary.csv"), rows)
     sweep_figures(rows, os.path.join(out, "figures"), samples_dir=samples_dir,
                   histories_dir=os.path.join(out, "histories"))
+    write_report(out)
     return rows
 
 
@@ -134,7 +136,7 @@ def load_inputs(config: SweepConfig) -> GroupInputs:
     """Check the config and load the data, checking every group against it: everything a
     sweep can refuse is refused here, before anything is written."""
     config.validate()
-    ds = data_lib.load(config.dataset, seed=config.split_seed, data_dir=config.data_dir, limit=config.limit)
+    ds = data_lib.load_config(config)
     leak_idx = attacker_indices(ds.y_train, leak_fraction=config.leak_fraction, leak_count=config.leak_count,
                                 aux_classes=config.aux_classes, seed=config.attack_seed)
     for topology, spec in config.groups():
@@ -188,6 +190,15 @@ def _save_histories(folder: str, group, result) -> None:
                    {**dataclasses.asdict(cell), "alpha": cell.alpha, "noise_scale": cell.noise_scale, "history": rows})
 
 
+def _validation(result, entry, i) -> dict:
+    """The validation split's accuracy and dCor of model i (empty without a validation split)."""
+    if not result.val_accuracy:
+        return {}
+    first = next(iter(result.built.tasks))
+    return {"val_accuracy": float(result.val_accuracy[first][i]),
+            "val_dcor": float(result.val_leakage[(entry.party, entry.label)][i])}
+
+
 def _rows(config, group, entries, result, scores, prepared_test, samples_dir, chance, timing, log, extra=None) -> list[dict]:
     """One row per (cell, attacked message); samples saved for the grids; `extra[i]`: more
     columns of cell i (label attacks, FSHA)."""
@@ -219,6 +230,8 @@ def _rows(config, group, entries, result, scores, prepared_test, samples_dir, ch
                 samples_file = f"{cell.name}-{e.party}-{e.label}.npy".replace("[", "_").replace("]", "")
                 np.save(os.path.join(samples_dir, samples_file), samples)
             row = {**base, "accuracy": accuracy, "dcor": float(result.leakage[(e.party, e.label)][i]),
+                   **{name: float(v[i]) for name, v in result.readings[(e.party, e.label)].items()},
+                   **_validation(result, e, i),
                    "task_accuracies": " ".join(f"{k}={float(v[i]):.4f}" for k, v in result.task_accuracy.items()),
                    "classifier_clean_accuracy": s.pop("classifier_clean_accuracy", ""),
                    "diverged": False, "diverged_epoch": 0, "collapsed": bool(reason), "collapse_reason": reason,

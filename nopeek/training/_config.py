@@ -51,6 +51,7 @@ class TrainingConfig(Section):
     lr: float = field(default=1e-3, metadata={"help": "learning rate"})
     optimizer: str = field(default="adam", metadata={"help": "optimiser", "choices": tuple(OPTIMIZERS)})
     dcor_batch: int = field(default=512, metadata={"help": "held-out samples for the per-epoch dCor in the history"})
+    null_permutations: int = field(default=200, metadata={"help": "permutations of each held-out dCor's null (its dcor_null95 and dcor_pvalue); 0: none"})
     alpha_warmup: float = field(default=0.0, metadata={"help": "epochs over which alpha ramps linearly from 0 to its value (0: from the start)"})
     defenses: tuple[str, ...] = field(default=(), metadata={"help": "other defences, NAME=STRENGTH each (e.g. maxnorm=1; `nopeek train --list-defenses`)"})
 
@@ -67,6 +68,7 @@ class TrainingConfig(Section):
             (self.leakage in LEAKAGE_TERMS, f"unknown leakage {self.leakage!r}; choose from {', '.join(LEAKAGE_TERMS)}"),
             (self.noise_kind in NOISE_KINDS, f"unknown noise kind {self.noise_kind!r}"),
             (self.dcor_batch >= 2, f"--dcor-batch must be >= 2, got {self.dcor_batch}"),
+            (self.null_permutations >= 0, f"--null-permutations must be >= 0, got {self.null_permutations}"),
             (finite(self.alpha_warmup) and self.alpha_warmup >= 0, f"--alpha-warmup must be finite and >= 0, got {self.alpha_warmup}"),
         ]
         raise_first_failure(checks)

@@ -1,4 +1,5 @@
-"""What a trained stack leaks: which messages are measured, and their held-out dCor.
+"""What a trained stack leaks: which messages are measured, their held-out dCor, and what
+is needed to read it.
 
 A leak entry is one (party, message) that crosses from a data holder to a party that does
 not hold the raw inputs it is computed from: every client of a vertical split (and the
@@ -6,6 +7,20 @@ server's view of all of them together), every hop of a chain, every round-robin 
 its own held-out shard. Its leakage is the V-statistic dCor of the raw inputs (the
 sender's slice, or a relay's upstream holder's inputs) and the message, exact over the
 whole held-out set (blocked, so any n fits in memory).
+
+A V-statistic dCor has a floor that depends on n and on the message's dimension and
+distribution, so every value comes with its readings (`READINGS`, computed by
+`measure_readings`):
+
+    dcor_u       bias-corrected dCor^2 (U-statistic): ~0 for independent samples
+    dcor_null95  the 95% quantile of dCor(x, z[pi]) over random permutations pi (the same
+                 n, the same marginals, independent by construction): the floor
+    dcor_pvalue  the permutation test's p-value, (1 + #{null >= dcor}) / (1 + B)
+    dcor_label   dCor(x, onehot(y)): what the label alone reads against the same inputs
+    pdcor_label  partial dCor(x, z; onehot(y)): what z says of x beyond the label
+
+References: Szekely & Rizzo, "Partial distance correlation with methods for
+dissimilarities", Ann. Statist. 42(6), 2014; Szekely, Rizzo & Bakirov 2007 (the test).
 """
 
 from __future__ import annotations
@@ -18,9 +33,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import metrics
+from nopeek.core import Stream, seed_key
 from nopeek.protocol import Built
 
 DCOR_BLOCK = 1024  # rows per block for held-out dCor over a whole test set
+DENSE_NULL_MAX = 4096  # held-out samples up to which the permutation null uses n x n matrices
+READINGS = ("dcor_u", "dcor_null95", "dcor_pvalue", "dcor_label", "pdcor_label")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,4 +126,61 @@ def measure_leakage(entries, data_test: dict, sent: dict) -> dict:
         if e.subset is not None:
             x, z = x[e.subset], z[:, e.subset]
         out[(e.party, e.label)] = np.asarray(_stack_dcor(jnp.asarray(x), jnp.asarray(z)))
+    return out
+
+
+def one_hot(y, classes: int) -> np.ndarray:
+    """(n,) int labels -> (n, classes) float32."""
+    return np.eye(classes, dtype=np.float32)[np.asarray(y)]
+
+
+def null_key():
+    """The permutations' key: the same draws for every model, so the nulls are comparable."""
+    return seed_key(0, Stream.NULL)
+
+
+def readings(x, z, labels=None, *, permutations: int = 200, dcor_label: float | None = None) -> dict:
+    """The readings of dCor(x, z) over n samples (see the module docstring) for one model.
+
+    x: (n, ...) raw inputs; z: (n, ...) the message; labels: (n, classes) one-hot labels
+    or None (then `dcor_label` and `pdcor_label` are NaN); permutations: B for the null
+    (0: no null, `dcor_null95` and `dcor_pvalue` NaN); dcor_label: a precomputed
+    dCor(x, labels) (it does not depend on the model). Returns {name: float}.
+    """
+    x, z = jnp.asarray(x, jnp.float32), jnp.asarray(z, jnp.float32)
+    n = x.shape[0]
+    block = None if n <= DCOR_BLOCK else DCOR_BLOCK
+    out = {"dcor_u": float(metrics.u_distance_correlation_sqr(x, z, block_size=block)) if n >= 4 else float("nan")}
+    if permutations:
+        test = metrics.distance_correlation_test(x, z, permutations=permutations, key=null_key(),
+                                                 block_size=None if n <= DENSE_NULL_MAX else DCOR_BLOCK)
+        out["dcor_null95"], out["dcor_pvalue"] = float(test.dcor_null95), float(test.pvalue)
+    else:
+        out["dcor_null95"] = out["dcor_pvalue"] = float("nan")
+    if labels is not None and n >= 4:
+        labels = jnp.asarray(labels, jnp.float32)
+        out["dcor_label"] = (float(metrics.distance_correlation(x, labels, block_size=block)) if dcor_label is None
+                             else float(dcor_label))
+        out["pdcor_label"] = float(metrics.partial_distance_correlation(x, z, labels, block_size=block))
+    else:
+        out["dcor_label"] = out["pdcor_label"] = float("nan")
+    return out
+
+
+def measure_readings(entries, data_test: dict, sent: dict, labels, *, permutations: int = 200) -> dict:
+    """{(party, message label): {reading: (K,)}} over the held-out samples (or the entry's
+    subset). labels: (n, classes) one-hot labels of the held-out set, or None."""
+    out = {}
+    for e in entries:
+        x = e.source_view(np.asarray(data_test[e.source]))
+        z = np.asarray(e.view(sent[e.message], models_axis=True))
+        y = labels
+        if e.subset is not None:
+            x, z = x[e.subset], z[:, e.subset]
+            y = None if labels is None else labels[e.subset]
+        label_dcor = None
+        if y is not None and len(x) >= 4:
+            label_dcor = float(metrics.distance_correlation(x, y, block_size=None if len(x) <= DCOR_BLOCK else DCOR_BLOCK))
+        per_model = [readings(x, z[k], y, permutations=permutations, dcor_label=label_dcor) for k in range(len(z))]
+        out[(e.party, e.label)] = {name: np.asarray([r[name] for r in per_model]) for name in READINGS}
     return out

@@ -35,7 +35,7 @@ from nopeek.protocol import (
     resolve_stack_mode, shard_models, spec, stack_models,
 )
 from nopeek.training._config import TrainConfig, cuts_of, make_optimizer, strengths_of
-from nopeek.training._leakage import leak_entries, measure_leakage, probe_dcor
+from nopeek.training._leakage import leak_entries, measure_leakage, measure_readings, one_hot, probe_dcor, readings
 
 
 def has_conv(built: Built) -> bool:
@@ -181,6 +181,7 @@ class StackResult:
     history: list[dict[str, list[float]]]  # per epoch: name -> K values
     task_accuracy: dict[str, np.ndarray]  # label key -> (K,)
     leakage: dict[tuple[str, str], np.ndarray]  # (party, message) -> (K,) held-out dCor
+    readings: dict  # (party, message) -> {reading: (K,)}: dcor_u, dcor_null95, dcor_pvalue, dcor_label, pdcor_label
     diverged_epoch: np.ndarray  # (K,) first epoch whose loss or parameters were not finite; 0 = never
     diverged_loss: np.ndarray  # (K,) the training loss of that epoch (NaN/Inf), NaN if never
     seconds: float
@@ -188,6 +189,8 @@ class StackResult:
     eval_fn: Any  # the jitted evaluate(params, hparams, x, y, sample_index)
     shards: list  # training-set shards (round robin), one for other topologies
     strengths: list[dict[str, float]] = dataclasses.field(default_factory=list)  # per model: {defence: strength > 0}
+    val_accuracy: dict = dataclasses.field(default_factory=dict)  # label key -> (K,) on the validation split ({} without one)
+    val_leakage: dict = dataclasses.field(default_factory=dict)  # (party, message) -> (K,) dCor on the validation split
 
     @property
     def test_accuracy(self) -> np.ndarray:
@@ -306,8 +309,9 @@ def train_stack(
       config: topology, architecture, cuts, optimiser, epochs, batch size; the defaults for
         missing lists (`config.seed`, and the config's defences and strengths).
       dataset: the data (its train/test split is the dataset's).
-      alphas, noise_scales: per-model NoPeek weights and noise scales (a length-1 list is broadcast).
+      alphas: per-model NoPeek weights (a length-1 list is broadcast, as for every list).
       seeds: per-model seeds.
+      noise_scales: per-model noise scales.
       strengths: per-model {defence name: strength} of any registered defence.
 
     Returns:
@@ -343,6 +347,10 @@ def train_stack(
     n_probe = min(config.dcor_batch, len(dataset.x_test))
     first = entries[0]
     probe_x = jnp.asarray(first.source_view(np.asarray(data_test[first.source]))[:n_probe])
+    first_task = next(iter(built.tasks))
+    labels_test = one_hot(np.asarray(data_test[first_task]), built.tasks[first_task])
+    probe_labels = labels_test[:n_probe]  # the probe is the first n_probe held-out samples
+    probe_label_dcor = None
     k_run = len(seed_list)
     diverged_epoch = np.zeros(k_run, np.int64)
     diverged_loss = np.full(k_run, np.nan)
@@ -368,12 +376,25 @@ def train_stack(
         row = {"train_loss": loss.tolist(), "train_ce": ce.tolist(), "train_dcor_batch": leak.tolist(),
                "epoch": epoch + 1, "heldout_dcor": heldout.tolist(),
                "test_accuracy": accuracy[next(iter(built.tasks))].tolist()}
+        probe_readings = [readings(probe_x, np.asarray(z[k]), probe_labels, permutations=config.null_permutations,
+                                   dcor_label=probe_label_dcor) for k in range(len(z))]
+        probe_label_dcor = probe_readings[0]["dcor_label"]
+        for name in probe_readings[0]:
+            row[f"heldout_{name}"] = [r[name] for r in probe_readings]
         history.append(row)
         bar.set_postfix(acc=f"{_finite_mean(row['test_accuracy']):.3f}", dcor=f"{_finite_mean(heldout):.3f}")
         if np.all(diverged_epoch > 0):
             break  # every model of the stack diverged: nothing left to train
     task_accuracy, sent = evaluate(eval_fn, state.params, hparams, dataset.x_test, dataset.y_test)
-    leakage = measure_leakage(entries, {k_: np.asarray(v) for k_, v in data_test.items()}, sent)
+    test_arrays = {k_: np.asarray(v) for k_, v in data_test.items()}
+    leakage = measure_leakage(entries, test_arrays, sent)
+    val_accuracy, val_leakage = {}, {}
+    if dataset.has_validation:  # what an operating point is chosen on: never the test split
+        val_accuracy, val_sent = evaluate(eval_fn, state.params, hparams, dataset.x_val, dataset.y_val)
+        val_arrays = {k_: np.asarray(v) for k_, v in built.prepare(jnp.asarray(dataset.x_val),
+                                                                    jnp.asarray(dataset.y_val)).items()}
+        val_leakage = measure_leakage([dataclasses.replace(e, subset=None) for e in entries], val_arrays, val_sent)
+    leak_readings = measure_readings(entries, test_arrays, sent, labels_test, permutations=config.null_permutations)
     if k_run > k:  # drop the models that only padded the stack to the device count
         keep = lambda a: a[:k]  # noqa: E731
         state = StackState(jax.tree.map(keep, state.params), jax.tree.map(keep, state.opt))
@@ -381,11 +402,16 @@ def train_stack(
         history = [{name: (v[:k] if isinstance(v, list) else v) for name, v in row.items()} for row in history]
         task_accuracy = {name: keep(v) for name, v in task_accuracy.items()}
         leakage = {name: keep(v) for name, v in leakage.items()}
+        leak_readings = {name: {r: keep(v) for r, v in values.items()} for name, values in leak_readings.items()}
+        val_accuracy = {name: keep(v) for name, v in val_accuracy.items()}
+        val_leakage = {name: keep(v) for name, v in val_leakage.items()}
         sent = {name: keep(v) for name, v in sent.items()}
         diverged_epoch, diverged_loss = keep(diverged_epoch), keep(diverged_loss)
     return StackResult(
         config=config, built=built, state=state, hparams=jax.tree.map(np.asarray, hparams),
-        history=history, task_accuracy=task_accuracy, leakage=leakage, diverged_epoch=diverged_epoch,
+        history=history, task_accuracy=task_accuracy, leakage=leakage, readings=leak_readings,
+        diverged_epoch=diverged_epoch,
         diverged_loss=diverged_loss, seconds=time.perf_counter() - t0, messages_test=sent, eval_fn=eval_fn,
         shards=shards, strengths=[{n: v for n, v in m.items() if v > 0} for m in per_model[:k]],
+        val_accuracy=val_accuracy, val_leakage=val_leakage,
     )

@@ -139,7 +139,9 @@ def run_metrics(result: StackResult, dataset, k: int = 0) -> dict:
         "test_accuracy": float(result.test_accuracy[k]),
         "task_accuracy": {key: float(v[k]) for key, v in result.task_accuracy.items()},
         "dcor": float(result.dcor[k]),
-        "leakage": [{"party": p, "message": m, "dcor": float(v[k])} for (p, m), v in result.leakage.items()],
+        "leakage": [{"party": p, "message": m, "dcor": float(v[k]),
+                     **{name: float(values[k]) for name, values in result.readings[(p, m)].items()}}
+                    for (p, m), v in result.leakage.items()],
         "n_test": int(len(dataset.x_test)),
         "seconds": result.seconds,
         "transcript": _transcript_rows(result, dataset),
@@ -166,7 +168,7 @@ def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: b
     """
     config.validate()
     _check_out(out, force)
-    dataset = data_lib.load(config.dataset, seed=config.split_seed, data_dir=config.data_dir, limit=config.limit)
+    dataset = data_lib.load_config(config)
     parent = os.path.dirname(os.path.abspath(out))
     try:  # the temporary folder first, so an unwritable --out fails before training, not after
         os.makedirs(parent, exist_ok=True)

@@ -1,0 +1,230 @@
+"""The files behind every number in the README and the documentation, and the tables drawn from them.
+
+    python docs/results.py preset NAME [NAME ...]   # run presets' full versions into docs/results/NAME/
+    python docs/results.py tables                   # redraw every marked table from its file
+    python docs/results.py tables --check           # exit 1 if a marked table differs from its file
+
+A results folder `docs/results/NAME/` holds what the run wrote (`results.csv`,
+`summary.csv`, `config.json`; or a study's own `results.csv`) and `run.json`: the command,
+its wall time, the CPU and its load, the date and the commit. A table in a markdown file is
+drawn from such a folder between two markers,
+
+    <!-- table: NAME -->
+    | ... |
+    <!-- /table -->
+
+by the renderer `TABLES[NAME]`; `tests/test_docs_numbers.py` redraws every marked table and
+fails when one differs from its file, and fails on a table of results (numeric cells) that
+has no marker.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "docs", "results")
+sys.path.insert(0, ROOT)
+MARKER = re.compile(r"<!-- table: ([\w.-]+) -->\n(.*?)<!-- /table -->", re.S)
+
+
+# ---- running ---------------------------------------------------------------------------
+
+
+def cpu() -> str:
+    model, flags = platform.processor() or "unknown", []
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name") and model in ("unknown", ""):
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = sorted({f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx", "fma"))})
+                    break
+    except OSError:
+        pass
+    return f"{model}; {os.cpu_count()} cores; {' '.join(flags)}"
+
+
+def load() -> float:
+    try:
+        return float(open("/proc/loadavg").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def write_run(folder: str, command: str, seconds: float, load_before: float, **extra) -> None:
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "run.json"), "w", encoding="utf-8") as fh:
+        json.dump({"command": command, "seconds": round(seconds, 1), "cpu": cpu(),
+                   "load": round(max(load_before, load()), 2), "date": time.strftime("%Y-%m-%d"), "commit": commit(),
+                   **extra}, fh, indent=2)
+        fh.write("\n")
+
+
+def run_preset(name: str) -> None:
+    """The full preset into docs/results/NAME/: its table, summary, config, figures, run.json."""
+    from nopeek.sweeps import PRESET_INFO, run_sweep
+
+    preset = PRESET_INFO[name]
+    folder = os.path.join(RESULTS, name)
+    with tempfile.TemporaryDirectory(prefix=f"nopeek-{name}-") as tmp:
+        out = os.path.join(tmp, name)
+        before = load()
+        t0 = time.perf_counter()
+        run_sweep(preset.config, out, progress=False, log=lambda line: print(line, file=sys.stderr))
+        seconds = time.perf_counter() - t0
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+        for f in ("results.csv", "summary.csv", "config.json"):
+            shutil.copy(os.path.join(out, f), folder)
+        figures = os.path.join(out, "figures")
+        if os.path.isdir(figures):
+            shutil.copytree(figures, os.path.join(folder, "figures"))
+        histories = os.path.join(out, "histories")
+        if os.path.isdir(histories):
+            shutil.copytree(histories, os.path.join(folder, "histories"))
+    write_run(folder, preset.command, seconds, before)
+    print(f"{name}: {seconds:.0f} s -> {folder}")
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+
+def rows(name: str, file: str = "results.csv") -> list[dict]:
+    with open(os.path.join(RESULTS, name, file), newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def run_info(name: str) -> dict:
+    with open(os.path.join(RESULTS, name, "run.json"), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def f(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def num(v, digits: int = 3) -> str:
+    x = f(v)
+    return "-" if x != x else f"{x:.{digits}f}"
+
+
+def pm(r: dict, metric: str, digits: int = 3) -> str:
+    """mean +- 95% interval of a summary row's metric."""
+    m, ci = f(r.get(metric)), f(r.get(f"{metric}_ci"))
+    if m != m:
+        return "-"
+    return f"{m:.{digits}f}" if ci != ci or ci == 0 else f"{m:.{digits}f} +- {ci:.{digits}f}"
+
+
+def table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+# ---- the tables ---------------------------------------------------------------------------
+
+TABLES: dict = {}
+
+
+def renderer(name):
+    def register(fn):
+        TABLES[name] = fn
+        return fn
+    return register
+
+
+def _cells_by(rows_, **match):
+    return [r for r in rows_ if all(r.get(k) == v for k, v in match.items())]
+
+
+@renderer("default-sweep")
+def default_sweep() -> str:
+    """The default sweep, seed 0: per cut, accuracy / dCor (null 95%) / best SSIM of selected settings."""
+    table_rows = rows("default")
+    settings = [("none", "0.0", "alpha 0"), ("nopeek", "1.0", "alpha 1"), ("nopeek", "3.0", "alpha 3"),
+                ("noise", "2.0", "noise 2")]
+    header = ["cut"] + [f"{label}: acc / dCor (null) / SSIM (class mean)" for _, _, label in settings]
+    body = []
+    for cut in sorted({r["cut"] for r in table_rows}, key=int):
+        cells = [f"{cut} ({_cells_by(table_rows, cut=cut)[0]['cut_block']})"]
+        for defense, strength, _ in settings:
+            r = _cells_by(table_rows, cut=cut, defense=defense, strength=strength)[0]
+            text = (f"{num(r['accuracy'])} / {num(r['dcor'])} ({num(r['dcor_null95'], 2)}) / {num(r['best_ssim'])} "
+                    f"({num(r['class_mean_ssim'])})")
+            cells.append(("**collapsed**: " if r["collapsed"] == "true" else "") + text)
+        body.append(cells)
+    return table(header, body)
+
+
+def render(name: str) -> str:
+    return TABLES[name]()
+
+
+def marked_files() -> list[str]:
+    files = [os.path.join(ROOT, "README.md")]
+    files += sorted(glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True))
+    return files
+
+
+def redraw(check: bool) -> int:
+    problems = 0
+    for path in marked_files():
+        text = open(path, encoding="utf-8").read()
+
+        def replace(m):
+            nonlocal problems
+            new = render(m.group(1))
+            if new != m.group(2):
+                problems += 1
+                print(f"{os.path.relpath(path, ROOT)}: table {m.group(1)} differs from its file")
+            return f"<!-- table: {m.group(1)} -->\n{new}<!-- /table -->"
+
+        new_text = MARKER.sub(replace, text)
+        if not check and new_text != text:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(new_text)
+    return problems
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("preset", "tables"):
+        print(__doc__)
+        return 2
+    if sys.argv[1] == "preset":
+        for name in sys.argv[2:]:
+            run_preset(name)
+        return 0
+    problems = redraw(check="--check" in sys.argv)
+    return 1 if problems and "--check" in sys.argv else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""`nopeek report`: one self-contained HTML page per folder, whose numbers are the folder's."""
+
+from __future__ import annotations
+
+import csv
+import html.parser
+import os
+
+import pytest
+
+from nopeek.cli import main
+from nopeek.report import REPORT, write_report
+
+
+class Page(html.parser.HTMLParser):
+    """Collects what the checks need: rows by key with their cells' raw values, images, links."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: dict[str, list[str]] = {}
+        self.images, self.links, self.stack = [], [], []
+        self._row = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.images.append(a.get("src", ""))
+        if tag == "a" and "href" in a:
+            self.links.append(a["href"])
+        if tag == "tr" and "data-key" in a:
+            assert a["data-key"] not in self.rows, f"row {a['data-key']} appears twice"
+            self._row = a["data-key"]
+            self.rows[self._row] = []
+        if tag == "td" and self._row is not None and "data-v" in a:
+            self.rows[self._row].append(a["data-v"])
+
+    def handle_endtag(self, tag):
+        if tag == "tr":
+            self._row = None
+
+
+def _parse(path) -> Page:
+    page = Page()
+    text = open(path, encoding="utf-8").read()
+    assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
+    page.feed(text)
+    page.close()
+    return page
+
+
+def _check_references(page: Page, folder: str) -> None:
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,") or os.path.isfile(os.path.join(folder, src)), src
+    for href in page.links:
+        assert href.startswith(("#", "data:")) or os.path.exists(os.path.join(folder, href)), href
+    assert "http://" not in "".join(page.images + page.links) and "https://" not in "".join(page.images + page.links)
+
+
+@pytest.fixture(scope="module")
+def quick_sweep(tmp_path_factory):
+    from nopeek.sweeps import PRESET_INFO, run_sweep
+
+    out = str(tmp_path_factory.mktemp("report") / "quick")
+    config = PRESET_INFO["quick"].small.replace(epochs=2, attack_steps=30, alphas=(0.0, 8.0), noise_scales=(1.0,))
+    run_sweep(config, out, progress=False, log=lambda line: None)
+    return out
+
+
+def test_a_sweep_writes_its_report_and_every_row_matches_results_csv(quick_sweep):
+    path = os.path.join(quick_sweep, REPORT)
+    assert os.path.isfile(path)  # written by the sweep itself
+    page = _parse(path)
+    _check_references(page, quick_sweep)
+    with open(os.path.join(quick_sweep, "results.csv"), newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    keys = ["dataset", "model", "topology", "cut", "defense", "strength", "alpha", "noise_scale", "seed", "party",
+            "message"]
+    assert set(page.rows) == {"|".join(r[k] for k in keys) for r in rows}  # each row once, none more
+    for r in rows:
+        cells = page.rows["|".join(r[k] for k in keys)]
+        assert cells[:5] == [r["topology"], r["cut"], r["defense"], r["strength"], r["seed"]]
+        for column in ("accuracy", "dcor", "dcor_null95", "pdcor_label", "best_ssim", "beyond_label_ssim"):
+            assert r[column] in cells, column  # the raw value as written, not a rounding of it
+    text = open(path, encoding="utf-8").read()
+    assert "<select data-filter=\"topology\"" in text and "sortTable" in text and "data:image/png" in text
+
+
+def test_the_report_of_a_run_an_audit_and_a_cost_folder(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert main(["train", "--dataset", "digits", "--limit", "300", "--epochs", "2", "--alpha", "0.5", "--out", run,
+                 "--quiet"]) == 0
+    cost = str(tmp_path / "cost")
+    assert main(["cost", "--model", "mlp", "--dataset", "digits", "--client-counts", "2,4", "--out", cost]) == 0
+    capsys.readouterr()
+    assert main(["report", run, cost]) == 0
+    assert capsys.readouterr().out.split() == [os.path.join(run, REPORT), os.path.join(cost, REPORT)]
+    for folder, words in ((run, ("transcript", "dL/dz", "dcor_null95")), (cost, ("federated_learning", "split_learning"))):
+        page = _parse(os.path.join(folder, REPORT))
+        _check_references(page, folder)
+        text = open(os.path.join(folder, REPORT), encoding="utf-8").read()
+        assert all(w in text for w in words), words
+    with pytest.raises(SystemExit):
+        main(["report", str(tmp_path)])  # nothing nopeek wrote
+    assert "not a folder nopeek wrote" in capsys.readouterr().err
+    assert write_report(run).endswith(REPORT)
