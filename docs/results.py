@@ -3,6 +3,7 @@
     python docs/results.py preset NAME [NAME ...]   # run presets' full versions into docs/results/NAME/
     python docs/results.py tables                   # redraw every marked table from its file
     python docs/results.py tables --check           # exit 1 if a marked table differs from its file
+    python docs/results.py notebooks [NAME ...]     # execute the notebooks (small presets) into docs/notebooks/
 
 A results folder `docs/results/NAME/` holds what the run wrote (`results.csv`,
 `summary.csv`, `config.json`; or a study's own `results.csv`) and `run.json`: the command,
@@ -184,6 +185,33 @@ def default_sweep() -> str:
     return table(header, body)
 
 
+def run_notebooks(names=()) -> None:
+    """Execute notebooks/NAME.py (its small preset) into docs/notebooks/NAME.ipynb, outputs
+    kept: the pages of the documentation site."""
+    import jupytext
+    import nbformat
+    from nbclient import NotebookClient
+
+    os.makedirs(os.path.join(ROOT, "docs", "notebooks"), exist_ok=True)
+    for source in sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.py"))):
+        name = os.path.basename(source)[:-3]
+        if names and name not in names:
+            continue
+        notebook = jupytext.read(source)
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="nopeek-nb-") as tmp:
+            env_before = dict(os.environ)
+            os.environ.update(NOPEEK_NOTEBOOK_SIZE="small", NOPEEK_NOTEBOOK_OUT=tmp, PYTHONPATH=ROOT)
+            try:
+                NotebookClient(notebook, timeout=1800, kernel_name="python3",
+                               resources={"metadata": {"path": os.path.join(ROOT, "notebooks")}}).execute()
+            finally:
+                os.environ.clear()
+                os.environ.update(env_before)
+        nbformat.write(notebook, os.path.join(ROOT, "docs", "notebooks", f"{name}.ipynb"))
+        print(f"{name}: {time.perf_counter() - t0:.0f} s")
+
+
 def render(name: str) -> str:
     return TABLES[name]()
 
@@ -215,12 +243,15 @@ def redraw(check: bool) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("preset", "tables"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("preset", "tables", "notebooks"):
         print(__doc__)
         return 2
     if sys.argv[1] == "preset":
         for name in sys.argv[2:]:
             run_preset(name)
+        return 0
+    if sys.argv[1] == "notebooks":
+        run_notebooks(sys.argv[2:])
         return 0
     problems = redraw(check="--check" in sys.argv)
     return 1 if problems and "--check" in sys.argv else 0
