@@ -10,7 +10,6 @@ the cosine with one known positive sample's gradient separates the classes).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 
 def per_sample_flat(grads) -> np.ndarray:
@@ -61,6 +60,8 @@ def label_leakage_auc(grads, labels, *, reference_index: int | None = None) -> d
       {"norm_auc", "direction_auc", "positive_rate", "reference_index", "leak_null95"}. 0.5 is
       chance for an AUC; `leak_null95` (`leak_null`) is chance for max(AUC, 1 - AUC) at this n.
     """
+    from sklearn.metrics import roc_auc_score  # here, not at import: seconds at start-up
+
     labels = np.asarray(labels)
     if set(np.unique(labels)) != {0, 1}:
         raise ValueError("label leakage needs a binary task with both labels 0 and 1 present")

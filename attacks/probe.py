@@ -10,16 +10,17 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 PROBES = ("linear", "mlp")
 
 
 def _make(kind: str, seed: int):
+    # scikit-learn is imported here, not with the package: it costs seconds at start-up
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if kind == "linear":
         model = LogisticRegression(max_iter=300)
     elif kind == "mlp":
@@ -49,6 +50,8 @@ def probe_accuracy(z_train, y_train, z_test, y_test, *, kind: str = "linear", se
     if kind == "mlp" and (len(z_train) < 11 or (len(classes) == 2 and counts.min() < 2)):
         raise ValueError(f"the MLP probe needs at least 11 of the attacker's pairs (2 of each class for a binary "
                          f"label) to hold 10% out for early stopping; got {len(z_train)}, the fewest of a class {counts.min()}")
+    from sklearn.exceptions import ConvergenceWarning
+
     model = _make(kind, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

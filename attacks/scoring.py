@@ -14,8 +14,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 
 import metrics
 
@@ -24,6 +22,9 @@ class ReferenceClassifier:
     """A classifier trained on clean inputs (multinomial logistic regression on pixels)."""
 
     def __init__(self, x_train, y_train, *, max_iter: int = 300):
+        from sklearn.exceptions import ConvergenceWarning  # here, not at import: seconds at start-up
+        from sklearn.linear_model import LogisticRegression
+
         self.model = LogisticRegression(max_iter=max_iter)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)

@@ -7,12 +7,22 @@ stays cheap): `train` a split model into a run folder and `load_run` it back,
 registries' `register_*` functions for one's own data set, model, configuration,
 attack and defence. The packages below hold the rest: `nopeek.protocol`, `.training`,
 `.defences`, `.attacking`, `.dishonest`, `.audit`, `.cost`, `.sweeps`, `.plots`, `.data`.
+
+Importing nopeek turns on JAX's persistent compilation cache in the user's cache folder
+(`~/.cache/nopeek/xla`; `NOPEEK_CACHE_DIR` moves it, `NOPEEK_NO_CACHE=1` turns it off),
+unless a compilation cache is already configured.
 """
 
 from __future__ import annotations
 
 import importlib
 from importlib.metadata import PackageNotFoundError, version
+
+from nopeek.core._persistent import enable_compilation_cache
+
+# Compiled programs persist in the user's cache folder (NOPEEK_NO_CACHE=1: off): a second
+# run of the same job skips XLA's compilations. See nopeek/core/_persistent.py.
+enable_compilation_cache()
 
 try:
     __version__ = version("nopeek")

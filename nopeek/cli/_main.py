@@ -16,12 +16,24 @@ from nopeek.cli import _commands as commands
 from nopeek.cli._args import OneLineErrorParser, add_dataclass_arguments, fail
 from nopeek.errors import USER_ERRORS
 
+# One line per subcommand for `nopeek --help`, without building (and importing) its options.
+SUMMARIES = {
+    "dcor": "distance correlation between two arrays",
+    "train": "train a NoPeek split model of any topology, against an honest or a dishonest server",
+    "attack": "attack a message of a trained split model (--list: the attacks)",
+    "audit": "audit activations saved from any framework (.npz files)",
+    "sweep": "leakage sweep over topologies x cuts x defences x seeds (the main job)",
+    "cost": "per-client compute and communication against federated learning",
+    "figures": "redraw a sweep's figures from its results.csv, or compare sweeps",
+    "report": "one self-contained HTML page (DIR/report.html) for a sweep, run, audit or cost folder",
+}
+
 
 def _train_parser(sub) -> None:
     from nopeek.dishonest import SERVER_POLICIES, FSHAConfig, SplitGuardConfig
     from nopeek.training import TrainConfig
 
-    p = sub.add_parser("train", help="train a NoPeek split model of any topology, against an honest or a dishonest server",
+    p = sub.add_parser("train", help=SUMMARIES["train"],
                        description=TrainConfig.__doc__)
     add_dataclass_arguments(p, TrainConfig)
     p.add_argument("--cut", type=int, default=None, help="one cut: shorthand for --cuts K")
@@ -44,7 +56,7 @@ def _train_parser(sub) -> None:
 def _attack_parser(sub) -> None:
     from nopeek.attacking import AttackConfig
 
-    p = sub.add_parser("attack", help="attack a message of a trained split model (--list: the attacks)",
+    p = sub.add_parser("attack", help=SUMMARIES["attack"],
                        description=AttackConfig.__doc__)
     p.add_argument("--run", default=None, help="run folder written by `nopeek train`")
     add_dataclass_arguments(p, AttackConfig)
@@ -56,7 +68,7 @@ def _attack_parser(sub) -> None:
 def _audit_parser(sub) -> None:
     from nopeek.audit import AuditConfig
 
-    p = sub.add_parser("audit", help="audit activations saved from any framework (.npz files)",
+    p = sub.add_parser("audit", help=SUMMARIES["audit"],
                        description="Leakage and attacks on a split model's activations saved as .npz: "
                        "LEAKED.npz holds the attacker's x, z (and y); each HELDOUT.npz the victim's x, z "
                        "(and y, g, accuracy). Writes scores.json, report.md and figures to --out.")
@@ -77,7 +89,7 @@ def _audit_parser(sub) -> None:
 def _sweep_parser(sub) -> None:
     from nopeek.sweeps import PRESETS, SweepConfig
 
-    p = sub.add_parser("sweep", help="leakage sweep over topologies x cuts x defences x seeds (the main job)",
+    p = sub.add_parser("sweep", help=SUMMARIES["sweep"],
                        description=SweepConfig.__doc__)
     p.add_argument("--preset", choices=tuple(PRESETS), default="default", help="starting point (default: default)")
     p.add_argument("--small", action="store_true", help="the preset's small version (seconds, on digits)")
@@ -103,7 +115,7 @@ def _sweep_parser(sub) -> None:
 def _cost_parser(sub) -> None:
     from nopeek.cost import PRESETS as COST_PRESETS, CostConfig
 
-    p = sub.add_parser("cost", help="per-client compute and communication against federated learning",
+    p = sub.add_parser("cost", help=SUMMARIES["cost"],
                        description=CostConfig.__doc__)
     p.add_argument("--preset", choices=tuple(COST_PRESETS), default=None,
                    help="start from a preset (seed-table: the split-learning cost table); options given override it")
@@ -113,7 +125,7 @@ def _cost_parser(sub) -> None:
 
 
 def _dcor_parser(sub) -> None:
-    p = sub.add_parser("dcor", help="distance correlation between two arrays")
+    p = sub.add_parser("dcor", help=SUMMARIES["dcor"])
     p.add_argument("x", nargs="?", help="X.npy, samples along axis 0")
     p.add_argument("y", nargs="?", help="Y.npy, as many samples as X")
     p.add_argument("--block-size", type=int, default=None, help="exact blocked form, O(n*block) memory")
@@ -121,14 +133,14 @@ def _dcor_parser(sub) -> None:
 
 
 def _figures_parser(sub) -> None:
-    p = sub.add_parser("figures", help="redraw a sweep's figures from its results.csv, or compare sweeps")
+    p = sub.add_parser("figures", help=SUMMARIES["figures"])
     p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep output folder(s)")
     p.add_argument("--out", default=None, help="with several folders: the comparison figure's .png file")
     p.set_defaults(func=commands.cmd_figures)
 
 
 def _report_parser(sub) -> None:
-    p = sub.add_parser("report", help="one self-contained HTML page (DIR/report.html) for a sweep, run, audit or cost folder")
+    p = sub.add_parser("report", help=SUMMARIES["report"])
     p.add_argument("dirs", nargs="+", metavar="DIR", help="folder(s) nopeek wrote")
     p.set_defaults(func=commands.cmd_report)
 
@@ -138,20 +150,35 @@ SUBCOMMANDS = {"dcor": _dcor_parser, "train": _train_parser, "attack": _attack_p
                "report": _report_parser}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `nopeek` parser. With `only`, the other subcommands are listed but not built:
+    building one imports what its options are generated from (configs, presets,
+    registries), which costs seconds a run of another subcommand should not pay."""
     parser = OneLineErrorParser(
         prog="nopeek",
         description="Measure and reduce what leaks between the parties of a split neural network.",
     )
     parser.add_argument("--version", action="version", version=f"nopeek {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
-    for build in SUBCOMMANDS.values():
-        build(sub)
+    for name, build in SUBCOMMANDS.items():
+        if only is None or name == only:
+            build(sub)
+        else:
+            sub.add_parser(name, help=SUMMARIES[name], add_help=False)
     return parser
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in argv (the first word that is not an option), if any."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in SUBCOMMANDS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=_command_of(argv) or "")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

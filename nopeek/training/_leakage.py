@@ -26,6 +26,7 @@ dissimilarities", Ann. Statist. 42(6), 2014; Szekely, Rizzo & Bakirov 2007 (the 
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any
 
 import jax
@@ -139,6 +140,44 @@ def null_key():
     return seed_key(0, Stream.NULL)
 
 
+def _block(n: int) -> int | None:
+    return None if n <= DCOR_BLOCK else DCOR_BLOCK
+
+
+@partial(jax.jit, static_argnames=("permutations",))
+def stack_readings(x, zs, labels, key, *, permutations: int) -> dict:
+    """dCor of x with each of K message sets and its readings, in one program.
+
+    x: (n, ...) raw inputs; zs: (K, n, ...) the K models' messages; labels: (n, classes)
+    one-hot labels or None; key: the permutations' key (`null_key()`); permutations: B
+    (0: none). Returns {"dcor", "dcor_u", "dcor_null95", "dcor_pvalue", "pdcor_label":
+    (K,)}; the null's fields are NaN without permutations, pdcor_label without labels.
+    Needs n >= 4 (the U-statistic's minimum).
+    """
+    n = x.shape[0]
+    block, null_block = _block(n), (None if n <= DENSE_NULL_MAX else DCOR_BLOCK)
+    nan = jnp.full((), jnp.nan, jnp.float32)
+
+    def one(z):
+        out = {"dcor": metrics.distance_correlation(x, z, block_size=block),
+               "dcor_u": metrics.u_distance_correlation_sqr(x, z, block_size=block),
+               "dcor_null95": nan, "dcor_pvalue": nan, "pdcor_label": nan}
+        if permutations:
+            test = metrics.distance_correlation_test(x, z, permutations=permutations, key=key, block_size=null_block)
+            out["dcor_null95"], out["dcor_pvalue"] = test.dcor_null95, test.pvalue
+        if labels is not None:
+            out["pdcor_label"] = metrics.partial_distance_correlation(x, z, labels, block_size=block)
+        return {name: v.astype(jnp.float32) for name, v in out.items()}
+
+    return jax.lax.map(one, zs)
+
+
+def label_dcor(x, labels) -> float:
+    """dCor(x, onehot(y)): what the label alone reads against the inputs (no model in it)."""
+    x, labels = jnp.asarray(x, jnp.float32), jnp.asarray(labels, jnp.float32)
+    return float(metrics.distance_correlation(x, labels, block_size=_block(x.shape[0])))
+
+
 def readings(x, z, labels=None, *, permutations: int = 200, dcor_label: float | None = None) -> dict:
     """The readings of dCor(x, z) over n samples (see the module docstring) for one model.
 
@@ -148,28 +187,20 @@ def readings(x, z, labels=None, *, permutations: int = 200, dcor_label: float | 
     dCor(x, labels) (it does not depend on the model). Returns {name: float}.
     """
     x, z = jnp.asarray(x, jnp.float32), jnp.asarray(z, jnp.float32)
-    n = x.shape[0]
-    block = None if n <= DCOR_BLOCK else DCOR_BLOCK
-    out = {"dcor_u": float(metrics.u_distance_correlation_sqr(x, z, block_size=block)) if n >= 4 else float("nan")}
-    if permutations:
-        test = metrics.distance_correlation_test(x, z, permutations=permutations, key=null_key(),
-                                                 block_size=None if n <= DENSE_NULL_MAX else DCOR_BLOCK)
-        out["dcor_null95"], out["dcor_pvalue"] = float(test.dcor_null95), float(test.pvalue)
-    else:
-        out["dcor_null95"] = out["dcor_pvalue"] = float("nan")
-    if labels is not None and n >= 4:
-        labels = jnp.asarray(labels, jnp.float32)
-        out["dcor_label"] = (float(metrics.distance_correlation(x, labels, block_size=block)) if dcor_label is None
-                             else float(dcor_label))
-        out["pdcor_label"] = float(metrics.partial_distance_correlation(x, z, labels, block_size=block))
-    else:
-        out["dcor_label"] = out["pdcor_label"] = float("nan")
-    return out
+    if x.shape[0] < 4:
+        return {name: float("nan") for name in READINGS}
+    labels = None if labels is None else jnp.asarray(labels, jnp.float32)
+    got = stack_readings(x, z[None], labels, null_key(), permutations=int(permutations))
+    out = {name: float(got[name][0]) for name in READINGS if name in got}
+    out["dcor_label"] = (float("nan") if labels is None else
+                         label_dcor(x, labels) if dcor_label is None else float(dcor_label))
+    return {name: out[name] for name in READINGS}
 
 
 def measure_readings(entries, data_test: dict, sent: dict, labels, *, permutations: int = 200) -> dict:
     """{(party, message label): {reading: (K,)}} over the held-out samples (or the entry's
-    subset). labels: (n, classes) one-hot labels of the held-out set, or None."""
+    subset), each entry's K models in one program. labels: (n, classes) one-hot labels of
+    the held-out set, or None."""
     out = {}
     for e in entries:
         x = e.source_view(np.asarray(data_test[e.source]))
@@ -178,9 +209,14 @@ def measure_readings(entries, data_test: dict, sent: dict, labels, *, permutatio
         if e.subset is not None:
             x, z = x[e.subset], z[:, e.subset]
             y = None if labels is None else labels[e.subset]
-        label_dcor = None
-        if y is not None and len(x) >= 4:
-            label_dcor = float(metrics.distance_correlation(x, y, block_size=None if len(x) <= DCOR_BLOCK else DCOR_BLOCK))
-        per_model = [readings(x, z[k], y, permutations=permutations, dcor_label=label_dcor) for k in range(len(z))]
-        out[(e.party, e.label)] = {name: np.asarray([r[name] for r in per_model]) for name in READINGS}
+        k = len(z)
+        if len(x) < 4:
+            out[(e.party, e.label)] = {name: np.full(k, np.nan) for name in READINGS}
+            continue
+        y = None if y is None else jnp.asarray(y, jnp.float32)
+        got = stack_readings(jnp.asarray(x, jnp.float32), jnp.asarray(z, jnp.float32), y, null_key(),
+                             permutations=int(permutations))
+        values = {name: np.asarray(got[name], np.float64) for name in READINGS if name in got}
+        values["dcor_label"] = np.full(k, np.nan if y is None else label_dcor(x, y))
+        out[(e.party, e.label)] = {name: values[name] for name in READINGS}
     return out

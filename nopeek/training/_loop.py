@@ -27,6 +27,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+import metrics
+
 from nopeek.data import Dataset
 from nopeek.defences import DEFENCES, Context, build_defence, check_defence
 from nopeek.errors import ConfigError
@@ -35,7 +37,9 @@ from nopeek.protocol import (
     resolve_stack_mode, shard_models, spec, stack_models,
 )
 from nopeek.training._config import TrainConfig, cuts_of, make_optimizer, strengths_of
-from nopeek.training._leakage import leak_entries, measure_leakage, measure_readings, one_hot, probe_dcor, readings
+from nopeek.training._leakage import (
+    READINGS, label_dcor, leak_entries, measure_leakage, measure_readings, null_key, one_hot, stack_readings,
+)
 
 
 def has_conv(built: Built) -> bool:
@@ -159,6 +163,56 @@ def evaluate(eval_fn, params, hparams, x, y, chunk: int = 1024, *, keep_messages
             correct[key] = correct.get(key, 0) + np.asarray(jnp.sum(jnp.argmax(lg, -1) == labels[key], axis=-1))
     accuracy = {k: v / len(x) for k, v in correct.items()}
     return accuracy, {m: np.concatenate(v, axis=1) for m, v in sent.items()}
+
+
+def make_epoch_eval(eval_fn, entry, n_probe: int, permutations: int, chunk: int = 1024):
+    """The per-epoch evaluation: `epoch_eval(params, hparams, x_test, y_test, probe_x,
+    probe_labels) -> (accuracy {labels: (K,)}, probe readings {name: (K,)})`.
+
+    The test set's first chunk (at least the probe's n_probe samples) runs in one program
+    with the probe's dCor and readings (`stack_readings`: the first n_probe messages of
+    `entry`), so an epoch's evaluation is one dispatch and one transfer; any further
+    chunks only count correct predictions.
+    """
+    chunk = max(chunk, n_probe)
+
+    @jax.jit
+    def first_chunk(params, hparams, x, y, index, probe_x, probe_labels):
+        msgs, logits, labels = eval_fn(params, hparams, x, y, index)
+        correct = {key: jnp.sum(jnp.argmax(lg, -1) == labels[key], axis=-1) for key, lg in logits.items()}
+        z = entry.view(msgs[entry.message], models_axis=True)[:, :n_probe].astype(jnp.float32)
+        if n_probe < 4:  # too few for the U-statistic and the null: the plain dCor only
+            dcor = jax.vmap(lambda zk: metrics.distance_correlation(probe_x, zk))(z)
+            return correct, {"dcor": dcor, **{name: jnp.full_like(dcor, jnp.nan) for name in READINGS}}
+        return correct, stack_readings(probe_x, z, probe_labels, null_key(), permutations=permutations)
+
+    @jax.jit
+    def later_chunk(params, hparams, x, y, index):
+        _, logits, labels = eval_fn(params, hparams, x, y, index)
+        return {key: jnp.sum(jnp.argmax(lg, -1) == labels[key], axis=-1) for key, lg in logits.items()}
+
+    def epoch_eval(params, hparams, x, y, probe_x, probe_labels):
+        n = x.shape[0]
+        correct, probe = first_chunk(params, hparams, x[:chunk], y[:chunk], jnp.arange(min(chunk, n)), probe_x,
+                                     probe_labels)
+        for start in range(chunk, n, chunk):
+            more = later_chunk(params, hparams, x[start : start + chunk], y[start : start + chunk],
+                               jnp.arange(start, min(start + chunk, n)))
+            correct = {key: correct[key] + more[key] for key in correct}
+        correct, probe = jax.device_get((correct, probe))
+        return {key: np.asarray(v) / n for key, v in correct.items()}, {k: np.asarray(v) for k, v in probe.items()}
+
+    return epoch_eval
+
+
+def _epoch_means(stats: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An epoch's per-step (loss, ce, leak) (each (K,)) summed in step order in float32 (as
+    adding them on the device would) and divided by the step count."""
+    totals = [np.array(s, np.float32) for s in stats[0]]
+    for step in stats[1:]:
+        for total, value in zip(totals, step):
+            total += value
+    return tuple(t / len(stats) for t in totals)
 
 
 @jax.jit
@@ -346,11 +400,13 @@ def train_stack(
     x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
     n_probe = min(config.dcor_batch, len(dataset.x_test))
     first = entries[0]
-    probe_x = jnp.asarray(first.source_view(np.asarray(data_test[first.source]))[:n_probe])
+    probe_x = jnp.asarray(first.source_view(np.asarray(data_test[first.source]))[:n_probe], jnp.float32)
     first_task = next(iter(built.tasks))
     labels_test = one_hot(np.asarray(data_test[first_task]), built.tasks[first_task])
-    probe_labels = labels_test[:n_probe]  # the probe is the first n_probe held-out samples
-    probe_label_dcor = None
+    probe_labels = jnp.asarray(labels_test[:n_probe])  # the probe is the first n_probe held-out samples
+    probe_label_dcor = label_dcor(probe_x, probe_labels) if n_probe >= 4 else float("nan")
+    epoch_eval = make_epoch_eval(eval_fn, first, n_probe, config.null_permutations)
+    x_test, y_test = jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test)
     k_run = len(seed_list)
     diverged_epoch = np.zeros(k_run, np.int64)
     diverged_loss = np.full(k_run, np.nan)
@@ -359,30 +415,23 @@ def train_stack(
     bar = tqdm(range(config.epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
     for epoch in bar:
         orders = np.stack([batch_order(int(s), epoch, shards, config.batch_size) for s in seed_list], axis=1)
-        totals = None
+        stats = []
         for i, idx in enumerate(orders):
-            state, stats = step_fn(state, hparams, x_train, y_train, jnp.asarray(idx), epoch * len(orders) + i)
-            totals = stats if totals is None else jax.tree.map(jnp.add, totals, stats)
-        loss, ce, leak = (np.asarray(t) / len(orders) for t in totals)
+            state, step_stats = step_fn(state, hparams, x_train, y_train, jnp.asarray(idx), epoch * len(orders) + i)
+            stats.append(step_stats)
+        loss, ce, leak = _epoch_means(jax.device_get(stats))  # one transfer per epoch, not per step
         finite = np.isfinite(loss) & np.asarray(_all_finite(state.params))
         newly = (~finite) & (diverged_epoch == 0)
         diverged_epoch[newly] = epoch + 1
         diverged_loss[newly] = loss[newly]
-        accuracy, _ = evaluate(eval_fn, state.params, hparams, dataset.x_test, dataset.y_test, keep_messages=False)
-        probe_msgs, _, _ = eval_fn(state.params, hparams, jnp.asarray(dataset.x_test[:n_probe]),
-                                   jnp.asarray(dataset.y_test[:n_probe]), jnp.arange(n_probe))
-        z = first.view(probe_msgs[first.message], models_axis=True)
-        heldout = np.asarray(probe_dcor(probe_x, z))
+        accuracy, probe = epoch_eval(state.params, hparams, x_test, y_test, probe_x, probe_labels)
         row = {"train_loss": loss.tolist(), "train_ce": ce.tolist(), "train_dcor_batch": leak.tolist(),
-               "epoch": epoch + 1, "heldout_dcor": heldout.tolist(),
-               "test_accuracy": accuracy[next(iter(built.tasks))].tolist()}
-        probe_readings = [readings(probe_x, np.asarray(z[k]), probe_labels, permutations=config.null_permutations,
-                                   dcor_label=probe_label_dcor) for k in range(len(z))]
-        probe_label_dcor = probe_readings[0]["dcor_label"]
-        for name in probe_readings[0]:
-            row[f"heldout_{name}"] = [r[name] for r in probe_readings]
+               "epoch": epoch + 1, "heldout_dcor": probe["dcor"].tolist(),
+               "test_accuracy": accuracy[first_task].tolist()}
+        for name in READINGS:
+            row[f"heldout_{name}"] = (np.full(k_run, probe_label_dcor) if name == "dcor_label" else probe[name]).tolist()
         history.append(row)
-        bar.set_postfix(acc=f"{_finite_mean(row['test_accuracy']):.3f}", dcor=f"{_finite_mean(heldout):.3f}")
+        bar.set_postfix(acc=f"{_finite_mean(row['test_accuracy']):.3f}", dcor=f"{_finite_mean(probe['dcor']):.3f}")
         if np.all(diverged_epoch > 0):
             break  # every model of the stack diverged: nothing left to train
     task_accuracy, sent = evaluate(eval_fn, state.params, hparams, dataset.x_test, dataset.y_test)
