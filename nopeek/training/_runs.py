@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nopeek import data as data_lib
-from nopeek.core import load_params_into, read_json, save_params, write_json
+from nopeek.core import load_params_into, read_json, save_params, user_umask, write_json
 from nopeek.defences import Context, build_defence
 from nopeek.errors import ConfigError, DataError, RunFolderError, TrainingDiverged
 from nopeek.protocol import Built, forward, model_at, transcript
@@ -173,9 +173,7 @@ def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: b
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.tmp-", dir=parent)
     except OSError as err:
         raise RunFolderError(f"--out {out}: cannot write there ({err.strerror})") from err
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # a run folder as readable as any folder the user makes
+    os.chmod(tmp, 0o777 & ~user_umask())  # a run folder as readable as any folder the user makes
     try:
         result = train_stack(config, dataset, progress=progress)
         if result.diverged[0]:
