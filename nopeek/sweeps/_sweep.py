@@ -11,7 +11,9 @@ finishes only the missing cells. The whole config is checked before anything is
 written; an output folder holding a different config is refused unless `force`.
 
     DIR/config.json      the SweepConfig (one flat JSON object)
-    DIR/results.csv      one row per cell and attacked message (columns: RESULT_COLUMNS)
+    DIR/results.csv      one row per cell and attacked message (columns: RESULT_COLUMNS); each
+                         row's `config_hash` is its config's digest, and a table holding rows
+                         of another config is refused (`check_rows`)
     DIR/samples/*.npy    16 held-out originals and each row's reconstructions of them
     DIR/figures/*.png    trade-off, dCor and SSIM against alpha, reconstruction grids
 
@@ -32,7 +34,7 @@ from tqdm.auto import tqdm
 
 from nopeek import data as data_lib
 from nopeek.attacking import attacker_indices
-from nopeek.core import read_json, write_json
+from nopeek.core import check_output_folder, make_output_folder, read_json, write_json
 from nopeek.defences import DEFENCES
 from nopeek.errors import ConfigError
 from nopeek.protocol import model_blocks
@@ -48,13 +50,70 @@ N_SAMPLES = 16  # held-out samples kept for the reconstruction grids
 # ---- the output folder ---------------------------------------------------------------
 
 
+def config_copy_path(out: str, digest: str) -> str:
+    """Where a sharded sweep keeps a copy of each config its shards ran (`shards/config-HASH.json`),
+    so a row of another config can be explained field by field."""
+    return os.path.join(out, "shards", f"config-{digest}.json")
+
+
+def _differences(out: str, digest: str, row: dict, config: SweepConfig) -> tuple[bool, str]:
+    """(whether config `digest` is `config` after all, written by another nopeek version;
+    what differs): from the copy of that config in `out`, else from the row's own columns."""
+    try:
+        other = SweepConfig.from_dict(read_json(config_copy_path(out, digest))).to_dict()
+    except (OSError, ValueError):
+        other = None
+    mine = config.to_dict()
+    if other is not None:
+        fields = [k for k in sorted(set(mine) | set(other)) if mine.get(k) != other.get(k)]
+        return not fields, ", ".join(f"{k} {_show(other.get(k))} there, {_show(mine.get(k))} here" for k in fields[:4])
+    fields = [k for k in ("dataset", "model", "epochs", "leakage") if k in row and str(row[k]) != str(mine.get(k))]
+    seen = ", ".join(f"{k} {row[k]} there, {mine.get(k)} here" for k in fields)
+    return False, (seen + "; " if seen else "") + f"config_hash {digest}, this sweep's {config.digest()}"
+
+
+def _show(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def check_rows(path: str, rows: list[dict], config: SweepConfig, out: str, *, require_hash: bool = False) -> None:
+    """Refuse the table `path` of sweep folder `out` if a row was written by another sweep
+    config (its `config_hash` is not `config.digest()`), naming the file and what differs.
+
+    Rows without a hash (tables written before the column) pass unless `require_hash` (a
+    shard file: nothing else says which sweep it belongs to)."""
+    digest, judged = config.digest(), {}
+    for row in rows:
+        other = row.get("config_hash") or ""
+        if other == digest:
+            continue
+        if not other:
+            if not require_hash:
+                continue
+            raise ConfigError(f"{path}: rows without a config_hash (written by an older nopeek, or by hand) cannot be "
+                              "told to belong to this sweep's config; move the file away (its cells are then rerun)")
+        if other not in judged:
+            judged[other] = _differences(out, other, row, config)
+        same, what = judged[other]
+        if not same:
+            raise ConfigError(f"{path}: rows of another sweep config ({what}); they are never merged into this sweep: "
+                              "move the file away, or use another --out")
+
+
+def finished_cells(out: str, config: SweepConfig) -> set:
+    """The cells results.csv of `out` holds, after checking that its rows are this config's."""
+    path = os.path.join(out, "results.csv")
+    rows = read_rows(path)
+    check_rows(path, rows, config, out)
+    return {cell_key(r) for r in rows}
+
+
 def prepare_output(out: str, config: SweepConfig, force: bool) -> None:
     """Create `out`, or check that it holds the same config (else refuse unless `force`).
 
     `force` moves the old results.csv aside (`results.csv.discarded`) and deletes the old
     samples and figures, so nothing of the old sweep mixes with the new one."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ConfigError(f"--out {out}: is a file, not a folder")
+    check_output_folder(out)
     config_path = os.path.join(out, "config.json")
     if os.path.exists(config_path):
         try:
@@ -80,7 +139,7 @@ def prepare_output(out: str, config: SweepConfig, force: bool) -> None:
             if os.path.isdir(shards):
                 shutil.rmtree(shards + ".discarded", ignore_errors=True)
                 os.replace(shards, shards + ".discarded")
-    os.makedirs(out, exist_ok=True)
+    make_output_folder(out)
     write_json(config_path, config.to_dict())
 
 
@@ -93,10 +152,13 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
     `log` receives warning lines (diverged and collapsed cells)."""
     from nopeek.plots import sweep_figures
 
+    check_output_folder(out)
     inputs = load_inputs(config)  # a failed start leaves no folder
+    if not force:
+        finished_cells(out, config)  # rows of another config refused before anything is written
     prepare_output(out, config, force)
     results_path = os.path.join(out, "results.csv")
-    done = {cell_key(r) for r in read_rows(results_path)}
+    done = finished_cells(out, config)
     all_cells = cells(config)
     todo = [c for c in all_cells if c.key(config) not in done]
     samples_dir = os.path.join(out, "samples")
@@ -191,7 +253,7 @@ def _save_histories(folder: str, group, result) -> None:
 def _rows(config, group, entries, result, scores, prepared_test, samples_dir, chance, timing, log, extra=None) -> list[dict]:
     """One row per (cell, attacked message); samples saved for the grids; `extra[i]`: more
     columns of cell i (label attacks, FSHA)."""
-    rows = []
+    rows, digest = [], config.digest()
     blocks = model_blocks(result.config.model, next(iter(result.built.tasks.values())), result.config.widths)
     for e in entries:
         originals_file = f"originals-{e.party}.npy" if e.replica is not None else "originals.npy"
@@ -201,7 +263,7 @@ def _rows(config, group, entries, result, scores, prepared_test, samples_dir, ch
         z_all = np.asarray(e.view(result.messages_test[e.message], models_axis=True))
         for i, cell in enumerate(group):
             base = {**dict(zip(CELL_COLUMNS, cell.key(config))), "party": e.party, "message": e.label,
-                    "leakage": config.leakage, "epochs": config.epochs, "group_size": len(group),
+                    "config_hash": digest, "leakage": config.leakage, "epochs": config.epochs, "group_size": len(group),
                     "acts_on": DEFENCES[cell.defense].acts_on if cell.defense in DEFENCES else "",
                     "cut_block": result.built.cut_block(e.message, blocks),
                     "cut_bytes_per_sample": int(np.prod(z_all.shape[2:])) * 4, **timing,
