@@ -67,7 +67,8 @@ def _differences(out: str, digest: str, row: dict, config: SweepConfig) -> tuple
     if other is not None:
         fields = [k for k in sorted(set(mine) | set(other)) if mine.get(k) != other.get(k)]
         return not fields, ", ".join(f"{k} {_show(other.get(k))} there, {_show(mine.get(k))} here" for k in fields[:4])
-    fields = [k for k in ("dataset", "model", "epochs", "leakage") if k in row and str(row[k]) != str(mine.get(k))]
+    fields = [k for k in ("dataset", "model", "epochs", "leakage")
+              if row.get(k) not in (None, "") and str(row[k]) != str(mine.get(k))]
     seen = ", ".join(f"{k} {row[k]} there, {mine.get(k)} here" for k in fields)
     return False, (seen + "; " if seen else "") + f"config_hash {digest}, this sweep's {config.digest()}"
 
