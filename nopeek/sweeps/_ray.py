@@ -39,7 +39,7 @@ from nopeek.errors import ClusterError, ConfigError
 from nopeek.sweeps._config import Cell, SweepConfig, cells
 from nopeek.sweeps._results import append_rows, read_rows, write_rows
 from nopeek.sweeps._shards import order_rows
-from nopeek.sweeps._sweep import finished_cells, load_inputs, prepare_output, run_group
+from nopeek.sweeps._sweep import check_resumable, finished_cells, load_inputs, prepare_output, run_group
 
 INSTALL_HINT = '--ray needs Ray: pip install -e ".[ray]"'
 
@@ -163,8 +163,7 @@ def run_sweep_ray(config: SweepConfig, out: str, *, address: str | None = None, 
         raise ConfigError(f"--ray-retries must be >= 0, got {max_retries}")
     check_output_folder(out)
     load_inputs(config)  # the driver refuses what a worker would, before anything is written
-    if not force:
-        finished_cells(out, config)  # rows of another config refused before anything is written
+    check_resumable(out, config, force)
     prepare_output(out, config, force)
     results_path = os.path.join(out, "results.csv")
     samples_dir = os.path.join(out, "samples")

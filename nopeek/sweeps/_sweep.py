@@ -109,37 +109,51 @@ def finished_cells(out: str, config: SweepConfig) -> set:
     return {cell_key(r) for r in rows}
 
 
+def check_output(out: str, config: SweepConfig, force: bool) -> bool:
+    """Whether `out` holds results of another config that `force` discards; refuse it without
+    `force`, and refuse a place `out` cannot be made. Reads only: nothing is written."""
+    check_output_folder(out)
+    config_path = os.path.join(out, "config.json")
+    if not os.path.exists(config_path):
+        return False
+    try:
+        old = SweepConfig.from_dict(read_json(config_path)).to_dict()
+    except (OSError, ValueError) as err:
+        if not force:
+            raise ConfigError(f"{config_path}: unreadable ({err}); use another --out, or --force to start afresh") from None
+        old = {}
+    new = config.to_dict()
+    if old != new and not force:
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ConfigError(f"{out} holds results of a different sweep config (changed: {', '.join(changed)}); "
+                          "use another --out, or --force to discard them")
+    return old != new
+
+
+def check_resumable(out: str, config: SweepConfig, force: bool) -> None:
+    """Everything `prepare_output` and resuming would refuse, refused before anything is
+    written: a folder of another config (without `force`), rows of another config in its
+    results.csv (`check_rows`)."""
+    if not check_output(out, config, force):
+        finished_cells(out, config)
+
+
 def prepare_output(out: str, config: SweepConfig, force: bool) -> None:
     """Create `out`, or check that it holds the same config (else refuse unless `force`).
 
     `force` moves the old results.csv aside (`results.csv.discarded`) and deletes the old
     samples and figures, so nothing of the old sweep mixes with the new one."""
-    check_output_folder(out)
     config_path = os.path.join(out, "config.json")
-    if os.path.exists(config_path):
-        try:
-            old = SweepConfig.from_dict(read_json(config_path)).to_dict()
-        except (OSError, ValueError) as err:
-            if not force:
-                raise ConfigError(f"{config_path}: unreadable ({err}); use another --out, or --force to start afresh") from None
-            old = {}
-        new = config.to_dict()
-        if old != new:
-            if not force:
-                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-                raise ConfigError(
-                    f"{out} holds results of a different sweep config (changed: {', '.join(changed)}); "
-                    "use another --out, or --force to discard them"
-                )
-            results = os.path.join(out, "results.csv")
-            if os.path.exists(results):
-                os.replace(results, results + ".discarded")
-            for sub in ("samples", "figures", "histories"):
-                shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
-            shards = os.path.join(out, "shards")  # a sharded run's files (nopeek.shards): set aside like results.csv
-            if os.path.isdir(shards):
-                shutil.rmtree(shards + ".discarded", ignore_errors=True)
-                os.replace(shards, shards + ".discarded")
+    if check_output(out, config, force):
+        results = os.path.join(out, "results.csv")
+        if os.path.exists(results):
+            os.replace(results, results + ".discarded")
+        for sub in ("samples", "figures", "histories"):
+            shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
+        shards = os.path.join(out, "shards")  # a sharded run's files (nopeek.shards): set aside like results.csv
+        if os.path.isdir(shards):
+            shutil.rmtree(shards + ".discarded", ignore_errors=True)
+            os.replace(shards, shards + ".discarded")
     make_output_folder(out)
     write_json(config_path, config.to_dict())
 
@@ -155,8 +169,7 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
 
     check_output_folder(out)
     inputs = load_inputs(config)  # a failed start leaves no folder
-    if not force:
-        finished_cells(out, config)  # rows of another config refused before anything is written
+    check_resumable(out, config, force)
     prepare_output(out, config, force)
     results_path = os.path.join(out, "results.csv")
     done = finished_cells(out, config)
