@@ -4,6 +4,7 @@ and attacked by the grid's attacks; resumable results, presets, shards and Ray c
 from nopeek.sweeps._columns import format_table as format_attack_table
 from nopeek.sweeps._config import Cell, GridConfig, SweepConfig, cell_defences, cells, cut_spec, load_config_file, parse_cut_spec
 from nopeek.sweeps._presets import PRESET_INFO, PRESETS, Preset, run_preset
+from nopeek.sweeps._provenance import check_rows
 from nopeek.sweeps._ray import group_task, import_ray, run_sweep_ray, start_local
 from nopeek.sweeps._results import (
     CELL_COLUMNS, KEY_COLUMNS, RESULT_COLUMNS, TIMING_COLUMNS, append_rows, cell_key, fmt_number, read_rows, row_key,
@@ -14,7 +15,7 @@ from nopeek.sweeps._shards import (
     shard_groups, shard_path,
 )
 from nopeek.sweeps._summary import SUMMARY_METRICS, format_summary, format_table, summarize, write_summary
-from nopeek.sweeps._sweep import GroupInputs, check_rows, load_inputs, prepare_output, run_group, run_sweep
+from nopeek.sweeps._sweep import GroupInputs, load_inputs, prepare_output, run_group, run_sweep
 
 __all__ = [
     "CELL_COLUMNS", "KEY_COLUMNS", "PRESETS", "PRESET_INFO", "RESULT_COLUMNS", "SUMMARY_METRICS", "TIMING_COLUMNS",

@@ -48,7 +48,8 @@ from nopeek.core import check_output_folder, make_output_folder, read_json, writ
 from nopeek.errors import ConfigError
 from nopeek.sweeps._config import SweepConfig, cells
 from nopeek.sweeps._results import append_rows, cell_key, read_rows, write_rows
-from nopeek.sweeps._sweep import check_rows, config_copy_path, load_inputs, run_group
+from nopeek.sweeps._provenance import check_rows, config_copy_path
+from nopeek.sweeps._sweep import load_inputs, run_group
 
 SHARDS_DIR = "shards"
 PLAN_FILE = "plan.json"
