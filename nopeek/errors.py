@@ -50,7 +50,8 @@ class ClusterError(NopeekError, RuntimeError):
 
 # What the command line reports as the user's error (one line, exit code 2); anything else
 # is an internal error. OS errors about the user's paths count as the user's.
-USER_ERRORS = (NopeekError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError)
+USER_ERRORS = (NopeekError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError, ValueError)
 
 __all__ = [
     "AuditError", "CheckpointError", "ClusterError", "ConfigError", "DataError", "ModelError", "NopeekError",

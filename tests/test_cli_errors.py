@@ -8,19 +8,26 @@ errors argparse reports at the top level) and names the option or file, no trace
 and nothing written: the whole test folder (fixtures and outputs) is unchanged, so no
 `--out` folder, no run folder and no `.tmp-` folder is left behind.
 
-Every case but one (a run that diverges in its first epoch) fails before any training, and
-the sweep and `figures` cases before anything is drawn or written; the shared fixtures (a tiny trained run folder and
-its broken copies, a hand-made sweep folder, bad data and config files) are built once.
+Every case but two (runs that diverge in their first epoch: a NaN loss, and a loss that
+explodes without becoming NaN) fails before any training, and the sweep and `figures`
+cases before anything is drawn or written; the shared fixtures (a tiny trained run folder
+and its broken copies, hand-made sweep and shard folders, bad data, images and config
+files) are built once.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import pickle
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -61,6 +68,61 @@ def _write_results(folder, rows_samples: dict) -> None:
     os.makedirs(os.path.join(folder, "samples"), exist_ok=True)
     write_rows(os.path.join(folder, "results.csv"), rows)
     np.save(os.path.join(folder, "samples", "originals.npy"), np.zeros((16, 8, 8, 1), np.float32))
+
+
+def _png_header(path, width: int, height: int) -> None:
+    """A PNG that announces width x height 8-bit grey pixels and holds none: a decompression
+    bomb's header (Pillow refuses it when opening, before decoding)."""
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def _npy_bytes(array, shape=None) -> bytes:
+    """An .npy file of `array`, its header announcing `shape` (default: the array's own)."""
+    header = np.lib.format.header_data_from_array_1_0(array)
+    if shape is not None:
+        header["shape"] = shape
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    buf.write(array.tobytes())
+    return buf.getvalue()
+
+
+def _image_folder(folder, images: dict) -> None:
+    """folder/<class>/<i>.png for {class: [PIL images]}."""
+    for cls, ims in images.items():
+        os.makedirs(os.path.join(folder, cls), exist_ok=True)
+        for i, im in enumerate(ims):
+            im.save(os.path.join(folder, cls, f"{i}.png"))
+
+
+QUICK = dict(dataset="digits", limit=200, epochs=1, attack_steps=10)  # what SWEEP below gives over the quick preset
+
+
+def _shard_folder(folder, *, foreign_epochs=None, copy_config=True, with_hash=True, table=None) -> None:
+    """A sharded sweep's folder of SWEEP's config, whose shard 1/2 file (or `table`) holds a
+    row written by the same grid at other epochs (a file from another sweep): its config
+    copied beside it (left behind in the folder) or not (copied in alone), or a row without
+    a hash."""
+    from nopeek.core import write_json
+    from nopeek.sweeps import PRESETS, write_rows
+
+    config = PRESETS["quick"].replace(**QUICK)
+    other = config.replace(epochs=foreign_epochs) if foreign_epochs else config
+    os.makedirs(os.path.join(folder, "shards"))
+    write_json(os.path.join(folder, "config.json"), config.to_dict())
+    write_json(os.path.join(folder, "shards", "plan.json"), {"shards": 2})
+    if copy_config:
+        write_json(os.path.join(folder, "shards", f"config-{other.digest()}.json"), other.to_dict())
+    row = dict(dataset="digits", model="mlp", topology="vanilla", cut="1", defense="none", strength="0.0", alpha="0.0",
+               noise_scale="0.0", seed="0", party="client", message="z", accuracy=0.9, dcor=0.8, collapsed=False,
+               diverged=False, epochs=other.epochs, samples_file="", originals_file="originals.npy",
+               config_hash=other.digest() if with_hash else "")
+    write_rows(os.path.join(folder, table or os.path.join("shards", "results-1-of-2.csv")), [row])
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +172,33 @@ def root(tmp_path_factory):
 
     for i in range(3):
         Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8)).save(p("oneclass", "cat", f"{i}.png"))
+    grey = lambda: Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8))  # noqa: E731
+    _image_folder(p("constant"), {c: [Image.fromarray(np.full((8, 8), 200, np.uint8)) for _ in range(4)]
+                                  for c in ("cat", "dog")})
+    _image_folder(p("bomb"), {c: [grey() for _ in range(3)] for c in ("cat", "dog")})
+    _png_header(p("bomb", "cat", "huge.png"), 30000, 30000)
+    _image_folder(p("outside"), {"cat": [grey()]})
+    _image_folder(p("linked"), {c: [grey() for _ in range(3)] for c in ("cat", "dog")})
+    os.symlink(p("outside", "cat"), p("linked", "mouse"))
+    with zipfile.ZipFile(p("rawpickle.npz"), "w") as z:  # a member named like an array, holding a pickle
+        z.writestr("x.npy", pickle.dumps(list(range(10))))
+        z.writestr("y.npy", _npy_bytes(np.arange(10) % 2))
+    with zipfile.ZipFile(p("hugeheader.npz"), "w") as z:  # a header announcing 1e13 float64s
+        z.writestr("x.npy", _npy_bytes(np.zeros(12), shape=(10**13,)))
+        z.writestr("y.npy", _npy_bytes(np.arange(12) % 2))
+    with open(p("text.npz"), "w") as f:
+        f.write("x,y\n1,2\n")
+    np.savez(p("empty_train.npz"), x_train=np.zeros((0, 8, 8)), y_train=np.zeros(0, np.int64),
+             x_test=rng.random((10, 8, 8)), y_test=np.arange(10) % 2)
+    np.savez(p("unseen_class.npz"), x_train=rng.random((40, 8, 8)), y_train=np.arange(40) % 9,
+             x_test=rng.random((20, 8, 8)), y_test=np.arange(20) % 10)
+    os.makedirs(p("afolder.npz"))
+
+    # Sharded sweep folders holding another config's shard file.
+    _shard_folder(p("shards_left"), foreign_epochs=3)
+    _shard_folder(p("shards_copied"), foreign_epochs=3, copy_config=False)
+    _shard_folder(p("shards_nohash"), with_hash=False)
+    _shard_folder(p("results_foreign"), foreign_epochs=3, copy_config=False, table="results.csv")
 
     # Sweep config files.
     files = {
@@ -170,6 +259,7 @@ SWEEP0 = ["sweep", "--preset", "quick", "--dataset", "digits", "--limit", "200",
 SWEEP = [*SWEEP0, "--epochs", "1", "--attack-steps", "10"]
 TRAIN = ["train", "--dataset", "digits", "--limit", "200", "--epochs", "1", "--quiet", "--out", "{root}/train_out"]
 ATTACK = ["attack", "--run", "{root}/run", "--attack-steps", "10"]
+UNWRITABLE = "/sys/nopeek-cannot-write-here"  # sysfs: nobody, root included, may create a folder there
 
 
 def _set(argv, option, value):
@@ -220,6 +310,35 @@ CASES = [
      r"bright\.npz.*\[0, 1\]"),
     ("train-folder-one-class", [*TRAIN, "--dataset", "folder:{root}/oneclass"], "nopeek train",
      r"oneclass.*1 class"),
+    ("train-folder-constant-images", [*TRAIN, "--dataset", "folder:{root}/constant"], "nopeek train",
+     r"folder:.*/constant: every one of its \d+ training images is constant"),
+    ("train-folder-decompression-bomb", [*TRAIN, "--dataset", "folder:{root}/bomb"], "nopeek train",
+     r"bomb/cat/huge\.png: refused unread.*decompression bomb"),
+    ("train-folder-link-outside", [*TRAIN, "--dataset", "folder:{root}/linked"], "nopeek train",
+     r"linked/mouse: the class folder links to .*/outside/cat, outside the data set's folder"),
+    ("train-npz-raw-pickle-member", [*TRAIN, "--dataset", "npz:{root}/rawpickle.npz"], "nopeek train",
+     r"rawpickle\.npz: array 'x' is not an \.npy array; refused unread, nothing was unpickled"),
+    ("train-npz-header-1e13", [*TRAIN, "--dataset", "npz:{root}/hugeheader.npz"], "nopeek train",
+     r"hugeheader\.npz: array 'x' announces shape \(10000000000000,\) .* but holds 96 bytes"),
+    ("train-npz-text-file", [*TRAIN, "--dataset", "npz:{root}/text.npz"], "nopeek train",
+     r"text\.npz: not an \.npz archive"),
+    ("train-npz-is-folder", [*TRAIN, "--dataset", "npz:{root}/afolder.npz"], "nopeek train",
+     r"afolder\.npz: is a folder, not an \.npz file"),
+    ("train-npz-empty-x-train", [*TRAIN, "--dataset", "npz:{root}/empty_train.npz"], "nopeek train",
+     r"empty_train\.npz: x_train holds no values \(shape \(0, 8, 8\)\)"),
+    ("train-npz-class-only-in-test", [*TRAIN, "--dataset", "npz:{root}/unseen_class.npz"], "nopeek train",
+     r"unseen_class\.npz: class 9 is in y_test \(2 sample\(s\)\) but not in y_train"),
+    ("train-limit-drops-a-class", [*TRAIN, "--limit", "3"], "nopeek train",
+     r"data set digits: class \d has \d+ held-out sample\(s\) but none in the training split.*--limit 3"),
+    ("train-dirichlet-leaves-a-client-empty", [*TRAIN, "--topology", "round_robin", "--partition", "dirichlet",
+                                               "--dirichlet-alpha", "0.01", "--clients", "10", "--split-seed", "1",
+                                               "--batch-size", "2"], "nopeek train",
+     r"--partition dirichlet --dirichlet-alpha 0\.01 leaves client \d+ of 10 with \d+ training and \d+ held-out"),
+    ("train-loss-explodes", [*TRAIN, "--lr", "1000", "--optimizer", "sgd"], "nopeek train",
+     r"training diverged at epoch 1 \(loss [0-9.e+]+, over 1e\+06 times the first step's [0-9.]+\); nothing was "
+     r"written.*--lr"),
+    ("train-out-unwritable", _set(TRAIN, "--out", UNWRITABLE + "/run"), "nopeek train",
+     r"--out /sys/nopeek-cannot-write-here/run: cannot write"),
     ("train-model-unknown", [*TRAIN, "--model", "transformer"], "nopeek train", r"model 'transformer'"),
     ("train-topology-unknown", [*TRAIN, "--topology", "mesh"], "nopeek train", r"topology 'mesh'"),
     ("train-cuts-not-increasing", [*TRAIN, "--topology", "u_shaped", "--cuts", "2,1"], "nopeek train",
@@ -279,6 +398,22 @@ CASES = [
      r"--widths.*cnn takes 4 widths"),
     ("sweep-batch-size-too-big", [*SWEEP, "--batch-size", "5000"], "nopeek sweep", r"--batch-size 5000 exceeds"),
     ("sweep-npz-missing", [*SWEEP, "--dataset", "npz:/missing.npz"], "nopeek sweep", r"--dataset npz:/missing\.npz"),
+    ("sweep-out-unwritable", _set(SWEEP, "--out", UNWRITABLE), "nopeek sweep", r"--out /sys/nopeek-cannot-write-here"),
+    # -- shards: a shard file of another config (other epochs), left in the folder with its
+    # config, copied in alone, or from before rows carried their config's hash
+    ("merge-shards-foreign-left", ["sweep", "--merge-shards", "{root}/shards_left"], "nopeek sweep",
+     r"shards_left/shards/results-1-of-2\.csv: rows of another sweep config \(epochs 3 there, 1 here\)"),
+    ("merge-shards-foreign-copied", ["sweep", "--merge-shards", "{root}/shards_copied"], "nopeek sweep",
+     r"shards_copied/shards/results-1-of-2\.csv: rows of another sweep config \(epochs 3 there, 1 here; "
+     r"config_hash [0-9a-f]{16}, this sweep's [0-9a-f]{16}\)"),
+    ("merge-shards-no-hash", ["sweep", "--merge-shards", "{root}/shards_nohash"], "nopeek sweep",
+     r"shards_nohash/shards/results-1-of-2\.csv: rows without a config_hash"),
+    ("shard-foreign-left", [*_set(SWEEP, "--out", "{root}/shards_left"), "--shard", "0/2"], "nopeek sweep",
+     r"shards_left/shards/results-1-of-2\.csv: rows of another sweep config \(epochs 3 there, 1 here\)"),
+    ("shard-foreign-copied", [*_set(SWEEP, "--out", "{root}/shards_copied"), "--shard", "1/2"], "nopeek sweep",
+     r"shards_copied/shards/results-1-of-2\.csv: rows of another sweep config"),
+    ("sweep-results-of-another-config", _set(SWEEP, "--out", "{root}/results_foreign"), "nopeek sweep",
+     r"results_foreign/results\.csv: rows of another sweep config \(epochs 3 there, 1 here; config_hash"),
     # -- figures
     ("figures-no-results", ["figures", "{root}/norun"], "nopeek figures", r"norun/results\.csv: not found"),
     ("figures-missing-columns", ["figures", "{root}/csv_missing"], "nopeek figures",
@@ -301,6 +436,17 @@ CASES = [
                        "--out", "{root}/audit_out"], "nopeek audit", r"afile\.txt.*npz"),
     ("audit-accuracy-out-of-range", [*AUDIT, "--out", "{root}/audit_out", "--accuracy", "2"], "nopeek audit",
      r"--accuracy"),
+    ("audit-targets-is-folder", ["audit", "--pairs", "{root}/pairs.npz", "--targets", "{root}/afolder.npz",
+                                 "--out", "{root}/audit_out"], "nopeek audit", r"afolder\.npz: is a folder, not an \.npz file"),
+    ("audit-pairs-raw-pickle", ["audit", "--pairs", "{root}/rawpickle.npz", "--targets", "{root}/targets.npz",
+                                "--out", "{root}/audit_out"], "nopeek audit",
+     r"rawpickle\.npz: array 'x' is not an \.npy array"),
+    ("audit-out-unwritable", [*AUDIT, "--out", UNWRITABLE], "nopeek audit", r"--out /sys/nopeek-cannot-write-here: cannot"),
+    # -- cost
+    ("cost-out-is-file", ["cost", "--out", "{root}/afile.txt"], "nopeek cost", r"--out .*afile\.txt: is a file"),
+    ("cost-out-unwritable", ["cost", "--out", UNWRITABLE], "nopeek cost", r"--out /sys/nopeek-cannot-write-here: cannot"),
+    ("cost-fewer-samples-than-clients", ["cost", "--client-counts", "10", "--dataset-size", "5"], "nopeek cost",
+     r"--dataset-size 5: fewer samples than --client-counts 10"),
 ]
 
 
@@ -308,7 +454,7 @@ def test_the_table_is_big_and_covers_every_subcommand():
     assert len(CASES) >= 40
     assert len({c[0] for c in CASES}) == len(CASES)
     covered = {argv[0] for _, argv, _, _ in CASES}
-    assert {"dcor", "train", "attack", "sweep", "figures", "audit"} <= covered
+    assert {"dcor", "train", "attack", "sweep", "figures", "audit", "cost"} <= covered
 
 
 def _check(root, before, code, stdout, stderr, prog, pattern):

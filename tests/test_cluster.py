@@ -96,7 +96,8 @@ def test_shared_folder_checks(tmp_path):
     for t in threads:
         t.join()
     assert errors == [] and json.load(open(os.path.join(out, "config.json"))) == json.loads(json.dumps(CONFIG.to_dict()))
-    assert sorted(os.listdir(os.path.join(out, "shards"))) == ["plan.json"]  # no temporary file left
+    # No temporary file left; a copy of the config under its hash (which explains its rows elsewhere).
+    assert sorted(os.listdir(os.path.join(out, "shards"))) == [f"config-{CONFIG.digest()}.json", "plan.json"]
     with pytest.raises(ConfigError, match=r"run as 4 shards.*--force"):
         prepare_shard_output(out, CONFIG, 3)
     prepare_shard_output(out, CONFIG, 3, force=True)  # re-planned; finished cells would be kept
@@ -185,12 +186,53 @@ def fail_u_shaped():
 
 @pytest.fixture
 def ray_local():
-    """A local Ray instance for this test: 2 CPUs, no dashboard, loopback only."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray's single-machine mode binds 127.0.0.1
+    """A local Ray instance for this test: 2 CPUs, no dashboard, loopback only (`start_local`)."""
+    from nopeek.sweeps import start_local
+
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e \".[ray]\"); CI installs it")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, address="local")
+    start_local(ray, num_cpus=2, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def _listening(pid: int) -> list[tuple[str, str]]:
+    """(address, process name) of every socket listening in process `pid` and its descendants."""
+    import psutil
+
+    found = []
+    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        try:
+            sockets = proc.net_connections(kind="inet") if hasattr(proc, "net_connections") else proc.connections("inet")
+            found += [(s.laddr.ip, proc.name()) for s in sockets if s.status == psutil.CONN_LISTEN]
+        except psutil.Error:  # a process that ended meanwhile
+            continue
+    return found
+
+
+def test_ray_without_an_address_listens_on_loopback_only(tmp_path, monkeypatch, capsys):
+    """`--ray` with no address starts a Ray instance of its own (RAY_ADDRESS is not followed:
+    reaching a cluster takes --ray ADDRESS). While its task runs, every socket its processes
+    (GCS, raylets, workers, agents) listen on is on 127.0.0.1; none on 0.0.0.0 or `*`."""
+    import ray
+
+    assert not ray.is_initialized()
+    seen = []
+    wait = ray.wait
+
+    def spy(*args, **kwargs):  # the driver waits while the group's task runs: look then
+        seen.extend(_listening(os.getpid()))
+        return wait(*args, **kwargs)
+
+    monkeypatch.setattr(ray, "wait", spy)
+    monkeypatch.setenv("RAY_ADDRESS", "192.0.2.1:6379")  # a documentation address: unreachable, and unused
+    out = tmp_path / "r"
+    assert main(["sweep", "--preset", "quick", "--topologies", "vanilla", "--cuts", "1", "--alphas", "0",
+                 "--noise-scales=", "--epochs", "1", "--attack-steps", "10", "--limit", "200", "--quiet", "--ray",
+                 "--out", str(out)]) == 0
+    assert len(read_rows(str(out / "results.csv"))) == 1
+    assert {"gcs_server", "raylet"} <= {name for _, name in seen}, seen
+    assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip, _ in seen), seen
+    assert not ray.is_initialized()  # the instance was ours: shut down at the end
 
 
 def test_ray_executor_equals_local_and_resumes(tmp_path, local, ray_local):

@@ -191,6 +191,113 @@ def test_folder_errors_name_the_file(tmp_path):
         data.load(f"folder:{tmp_path}")
 
 
+# ---- folder: one rule per image mode (data.IMAGE_MODES) ----------------------------------------
+
+
+def _reopened(tmp_path, image, name="im.png"):
+    """`image` saved and opened again, decoded: what the loader sees."""
+    from PIL import Image
+
+    path = tmp_path / name
+    image.save(path)
+    decoded = Image.open(path)
+    decoded.load()
+    return decoded, str(path)
+
+
+def test_16_bit_images_are_read_at_their_full_range(tmp_path, rng):
+    """A 16-bit PNG (values 256..65535) is divided by 65535, not clipped to 8 bits (which
+    made every pixel 1.0 and the whole data set constant)."""
+    from PIL import Image
+
+    raws = {}
+    for cls in ("a", "b"):
+        os.makedirs(tmp_path / "set" / cls)
+        for i in range(4):
+            raw = rng.integers(256, 65536, size=(8, 8)).astype(np.uint16)
+            Image.fromarray(raw).save(tmp_path / "set" / cls / f"{i}.png")
+            raws[(cls, i)] = raw
+    image, _ = _reopened(tmp_path, Image.fromarray(raws[("a", 0)]))
+    assert image.mode.startswith("I;16")
+    np.testing.assert_array_equal(data.image_array(image, "im.png"), raws[("a", 0)][..., None].astype(np.float32) / 65535)
+    ds = data.load(f"folder:{tmp_path / 'set'}")
+    every = {(raw.astype(np.float32) / 65535).tobytes() for raw in raws.values()}
+    assert all(sample[..., 0].tobytes() in every for sample in np.concatenate([ds.x_train, ds.x_test]))
+    assert ds.x_train.max() > 0.9 and ds.x_train.min() < 0.1
+
+
+def test_each_image_mode_has_its_rule(tmp_path, rng):
+    from PIL import Image
+
+    rgb = (rng.random((8, 8, 3)) * 255).astype(np.uint8)
+    alpha = (rng.random((8, 8)) * 255).astype(np.uint8)
+    grey = (rng.random((8, 8)) * 255).astype(np.uint8)
+
+    bits, _ = _reopened(tmp_path, Image.fromarray(rng.random((8, 8)) > 0.5), "bits.png")  # 1-bit: 0 or 1
+    assert bits.mode == "1" and set(np.unique(data.image_array(bits, "bits.png"))) == {0.0, 1.0}
+
+    palette, _ = _reopened(tmp_path, Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16),
+                           "palette.png")  # the palette's colours, three channels
+    np.testing.assert_array_equal(data.image_array(palette, "palette.png"),
+                                  np.asarray(palette.convert("RGB"), np.float32) / 255)
+    grey_palette, _ = _reopened(tmp_path, Image.fromarray(grey).convert("P"), "grey.gif")  # grey: one channel
+    assert grey_palette.mode == "P"
+    np.testing.assert_array_equal(data.image_array(grey_palette, "grey.gif"),
+                                  np.asarray(grey_palette.convert("L"), np.float32)[..., None] / 255)
+
+    rgba, _ = _reopened(tmp_path, Image.fromarray(np.dstack([rgb, alpha])), "rgba.png")  # over black
+    want = rgb.astype(np.float32) / 255 * (alpha.astype(np.float32)[..., None] / 255)
+    np.testing.assert_allclose(data.image_array(rgba, "rgba.png"), want, atol=1e-6)
+    la, _ = _reopened(tmp_path, Image.fromarray(np.dstack([grey, alpha])).convert("LA"), "la.png")
+    assert la.mode == "LA"
+    np.testing.assert_allclose(data.image_array(la, "la.png")[..., 0],
+                               grey.astype(np.float32) / 255 * alpha.astype(np.float32) / 255, atol=1e-6)
+
+    ints = Image.fromarray(rng.integers(0, 65536, (8, 8)).astype(np.int32))  # "I": 16-bit values in 32 bits
+    np.testing.assert_array_equal(data.image_array(ints, "i.png")[..., 0], np.asarray(ints, np.float32) / 65535)
+    with pytest.raises(data.DataError, match=r"big\.tif: 32-bit integer image with values in \[0, 70000\]"):
+        data.image_array(Image.fromarray(np.array([[0, 70000]], np.int32)), "big.tif")
+    floats = Image.fromarray(rng.random((8, 8)).astype(np.float32))
+    np.testing.assert_array_equal(data.image_array(floats, "f.tif")[..., 0], np.asarray(floats))
+    with pytest.raises(data.DataError, match=r"f2\.tif: floating-point image with values in \[0, 3\]"):
+        data.image_array(Image.fromarray(np.array([[0.0, 3.0]], np.float32)), "f2.tif")
+    assert set(data.IMAGE_MODES) >= {"1", "L", "I;16", "I", "F", "LA", "P", "RGB", "RGBA"}  # each one documented
+
+
+def test_links_inside_a_folder_data_set_are_read_and_outside_refused(tmp_path, rng):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        os.makedirs(tmp_path / "set" / cls)
+        for i in range(3):
+            Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8)).save(tmp_path / "set" / cls / f"{i}.png")
+    os.symlink(tmp_path / "set" / "a" / "0.png", tmp_path / "set" / "b" / "3.png")  # inside: read
+    ds = data.load(f"folder:{tmp_path / 'set'}")
+    assert len(ds.x_train) + len(ds.x_test) == 7
+    os.makedirs(tmp_path / "elsewhere")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "elsewhere" / "secret.png")
+    os.symlink(tmp_path / "elsewhere" / "secret.png", tmp_path / "set" / "b" / "4.png")
+    with pytest.raises(data.DataError, match=r"set/b/4\.png: the image links to .*elsewhere/secret\.png, outside"):
+        data.load(f"folder:{tmp_path / 'set'}")
+
+
+def test_a_constant_data_set_or_a_class_missing_from_training_is_refused(tmp_path, rng):
+    """From any loader: checked in `data.load` after the split and --limit."""
+    data.register_dataset("flat_test_set", lambda seed=0, data_dir=None: data.Dataset(
+        "flat_test_set", rng.random((20, 4, 4, 1)).astype(np.float32), np.arange(20) % 2,
+        np.full((6, 4, 4, 1), 0.5, np.float32), np.arange(6) % 2, 2))
+    data.register_dataset("rows_all_alike", lambda seed=0, data_dir=None: data.Dataset(
+        "rows_all_alike", np.ones((20, 3), np.float32), np.arange(20) % 2, rng.random((6, 3)).astype(np.float32),
+        np.arange(6) % 2, 2))
+    try:
+        with pytest.raises(data.DataError, match=r"flat_test_set: every one of its 6 held-out images is constant"):
+            data.load("flat_test_set")
+        with pytest.raises(data.DataError, match=r"rows_all_alike: its 20 training rows are all the same"):
+            data.load("rows_all_alike")
+    finally:
+        del data.DATASETS["flat_test_set"], data.DATASETS["rows_all_alike"]
+
+
 # ---- registering a data set and a model from Python (the README's example) ------------------
 
 

@@ -8,7 +8,8 @@ same samples. The targets: the held-out test set. The message: `--message party:
 (default: the first message the data holder sends). The attack comes from the registry
 (`attacks.ATTACKS`, `--list`), with its own defaults; a value given explicitly is always
 obeyed. Writes `scores.json` (and `reconstructions.png` for reconstruction attacks,
-`label_leakage.png` for the label attack) into `out`.
+`label_leakage.png` for the label attack) into `out`; `scores.json` says whether the
+attacked model collapsed (`collapsed`, `collapse_reason`: the sweep's rule).
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import attacks
 from nopeek import data as data_lib
 from nopeek.attacking._config import AttackConfig, attacker_indices
 from nopeek.attacking._inputs import architecture, check_finite, heldout_gradients
-from nopeek.core import write_json
+from nopeek.core import check_output_folder, read_json, write_json
 from nopeek.errors import ConfigError
 from nopeek.plots import label_leakage_figure, reconstruction_grid
 from nopeek.protocol import gradient_name
-from nopeek.training import load
+from nopeek.training import chance_accuracy, collapse_reason, load
 
 
 def list_attacks() -> str:
@@ -40,9 +41,35 @@ def list_attacks() -> str:
     return "\n".join(lines)
 
 
+def _test_accuracy(run, run_dir: str, ds) -> float:
+    """The model's test accuracy as its run measured it (metrics.json), else recomputed (without noise)."""
+    try:
+        value = read_json(os.path.join(run_dir, "metrics.json"))["test_accuracy"]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    loss = run.built.topology.losses[0]
+    correct = 0
+    for i in range(0, len(ds.x_test), 1024):
+        values = run.values(ds.x_test[i : i + 1024], ds.y_test[i : i + 1024])
+        correct += int(np.sum(np.argmax(np.asarray(values[loss.logits]), -1) == np.asarray(values[loss.labels])))
+    return correct / len(ds.x_test)
+
+
+def model_health(run, run_dir: str, message: str, ds) -> dict:
+    """Whether the attacked model collapsed, by the sweep's rule (`collapse_reason`: accuracy
+    at chance, or the message constant over the held-out set): the scores of an attack on a
+    collapsed model say little about leakage."""
+    accuracy, chance = _test_accuracy(run, run_dir, ds), chance_accuracy(ds.y_test)
+    reason = collapse_reason(accuracy, chance, run.sent(message, ds.x_test))
+    return {"test_accuracy": accuracy, "chance_accuracy": chance, "collapsed": bool(reason), "collapse_reason": reason}
+
+
 def run_attack(run_dir: str, config: AttackConfig, out: str) -> dict:
     """Run `config.attack` against one message of the model in `run_dir`; write and return the scores."""
     config.validate()
+    check_output_folder(out)
     spec = attacks.ATTACKS[config.attack]
     run = load(run_dir)
     tc = run.config
@@ -63,6 +90,7 @@ def run_attack(run_dir: str, config: AttackConfig, out: str) -> dict:
     scores: dict = {**config.to_dict(), "attack": config.attack, "run": run_dir, "message": message,
                     "n_attacker": int(len(leak)), **{f"attack_{k}" if k in ("steps", "lr") else k: v
                                                      for k, v in settings.items()}}
+    scores.update(model_health(run, run_dir, message, ds))
     # `out` is created by its first file (figure or scores.json), after every check: a refused attack leaves nothing.
     x_leak, y_leak = ds.x_train[leak], ds.y_train[leak]
     inputs = attacks.AttackInputs(seed=config.attack_seed)

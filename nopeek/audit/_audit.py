@@ -51,7 +51,7 @@ from nopeek.audit._inputs import (
     shared_rows,
     target_labels,
 )
-from nopeek.core import Section
+from nopeek.core import Section, check_output_folder, user_umask
 from nopeek.errors import AuditError
 from nopeek.plots import label_leakage_figure, reconstruction_grid, tradeoff_figure
 from nopeek.training import one_hot, readings
@@ -385,6 +385,23 @@ def _check_out(out: str, force: bool, sources) -> None:
             raise AuditError(f"{out}: exists and is not a folder")
         if os.listdir(out) and not force:
             raise AuditError(f"{out}: exists and is not empty; pass --force to replace it")
+    try:
+        check_output_folder(out)
+    except ValueError as err:
+        raise AuditError(str(err)) from None
+
+
+def _make_tmp(out: str) -> str:
+    """The private folder the results are written into, beside `out`, made before the audit
+    runs so that a place the user cannot write in fails at once, not after the work."""
+    parent = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.tmp-", dir=parent)
+    except OSError as err:
+        raise AuditError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+    os.chmod(tmp, 0o777 & ~user_umask())  # mkdtemp makes it private; the result is an ordinary folder
+    return tmp
 
 
 def _commit(tmp: str, out: str) -> None:
@@ -448,21 +465,15 @@ def run_audit(
     log = (lambda msg: print(f"nopeek audit: {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     pair_bundles, target_bundles, which = load_inputs(pairs, targets, config, accuracy)
     names = target_labels(target_bundles, labels)
-    recon = reconstruction_attacks(pair_bundles, target_bundles, which, config, log)
-    results, x_hats = {}, []
-    for j, (lab, t, i) in enumerate(zip(names, target_bundles, which)):
-        log(f"scoring {lab} ({t.n} held-out samples)")
-        results[lab] = audit_target(t, pair_bundles[i], {name: per[j][0] for name, per in recon.items()}, config)
-        x_hats.append(recon["decoder"][j][1])
-    scores = {"config": dataclasses.asdict(config), "pairs": [p.name for p in pair_bundles], "targets": results}
-
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.tmp-", dir=parent)
+    tmp = _make_tmp(out)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+        recon = reconstruction_attacks(pair_bundles, target_bundles, which, config, log)
+        results, x_hats = {}, []
+        for j, (lab, t, i) in enumerate(zip(names, target_bundles, which)):
+            log(f"scoring {lab} ({t.n} held-out samples)")
+            results[lab] = audit_target(t, pair_bundles[i], {name: per[j][0] for name, per in recon.items()}, config)
+            x_hats.append(recon["decoder"][j][1])
+        scores = {"config": dataclasses.asdict(config), "pairs": [p.name for p in pair_bundles], "targets": results}
         files = _figures(tmp, names, target_bundles, results, x_hats)
         with open(os.path.join(tmp, "scores.json"), "w", encoding="utf-8") as f:
             json.dump(_jsonable(scores), f, indent=2)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import zipfile
 from collections.abc import Mapping
 
 import numpy as np
 
+from nopeek.core import npz_array, open_npz
 from nopeek.errors import AuditError
 
 PAIR_KEYS = ("x", "z", "y")
@@ -62,28 +62,8 @@ def read_arrays(source, what: str) -> tuple[str, dict]:
             arrays[k] = a
         return what, arrays
     path = os.fspath(source)
-    if not os.path.isfile(path):
-        raise AuditError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        head = f.read(6)
-    if head.startswith(b"\x93NUMPY"):
-        raise AuditError(f"{path}: a single .npy array; the audit reads an .npz archive of named arrays "
-                         "(numpy.savez(path, x=..., z=...))")
-    if not head.startswith(b"PK"):
-        raise AuditError(f"{path}: not an .npz archive (numpy.savez); pickles and other formats are refused unread")
-    arrays = {}
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            for key in npz.files:
-                try:
-                    arrays[key] = npz[key]
-                except ValueError as err:
-                    if "allow_pickle" in str(err) or "Object arrays" in str(err):
-                        raise AuditError(f"{path}: array {key!r} is an object (pickled) array; refused without "
-                                         "loading it (save numeric arrays)") from None
-                    raise AuditError(f"{path}: cannot read array {key!r} ({err})") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise AuditError(f"{path}: not a readable .npz archive ({err})") from None
+    with open_npz(path, AuditError) as npz:
+        arrays = {key: npz_array(npz, key, path, AuditError) for key in npz.files}
     return path, arrays
 
 

@@ -169,7 +169,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if len(metrics["leakage"]) > 1:
         for item in metrics["leakage"]:
             print(f"  {item['party']:>8s} sends {item['message']:4s}: held-out dCor {item['dcor']:.4f}")
+    _warn_collapsed("nopeek train", out, metrics["collapse_reason"], metrics["test_accuracy"],
+                    metrics["chance_accuracy"], "metrics.json")
     return 0
+
+
+def _warn_collapsed(prog: str, where: str, reason: str, accuracy: float, chance: float, file: str) -> None:
+    """One warning line on stderr for a model that collapsed (its results are kept, flagged)."""
+    if reason:
+        print(f"{prog}: warning: {where}: the model collapsed ({reason}: test accuracy {accuracy:.4f}, chance "
+              f"{chance:.4f}); its scores mean little, {file} says collapsed", file=sys.stderr)
 
 
 def _train_dishonest(args: argparse.Namespace) -> int:
@@ -248,6 +257,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     for probe in scores.get("probes", []):
         parts.append(f"{probe['probe']} probe accuracy {probe['accuracy']:.4f} (chance {probe['chance']:.4f})")
     print(f"{out} ({scores['message']}): " + "; ".join(parts))
+    _warn_collapsed("nopeek attack", args.run, scores["collapse_reason"], scores["test_accuracy"],
+                    scores["chance_accuracy"], "scores.json")
     return 0
 
 

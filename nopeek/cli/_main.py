@@ -105,8 +105,9 @@ def _sweep_parser(sub) -> None:
     g.add_argument("--merge-shards", metavar="DIR", default=None,
                    help="merge DIR's shard files into DIR/results.csv and draw the figures; lists missing groups (exit 3)")
     g.add_argument("--ray", metavar="ADDRESS", nargs="?", const="", default=None,
-                   help="run the groups as Ray tasks: auto (the cluster `ray start --head` started), HOST:PORT, "
-                        "ray://HOST:10001, or local (start one here); no value: RAY_ADDRESS or a local instance")
+                   help="run the groups as Ray tasks: no value or local: start an instance here that listens on "
+                        "127.0.0.1 only; a cluster, on a trusted network only (Ray has no authentication): auto "
+                        "(RAY_ADDRESS, or the cluster `ray start --head` started here), HOST:PORT, ray://HOST:10001")
     g.add_argument("--ray-cpus", type=float, default=None, help="CPUs each group's task asks for (default 1)")
     g.add_argument("--ray-retries", type=int, default=None, help="retries of a task whose worker died (default 3)")
     p.set_defaults(func=commands.cmd_sweep)

@@ -12,15 +12,60 @@ import os
 import tempfile
 from typing import Any
 
-from nopeek.errors import CheckpointError
+from nopeek.errors import CheckpointError, ConfigError
+
+
+def user_umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux), since
+    setting it to read it back is a race with any thread creating files meanwhile."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_output_folder(out: str, option: str = "--out") -> None:
+    """Refuse an output folder that cannot be made, before any work: a file where the folder
+    (or one of its parents) should be, or a parent the user may not write in. Writes nothing.
+
+    Raises:
+      ConfigError: naming `option` and the path.
+    """
+    path = os.path.abspath(out)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{option} {out}: is a file, not a folder")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"{option} {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {out}: cannot write in {existing} (permission denied)")
+
+
+def make_output_folder(out: str, option: str = "--out") -> None:
+    """`os.makedirs(out, exist_ok=True)`, failing in one line that names `option` and the path."""
+    check_output_folder(out, option)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{option} {out}: cannot write there ({err.strerror or err})") from None
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Replace `path` with `data` in one rename."""
+    """Replace `path` with `data` in one rename; the file gets the mode any new file of the
+    user's gets (0666 less the umask), not the temporary file's private 0600."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~user_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -104,8 +104,13 @@ class CostConfig(Section):
                     raise ConfigError(f"unknown dataset {self.dataset!r}; choose from {', '.join(KNOWN_DATA)}, another nopeek "
                                       "data set with --dataset-size, or give --input-shape and --num-classes") from err
                 raise
-        if cost_data(self)[2] is None:
+        size = cost_data(self)[2]
+        if size is None:
             raise ConfigError(f"--dataset-size: the size of {self.dataset!r} is not known here; give it")
+        if size < max(self.client_counts):
+            what = f"--dataset-size {size}" if self.dataset_size is not None else f"{self.dataset} ({size} samples)"
+            raise ConfigError(f"{what}: fewer samples than --client-counts {max(self.client_counts)}; each client "
+                              "needs at least one sample of its own")
         blocks = len(model_blocks(self.model, cost_data(self)[1], self.widths))
         if not all(1 <= c < blocks for c in self.cuts):
             raise ConfigError(f"--cuts must be between 1 and {blocks - 1} for {self.model} ({blocks} blocks), got {cuts}")

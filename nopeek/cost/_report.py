@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from nopeek.core import atomic_write_text, write_json
+from nopeek.core import atomic_write_text, check_output_folder, make_output_folder, write_json
 from nopeek.cost._methods import (
     METHODS, SEED_TABLE, CostConfig, cost_cuts, cost_data, crossover, fl_rounds, method_costs, profiles, split_step_bytes,
 )
@@ -314,6 +314,8 @@ def run_cost(configs, out: str | None = None, *, reference: bool = False) -> Cos
 
     reference: compare with the seed's table (the `seed-table` preset)."""
     configs = tuple(c.validate() for c in configs)
+    if out is not None:
+        check_output_folder(out)  # before any work: a file in the way, or a place the user cannot write in
     rows = [r for c in configs for r in cost_rows(c)]
     text = [format_table(configs, rows, reference), ""]
     if reference:
@@ -332,7 +334,7 @@ def run_cost(configs, out: str | None = None, *, reference: bool = False) -> Cos
             text += [""] + format_timings(c)
     files = []
     if out is not None:
-        os.makedirs(out, exist_ok=True)
+        make_output_folder(out)
         files.append(_write_csv(os.path.join(out, "cost.csv"), rows, CSV_COLUMNS))
         comm = next((c for c in configs if _shows(c, "communication")), configs[0])
         files.append(cost_figure(comm, os.path.join(out, "cost.png"), reference=reference))

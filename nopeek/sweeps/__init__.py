@@ -5,7 +5,8 @@ from nopeek.sweeps._columns import format_table as format_attack_table
 from nopeek.sweeps._config import Cell, GridConfig, SweepConfig, cell_defences, cells, cut_spec, load_config_file, parse_cut_spec
 from nopeek.sweeps._operating import RULE, operating_points
 from nopeek.sweeps._presets import PRESET_INFO, PRESETS, Preset, run_preset
-from nopeek.sweeps._ray import group_task, import_ray, run_sweep_ray
+from nopeek.sweeps._provenance import check_rows
+from nopeek.sweeps._ray import group_task, import_ray, run_sweep_ray, start_local
 from nopeek.sweeps._results import (
     CELL_COLUMNS, KEY_COLUMNS, RESULT_COLUMNS, TIMING_COLUMNS, append_rows, cell_key, fmt_number, read_rows, row_key,
     write_rows,
@@ -20,8 +21,9 @@ from nopeek.sweeps._sweep import GroupInputs, load_inputs, prepare_output, run_g
 __all__ = [
     "CELL_COLUMNS", "KEY_COLUMNS", "PRESETS", "PRESET_INFO", "RESULT_COLUMNS", "SUMMARY_METRICS", "TIMING_COLUMNS",
     "Cell", "GridConfig", "GroupInputs", "MergeStatus", "Preset", "ShardResult", "SweepConfig", "append_rows",
-    "cell_defences", "cell_key", "cells", "operating_points", "cut_spec", "fmt_number", "format_attack_table", "format_summary",
-    "format_table", "group_task", "import_ray", "load_config_file", "load_inputs", "merge", "merge_report", "parse_cut_spec", "parse_shard",
-    "prepare_output", "prepare_shard_output", "read_config", "read_rows", "row_key", "run_group", "run_preset",
-    "run_shard", "run_sweep", "run_sweep_ray", "shard_groups", "shard_path", "summarize", "write_rows", "write_summary",
+    "cell_defences", "cell_key", "cells", "check_rows", "cut_spec", "fmt_number", "format_attack_table",
+    "format_summary", "format_table", "group_task", "import_ray", "load_config_file", "load_inputs", "merge",
+    "merge_report", "operating_points", "parse_cut_spec", "parse_shard", "prepare_output", "prepare_shard_output",
+    "read_config", "read_rows", "row_key", "run_group", "run_preset", "run_shard", "run_sweep", "run_sweep_ray",
+    "shard_groups", "shard_path", "start_local", "summarize", "write_rows", "write_summary",
 ]

@@ -10,6 +10,7 @@ given (`defenses`, NAME=STRENGTH entries, one cell each).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import field
 
@@ -117,6 +118,13 @@ class SweepConfig(Composed):
             names, strengths = d.pop("label_defenses", []) or [], d.pop("label_strengths", []) or []
             d.setdefault("defenses", [f"{n}={fmt_number(s)}" for n in names for s in strengths])
         return super().from_dict(d)
+
+    def digest(self) -> str:
+        """A short hash of the whole config (`to_dict`), written into every row of its
+        results as `config_hash`, so a row of another config (a shard file copied or left in
+        another sweep's folder) is told apart from this config's."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
     def groups(self) -> list[tuple[str, str]]:
         """(topology, cut spec) pairs, each trained as one stack: every cut list goes to every

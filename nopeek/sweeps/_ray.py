@@ -14,6 +14,10 @@ Each task asks for `num_cpus` CPUs (default 1) and one GPU when the cluster has 
 A group's cells are trained as one stack on one worker, exactly as in the local sweep,
 so the rows equal the local sweep's (timing columns aside).
 
+Without an address (`--ray`, `--ray local`) the driver starts a Ray instance of its own that
+listens on 127.0.0.1 only (`start_local`): Ray's control plane has no authentication, so
+reaching other machines is always explicit (`--ray ADDRESS`, on a trusted network).
+
 Ray is an optional dependency (`pip install -e ".[ray]"`), imported only here and only
 when a Ray sweep starts.
 """
@@ -24,36 +28,70 @@ import io
 import json
 import logging
 import os
-import sys
 import tempfile
 import warnings
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from nopeek.core import atomic_write_bytes
+from nopeek.core import atomic_write_bytes, check_output_folder
 from nopeek.errors import ClusterError, ConfigError
 from nopeek.report import write_report
 from nopeek.sweeps._config import Cell, SweepConfig, cells
-from nopeek.sweeps._results import append_rows, cell_key, read_rows, write_rows
+from nopeek.sweeps._results import append_rows, read_rows, write_rows
 from nopeek.sweeps._shards import order_rows
-from nopeek.sweeps._sweep import load_inputs, prepare_output, run_group
+from nopeek.sweeps._sweep import check_resumable, finished_cells, load_inputs, prepare_output, run_group
 
 INSTALL_HINT = '--ray needs Ray: pip install -e ".[ray]"'
 
 
 def import_ray(address: str | None = None):
-    """The `ray` module, or ConfigError with the install command.
-
-    Starting a `local` instance binds it to the loopback interface only (set before Ray
-    is first imported)."""
-    if address == "local" and "ray" not in sys.modules:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray's single-machine mode: 127.0.0.1
+    """The `ray` module, or ConfigError with the install command."""
     try:
         import ray
     except ImportError:
         raise ConfigError(INSTALL_HINT) from None
     return ray
+
+
+LOOPBACK = "127.0.0.1"
+_SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def start_local(ray=None, **kwargs) -> None:
+    """Start a Ray instance on this machine whose processes listen on 127.0.0.1 only.
+
+    Ray's control plane (GCS, raylets, workers) has no authentication, and on Linux a new
+    instance listens on every interface of the machine. Ray's single-machine mode (what it
+    runs on macOS and Windows) uses the loopback address; its switch is read by Ray when it
+    is imported (in this process: set here for the start) and by the processes it starts
+    (their environment). The dashboard stays off. If any node of the new instance is not on
+    127.0.0.1, it is shut down and ClusterError raised: a sweep never runs on an exposed
+    instance. `kwargs` go to `ray.init` (num_cpus, logging, ...).
+    """
+    ray = ray if ray is not None else import_ray("local")
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    saved_env, saved_flag = os.environ.get(_SINGLE_MACHINE), getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[_SINGLE_MACHINE] = "0"
+    if saved_flag is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+    try:
+        with warnings.catch_warnings():  # Ray forks and execs its processes at once: JAX's fork warning is moot
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=False, **kwargs)
+    finally:
+        if saved_env is None:
+            os.environ.pop(_SINGLE_MACHINE, None)
+        else:
+            os.environ[_SINGLE_MACHINE] = saved_env
+        if saved_flag is not None:
+            constants.ENABLE_RAY_CLUSTER = saved_flag
+    exposed = sorted({str(n.get("NodeManagerAddress")) for n in ray.nodes()} - {LOOPBACK})
+    if exposed:
+        ray.shutdown()
+        raise ClusterError(f"the local Ray instance came up on {', '.join(exposed)}, not {LOOPBACK} only; "
+                           "refusing to run a sweep on it (this Ray version binds differently): start Ray yourself "
+                           "on a trusted network and pass --ray ADDRESS")
 
 
 # ---- on the workers ---------------------------------------------------------------------
@@ -90,8 +128,9 @@ def _connect(ray, address: str | None, quiet: bool) -> bool:
     if ray.is_initialized():
         return False
     kwargs = dict(log_to_driver=False, logging_level=logging.ERROR if quiet else logging.WARNING)
-    if address in (None, "local"):
-        kwargs["include_dashboard"] = False  # an instance of our own: nothing to serve
+    if address in (None, "local"):  # an instance of our own: loopback only, no dashboard
+        start_local(ray, **kwargs)
+        return True
     try:
         with warnings.catch_warnings():  # Ray forks and execs its processes at once: JAX's fork warning is moot
             warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
@@ -107,10 +146,11 @@ def run_sweep_ray(config: SweepConfig, out: str, *, address: str | None = None, 
                   max_retries: int = 3, group_fn=group_task) -> list[dict]:
     """Run every missing cell of the sweep as Ray tasks, one per group; return all rows.
 
-    address: a Ray address (`auto`: the cluster started by `ray start` on this machine;
-      `HOST:PORT`; `ray://HOST:10001`), `local` (start an instance on this machine), or None
-      (Ray's default: RAY_ADDRESS, else a running local cluster, else a new instance).
-      If this process is already connected (`ray.init` was called), that connection is used.
+    address: a Ray address (`auto`: RAY_ADDRESS, else the cluster `ray start` started on
+      this machine; `HOST:PORT`; `ray://HOST:10001`), or None / `local`: start an instance
+      on this machine that listens on 127.0.0.1 only (`start_local`). Reaching a cluster is
+      always explicit. If this process is already connected (`ray.init` was called), that
+      connection is used.
     num_cpus: CPUs per task (default 1); num_gpus: GPUs per task (default 1 when the
       cluster has GPUs, else 0); max_retries: retries of a task whose worker died.
     group_fn: what a task runs for one group (default `group_task`).
@@ -122,12 +162,14 @@ def run_sweep_ray(config: SweepConfig, out: str, *, address: str | None = None, 
         raise ConfigError(f"--ray-cpus must be > 0, got {num_cpus}")
     if max_retries < 0:
         raise ConfigError(f"--ray-retries must be >= 0, got {max_retries}")
+    check_output_folder(out)
     load_inputs(config)  # the driver refuses what a worker would, before anything is written
+    check_resumable(out, config, force)
     prepare_output(out, config, force)
     results_path = os.path.join(out, "results.csv")
     samples_dir = os.path.join(out, "samples")
     os.makedirs(samples_dir, exist_ok=True)
-    done = {cell_key(r) for r in read_rows(results_path)}
+    done = finished_cells(out, config)
     all_cells = cells(config)
     todo = [c for c in all_cells if c.key(config) not in done]
     groups = [[c for c in todo if (c.topology, c.cut) == g] for g in config.groups()]
@@ -184,4 +226,4 @@ def run_sweep_ray(config: SweepConfig, out: str, *, address: str | None = None, 
     return rows
 
 
-__all__ = ["ClusterError", "INSTALL_HINT", "group_task", "import_ray", "run_sweep_ray"]
+__all__ = ["ClusterError", "INSTALL_HINT", "LOOPBACK", "group_task", "import_ray", "run_sweep_ray", "start_local"]

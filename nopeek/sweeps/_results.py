@@ -43,6 +43,7 @@ RESULT_COLUMNS = KEY_COLUMNS + [
     "classifier_clean_accuracy", "collapsed", "collapse_reason", "diverged", "diverged_epoch",
     "cut_block", "cut_bytes_per_sample", "leakage", "epochs", "group_size", "acts_on",
     *DISHONEST_COLUMNS,  # label AUCs and FSHA scores (nopeek.sweep_dishonest)
+    "config_hash",  # SweepConfig.digest() of the sweep that wrote the row
     "train_seconds", "attack_seconds", "eval_seconds", "samples_file", "originals_file",
 ]
 OLD_DEFAULTS = {"topology": DEFAULT_TOPOLOGY, "party": "client", "message": "z", "diverged": "false", "collapsed": "false",

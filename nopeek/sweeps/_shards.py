@@ -10,7 +10,10 @@ number of cells, so round robin is also balanced by cells: counts differ by at m
                                      the others compare (a different config is refused)
     DIR/shards/plan.json             {"shards": N}; a different N is refused unless `force`
     DIR/shards/results-I-of-N.csv    shard I's rows: same columns, atomic append and validity
-                                     rules as results.csv (`nopeek.results`)
+                                     rules as results.csv (`nopeek.results`); each row carries
+                                     its config's hash (`config_hash`)
+    DIR/shards/config-HASH.json      a copy of each config a shard ran here, so a row of
+                                     another config is explained field by field
     DIR/samples/                     shared: sample files are named per cell and message
     DIR/results.csv, DIR/figures/    the merge
 
@@ -23,6 +26,10 @@ its figures are drawn aside and renamed in, so shards that finish together and a
 write the same bytes, and a reader sees a whole table. Each shard merges at its end when
 the union holds every cell; `nopeek sweep --merge-shards DIR` merges (and reports what is
 missing) at any time.
+
+A row whose `config_hash` is not this sweep's (a shard file of another config, copied or
+left in the folder) is never merged: every shard and `--merge-shards` refuse the folder,
+naming the file and the fields that differ, before anything is written.
 """
 
 from __future__ import annotations
@@ -37,11 +44,12 @@ import uuid
 
 from tqdm.auto import tqdm
 
-from nopeek.core import read_json, write_json
+from nopeek.core import check_output_folder, make_output_folder, read_json, write_json
 from nopeek.errors import ConfigError
 from nopeek.report import write_report
 from nopeek.sweeps._config import SweepConfig, cells
 from nopeek.sweeps._results import append_rows, cell_key, read_rows, write_rows
+from nopeek.sweeps._provenance import check_rows, config_copy_path
 from nopeek.sweeps._sweep import load_inputs, run_group
 
 SHARDS_DIR = "shards"
@@ -116,9 +124,15 @@ def _read_json(path: str, tries: int = 20):
 def _check_config(out: str, config: SweepConfig) -> None:
     """Create DIR/config.json, or refuse if it holds another config (never discarded here:
     the other shards may be using the results)."""
+    if not _create_json(os.path.join(out, "config.json"), config.to_dict()):
+        _compare_config(out, config)
+
+
+def _compare_config(out: str, config: SweepConfig) -> None:
+    """Refuse DIR/config.json if it holds another config; read only (nothing if absent)."""
     path = os.path.join(out, "config.json")
     new = config.to_dict()
-    if _create_json(path, new):
+    if not os.path.exists(path):
         return
     try:
         old = SweepConfig.from_dict(_read_json(path)).to_dict()
@@ -151,11 +165,11 @@ def _check_plan(out: str, count: int, force: bool) -> None:
 
 def prepare_shard_output(out: str, config: SweepConfig, count: int, force: bool = False) -> None:
     """Create or check the shared folder for a shard of `count` (safe when all shards start at once)."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ConfigError(f"--out {out}: is a file, not a folder")
+    make_output_folder(out)
     os.makedirs(os.path.join(out, SHARDS_DIR), exist_ok=True)
     _check_config(out, config)
     _check_plan(out, count, force)
+    _create_json(config_copy_path(out, config.digest()), config.to_dict())  # explains this config's rows elsewhere
     os.makedirs(os.path.join(out, "samples"), exist_ok=True)
 
 
@@ -185,12 +199,20 @@ def order_rows(rows: list[dict], config: SweepConfig) -> list[dict]:
 
 
 def collect(out: str, config: SweepConfig) -> MergeStatus:
-    """Read results.csv and every shard file of `out`; nothing is written."""
-    sources = [p for p in [os.path.join(out, "results.csv"), *shard_files(out)] if os.path.exists(p)]
+    """Read results.csv and every shard file of `out`; nothing is written.
+
+    Raises:
+      ConfigError: a table holds rows of another sweep config (`check_rows`; a shard file's
+        rows must carry this config's hash), naming the file and what differs.
+    """
+    results = os.path.join(out, "results.csv")
+    sources = [p for p in [results, *shard_files(out)] if os.path.exists(p)]
     by_cell: dict[tuple, list[dict]] = {}
     for path in sources:
         fresh: dict[tuple, list[dict]] = {}
-        for row in read_rows(path):
+        rows = read_rows(path)
+        check_rows(path, rows, config, out, require_hash=path != results)
+        for row in rows:
             if cell_key(row) not in by_cell:
                 fresh.setdefault(cell_key(row), []).append(row)
         by_cell.update(fresh)
@@ -308,7 +330,10 @@ def run_shard(config: SweepConfig, out: str, index: int, count: int, *, force: b
 
     `force` re-plans a folder run with another N (finished cells are kept); a different
     config is always refused."""
+    check_output_folder(out)
     inputs = load_inputs(config)  # a failed start writes nothing
+    _compare_config(out, config)
+    collect(out, config)  # rows of another config refused before anything is written
     prepare_shard_output(out, config, count, force)
     mine = shard_groups(config, index, count)
     path = shard_path(out, index, count)

@@ -11,7 +11,9 @@ finishes only the missing cells. The whole config is checked before anything is
 written; an output folder holding a different config is refused unless `force`.
 
     DIR/config.json      the SweepConfig (one flat JSON object)
-    DIR/results.csv      one row per cell and attacked message (columns: RESULT_COLUMNS)
+    DIR/results.csv      one row per cell and attacked message (columns: RESULT_COLUMNS); each
+                         row's `config_hash` is its config's digest, and a table holding rows
+                         of another config is refused (`check_rows`)
     DIR/samples/*.npy    16 held-out originals and each row's reconstructions of them
     DIR/figures/*.png    trade-off, dCor and SSIM against alpha, reconstruction grids
 
@@ -32,13 +34,14 @@ from tqdm.auto import tqdm
 
 from nopeek import data as data_lib
 from nopeek.attacking import attacker_indices
-from nopeek.core import read_json, write_json
+from nopeek.core import check_output_folder, make_output_folder, read_json, write_json
 from nopeek.defences import DEFENCES
 from nopeek.errors import ConfigError
 from nopeek.protocol import model_blocks
 from nopeek.report import write_report
 from nopeek.sweeps._columns import cell_columns, message_attacks
 from nopeek.sweeps._config import Cell, SweepConfig, cells
+from nopeek.sweeps._provenance import check_rows
 from nopeek.sweeps._results import CELL_COLUMNS, append_rows, cell_key, read_rows
 from nopeek.sweeps._summary import write_summary
 from nopeek.training import collapse_reason, data_shards, evaluate, leak_entries, train_stack
@@ -49,39 +52,60 @@ N_SAMPLES = 16  # held-out samples kept for the reconstruction grids
 # ---- the output folder ---------------------------------------------------------------
 
 
+def finished_cells(out: str, config: SweepConfig) -> set:
+    """The cells results.csv of `out` holds, after checking that its rows are this config's."""
+    path = os.path.join(out, "results.csv")
+    rows = read_rows(path)
+    check_rows(path, rows, config, out)
+    return {cell_key(r) for r in rows}
+
+
+def check_output(out: str, config: SweepConfig, force: bool) -> bool:
+    """Whether `out` holds results of another config that `force` discards; refuse it without
+    `force`, and refuse a place `out` cannot be made. Reads only: nothing is written."""
+    check_output_folder(out)
+    config_path = os.path.join(out, "config.json")
+    if not os.path.exists(config_path):
+        return False
+    try:
+        old = SweepConfig.from_dict(read_json(config_path)).to_dict()
+    except (OSError, ValueError) as err:
+        if not force:
+            raise ConfigError(f"{config_path}: unreadable ({err}); use another --out, or --force to start afresh") from None
+        old = {}
+    new = config.to_dict()
+    if old != new and not force:
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ConfigError(f"{out} holds results of a different sweep config (changed: {', '.join(changed)}); "
+                          "use another --out, or --force to discard them")
+    return old != new
+
+
+def check_resumable(out: str, config: SweepConfig, force: bool) -> None:
+    """Everything `prepare_output` and resuming would refuse, refused before anything is
+    written: a folder of another config (without `force`), rows of another config in its
+    results.csv (`check_rows`)."""
+    if not check_output(out, config, force):
+        finished_cells(out, config)
+
+
 def prepare_output(out: str, config: SweepConfig, force: bool) -> None:
     """Create `out`, or check that it holds the same config (else refuse unless `force`).
 
     `force` moves the old results.csv aside (`results.csv.discarded`) and deletes the old
     samples and figures, so nothing of the old sweep mixes with the new one."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ConfigError(f"--out {out}: is a file, not a folder")
     config_path = os.path.join(out, "config.json")
-    if os.path.exists(config_path):
-        try:
-            old = SweepConfig.from_dict(read_json(config_path)).to_dict()
-        except (OSError, ValueError) as err:
-            if not force:
-                raise ConfigError(f"{config_path}: unreadable ({err}); use another --out, or --force to start afresh") from None
-            old = {}
-        new = config.to_dict()
-        if old != new:
-            if not force:
-                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-                raise ConfigError(
-                    f"{out} holds results of a different sweep config (changed: {', '.join(changed)}); "
-                    "use another --out, or --force to discard them"
-                )
-            results = os.path.join(out, "results.csv")
-            if os.path.exists(results):
-                os.replace(results, results + ".discarded")
-            for sub in ("samples", "figures", "histories"):
-                shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
-            shards = os.path.join(out, "shards")  # a sharded run's files (nopeek.shards): set aside like results.csv
-            if os.path.isdir(shards):
-                shutil.rmtree(shards + ".discarded", ignore_errors=True)
-                os.replace(shards, shards + ".discarded")
-    os.makedirs(out, exist_ok=True)
+    if check_output(out, config, force):
+        results = os.path.join(out, "results.csv")
+        if os.path.exists(results):
+            os.replace(results, results + ".discarded")
+        for sub in ("samples", "figures", "histories"):
+            shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
+        shards = os.path.join(out, "shards")  # a sharded run's files (nopeek.shards): set aside like results.csv
+        if os.path.isdir(shards):
+            shutil.rmtree(shards + ".discarded", ignore_errors=True)
+            os.replace(shards, shards + ".discarded")
+    make_output_folder(out)
     write_json(config_path, config.to_dict())
 
 
@@ -94,10 +118,12 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
     `log` receives warning lines (diverged and collapsed cells)."""
     from nopeek.plots import sweep_figures
 
+    check_output_folder(out)
     inputs = load_inputs(config)  # a failed start leaves no folder
+    check_resumable(out, config, force)
     prepare_output(out, config, force)
     results_path = os.path.join(out, "results.csv")
-    done = {cell_key(r) for r in read_rows(results_path)}
+    done = finished_cells(out, config)
     all_cells = cells(config)
     todo = [c for c in all_cells if c.key(config) not in done]
     samples_dir = os.path.join(out, "samples")
@@ -202,7 +228,7 @@ def _validation(result, entry, i) -> dict:
 def _rows(config, group, entries, result, scores, prepared_test, samples_dir, chance, timing, log, extra=None) -> list[dict]:
     """One row per (cell, attacked message); samples saved for the grids; `extra[i]`: more
     columns of cell i (label attacks, FSHA)."""
-    rows = []
+    rows, digest = [], config.digest()
     blocks = model_blocks(result.config.model, next(iter(result.built.tasks.values())), result.config.widths)
     for e in entries:
         originals_file = f"originals-{e.party}.npy" if e.replica is not None else "originals.npy"
@@ -212,7 +238,7 @@ def _rows(config, group, entries, result, scores, prepared_test, samples_dir, ch
         z_all = np.asarray(e.view(result.messages_test[e.message], models_axis=True))
         for i, cell in enumerate(group):
             base = {**dict(zip(CELL_COLUMNS, cell.key(config))), "party": e.party, "message": e.label,
-                    "leakage": config.leakage, "epochs": config.epochs, "group_size": len(group),
+                    "config_hash": digest, "leakage": config.leakage, "epochs": config.epochs, "group_size": len(group),
                     "acts_on": DEFENCES[cell.defense].acts_on if cell.defense in DEFENCES else "",
                     "cut_block": result.built.cut_block(e.message, blocks),
                     "cut_bytes_per_sample": int(np.prod(z_all.shape[2:])) * 4, **timing,

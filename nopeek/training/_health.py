@@ -1,9 +1,26 @@
-"""Whether a trained model means anything: collapsed (accuracy at chance, or a message
-constant over the held-out set). The same rule marks sweep cells and `nopeek train` runs."""
+"""Whether a training run means anything. Diverged: its loss became non-finite or exploded
+(`exploded`); collapsed: accuracy at chance, or a message constant over the held-out set
+(`collapse_reason`). The same rules mark sweep cells, `nopeek train` runs and the models
+`nopeek attack` attacks."""
 
 from __future__ import annotations
 
 import numpy as np
+
+
+# A loss this many times the first step's (the loss at initialisation) has exploded: the
+# parameters left any region where training means something, even while still finite
+# (SGD at --lr 1000 on digits reaches 3.6e28 in its first epoch).
+EXPLOSION_FACTOR = 1e6
+
+
+def exploded(loss, first_loss) -> np.ndarray:
+    """(K,) whether each model's loss `loss` (K,) has diverged: non-finite, or over
+    `EXPLOSION_FACTOR` times its first step's loss `first_loss` (K,) (at least 1, so a
+    start near zero loss does not make every later wobble an explosion)."""
+    loss = np.asarray(loss, np.float64)
+    reference = np.maximum(np.abs(np.asarray(first_loss, np.float64)), 1.0)
+    return ~np.isfinite(loss) | ~np.isfinite(reference) | (np.abs(loss) > EXPLOSION_FACTOR * reference)
 
 
 def chance_accuracy(y_test) -> float:

@@ -7,8 +7,8 @@ model equals its own separate run. Inside one jitted step the K models run the p
 (`nopeek.protocol.protocol_gradients`) side by side, as a `jax.vmap` or unrolled in the one
 program (`stack_mode="map"`); "auto" chooses by the measurements in bench/train.py. Steps
 are driven from Python rather than by `lax.scan`, because XLA:CPU runs convolutions inside
-loops about 13x slower. A model whose loss or parameters become NaN or Inf is marked
-diverged at that epoch; the others go on.
+loops about 13x slower. A model whose loss or parameters become NaN or Inf, or whose loss
+explodes (`nopeek.training.exploded`), is marked diverged at that epoch; the others go on.
 
 References: Vepakomma et al., "Reducing leakage in distributed deep learning for
 sensitive health data", ICLR 2019 AI4SG workshop, Eq. (1).
@@ -37,6 +37,7 @@ from nopeek.protocol import (
     resolve_stack_mode, shard_models, spec, stack_models,
 )
 from nopeek.training._config import TrainConfig, cuts_of, make_optimizer, strengths_of
+from nopeek.training._health import exploded
 from nopeek.training._leakage import (
     READINGS, label_dcor, leak_entries, measure_leakage, measure_readings, null_key, one_hot, stack_readings,
 )
@@ -236,8 +237,8 @@ class StackResult:
     task_accuracy: dict[str, np.ndarray]  # label key -> (K,)
     leakage: dict[tuple[str, str], np.ndarray]  # (party, message) -> (K,) held-out dCor
     readings: dict  # (party, message) -> {reading: (K,)}: dcor_u, dcor_null95, dcor_pvalue, dcor_label, pdcor_label
-    diverged_epoch: np.ndarray  # (K,) first epoch whose loss or parameters were not finite; 0 = never
-    diverged_loss: np.ndarray  # (K,) the training loss of that epoch (NaN/Inf), NaN if never
+    diverged_epoch: np.ndarray  # (K,) first epoch whose loss or parameters were not finite, or loss exploded; 0 = never
+    diverged_loss: np.ndarray  # (K,) the training loss of that epoch (NaN, Inf or exploded), NaN if never
     seconds: float
     messages_test: dict[str, np.ndarray]  # name -> (K, n_test, ...) as sent
     eval_fn: Any  # the jitted evaluate(params, hparams, x, y, sample_index)
@@ -245,6 +246,7 @@ class StackResult:
     strengths: list[dict[str, float]] = dataclasses.field(default_factory=list)  # per model: {defence: strength > 0}
     val_accuracy: dict = dataclasses.field(default_factory=dict)  # label key -> (K,) on the validation split ({} without one)
     val_leakage: dict = dataclasses.field(default_factory=dict)  # (party, message) -> (K,) dCor on the validation split
+    first_loss: np.ndarray | None = None  # (K,) the loss of the first step (at initialisation)
 
     @property
     def test_accuracy(self) -> np.ndarray:
@@ -330,7 +332,9 @@ def data_shards(config: TrainConfig, dataset: Dataset) -> tuple[list[np.ndarray]
     whole training set.
 
     Raises:
-      ConfigError: the partition cannot be made, or no client has a whole batch.
+      ConfigError: the partition cannot be made, leaves a data holder without training
+        samples or with fewer than 2 held-out ones (its leakage cannot be measured), or no
+        client has a whole batch.
     """
     topology = spec(config.topology)
     shards, shards_test = [np.arange(len(dataset.x_train))], None
@@ -339,6 +343,13 @@ def data_shards(config: TrainConfig, dataset: Dataset) -> tuple[list[np.ndarray]
         shards = own
         shards_test = topology.shard(dataset.y_test, config.clients, config.partition, config.dirichlet_alpha,
                                      config.split_seed + 1)
+        for i, (train, test) in enumerate(zip(shards, shards_test)):
+            if len(train) < 1 or len(test) < 2:
+                how = (f"--partition {config.partition} --dirichlet-alpha {config.dirichlet_alpha:g}"
+                       if config.partition == "dirichlet" else f"--partition {config.partition}")
+                raise ConfigError(f"{how} leaves client {i + 1} of {config.clients} with {len(train)} training and "
+                                  f"{len(test)} held-out samples (each needs at least 1 and 2); raise "
+                                  "--dirichlet-alpha, lower --clients or use more data")
     if sum(len(s) // config.batch_size for s in shards) == 0:
         raise ConfigError(f"--batch-size {config.batch_size} exceeds the training samples of every client "
                           f"({', '.join(str(len(s)) for s in shards)})")
@@ -410,6 +421,7 @@ def train_stack(
     k_run = len(seed_list)
     diverged_epoch = np.zeros(k_run, np.int64)
     diverged_loss = np.full(k_run, np.nan)
+    first_loss = None
     history = []
     t0 = time.perf_counter()
     bar = tqdm(range(config.epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
@@ -419,9 +431,12 @@ def train_stack(
         for i, idx in enumerate(orders):
             state, step_stats = step_fn(state, hparams, x_train, y_train, jnp.asarray(idx), epoch * len(orders) + i)
             stats.append(step_stats)
-        loss, ce, leak = _epoch_means(jax.device_get(stats))  # one transfer per epoch, not per step
-        finite = np.isfinite(loss) & np.asarray(_all_finite(state.params))
-        newly = (~finite) & (diverged_epoch == 0)
+        stats = jax.device_get(stats)  # one transfer per epoch, not per step
+        if first_loss is None:
+            first_loss = np.asarray(stats[0][0])  # the loss at initialisation: what an explosion is measured against
+        loss, ce, leak = _epoch_means(stats)
+        healthy = ~exploded(loss, first_loss) & np.asarray(_all_finite(state.params))
+        newly = (~healthy) & (diverged_epoch == 0)
         diverged_epoch[newly] = epoch + 1
         diverged_loss[newly] = loss[newly]
         accuracy, probe = epoch_eval(state.params, hparams, x_test, y_test, probe_x, probe_labels)
@@ -456,11 +471,12 @@ def train_stack(
         val_leakage = {name: keep(v) for name, v in val_leakage.items()}
         sent = {name: keep(v) for name, v in sent.items()}
         diverged_epoch, diverged_loss = keep(diverged_epoch), keep(diverged_loss)
+        first_loss = keep(first_loss)
     return StackResult(
         config=config, built=built, state=state, hparams=jax.tree.map(np.asarray, hparams),
         history=history, task_accuracy=task_accuracy, leakage=leakage, readings=leak_readings,
         diverged_epoch=diverged_epoch,
         diverged_loss=diverged_loss, seconds=time.perf_counter() - t0, messages_test=sent, eval_fn=eval_fn,
         shards=shards, strengths=[{n: v for n, v in m.items() if v > 0} for m in per_model[:k]],
-        val_accuracy=val_accuracy, val_leakage=val_leakage,
+        val_accuracy=val_accuracy, val_leakage=val_leakage, first_loss=first_loss,
     )

@@ -2,13 +2,15 @@
 
     runs/x/config.json        the full TrainConfig
     runs/x/metrics.json       test_accuracy, task_accuracy, dcor, leakage (per message),
+                              collapsed and collapse_reason (as a sweep flags a cell),
                               transcript (per step), history, seconds
     runs/x/checkpoint.msgpack every party's parameters (Flax msgpack, no pickle)
 
 A run folder is complete or absent: `run_train` writes into a temporary folder beside
 it and renames it into place when everything is written; an existing run folder is
-refused unless `force`. A run whose loss or parameters become NaN or Inf writes nothing
-and raises `TrainingDiverged`.
+refused unless `force`. A run whose loss or parameters become NaN or Inf, or whose loss
+explodes (`exploded`), writes nothing and raises `TrainingDiverged`; a run that collapsed
+(accuracy at chance, or a constant message) is written with `collapsed` set.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from nopeek import data as data_lib
-from nopeek.core import load_params_into, read_json, save_params, write_json
+from nopeek.core import check_output_folder, load_params_into, read_json, save_params, user_umask, write_json
 from nopeek.defences import Context, build_defence
 from nopeek.errors import ConfigError, DataError, RunFolderError, TrainingDiverged
 from nopeek.protocol import Built, forward, model_at, transcript
 from nopeek.training._config import TrainConfig, cuts_of, strengths_of
 from nopeek.training._leakage import LeakEntry, leak_entries
-from nopeek.training._loop import StackResult, build_topology, stack_hparams, train_stack
+from nopeek.training._health import EXPLOSION_FACTOR, chance_accuracy, collapse_reason
+from nopeek.training._loop import StackResult, build_topology, data_shards, stack_hparams, train_stack
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.json", "checkpoint.msgpack"
 
@@ -131,12 +134,27 @@ def _transcript_rows(result: StackResult, dataset) -> list[dict]:
     return [dataclasses.asdict(m) for m in transcript(built.topology, params, spec, handoff_state=handoff_state)]
 
 
+def run_collapse(result: StackResult, dataset, k: int = 0) -> str:
+    """Why model k of a trained stack counts as collapsed (`collapse_reason` on its accuracy
+    and the held-out values of the data holder's first message), or "" (the sweep's rule)."""
+    _, shards_test = data_shards(result.config, dataset)
+    first = leak_entries(result.built, shards_test)[0]
+    z = np.asarray(first.view(result.messages_test[first.message], models_axis=True))[k]
+    if first.subset is not None:
+        z = z[first.subset]
+    return collapse_reason(float(result.test_accuracy[k]), chance_accuracy(dataset.y_test), z)
+
+
 def run_metrics(result: StackResult, dataset, k: int = 0) -> dict:
     """The metrics.json dict of model k of a trained stack."""
+    reason = run_collapse(result, dataset, k)
     return {
         "topology": result.config.topology,
         "cuts": list(cuts_of(result.config, dataset.num_classes)),
         "test_accuracy": float(result.test_accuracy[k]),
+        "chance_accuracy": chance_accuracy(dataset.y_test),
+        "collapsed": bool(reason),
+        "collapse_reason": reason,
         "task_accuracy": {key: float(v[k]) for key, v in result.task_accuracy.items()},
         "dcor": float(result.dcor[k]),
         "leakage": [{"party": p, "message": m, "dcor": float(v[k]),
@@ -154,6 +172,7 @@ def _check_out(out: str, force: bool) -> None:
         raise RunFolderError(f"--out {out}: is a file, not a folder")
     if os.path.isdir(out) and os.listdir(out) and not force:
         raise RunFolderError(f"--out {out}: a run folder is already there; use another --out, or --force to replace it")
+    check_output_folder(out)
 
 
 def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: bool = True) -> dict:
@@ -163,7 +182,8 @@ def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: b
       the metrics dict written to `out/metrics.json`.
 
     Raises:
-      TrainingDiverged: the loss or parameters became non-finite (nothing written).
+      TrainingDiverged: the loss or parameters became non-finite, or the loss exploded
+        (over `EXPLOSION_FACTOR` times the first step's); nothing written.
       RunFolderError: `out` exists (and not `force`) or is a file.
     """
     config.validate()
@@ -175,14 +195,15 @@ def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: b
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.tmp-", dir=parent)
     except OSError as err:
         raise RunFolderError(f"--out {out}: cannot write there ({err.strerror})") from err
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # a run folder as readable as any folder the user makes
+    os.chmod(tmp, 0o777 & ~user_umask())  # a run folder as readable as any folder the user makes
     try:
         result = train_stack(config, dataset, progress=progress)
         if result.diverged[0]:
+            loss = float(result.diverged_loss[0])
+            why = "" if not np.isfinite(loss) else (f", over {EXPLOSION_FACTOR:g} times the first step's "
+                                                    f"{float(result.first_loss[0]):.4g}")
             raise TrainingDiverged(f"training diverged at epoch {int(result.diverged_epoch[0])} "
-                                   f"(loss {float(result.diverged_loss[0])}); try a smaller --lr or --alpha")
+                                   f"(loss {loss:.4g}{why}); nothing was written: try a smaller --lr or --alpha")
         metrics = run_metrics(result, dataset)
         write_json(os.path.join(tmp, CONFIG), config.to_dict())
         save_params(os.path.join(tmp, CHECKPOINT), result.model_params(0))
