@@ -23,6 +23,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
+from bench._host import host_line  # noqa: E402
+
 
 def _best_of(fn, repeats=5):
     """Best wall time of `repeats` calls of `fn` (already warm)."""
@@ -144,19 +146,6 @@ def blocked(sizes=(20000, 60000), block_size=1024):
         )
 
 
-def _cpu_model() -> str:
-    """The CPU's model name and its vector extensions, from /proc/cpuinfo (Linux)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-    except OSError:
-        return "CPU model unknown (no /proc/cpuinfo)"
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    vector = [f for f in flags if f.startswith(("sse4", "avx", "fma", "amx"))]
-    return f"CPU: {model}; vector extensions: {' '.join(vector) or 'none listed'}"
-
-
 def permutation(sizes=(1000,), count=200):
     """The permutation test against B separate jitted dCor calls and against dcor's test."""
     import dcor
@@ -254,7 +243,7 @@ def main():
     import jax
 
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPU cores")
-    print(_cpu_model())
+    print(host_line())
     if args.part in ("speed", "all"):
         speed_against_dcor(*(sizes,) if sizes else ())
     if args.part in ("gram", "all"):

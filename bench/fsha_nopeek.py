@@ -16,27 +16,13 @@ import argparse
 import csv
 import json
 import os
-import platform
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from bench._host import cpu, host_line  # noqa: E402
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-
-
-def cpu() -> str:
-    model, flags = platform.processor() or "unknown", []
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name") and model in ("unknown", ""):
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = sorted({f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx", "fma"))})
-                    break
-    except OSError:
-        pass
-    return f"{model}; {os.cpu_count()} cores; {' '.join(flags)}"
 
 
 def figure(rows, path):
@@ -86,7 +72,7 @@ def main():
     from nopeek.dishonest import STUDY_COLUMNS, FSHAConfig, fsha_nopeek_study
     from nopeek.training import TrainConfig
 
-    print(f"CPU: {cpu()}")
+    print(host_line())
     ds = data.load("mnist5k")
     config = TrainConfig(dataset="mnist5k", model="cnn", widths=(8, 16, 64, 32), cuts=(3,))
     t0 = time.perf_counter()

@@ -17,28 +17,15 @@ import argparse
 import csv
 import filecmp
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench._host import host_line  # noqa: E402
 TIMING = {"train_seconds", "attack_seconds", "eval_seconds"}
-
-
-def cpu() -> str:
-    model, flags = platform.processor() or "unknown", []
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name") and model in ("unknown", ""):
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = sorted({f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx", "fma"))})
-                    break
-    except OSError:
-        pass
-    return f"{model}; {os.cpu_count()} cores; {' '.join(flags) or 'no AVX flags read'}"
 
 
 def run_sweep(tree: str, preset: str, out: str) -> None:
@@ -85,7 +72,7 @@ def main() -> int:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--keep", default=None, help="folder to keep both sweeps in")
     args = parser.parse_args()
-    print(f"CPU: {cpu()}")
+    print(host_line())
     work = args.keep or tempfile.mkdtemp(prefix="nopeek-identical-")
     if args.before:
         tree = os.path.join(work, "tree")

@@ -18,6 +18,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from bench._host import host_line  # noqa: E402
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
@@ -36,7 +38,7 @@ def main():
     spec = importlib.util.spec_from_file_location("docs_results", os.path.join(ROOT, "docs", "results.py"))
     results = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(results)
-    print(f"CPU: {results.cpu()}")
+    print(host_line())
     before, t0 = results.load(), time.perf_counter()
     ds = data.load("mnist5k")
     x, y = ds.x_test, one_hot(ds.y_test, ds.num_classes)

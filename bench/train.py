@@ -34,12 +34,14 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import optax  # noqa: E402
+
+from bench._host import host_line  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from nopeek.training import TrainConfig  # noqa: E402
 from nopeek.data import Dataset  # noqa: E402
 from nopeek.protocol import cross_entropy, leakage  # noqa: E402
-from nopeek.training import build_topology, init_stack, make_optimizer, make_step_fn  # noqa: E402
+from nopeek.training import build_topology, init_stack, make_optimizer, make_step_fn, stack_hparams  # noqa: E402
 
 SHAPES = {"mlp": (8, 8, 1), "cnn": (28, 28, 1)}
 
@@ -53,7 +55,7 @@ def _fake_dataset(shape, n):
 
 def _time_steps(step, state, hp, x, y, batch, steps):
     """Seconds per step (median of 3 rounds of `steps` steps), after a warm-up step."""
-    n, k = x.shape[0], hp["alpha"].shape[0]
+    n, k = x.shape[0], hp["seed"].shape[0]
     idx = [jnp.asarray(np.stack([np.random.default_rng([i, m]).choice(n, batch, replace=False) for m in range(k)]))
            for i in range(steps)]
     state, _ = step(state, hp, x, y, idx[0], 0)
@@ -74,8 +76,9 @@ def _setup(model, batch, k, mode, leakage):
     opt = make_optimizer("adam", 1e-3)
     built = build_topology(cfg, ds.input_shape, ds.num_classes)
     state = init_stack(built, list(range(k)), opt, mode)
-    hp = {"alpha": jnp.full((k,), 1.0), "noise_scale": jnp.zeros((k,)), "seed": jnp.arange(k, dtype=jnp.int32)}
-    step = make_step_fn(built, opt, cfg, mode, leakage_kind=leakage, noise=False)
+    # NoPeek (alpha 1) in the program, or no defence at all: the plain split step
+    hp = stack_hparams([{"nopeek": 1.0} if leakage else {} for _ in range(k)], list(range(k)))
+    step = make_step_fn(built, opt, cfg, mode)
     return step, state, hp, jnp.asarray(ds.x_train), jnp.asarray(ds.y_train), built
 
 
@@ -134,9 +137,9 @@ def overhead(steps):
     for model in ("mlp", "cnn"):
         for batch in (64, 256, 1024):
             t = {}
-            for leakage in (None, "dcor"):
-                step, state, hp, x, y, _ = _setup(model, batch, 1, "map", leakage)
-                t[leakage], _ = _time_steps(step, state, hp, x, y, batch, steps)
+            for term in (None, "dcor"):
+                step, state, hp, x, y, _ = _setup(model, batch, 1, "map", term)
+                t[term], _ = _time_steps(step, state, hp, x, y, batch, steps)
             print(f"| {model} | {batch} | {t[None] * 1e3:.2f} | {t['dcor'] * 1e3:.2f} | {t['dcor'] / t[None]:.2f}x |", flush=True)
 
 
@@ -171,8 +174,8 @@ def _vertical_step(model, n, stack, batch, replica_mode="auto"):
     built = build("vertical", setup)
     opt = make_optimizer("adam", 1e-3)
     state = init_stack(built, [0], opt, "map")
-    hp = {"alpha": jnp.full((1,), 1.0), "noise_scale": jnp.zeros((1,)), "seed": jnp.zeros((1,), jnp.int32)}
-    step = make_step_fn(built, opt, cfg, "map", noise=False)
+    hp = stack_hparams([{"nopeek": 1.0}], [0])
+    step = make_step_fn(built, opt, cfg, "map")
     return step, state, hp, jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
 
 
@@ -261,6 +264,7 @@ def main():
     parser.add_argument("--part", choices=["runner", "torch", "overhead", "stack", "clients", "all"], default="all")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
+    print(host_line())
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPU cores")
     print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}")
     if args.part in ("runner", "all"):

@@ -25,7 +25,6 @@ import csv
 import glob
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -36,25 +35,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "docs", "results")
 sys.path.insert(0, ROOT)
+
+from bench._host import cpu  # noqa: E402
 MARKER = re.compile(r"<!-- table: ([\w.-]+) -->\n(.*?)<!-- /table -->", re.S)
 
 
 # ---- running ---------------------------------------------------------------------------
-
-
-def cpu() -> str:
-    model, flags = platform.processor() or "unknown", []
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name") and model in ("unknown", ""):
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = sorted({f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx", "fma"))})
-                    break
-    except OSError:
-        pass
-    return f"{model}; {os.cpu_count()} cores; {' '.join(flags)}"
 
 
 def load() -> float:
@@ -182,6 +168,41 @@ def default_sweep() -> str:
                     f"({num(r['class_mean_ssim'])})")
             cells.append(("**collapsed**: " if r["collapsed"] == "true" else "") + text)
         body.append(cells)
+    return table(header, body)
+
+
+def _seeds(r: dict) -> str:
+    """'5' or '5 (collapsed 1)': the seeds of a summary row and how many collapsed."""
+    collapsed = int(f(r.get("collapsed")) or 0)
+    return r["seeds"] + (f" (collapsed {collapsed} of {r['seeds']}: left out)" if collapsed else "")
+
+
+@renderer("operating-point")
+def operating_point() -> str:
+    """The operating-point preset: every alpha's test readings, the one the rule chose on validation marked."""
+    from nopeek.sweeps import operating_points, read_rows
+
+    summary = rows("operating-point", "summary.csv")
+    chosen = {r["strength"] for r in operating_points(read_rows(os.path.join(RESULTS, "operating-point", "results.csv")))}
+    header = ["alpha", "seeds", "val acc / val dCor", "test accuracy", "dCor (null 95%)", "dCor_u (dCor^2)",
+              "pdCor given label", "decoder SSIM (class mean)", "beyond label SSIM", "classifier on reconstructions"]
+    body = []
+    for r in summary:
+        strength = float(r["strength"])
+        mark = " (chosen)" if strength in {float(c) for c in chosen} else ""
+        body.append([f"{strength:g}{mark}", _seeds(r), f"{num(r['val_accuracy'])} / {num(r['val_dcor'])}",
+                     pm(r, "accuracy"), f"{pm(r, 'dcor')} ({num(r['dcor_null95'])})", num(r["dcor_u"]),
+                     pm(r, "pdcor_label"), f"{pm(r, 'best_ssim')} ({num(r['class_mean_ssim'])})",
+                     pm(r, "beyond_label_ssim"), pm(r, "attack_classifier_accuracy")])
+    return table(header, body)
+
+
+@renderer("noise-floor")
+def noise_floor() -> str:
+    """bench/readings.py: the readings of independent noise (and the label) against mnist5k's held-out images."""
+    header = ["message", "dCor", "dCor null 95%", "p-value", "dCor_u (dCor^2)", "pdCor given label"]
+    body = [[r["message"], num(r["dcor"]), num(r["dcor_null95"]), num(r["dcor_pvalue"]), num(r["dcor_u"], 4),
+             num(r["pdcor_label"], 4)] for r in rows("noise-floor")]
     return table(header, body)
 
 

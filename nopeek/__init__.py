@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 
-from nopeek.core._persistent import enable_compilation_cache
+from nopeek.core import enable_compilation_cache
 
 # Compiled programs persist in the user's cache folder (NOPEEK_NO_CACHE=1: off): a second
 # run of the same job skips XLA's compilations. See nopeek/core/_persistent.py.

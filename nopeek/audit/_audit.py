@@ -34,13 +34,11 @@ from collections.abc import Mapping
 from dataclasses import field
 from typing import Sequence
 
-import jax
 import numpy as np
 
 import attacks
 import metrics
 from nopeek.audit._inputs import (
-    MIN_PAIRS,
     SCALES,
     Bundle,
     apply_scale,

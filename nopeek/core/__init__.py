@@ -1,5 +1,6 @@
 """The ground floor of nopeek: typed config sections, atomic files and checkpoints, safe .npz
-reading, named random-key streams and bounded caches. Imports no other part of nopeek but its errors."""
+reading, named random-key streams, bounded caches and the user's cache folder (compiled programs,
+parsed data). Imports no other part of nopeek but its errors."""
 
 from nopeek.core._cache import BoundedCache, fingerprint
 from nopeek.core._config import Composed, Section, coerce, finite, option, raise_first_failure
@@ -9,9 +10,11 @@ from nopeek.core._io import (
 )
 from nopeek.core._keys import Stream, seed_key, step_key
 from nopeek.core._npz import npz_array, open_npz
+from nopeek.core._persistent import caching_disabled, enable_compilation_cache, user_cache_dir
 
 __all__ = [
-    "BoundedCache", "Composed", "Section", "Stream", "atomic_write_bytes", "atomic_write_text", "check_output_folder",
-    "coerce", "fingerprint", "finite", "load_params_into", "make_output_folder", "npz_array", "open_npz", "option",
-    "raise_first_failure", "read_json", "save_params", "seed_key", "step_key", "user_umask", "write_json",
+    "BoundedCache", "Composed", "Section", "Stream", "atomic_write_bytes", "atomic_write_text", "caching_disabled",
+    "check_output_folder", "coerce", "enable_compilation_cache", "fingerprint", "finite", "load_params_into",
+    "make_output_folder", "npz_array", "open_npz", "option", "raise_first_failure", "read_json", "save_params",
+    "seed_key", "step_key", "user_cache_dir", "user_umask", "write_json",
 ]

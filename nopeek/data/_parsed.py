@@ -17,8 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from nopeek.core import atomic_write_bytes
-from nopeek.core._persistent import user_cache_dir
+from nopeek.core import atomic_write_bytes, user_cache_dir
 
 
 def file_hash(path: str) -> str:

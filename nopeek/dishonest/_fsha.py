@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from dataclasses import field
 from functools import partial
 from typing import Any
 

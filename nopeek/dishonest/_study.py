@@ -24,7 +24,6 @@ import dataclasses
 import itertools
 import time
 
-import numpy as np
 
 import attacks
 from nopeek.dishonest._config import FSHAConfig

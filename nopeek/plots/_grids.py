@@ -3,7 +3,6 @@ FSHA's curves over iterations."""
 
 from __future__ import annotations
 
-import os
 
 import matplotlib
 

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nopeek.plots._common import FIGURE_COLUMNS, _f, mean_ci, save_figure
+from nopeek.plots._common import _f, mean_ci, save_figure
 from nopeek.plots._grids import reconstruction_grid
 
 

@@ -7,9 +7,8 @@ from dataclasses import field
 
 from nopeek.core import Section, finite, raise_first_failure
 from nopeek.protocol._models import ACTIVATIONS, MODELS
-from nopeek.protocol._topologies import (
-    DEFAULT_TOPOLOGY, HANDOFFS, MERGES, NOPEEK_HOPS, PARTITIONS, SLICINGS, TASKS, TOPOLOGIES,
-)
+from nopeek.protocol._partition import PARTITIONS
+from nopeek.protocol._topologies import DEFAULT_TOPOLOGY, HANDOFFS, MERGES, NOPEEK_HOPS, SLICINGS, TASKS, TOPOLOGIES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,6 @@ that computes their logits.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping
 
 import jax

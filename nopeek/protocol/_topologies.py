@@ -33,7 +33,7 @@ from flax import nnx
 from nopeek.errors import TopologyError
 from nopeek.protocol._graph import MERGES, Handoff, Loss, Party, Segment, Topology
 from nopeek.protocol._models import MODELS, BlockSpec, build_segment, model_blocks, with_cut_activation
-from nopeek.protocol._partition import PARTITIONS, partition
+from nopeek.protocol._partition import partition
 from nopeek.protocol._stacking import resolve_stack_mode
 
 SLICINGS = ("auto", "columns", "halves", "quadrants", "strips")

@@ -14,7 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from nopeek.protocol._graph import Message
+from nopeek.protocol._graph import Message, Topology
 
 
 class Transport:

@@ -21,7 +21,7 @@ from nopeek.sweeps._sweep import GroupInputs, load_inputs, prepare_output, run_g
 __all__ = [
     "CELL_COLUMNS", "KEY_COLUMNS", "PRESETS", "PRESET_INFO", "RESULT_COLUMNS", "SUMMARY_METRICS", "TIMING_COLUMNS",
     "Cell", "GridConfig", "GroupInputs", "MergeStatus", "Preset", "ShardResult", "SweepConfig", "append_rows",
-    "cell_defences", "cell_key", "cells", "check_rows", "cut_spec", "fmt_number", "format_attack_table",
+    "RULE", "cell_defences", "cell_key", "cells", "check_rows", "cut_spec", "fmt_number", "format_attack_table",
     "format_summary", "format_table", "group_task", "import_ray", "load_config_file", "load_inputs", "merge",
     "merge_report", "operating_points", "parse_cut_spec", "parse_shard", "prepare_output", "prepare_shard_output",
     "read_config", "read_rows", "row_key", "run_group", "run_preset", "run_shard", "run_sweep", "run_sweep_ray",

@@ -1,0 +1,46 @@
+"""What machine a benchmark ran on, printed first by every script in bench/ and stored beside
+every results file: hosts of the same kind differ (XLA's convolutions are fast on one and
+slow on another), so a figure without its host cannot be compared."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+VECTOR_PREFIXES = ("sse4", "avx", "fma", "amx")
+
+
+def cpu() -> str:
+    """'MODEL; N cores; vector extensions' from /proc/cpuinfo (Linux), else what platform says."""
+    model, flags = "", []
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name") and not model:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = sorted({f for f in line.split(":", 1)[1].split() if f.startswith(VECTOR_PREFIXES)})
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    return f"{model or platform.processor() or 'unknown CPU'}; {os.cpu_count()} cores; {' '.join(flags) or 'no vector extensions listed'}"
+
+
+def load() -> float:
+    """The 1-minute load average (NaN where unknown): above the core count, timings lie."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return float("nan")
+
+
+def host_line() -> str:
+    """One line: CPU, its extensions, the load, and the versions that decide speed."""
+    versions = []
+    for name in ("jax", "jaxlib", "torch"):
+        try:
+            versions.append(f"{name} {__import__(name).__version__}")
+        except ImportError:
+            pass
+    return f"CPU: {cpu()}; load {load():.1f}; {', '.join(versions)}"

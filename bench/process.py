@@ -1,0 +1,230 @@
+"""What users run, timed whole: `nopeek train` as a process against a plain PyTorch script of the
+same job, the step inside the real training loop, the fixed cost of a run, and the share of an
+epoch spent evaluating.
+
+    python bench/process.py [--part process|step|fixed|eval|all] [--rounds 5] [--epochs 1,4,8]
+
+- process: `nopeek train --dataset mnist5k --model cnn --cut 4 --alpha 1 --epochs E
+  --batch-size 64` against `python bench/torch_train.py` (the same job by hand; `pip install
+  -e ".[bench]"`), each run once to warm up (file cache, nopeek's compilation cache), then
+  `--rounds` times alternating the two; median wall seconds and the ratio, for each E. A
+  line through the medians over E splits each into a fixed cost per run and a cost per epoch.
+- step: the median step of the training loop `nopeek train` runs (`train_stack`, its step
+  function timed with a device sync after each call) at batch 64 and 256, against the median
+  step inside the PyTorch script at the same batch.
+- fixed: a one-epoch `nopeek train` on digits (second run: the caches are warm) against
+  `python -c "import jax, flax.nnx, optax"`, the floor any JAX program pays.
+- eval: the per-epoch evaluation (accuracy, the probe's dCor and readings) as a share of
+  an epoch of the mnist5k job, from the loop's own timings.
+
+Every figure is a ratio of two timings taken in the same run; the first line printed is the
+host (CPU model, vector extensions, load): on a loaded machine the ratios still hold, the
+seconds do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench._host import host_line  # noqa: E402
+
+JOB = ["--dataset", "mnist5k", "--model", "cnn", "--cut", "4", "--alpha", "1"]
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _wall(cmd: list[str], env=None) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-600:]}")
+    return seconds, done.stdout
+
+
+def nopeek_cmd(epochs: int, batch: int, out: str, extra=()) -> list[str]:
+    return [sys.executable, "-m", "nopeek.cli", "train", *JOB, "--epochs", str(epochs), "--batch-size", str(batch),
+            "--out", out, "--force", "--quiet", *extra]
+
+
+def torch_cmd(epochs: int, batch: int, out: str) -> list[str]:
+    return [sys.executable, os.path.join(ROOT, "bench", "torch_train.py"), "--epochs", str(epochs),
+            "--batch-size", str(batch), "--out", out]
+
+
+def process(rounds: int, epochs_list: list[int], batch: int = 64) -> None:
+    have_torch = _torch_available()
+    print(f"\n## Whole process: `nopeek train {' '.join(JOB)} --epochs E --batch-size {batch}` "
+          f"against bench/torch_train.py ({rounds} alternating rounds after a warm-up; median wall seconds)")
+    if not have_torch:
+        print("(PyTorch is not installed: pip install -e \".[bench]\"; nopeek's times only)")
+    print("| epochs | nopeek (s) | PyTorch script (s) | nopeek speed relative to PyTorch |")
+    print("|---|---|---|---|")
+    medians = {}
+    with tempfile.TemporaryDirectory(prefix="nopeek-bench-") as tmp:
+        for epochs in epochs_list:
+            ours, theirs = [], []
+            runs = [("nopeek", nopeek_cmd(epochs, batch, os.path.join(tmp, "nopeek")))]
+            if have_torch:
+                runs.append(("torch", torch_cmd(epochs, batch, os.path.join(tmp, "torch"))))
+            for _, cmd in runs:  # warm-up: file cache, nopeek's compilation and data caches
+                _wall(cmd)
+            for _ in range(rounds):
+                for name, cmd in runs:
+                    (ours if name == "nopeek" else theirs).append(_wall(cmd)[0])
+            m_ours = statistics.median(ours)
+            m_theirs = statistics.median(theirs) if theirs else float("nan")
+            medians[epochs] = (m_ours, m_theirs)
+            print(f"| {epochs} | {m_ours:.2f} (min {min(ours):.2f}) | "
+                  + (f"{m_theirs:.2f} (min {min(theirs):.2f}) | {m_theirs / m_ours:.2f}x |" if theirs else "- | - |"),
+                  flush=True)
+    if len(medians) >= 2:
+        xs = sorted(medians)
+        for i, name in enumerate(("nopeek", "PyTorch script")):
+            ys = [medians[e][i] for e in xs]
+            if any(y != y for y in ys):
+                continue
+            slope, intercept = _line(xs, ys)
+            print(f"{name}: fixed cost per run {intercept:.2f} s, per epoch {slope:.2f} s (least squares over E = "
+                  f"{','.join(map(str, xs))})")
+
+
+def _line(xs, ys):
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return slope, my - slope * mx
+
+
+def loop_step_ms(batch: int, epochs: int = 2) -> dict:
+    """The median step (ms) of `train_stack` on the mnist5k job, each step followed by a sync,
+    and the per-epoch evaluation's median (ms), from the loop nopeek train runs."""
+    import jax
+
+    from nopeek.data import load
+    from nopeek.training import TrainConfig, _loop
+
+    steps, evals = [], []
+    make_step, make_eval = _loop.make_step_fn, _loop.make_epoch_eval
+
+    def timed_step(*a, **k):
+        step = make_step(*a, **k)
+
+        def run(*args):
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(step(*args))
+            steps.append(time.perf_counter() - t0)
+            return out
+        return run
+
+    def timed_eval(*a, **k):
+        evaluate = make_eval(*a, **k)
+
+        def run(*args):
+            t0 = time.perf_counter()
+            out = evaluate(*args)
+            evals.append(time.perf_counter() - t0)
+            return out
+        return run
+
+    _loop.make_step_fn, _loop.make_epoch_eval = timed_step, timed_eval
+    try:
+        config = TrainConfig(dataset="mnist5k", model="cnn", cuts=(4,), alpha=1.0, epochs=epochs, batch_size=batch)
+        dataset = load("mnist5k")
+        _loop.train_stack(config, dataset, progress=False)  # compiles (or loads from the cache)
+        steps.clear()
+        evals.clear()
+        t0 = time.perf_counter()
+        _loop.train_stack(config, dataset, progress=False)
+        total = time.perf_counter() - t0
+    finally:
+        _loop.make_step_fn, _loop.make_epoch_eval = make_step, make_eval
+    per_epoch = len(steps) // epochs
+    # the first step and evaluation of a fresh train_stack trace their programs: leave them out
+    return {"step_ms": 1e3 * statistics.median(steps[1:]), "eval_ms": 1e3 * statistics.median(evals[1:] or evals),
+            "steps_per_epoch": per_epoch, "epoch_ms": 1e3 * statistics.median(steps[1:]) * per_epoch,
+            "total_s": total}
+
+
+def step(batches=(64, 256)) -> None:
+    have_torch = _torch_available()
+    print("\n## The step inside the training loop (median ms; nopeek: train_stack's step with a sync after each; "
+          "PyTorch: bench/torch_train.py's own step timer)")
+    print("| batch | nopeek (ms) | PyTorch (ms) | nopeek speed relative to PyTorch |")
+    print("|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="nopeek-bench-") as tmp:
+        for batch in batches:
+            ours = loop_step_ms(batch)["step_ms"]
+            if have_torch:
+                _, out = _wall(torch_cmd(2, batch, tmp))
+                theirs = json.loads(out.strip().splitlines()[-1])["median_step_ms"]
+                print(f"| {batch} | {ours:.2f} | {theirs:.2f} | {theirs / ours:.2f}x |", flush=True)
+            else:
+                print(f"| {batch} | {ours:.2f} | - | - |", flush=True)
+
+
+def fixed(rounds: int) -> None:
+    print("\n## Fixed cost: a one-epoch digits run (second run, caches warm) against importing jax, flax and optax")
+    print("| what | median wall (s) | ratio to the imports |")
+    print("|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="nopeek-bench-") as tmp:
+        imports = [sys.executable, "-c", "import jax, flax.nnx, optax"]
+        run = [sys.executable, "-m", "nopeek.cli", "train", "--dataset", "digits", "--epochs", "1", "--out",
+               os.path.join(tmp, "digits"), "--force", "--quiet"]
+        cold_env = dict(os.environ, NOPEEK_NO_CACHE="1")
+        rows = {"import jax, flax.nnx, optax": (imports, None), "nopeek train --dataset digits --epochs 1": (run, None),
+                "the same, NOPEEK_NO_CACHE=1": (run, cold_env)}
+        for cmd, env in rows.values():
+            _wall(cmd, env)
+        times = {name: [] for name in rows}
+        for _ in range(rounds):
+            for name, (cmd, env) in rows.items():
+                times[name].append(_wall(cmd, env)[0])
+        floor = statistics.median(times["import jax, flax.nnx, optax"])
+        for name, ts in times.items():
+            print(f"| {name} | {statistics.median(ts):.2f} | {statistics.median(ts) / floor:.2f}x |", flush=True)
+
+
+def eval_share() -> None:
+    print("\n## Per-epoch evaluation against an epoch (mnist5k job, batch 64; medians from train_stack's own loop)")
+    print("| steps per epoch | step (ms) | epoch of steps (ms) | evaluation (ms) | evaluation / epoch |")
+    print("|---|---|---|---|---|")
+    got = loop_step_ms(64)
+    print(f"| {got['steps_per_epoch']} | {got['step_ms']:.2f} | {got['epoch_ms']:.0f} | {got['eval_ms']:.1f} | "
+          f"{got['eval_ms'] / got['epoch_ms']:.1%} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("process", "step", "fixed", "eval", "all"), default="all")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", default="1,4,8", help="comma-separated epoch counts for --part process")
+    args = parser.parse_args()
+    print(host_line())
+    if args.part in ("fixed", "all"):
+        fixed(args.rounds)
+    if args.part in ("eval", "all"):
+        eval_share()
+    if args.part in ("step", "all"):
+        step()
+    if args.part in ("process", "all"):
+        process(args.rounds, [int(e) for e in args.epochs.split(",")])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""What a second run does not pay again, and that it changes nothing: the persistent XLA
+compilation cache, the parsed and split bundled data sets, and the command line that only
+builds (and imports) the subcommand it runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nopeek.core import caching_disabled, user_cache_dir
+from nopeek.data import _parsed
+
+
+def _env(cache: str | None, **extra) -> dict:
+    """The environment of a child `nopeek` process: its own cache folder, none of the
+    suite's JAX cache settings (so nopeek's own defaults apply)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "NOPEEK_"))}
+    if cache is not None:
+        env["NOPEEK_CACHE_DIR"] = cache
+    env.update(extra)
+    return env
+
+
+def _train(out: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "nopeek.cli", "train", "--dataset", "digits", "--model", "mlp", "--limit", "400",
+         "--epochs", "2", "--alpha", "0.3", "--null-permutations", "20", "--out", out, "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return err
+
+
+def _numbers(run: str) -> tuple[dict, bytes]:
+    """A run's metrics (its timings aside) and its checkpoint's bytes."""
+    metrics = json.load(open(os.path.join(run, "metrics.json")))
+    for timing in ("seconds", "train_seconds", "eval_seconds"):
+        metrics.pop(timing, None)
+    with open(os.path.join(run, "checkpoint.msgpack"), "rb") as fh:
+        return metrics, fh.read()
+
+
+def test_runs_with_the_caches_cold_shared_warm_and_off_give_the_same_numbers(tmp_path):
+    cache = str(tmp_path / "cache")
+    # two runs at once into an empty cache: both compile and write the same entries
+    first, second = (_train(str(tmp_path / name), _env(cache)) for name in ("a", "b"))
+    errors = [_finish(first), _finish(second)]
+    # no failed read or write of an entry (JAX warns "Error reading/writing persistent compilation cache entry")
+    assert not any("persistent compilation cache" in e or "Traceback" in e for e in errors), errors
+    entries = os.listdir(os.path.join(cache, "xla"))
+    assert any(e.endswith("-cache") for e in entries), entries
+    assert {f.split("-")[0] for f in os.listdir(os.path.join(cache, "data"))} >= {"digits", "split"}
+    _finish(_train(str(tmp_path / "warm"), _env(cache)))
+    _finish(_train(str(tmp_path / "off"), _env(cache, NOPEEK_NO_CACHE="1")))
+    reference = _numbers(str(tmp_path / "a"))
+    for name in ("b", "warm", "off"):
+        metrics, params = _numbers(str(tmp_path / name))
+        assert metrics == reference[0], name
+        assert params == reference[1], f"{name}: the trained parameters differ"
+
+
+def test_no_cache_turns_both_caches_off(monkeypatch, tmp_path):
+    monkeypatch.setenv("NOPEEK_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("NOPEEK_NO_CACHE", "1")
+    assert caching_disabled() and user_cache_dir("data") is None
+    calls = []
+    got = _parsed.cached_arrays("thing", "k", lambda: calls.append(1) or {"a": np.arange(3)})
+    _parsed.cached_arrays("thing", "k", lambda: calls.append(1) or {"a": np.arange(3)})
+    assert calls == [1, 1] and not os.listdir(tmp_path)
+    np.testing.assert_array_equal(got["a"], np.arange(3))
+    for off in ("0", "false", ""):
+        monkeypatch.setenv("NOPEEK_NO_CACHE", off)
+        assert not caching_disabled()
+
+
+def test_a_cached_file_that_fails_its_digest_is_made_again(monkeypatch, tmp_path):
+    monkeypatch.setenv("NOPEEK_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("NOPEEK_NO_CACHE", raising=False)
+    made = []
+
+    def make():
+        made.append(1)
+        return {"x": np.arange(12, dtype=np.uint8).reshape(3, 4), "y": np.array([1.5, 2.5])}
+
+    first = _parsed.cached_arrays("thing", "abc", make)
+    again = _parsed.cached_arrays("thing", "abc", make)
+    assert len(made) == 1
+    for name in first:
+        np.testing.assert_array_equal(again[name], first[name])
+        assert again[name].dtype == first[name].dtype
+    path = tmp_path / "data" / "thing-abc.npz"
+    with np.load(path) as archive:  # the same arrays with one value changed: the digest no longer matches
+        stored = {name: archive[name] for name in archive.files}
+    stored["x"][0, 0] = 99
+    np.savez(path, **stored)
+    repaired = _parsed.cached_arrays("thing", "abc", make)
+    assert len(made) == 2 and repaired["x"][0, 0] == 0
+    path.write_bytes(b"not an npz")  # truncated or foreign: made again, never unpickled
+    _parsed.cached_arrays("thing", "abc", make)
+    assert len(made) == 3
+
+
+def test_bundled_sets_from_the_cache_equal_a_fresh_parse_and_split(monkeypatch, tmp_path):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from nopeek.data import load
+
+    monkeypatch.setenv("NOPEEK_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("NOPEEK_NO_CACHE", raising=False)
+    d = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split((d.images / 16.0)[..., None], d.target, test_size=0.25,
+                                                        random_state=3, stratify=d.target)
+    for _ in range(2):  # cold, then from the cache
+        ds = load("digits", seed=3)
+        np.testing.assert_array_equal(ds.x_train, x_train.astype(np.float32))
+        np.testing.assert_array_equal(ds.x_test, x_test.astype(np.float32))
+        np.testing.assert_array_equal(ds.y_train, y_train)
+        np.testing.assert_array_equal(ds.y_test, y_test)
+    assert {f.split("-")[0] for f in os.listdir(tmp_path / "data")} == {"digits", "split"}
+
+
+def test_a_warm_run_imports_neither_scikit_learn_nor_the_other_subcommands(tmp_path):
+    code = ("import sys; from nopeek.data import load; load('digits'); "
+            "from nopeek.cli._main import build_parser; build_parser(only='train'); "
+            "print(sorted(m for m in ('sklearn', 'nopeek.sweeps', 'nopeek.audit', 'nopeek.cost', 'matplotlib') "
+            "if m in sys.modules))")
+    env = _env(str(tmp_path))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)  # fills the data cache
+    again = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
+    assert again.stdout.strip() == "[]", again.stdout
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["sweep", "--help"], ["--version"]])
+def test_the_lazy_parser_still_answers_help(argv):
+    proc = subprocess.run([sys.executable, "-m", "nopeek.cli", *argv], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    if argv == ["--help"]:
+        for name in ("dcor", "train", "attack", "audit", "sweep", "cost", "figures", "report"):
+            assert f"    {name} " in text
+    elif argv[0] == "train":
+        assert "--alpha" in text and "--server" in text
+    elif argv[0] == "sweep":
+        assert "--preset" in text and "--ray" in text
+    else:
+        assert text.startswith("nopeek ")
