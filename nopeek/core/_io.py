@@ -116,6 +116,10 @@ def load_params_into(path: str, tree: dict) -> dict:
         if isinstance(template, nnx.State):
             nnx.replace_by_pure_dict(template, saved)
             return template
+        if not isinstance(template, dict):  # a plain array (a defence's own parameters)
+            import numpy as np
+
+            return np.asarray(saved, dtype=template.dtype)
         return {k: fill(v, saved[k]) for k, v in template.items()}
 
     return fill(tree, restored)

@@ -22,6 +22,7 @@ class Stream(enum.IntEnum):
     LABEL_DEFENCE_EVAL = 4  # the label defence applied batch by batch to held-out samples (label attacks)
     PARAMETER_NOISE = 5  # noise on a party's parameter gradients (DP-SGD)
     ATTACK = 6  # an attack's own draws (initialisation, shuffling), from the attacker's seed
+    DEFENCE_PARAMETERS = 7  # the initialisation of parameters a defence owns (MID's bottleneck)
 
 
 def seed_key(seed, stream: Stream):

@@ -48,14 +48,14 @@ import attacks
 import metrics
 from nopeek.core import BoundedCache, Stream, fingerprint, step_key
 from nopeek.data import Dataset
-from nopeek.defences import Context, build_defence
+from nopeek.defences import DEFENCES, Context, build_defence
 from nopeek.dishonest._config import FSHAConfig
 from nopeek.dishonest._nets import attacker_networks, gradient_penalty
 from nopeek.errors import ConfigError
 from nopeek.protocol import (
     TOPOLOGIES, Capture, Loss, Party, Segment, Topology, forward, gradient_name, protocol_gradients, segment_fn, spec,
 )
-from nopeek.training import TrainConfig, batch_order, build_topology, cuts_of, make_optimizer, strengths_of
+from nopeek.training import TrainConfig, batch_order, build_topology, cuts_of, init_params, make_optimizer, strengths_of
 
 # The server policies a client can train against: name -> what the server does.
 SERVER_POLICIES = {
@@ -145,6 +145,11 @@ class Protocol:
                                for i in range(0, len(z), chunk)])
 
 
+def _client_defences(config: TrainConfig) -> list[str]:
+    """The names of the defences the client uses (strength > 0)."""
+    return [n for n, v in strengths_of(config).items() if v > 0]
+
+
 def _client_defence(config: TrainConfig, step, *, evaluation: bool = False):
     """The client's own defences (those it uses, strength > 0), as in honest training."""
     used = {n: v for n, v in strengths_of(config).items() if v > 0}
@@ -222,13 +227,20 @@ def pilot_output_for(config: TrainConfig, fsha: FSHAConfig, dataset: Dataset, pr
     client = next(s for s in built.topology.segments if s.party == "client")
     x = jnp.asarray(dataset.x_train[np.asarray(private)[: config.batch_size]])
     z = segment_fn(built.topology, client)(built.init(config.seed)["client"][client.name], x)
-    return "relu" if float(jnp.min(z)) >= 0 and config.noise_scale == 0 else "linear"
+    transformed = any(v > 0 and DEFENCES[n].acts_on == "message" for n, v in strengths_of(config).items())
+    return "relu" if float(jnp.min(z)) >= 0 and not transformed else "linear"
 
 
 _PROTOCOLS = BoundedCache(16)  # compiled protocols, reused by runs that differ only in the client's seed
 # What a step depends on: the client's model and defence, its optimiser; the server's settings.
 _STEP_FIELDS = ("model", "widths", "topology", "cuts", "cut_activation", "alpha", "leakage", "noise_scale", "noise_kind", "defenses",
-                "lr", "optimizer")
+                "dp_clip", "mid_dim", "lr", "optimizer")
+
+
+def _draws_from_seed(config: TrainConfig) -> bool:
+    """Whether the client's step depends on its seed: a defence it uses draws noise (on its
+    messages or its parameters)."""
+    return any(v > 0 and DEFENCES[n].acts_on in ("message", "parameters") for n, v in strengths_of(config).items())
 _SERVER_FIELDS = ("fsha_lr", "fsha_lr_critic", "gp_weight", "fsha_weight", "fsha_width", "fsha_res_blocks")
 
 
@@ -237,10 +249,11 @@ def build_protocol(server: str, config: TrainConfig, dataset: Dataset, fsha: FSH
     """A client configured by `config` facing an honest or an FSHA server; with `splitguard`
     each step also returns the client's SplitGuard vector. Protocols whose configurations
     differ only in the client's seed share one compiled step (the seed enters through
-    `init` and the data order; the step uses it only for the noise defence)."""
+    `init` and the data order; the step uses it only for defences that draw noise)."""
     fsha = (fsha or FSHAConfig()).validate()
-    step_config = config if config.noise_scale > 0 else config.replace(seed=0)
-    client = tuple(getattr(config, k) for k in _STEP_FIELDS) + ((config.seed,) if config.noise_scale > 0 else ())
+    seeded = _draws_from_seed(config)
+    step_config = config if seeded else config.replace(seed=0)
+    client = tuple(getattr(config, k) for k in _STEP_FIELDS) + ((config.seed,) if seeded else ())
     server_key = tuple(getattr(fsha, k) for k in _SERVER_FIELDS) if server == "fsha" else None
     key = (server, client, server_key, attack_seed, pilot_output, splitguard, tuple(dataset.input_shape), dataset.num_classes)
     protocol = _PROTOCOLS.get(key, lambda: _build_protocol(server, step_config, dataset, fsha, attack_seed=attack_seed,
@@ -261,7 +274,7 @@ def _build_protocol(server, config, dataset, fsha, *, attack_seed, pilot_output,
         topo = built.topology
 
         def init(seed):
-            params = built.init(seed)
+            params = init_params(built, seed, _client_defences(config), config, dataset.input_shape)
             return ProtocolState(params, {p: optimizer.init(v) for p, v in params.items()}, {}, {})
 
         @partial(jax.jit, donate_argnums=0)
@@ -287,7 +300,8 @@ def _build_protocol(server, config, dataset, fsha, *, attack_seed, pilot_output,
         own_nets = attacker_networks(z_shape, dataset.input_shape, width=fsha.fsha_width, res_blocks=fsha.fsha_res_blocks,
                                      pilot_output=pilot_output, seed=attack_seed)
         own = {"pilot": nnx.split(own_nets["pilot"])[1], "decoder": nnx.split(own_nets["decoder"])[1]}
-        params = {"client": built.init(seed)["client"], "server": {"critic": nnx.split(own_nets["critic"])[1]}}
+        client = init_params(built, seed, _client_defences(config), config, dataset.input_shape)["client"]
+        params = {"client": client, "server": {"critic": nnx.split(own_nets["critic"])[1]}}
         return ProtocolState(params, {"client": optimizer.init(params["client"]), "server": critic_opt.init(params["server"])},
                              own, ae_opt.init(own))
 

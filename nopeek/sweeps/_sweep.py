@@ -222,7 +222,7 @@ def _rows(config, group, entries, result, scores, prepared_test, samples_dir, ch
                    "task_accuracies": " ".join(f"{k}={float(v[i]):.4f}" for k, v in result.task_accuracy.items()),
                    "classifier_clean_accuracy": s.pop("classifier_clean_accuracy", ""),
                    "diverged": False, "diverged_epoch": 0, "collapsed": bool(reason), "collapse_reason": reason,
-                   "samples_file": samples_file, **(extra or {}).get(i, {}), **s}
+                   "samples_file": samples_file, **result.privacy(i), **(extra or {}).get(i, {}), **s}
             if reason and e is entries[0]:
                 log(f"warning: {cell.name} collapsed ({reason}): accuracy {accuracy:.3f}, dCor {row['dcor']:.3f}")
             rows.append(row)
