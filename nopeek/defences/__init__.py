@@ -13,8 +13,11 @@ from nopeek.defences._registry import (
 from nopeek.defences._accounting import ADJACENCY, Accounting, Releases, dp_guarantee, dpsgd_events, epsilon, message_events
 from nopeek.defences._noise import NOISE_KINDS, NoiseDefence, add_noise, add_noise_per_sample  # noqa: E402 (registers)
 from nopeek.defences._nopeek import NoPeek  # noqa: E402 (registers)
-from nopeek.defences._dp import DPSGD, GaussianMessage, clip_rows  # noqa: E402 (registers)
+# MID registers before the DP defences: one model's message passes through the defences in
+# registration order, so MID's KL is on what its encoder reads and the Gaussian mechanism is
+# the last step before the message leaves (its guarantee is on what is sent).
 from nopeek.defences._mid import MID, decode, encode, init_bottleneck, kl_divergence  # noqa: E402 (registers)
+from nopeek.defences._dp import DPSGD, GaussianMessage, clip_rows  # noqa: E402 (registers)
 from nopeek.defences._labels import (  # noqa: E402 (registers)
     LABEL_DEFENSES, LabelDefence, marvell, marvell_objective, marvell_solve, max_norm, received_gradients,
 )

@@ -37,6 +37,7 @@ from nopeek.sweeps._config import Cell, SweepConfig, cells
 from nopeek.sweeps._results import append_rows, cell_key, read_rows, write_rows
 from nopeek.sweeps._shards import order_rows
 from nopeek.sweeps._sweep import load_inputs, prepare_output, run_group
+from nopeek.sweeps._ranking import write_ranking
 
 INSTALL_HINT = '--ray needs Ray: pip install -e ".[ray]"'
 
@@ -179,6 +180,7 @@ def run_sweep_ray(config: SweepConfig, out: str, *, address: str | None = None, 
     rows = order_rows(read_rows(results_path), config)  # the local sweep's order: the two tables diff cleanly
     write_rows(results_path, rows)
     sweep_figures(rows, os.path.join(out, "figures"), samples_dir=samples_dir)
+    write_ranking(rows, out)
     return rows
 
 

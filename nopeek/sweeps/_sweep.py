@@ -14,6 +14,8 @@ written; an output folder holding a different config is refused unless `force`.
     DIR/results.csv      one row per cell and attacked message (columns: RESULT_COLUMNS)
     DIR/samples/*.npy    16 held-out originals and each row's reconstructions of them
     DIR/figures/*.png    trade-off, dCor and SSIM against alpha, reconstruction grids
+    DIR/ranking.md, .csv the defences at matched utility (`nopeek.sweeps._ranking`), and
+                         figures/defence_frontier.png, when the grid has several defences
 
 Beyond one process, shards (`--shard I/N`) and a Ray cluster (`--ray`) run the same groups
 through `load_inputs` and `run_group`, so their rows are these rows.
@@ -39,6 +41,7 @@ from nopeek.protocol import model_blocks
 from nopeek.sweeps._columns import cell_columns, message_attacks
 from nopeek.sweeps._config import Cell, SweepConfig, cells
 from nopeek.sweeps._results import CELL_COLUMNS, append_rows, cell_key, read_rows
+from nopeek.sweeps._ranking import write_ranking
 from nopeek.sweeps._summary import write_summary
 from nopeek.training import collapse_reason, data_shards, evaluate, leak_entries, train_stack
 
@@ -116,6 +119,7 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
     write_summary(os.path.join(out, "summary.csv"), rows)
     sweep_figures(rows, os.path.join(out, "figures"), samples_dir=samples_dir,
                   histories_dir=os.path.join(out, "histories"))
+    write_ranking(rows, out)  # ranking.md, ranking.csv, figures/defence_frontier.png: several defences only
     return rows
 
 
@@ -145,7 +149,17 @@ def load_inputs(config: SweepConfig) -> GroupInputs:
 
 def run_group(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, progress: bool = False, log=print) -> list[dict]:
     """Train, evaluate and attack the cells of one group (one topology and cut list) as one
-    stack; save their samples into `samples_dir`; return their rows (nothing else is written)."""
+    stack, or as stacks of at most `max_stack` models (0: one); save their samples into
+    `samples_dir`; return their rows (nothing else is written)."""
+    size = inputs.config.max_stack or len(group)
+    rows = []
+    for start in range(0, len(group), size):
+        rows += _run_stack(inputs, group[start : start + size], samples_dir, progress=progress, log=log)
+    return rows
+
+
+def _run_stack(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, progress: bool = False,
+               log=print) -> list[dict]:
     config, ds, leak_idx = inputs.config, inputs.ds, inputs.leak_idx
     topology, spec = group[0].topology, group[0].cut
     tc = config.train_config(topology, spec)
