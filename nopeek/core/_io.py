@@ -55,11 +55,13 @@ def _jsonable(obj):
 
 
 def _pure(tree):
-    """Nested dicts of nnx.State -> nested dicts of arrays."""
+    """Nested dicts of nnx.State (or plain arrays) -> nested dicts of arrays."""
     from flax import nnx  # checkpoints need Flax; the rest of this module does not
 
     if isinstance(tree, nnx.State):
         return nnx.to_pure_dict(tree)
+    if not isinstance(tree, dict):  # a plain array (a defence's own parameters)
+        return tree
     return {k: _pure(v) for k, v in tree.items()}
 
 

@@ -58,15 +58,15 @@ def init_bottleneck(d: int, k: int, key: jax.Array) -> dict:
 
 def encode(params: dict, h: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(mu, sigma), each (n, k), of messages h (n, ...)."""
-    out = h.reshape(h.shape[0], -1) @ params["enc"]["w"] + params["enc"]["b"]
+    out = h.reshape(h.shape[0], -1) @ params["enc"]["w"] + params["enc"]["b"][None]
     mu, rho = jnp.split(out, 2, axis=-1)
     return mu, jnp.maximum(jax.nn.softplus(rho - SHIFT), 1e-6)
 
 
 def decode(params: dict, u: jax.Array, shape) -> jax.Array:
     """Messages (n, *shape) from bottleneck samples u (n, k)."""
-    hidden = jax.nn.relu(u @ params["dec1"]["w"] + params["dec1"]["b"])
-    return (hidden @ params["dec2"]["w"] + params["dec2"]["b"]).reshape(u.shape[0], *shape)
+    hidden = jax.nn.relu(u @ params["dec1"]["w"] + params["dec1"]["b"][None])
+    return (hidden @ params["dec2"]["w"] + params["dec2"]["b"][None]).reshape(u.shape[0], *shape)
 
 
 def kl_divergence(params: dict, h: jax.Array) -> jax.Array:
