@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 
+import attacks
 from nopeek.protocol import TOPOLOGIES
 from nopeek.sweeps._config import SweepConfig
 
 _MNIST_CNN = dict(dataset="mnist5k", model="cnn", widths=[8, 16, 64, 32])
 _SMALL = dict(dataset="digits", model="mlp", widths=[64, 32], cuts=["1"], epochs=3, attack_steps=80, seeds=[0])
+
+
+def image_attacks() -> list[str]:
+    """Every reconstruction attack the registry holds (when the presets are built)."""
+    return [name for name, spec in attacks.ATTACKS.items() if spec.kind == "reconstruction"]
+
+
+def _strengths(name: str, values) -> list[str]:
+    return [f"{name}={v:g}" for v in values]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +178,22 @@ def _all() -> dict[str, Preset]:
             small=dict(alphas=[0.0, 6.0], noise_scales=[]),
             **_MNIST_CNN, cuts=["5"], cut_activation="linear", alpha_warmup=2.0, alphas=[0.0, 4.0, 6.0, 8.0, 12.0],
             noise_scales=[], epochs=20, attack_steps=600, seeds=[0, 1, 2],
+        ),
+        # Issue 23: every input-side defence at matched utility.
+        _preset(
+            "defences", "Every input-side defence ranked at matched utility: bundled mnist5k, cnn cut 4 (fc1, 64 "
+            "values), no defence and NoPeek, noise, the Gaussian mechanism (dp_message), DP-SGD (dp_sgd) and MID at 4 "
+            "strengths each, 5 seeds, 4 epochs, every image attack of the registry; writes ranking.md, ranking.csv and "
+            "figures/defence_frontier.png.",
+            seconds=None, result="not run here yet.",
+            small=dict(alphas=[0.0, 1.0, 5.0], noise_scales=[0.5, 2.0],
+                       defenses=[*_strengths("dp_message", (0.25, 1.0)), *_strengths("dp_sgd", (1.0, 4.0)),
+                                 *_strengths("mid", (0.01, 1.0))],
+                       seeds=[0, 1], epochs=4, max_stack=0),
+            **_MNIST_CNN, cuts=["4"], alphas=[0.0, 0.1, 0.3, 1.0, 2.0], noise_scales=[0.5, 1.0, 2.0, 4.0],
+            defenses=[*_strengths("dp_message", (0.5, 1.0, 2.0, 4.0)), *_strengths("dp_sgd", (0.5, 1.0, 2.0, 4.0)),
+                      *_strengths("mid", (0.001, 0.01, 0.1, 1.0))],
+            seeds=[0, 1, 2, 3, 4], epochs=4, attack_steps=600, attacks=image_attacks(), max_stack=21,
         ),
     ]
     return {p.name: p for p in presets}
