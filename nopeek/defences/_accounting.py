@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from nopeek.core import BoundedCache
 from nopeek.errors import ConfigError
 
 ADJACENCY = "replace-one"
@@ -67,12 +68,19 @@ class Accounting:
 
 def epsilon(event, delta: float) -> float:
     """The PLD accountant's epsilon of `event` (a `dp_accounting.DpEvent`) at `delta`, under
-    REPLACE_ONE; inf when the event gives no guarantee."""
-    from dp_accounting import NeighboringRelation, pld
+    REPLACE_ONE. Kept for the 256 most recent (event, delta): every seed of a setting has
+    the same, and a small noise multiplier's takes seconds."""
+    def compute():
+        from dp_accounting import NeighboringRelation, pld
 
-    accountant = pld.PLDAccountant(NeighboringRelation.REPLACE_ONE)
-    accountant.compose(event)
-    return float(accountant.get_epsilon(delta))
+        accountant = pld.PLDAccountant(NeighboringRelation.REPLACE_ONE)
+        accountant.compose(event)
+        return float(accountant.get_epsilon(delta))
+
+    return _EPSILONS.get((repr(event), float(delta)), compute)
+
+
+_EPSILONS = BoundedCache(256)  # (the event's repr, delta) -> epsilon
 
 
 def message_events(sigma: float, releases: Releases) -> Accounting:

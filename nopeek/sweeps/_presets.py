@@ -190,9 +190,9 @@ def _all() -> dict[str, Preset]:
                        defenses=[*_strengths("dp_message", (0.25, 1.0)), *_strengths("dp_sgd", (1.0, 4.0)),
                                  *_strengths("mid", (0.01, 1.0))],
                        seeds=[0, 1], epochs=4, max_stack=0),
-            **_MNIST_CNN, cuts=["4"], alphas=[0.0, 0.1, 0.3, 1.0, 2.0], noise_scales=[0.5, 1.0, 2.0, 4.0],
-            defenses=[*_strengths("dp_message", (0.5, 1.0, 2.0, 4.0)), *_strengths("dp_sgd", (0.5, 1.0, 2.0, 4.0)),
-                      *_strengths("mid", (0.001, 0.01, 0.1, 1.0))],
+            **_MNIST_CNN, cuts=["4"], alphas=[0.0, 0.1, 0.3, 1.0, 2.0], noise_scales=[0.25, 0.5, 1.0, 2.0],
+            defenses=[*_strengths("dp_message", (0.1, 0.25, 0.5, 1.0)), *_strengths("dp_sgd", (0.3, 0.6, 1.0, 2.0)),
+                      *_strengths("mid", (0.0001, 0.001, 0.01, 0.1))],
             seeds=[0, 1, 2, 3, 4], epochs=4, attack_steps=600, attacks=image_attacks(), max_stack=21,
         ),
     ]

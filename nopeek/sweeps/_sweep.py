@@ -110,10 +110,13 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
         group = [c for c in todo if (c.topology, c.cut) == (topology, spec)]
         if not group:
             continue
-        bar.set_postfix_str(f"{topology} cut {spec}: training {len(group)} models as one stack")
-        rows = run_group(inputs, group, samples_dir, progress=progress, log=log)
-        append_rows(results_path, rows)
-        bar.update(len(group))
+        size = config.max_stack or len(group)
+        for start in range(0, len(group), size):  # each stack's rows are kept as soon as it is done
+            stack = group[start : start + size]
+            bar.set_postfix_str(f"{topology} cut {spec}: training {len(stack)} models as one stack")
+            rows = run_group(inputs, stack, samples_dir, progress=progress, log=log)
+            append_rows(results_path, rows)
+            bar.update(len(stack))
     bar.close()
     rows = read_rows(results_path)
     write_summary(os.path.join(out, "summary.csv"), rows)
