@@ -31,15 +31,16 @@ def detection_study(config, fsha_config, sg_config: SplitGuardConfig, dataset, s
                     fsha_steps: int, attack_seed: int = 0, detectors=("splitguard",),
                     so_config: SplitOutConfig | None = None, progress: bool = False, log=None) -> list[dict]:
     """Each detector in `detectors` ("splitguard", "splitout") against an honest server
-    (vanilla training on the labels it is sent, `honest_steps` iterations) and against FSHA
-    (until the detector fires, at most `fsha_steps`), one client seed at a time.
+    (vanilla training on the labels it is sent, `honest_steps` iterations, or as many as
+    SplitOut watches) and against FSHA (until the detector fires, at most `fsha_steps`), one
+    client seed at a time.
 
     Returns:
       one row per (detector, server, seed): {"detector", "server", "seed", "fired",
       "iteration", and the detector's report (SplitGuard: "fake_batches", "p_values",
       "scores"; SplitOut: "outliers", "checked", "scores"), for FSHA the attacker's "mse",
       "ssim", "classifier_accuracy" and their "baseline_*" at detection (or at the end), for
-      honest runs the final "accuracy"}.
+      honest runs the final "accuracy" and "iterations"}.
     """
     from nopeek.dishonest._fsha import build_protocol, fsha_attack, run_protocol, split_public
 
@@ -56,10 +57,11 @@ def detection_study(config, fsha_config, sg_config: SplitGuardConfig, dataset, s
         protocol = build_protocol("honest", cfg, dataset, splitguard=True)
         for name in detectors:
             guard = _make_detector(name, sg_config, so_config, dataset, protocol, private, int(seed))
-            state, done, _ = run_protocol(protocol, dataset, private, public, honest_steps, guard=guard,
+            steps = honest_steps if getattr(guard, "watch", None) is None else min(honest_steps, guard.watch)
+            state, done, _ = run_protocol(protocol, dataset, private, public, steps, guard=guard,
                                           progress=progress, desc=f"honest {name} seed {seed}")
             rows.append({"detector": name, "server": "honest", "seed": int(seed), **_row(guard.report()),
-                         "accuracy": _accuracy(protocol, state, dataset)})
+                         "accuracy": _accuracy(protocol, state, dataset), "iterations": done})
             if log:
                 log(rows[-1])
             guard = _make_detector(name, sg_config, so_config, dataset, protocol, private, int(seed))
