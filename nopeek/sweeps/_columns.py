@@ -157,7 +157,8 @@ def label_columns(config, ds, group, result, alive) -> dict[int, dict]:
     for i in alive:
         cell = group[i]
         gradient_defence = cell.defense if cell.defense != NONE and DEFENCES[cell.defense].acts_on == "gradient" else None
-        grads = received_gradients(built, result.model_params(int(i)), ds.x_test, ds.y_test, tensor,
+        carried = {n: v for n, v in cell.strengths.items() if DEFENCES[n].owns_parameters}
+        grads = received_gradients(built, result.model_params(int(i)), ds.x_test, ds.y_test, tensor, carried=carried,
                                    defense=gradient_defence, strength=cell.strength, seed=cell.seed,
                                    batch_size=config.batch_size)
         if built.topology.party(built.topology.producer(tensor)).replicas > 1:
