@@ -70,10 +70,21 @@ def detection(seeds, honest_steps, fsha_steps, detectors, out):
           f"{seconds:.0f} s\n")
     print(format_detection(rows))
     if out:
-        command = " ".join(["python", "bench/fsha.py", *sys.argv[1:]])
-        write_json(out, {"command": command, "seconds": round(seconds, 1), "cpu": platform.processor() or "",
+        argv = [os.path.relpath(a, ROOT) if os.path.isabs(a) else a for a in sys.argv[1:]]
+        command = " ".join(["python", "bench/fsha.py", *argv])
+        write_json(out, {"command": command, "seconds": round(seconds, 1), "cpu": cpu(),
                          "summary": detection_summary(rows), "rows": rows})
         print(out)
+
+
+def cpu() -> str:
+    """The CPU model and core count (what the timing was measured on)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+    except OSError:
+        model = platform.processor()
+    return f"{model or 'unknown'}; {os.cpu_count()} cores"
 
 
 def labels(sweep):

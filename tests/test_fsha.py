@@ -225,7 +225,7 @@ def test_splitout_is_quiet_on_an_honest_server_and_fires_on_fsha(digits):
     assert all(r["ssim"] < r["baseline_ssim"] + 0.05 for r in attacked), attacked
     summary = detection_summary(rows)
     assert summary[0]["detected"] == 2 and summary[0]["false_alarms"] == 0
-    assert "| splitout | 2 / 2 | 0 / 2 |" in format_detection(rows)
+    assert "| splitout | 2 / 2 | 0 / 2 (" in format_detection(rows)
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -119,6 +119,7 @@ def detection_summary(rows: list[dict]) -> list[dict]:
             "ssim_then": float(np.mean([r["ssim"] for r in fsha])) if fsha else float("nan"),
             "baseline_ssim_then": float(np.mean([r["baseline_ssim"] for r in fsha])) if fsha else float("nan"),
             "honest_accuracy": float(np.mean([r["accuracy"] for r in honest])) if honest else float("nan"),
+            "honest_iterations": sorted({r.get("iterations") for r in honest if r.get("iterations")}),
         })
     return out
 
@@ -126,12 +127,15 @@ def detection_summary(rows: list[dict]) -> list[dict]:
 def format_detection(rows: list[dict]) -> str:
     """The detection table: per detector, its detection rate on FSHA and false alarms on the
     honest server, when it fired and what the attacker had by then; then the rows."""
-    lines = ["| detector | FSHA detected | honest false alarms | iteration fired (mean, min-max) | "
-             "attacker's SSIM then (mean image) | honest accuracy |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| detector | FSHA detected | honest false alarms (iterations watched per run) | iteration fired on FSHA "
+             "(mean, min-max) | attacker's SSIM then (mean image) | honest accuracy then |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for s in detection_summary(rows):
         when = (f"{s['iteration_mean']:.0f} ({s['iteration_min']}-{s['iteration_max']})" if s["detected"] else "-")
+        watched = ", ".join(str(i) for i in s.get("honest_iterations", [])) or "-"
         lines.append(f"| {s['detector']} | {s['detected']} / {s['fsha_runs']} | {s['false_alarms']} / {s['honest_runs']} "
-                     f"| {when} | {s['ssim_then']:.3f} ({s['baseline_ssim_then']:.3f}) | {s['honest_accuracy']:.3f} |")
+                     f"({watched}) | {when} | {s['ssim_then']:.3f} ({s['baseline_ssim_then']:.3f}) | "
+                     f"{s['honest_accuracy']:.3f} |")
     lines.append("")
     lines.append(f"{'detector':10s} {'server':6s} {'seed':>4s} {'fired':>5s} {'iter':>5s} {'acc / MSE (base)':>17s}  "
                  "SplitGuard: fake batches, rank-test p-values | SplitOut: outliers / checked, LOF (first 6)")
