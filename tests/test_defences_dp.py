@@ -274,3 +274,19 @@ def test_run_folder_keeps_the_bottleneck_and_reports_epsilon(tmp_path):
     assert sent.shape == mean.shape and len(sent) == len(ds.x_test)
     assert np.all(np.linalg.norm(mean, axis=1) <= 1.0 + 1e-5)
     assert not np.allclose(sent, mean)
+
+
+def test_numeric_functions_under_jit_scalar_batch_and_mismatch(rng):
+    clip = jax.jit(clip_rows, static_argnums=2)
+    one = jnp.asarray([[3.0, 4.0]])  # a single sample of norm 5
+    np.testing.assert_allclose(clip(one, 1.0, 1), [[0.6, 0.8]], rtol=1e-6)
+    batch = jnp.asarray(rng.normal(size=(3, 5, 4, 2)), jnp.float32)  # 3 replicas x 5 samples
+    out = np.asarray(clip(batch, 0.5, 2))
+    norms = np.linalg.norm(out.reshape(3, 5, -1), axis=-1)
+    np.testing.assert_allclose(norms, np.minimum(np.linalg.norm(np.asarray(batch).reshape(3, 5, -1), axis=-1), 0.5),
+                               rtol=1e-5)
+    p = init_bottleneck(8, 4, jax.random.key(0))
+    kl = jax.jit(kl_divergence)
+    assert float(kl(p, jnp.ones((1, 8)))) > 0 and kl(p, jnp.ones((6, 2, 4))).shape == ()
+    with pytest.raises(TypeError):
+        kl(p, jnp.ones((6, 7)))  # 7 values per sample, the encoder takes 8
