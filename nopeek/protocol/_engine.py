@@ -251,7 +251,7 @@ def protocol_gradients(
     known = {p.name: {k: data[k] for k in p.holds} for p in topo.parties}
     outgoing: dict[str, tuple] = {}  # protected tensor -> (value as sent, vjp of the transform)
     vjps = {}
-    rows: dict[int, tuple] = {}  # segments of data holders whose per-sample gradients a defence asks for
+    private_segments: dict[int, tuple] = {}  # data holders' segments whose per-sample gradients a defence asks for
 
     def private(party: str) -> bool:
         if not defence.privatises_parameters or topo.raw_input(party) is None:
@@ -279,7 +279,7 @@ def protocol_gradients(
 
         out, vjps[i] = jax.vjp(closed, params[seg.party][seg.name], *[v for v, d in zip(inputs, diff) if d])
         if private(seg.party):
-            rows[i] = (fn, inputs)
+            private_segments[i] = (fn, inputs)
         known[seg.party][seg.output] = out
         if seg.output in topo.protected:
             if not defence.transforms_messages:
@@ -347,16 +347,16 @@ def protocol_gradients(
             ct = jnp.zeros_like(out)
         g_params, *g_inputs = vjps[i](ct)
         grads.setdefault(seg.party, {})[seg.name] = g_params
-        if i in rows:
-            fn, inputs = rows[i]
+        if i in private_segments:
+            fn, inputs = private_segments[i]
             per_sample.setdefault(seg.party, {})[seg.name] = (fn, params[seg.party][seg.name], inputs, ct)
         moving = [t for t in seg.inputs if t not in topo.data_keys()]
         for t, g in zip(moving, g_inputs):
             _add(cot[seg.party], t, g)
     for party, mine in per_sample.items():  # the data holders' gradients as they apply them (DP-SGD)
         batch = {name: grads[party][name] for name in mine}
-        rows = lambda mine=mine: {name: _per_sample(*args) for name, args in mine.items()}  # noqa: E731
-        grads[party].update(defence.parameter_gradients(party, batch, rows))
+        contributions = lambda mine=mine: {name: _per_sample(*args) for name, args in mine.items()}  # noqa: E731
+        grads[party].update(defence.parameter_gradients(party, batch, contributions))
     aux["loss"] = total
     return grads, aux
 
