@@ -6,7 +6,9 @@ Run:
       (RUN_*: folders written by `nopeek attack --attack fsha`; draws docs/fsha_curves.png
       and copies their reconstructions.png to docs/fsha_reconstructions_*.png)
   python bench/fsha.py --part detection [--seeds 0,1,2,3,4] [--honest-steps 1000] [--fsha-steps 500]
-      (SplitGuard against honest and FSHA servers on mnist5k, the README's client)
+      [--detectors splitguard,splitout] [--out docs/results/detection.json]
+      (SplitGuard and SplitOut against honest and FSHA servers on mnist5k, the README's
+      client; --out keeps the rows and the command, for docs/guide/defences.md)
   python bench/fsha.py --part labels --sweep DIR
       (DIR: `nopeek sweep --preset labels --out DIR`; prints the trade-off table, means over
       seeds, and copies DIR/figures/label_tradeoff.png to docs/)
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import sys
 import time
@@ -47,21 +50,41 @@ def curves(runs, labels):
     print(path)
 
 
-def detection(seeds, honest_steps, fsha_steps):
+def detection(seeds, honest_steps, fsha_steps, detectors, out):
     from nopeek import data
+    from nopeek.core import write_json
     from nopeek.training import TrainConfig
     from nopeek.dishonest import FSHAConfig
-    from nopeek.dishonest import SplitGuardConfig, detection_study, format_detection
+    from nopeek.dishonest import SplitGuardConfig, SplitOutConfig, detection_study, detection_summary, format_detection
 
     ds = data.load("mnist5k")
     config = TrainConfig(dataset="mnist5k", model="cnn", widths=(8, 16, 64, 32), cuts=(3,))
     t0 = time.perf_counter()
     rows = detection_study(config, FSHAConfig(), SplitGuardConfig(), ds, seeds, honest_steps=honest_steps,
-                           fsha_steps=fsha_steps, log=lambda r: print(r["server"], r["seed"], r["fired"], r["iteration"],
-                                                                      flush=True))
-    print(f"\nmnist5k, cnn (8,16,64,32) cut 3, honest runs of {honest_steps} iterations, FSHA runs until detection "
-          f"(at most {fsha_steps}); seeds {','.join(map(str, seeds))}; {time.perf_counter() - t0:.0f} s\n")
+                           fsha_steps=fsha_steps, detectors=detectors, so_config=SplitOutConfig(),
+                           log=lambda r: print(r["detector"], r["server"], r["seed"], r["fired"], r["iteration"],
+                                               flush=True))
+    seconds = time.perf_counter() - t0
+    print(f"\nmnist5k, cnn (8,16,64,32) cut 3, honest runs of {honest_steps} iterations (SplitOut: the epoch it "
+          f"watches), FSHA runs until detection (at most {fsha_steps}); seeds {','.join(map(str, seeds))}; "
+          f"{seconds:.0f} s\n")
     print(format_detection(rows))
+    if out:
+        argv = [os.path.relpath(a, ROOT) if os.path.isabs(a) else a for a in sys.argv[1:]]
+        command = " ".join(["python", "bench/fsha.py", *argv])
+        write_json(out, {"command": command, "seconds": round(seconds, 1), "cpu": cpu(),
+                         "summary": detection_summary(rows), "rows": rows})
+        print(out)
+
+
+def cpu() -> str:
+    """The CPU model and core count (what the timing was measured on)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+    except OSError:
+        model = platform.processor()
+    return f"{model or 'unknown'}; {os.cpu_count()} cores"
 
 
 def labels(sweep):
@@ -89,11 +112,14 @@ def main():
     parser.add_argument("--honest-steps", type=int, default=1000)
     parser.add_argument("--fsha-steps", type=int, default=500)
     parser.add_argument("--sweep", default=None)
+    parser.add_argument("--detectors", default="splitguard,splitout")
+    parser.add_argument("--out", default=None, help="detection: write the rows, summary and command to this JSON file")
     args = parser.parse_args()
     if args.part == "curves":
         curves(args.runs, args.labels)
     elif args.part == "detection":
-        detection([int(s) for s in args.seeds.split(",")], args.honest_steps, args.fsha_steps)
+        detection([int(s) for s in args.seeds.split(",")], args.honest_steps, args.fsha_steps,
+                  tuple(args.detectors.split(",")), args.out)
     else:
         labels(args.sweep)
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -16,7 +15,7 @@ import attacks
 import nopeek
 from nopeek import data
 from nopeek.cli import build_parser, main
-from nopeek.defences import DEFENCES, Context, register
+from nopeek.defences import DEFENCES, register
 from nopeek.protocol import Defence
 from nopeek.training import TrainConfig, train_stack
 

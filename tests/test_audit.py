@@ -7,8 +7,6 @@ import pickle
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

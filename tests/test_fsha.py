@@ -1,6 +1,6 @@
 """A dishonest server (issue 12): FSHA as a server policy on the engine, the engine's critic
-loss, the client's code under attack, the attack's quality, SplitGuard, the CLI and the
-sweep column."""
+loss, the client's code under attack, the attack's quality, SplitGuard and SplitOut (issue
+23), the CLI and the sweep column."""
 
 import json
 import os
@@ -20,6 +20,7 @@ from nopeek.training import TrainConfig
 from nopeek.dishonest import FSHAConfig, build_protocol, fsha_attack, fsha_topology, split_public
 from nopeek.dishonest import attacker_networks, gradient_penalty
 from nopeek.dishonest import SplitGuard, SplitGuardConfig, detection_study, rank_p_value, sg_score
+from nopeek.dishonest import SplitOut, SplitOutConfig, detection_summary, format_detection
 from nopeek.dishonest._splitguard import _Set
 
 # digits (8x8), a small cnn cut after conv2: z is (8, 8, 16). The critic settings that make
@@ -191,6 +192,40 @@ def test_splitguard_is_quiet_on_an_honest_server_and_fires_on_fsha(digits):
     assert not any(f for f, _ in plans[:3]) and 5 < sum(f for f, _ in plans) < 40
     for fake, y in plans:
         assert np.all((y != np.arange(10)) == fake)  # a fake batch shifts every label, a real one none
+
+
+def test_splitout_fires_on_a_strict_majority_of_outliers_in_its_window(rng):
+    reference = rng.normal(size=(12, 5))
+    detector = SplitOut(SplitOutConfig(so_window=4), reference, epoch=30)
+    inlier, outlier = np.zeros(5), np.full(5, 50.0)
+    stream = [inlier, outlier, outlier, inlier, outlier, outlier, inlier]  # window of 4: 2, 3 outliers, ...
+    fired = [detector.observe(t, v) for t, v in enumerate(stream)]
+    assert fired == [False, False, False, False, True, False, False]  # 3 of the last 4 at batch 5, once
+    report = detector.report()
+    assert report["fired"] and report["iteration"] == 5 and report["outliers"] == 3 and report["checked"] == 5
+    late = SplitOut(SplitOutConfig(so_window=1), reference, epoch=3)  # watches the first epoch only
+    assert [late.observe(t, outlier) for t in (3, 4)] == [False, False] and late.observe(0, outlier)
+    assert late.plan(0, np.arange(3))[0] is False  # no fake batches
+    with pytest.raises(ValueError, match="at least 3 reference"):
+        SplitOut(SplitOutConfig(), reference[:2])
+
+
+def test_splitout_is_quiet_on_an_honest_server_and_fires_on_fsha(digits):
+    """Calibrated on the client's own honest simulation (12 batches, a server of another
+    initialisation), watching the first epoch as the paper does."""
+    rows = detection_study(TrainConfig(**CLIENT), FAST, SplitGuardConfig(), digits, seeds=(0, 1), honest_steps=30,
+                           fsha_steps=40, detectors=("splitout",))
+    honest = [r for r in rows if r["server"] == "honest"]
+    attacked = [r for r in rows if r["server"] == "fsha"]
+    assert all(r["detector"] == "splitout" for r in rows)
+    assert [r["fired"] for r in honest] == [False, False] and all(r["checked"] >= 15 for r in honest)
+    assert [r["fired"] for r in attacked] == [True, True]
+    assert all(r["iteration"] <= 20 and r["outliers"] >= 6 for r in attacked), attacked
+    # The attacker had not yet beaten the mean image when it was caught.
+    assert all(r["ssim"] < r["baseline_ssim"] + 0.05 for r in attacked), attacked
+    summary = detection_summary(rows)
+    assert summary[0]["detected"] == 2 and summary[0]["false_alarms"] == 0
+    assert "| splitout | 2 / 2 | 0 / 2 (" in format_detection(rows)
 
 
 @pytest.mark.parametrize("argv,message", [

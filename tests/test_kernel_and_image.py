@@ -1,7 +1,6 @@
 """HSIC and linear CKA against NumPy float64 references; MSE/PSNR/SSIM behaviour."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

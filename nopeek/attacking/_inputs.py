@@ -38,13 +38,14 @@ def heldout_gradients(run: TrainedRun, x, y) -> tuple[np.ndarray, str, dict]:
     tensor = run.built.label_gradient
     cfg = run.config
     used = {n: s for n, s in strengths_of(cfg).items() if s > 0 and DEFENCES[n].acts_on == "gradient"}
-    if not used:
+    carried = {n: s for n, s in strengths_of(cfg).items() if s > 0 and DEFENCES[n].owns_parameters}
+    if not used and not carried:
         return per_sample_gradients(run, x, y, tensor), tensor, {}
     if len(used) > 1:
         raise ConfigError(f"the label attack scores one gradient defence at a time; the run uses {', '.join(used)}")
-    (name, strength), = used.items()
+    (name, strength), = used.items() if used else ((None, 0.0),)
     grads = received_gradients(run.built, run.params, x, y, tensor, defense=name, strength=strength, seed=cfg.seed,
-                               batch_size=cfg.batch_size)
+                               batch_size=cfg.batch_size, carried=carried)
     return grads, tensor, used
 
 

@@ -372,7 +372,7 @@ def _sweep_merge(args: argparse.Namespace) -> int:
 def cmd_figures(args: argparse.Namespace) -> int:
     """Redraw a sweep's figures from its results.csv, or compare several sweeps (--out FILE)."""
     from nopeek.plots import check_results, compare_figure, sweep_figures
-    from nopeek.sweeps import read_rows
+    from nopeek.sweeps import read_rows, write_ranking
 
     named = {}
     for folder in args.dirs:
@@ -392,8 +392,11 @@ def cmd_figures(args: argparse.Namespace) -> int:
         print(compare_figure(named, args.out))
         return 0
     folder = args.dirs[0]
-    for p in sweep_figures(named[os.path.basename(os.path.normpath(folder))], os.path.join(folder, "figures"),
-                           samples_dir=os.path.join(folder, "samples"), histories_dir=os.path.join(folder, "histories")):
+    rows = named[os.path.basename(os.path.normpath(folder))]
+    for p in sweep_figures(rows, os.path.join(folder, "figures"), samples_dir=os.path.join(folder, "samples"),
+                           histories_dir=os.path.join(folder, "histories")):
+        print(p)
+    for p in write_ranking(rows, folder):  # several defences: the ranking at matched utility
         print(p)
     return 0
 

@@ -100,11 +100,13 @@ def _jsonable(obj):
 
 
 def _pure(tree):
-    """Nested dicts of nnx.State -> nested dicts of arrays."""
+    """Nested dicts of nnx.State (or plain arrays) -> nested dicts of arrays."""
     from flax import nnx  # checkpoints need Flax; the rest of this module does not
 
     if isinstance(tree, nnx.State):
         return nnx.to_pure_dict(tree)
+    if not isinstance(tree, dict):  # a plain array (a defence's own parameters)
+        return tree
     return {k: _pure(v) for k, v in tree.items()}
 
 
@@ -161,6 +163,10 @@ def load_params_into(path: str, tree: dict) -> dict:
         if isinstance(template, nnx.State):
             nnx.replace_by_pure_dict(template, saved)
             return template
+        if not isinstance(template, dict):  # a plain array (a defence's own parameters)
+            import numpy as np
+
+            return np.asarray(saved, dtype=template.dtype)
         return {k: fill(v, saved[k]) for k, v in template.items()}
 
     return fill(tree, restored)

@@ -30,6 +30,7 @@ class Stream(enum.IntEnum):
     PARAMETER_NOISE = 5  # noise on a party's parameter gradients (DP-SGD)
     ATTACK = 6  # an attack's own draws (initialisation, shuffling), from the attacker's seed
     NULL = 7  # the permutations of a leakage reading's null (from seed 0: the same for every model)
+    DEFENCE_PARAMETERS = 8  # the initialisation of parameters a defence owns (MID's bottleneck)
 
 
 def seed_key(seed, stream: Stream):

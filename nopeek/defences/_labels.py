@@ -189,20 +189,21 @@ register("marvell", lambda s, ctx: LabelDefence(marvell, s, ctx), acts_on="gradi
 
 # ---- what a defended label holder returns for held-out samples -------------------------------
 
-_RECEIVED = BoundedCache(8)  # (the built configuration's key, tensor, defence) -> jitted batch function
+_RECEIVED = BoundedCache(8)  # (the built configuration's key, tensor, defences) -> jitted batch function
 
 
-def _received_fn(built, tensor: str, defense: str | None):
+def _received_fn(built, tensor: str, defense: str | None, carried: tuple = ()):
     def make():
         name = gradient_name(tensor)
         topology, prepare = built.topology, built.prepare
 
         @jax.jit
-        def one(params, xb, yb, strength, seed, batch):
+        def one(params, xb, yb, strength, carried_strengths, seed, batch):
             capture = Capture([name])
-            defence = None
+            strengths = dict(zip(carried, carried_strengths))
             if defense is not None:
-                defence = build_defence({defense: strength}, Context(seed, batch, evaluation=True))
+                strengths[defense] = strength
+            defence = build_defence(strengths, Context(seed, batch, evaluation=True)) if strengths else None
             protocol_gradients(topology, params, prepare(xb, yb), defence=defence, transport=capture)
             if name not in capture.values:
                 raise ValueError(f"no gradient of {tensor!r} crosses between parties")
@@ -210,22 +211,26 @@ def _received_fn(built, tensor: str, defense: str | None):
 
         return one
 
-    return _RECEIVED.get((built.key, tensor, defense), make)
+    return _RECEIVED.get((built.key, tensor, defense, carried), make)
 
 
 def received_gradients(built, params, x, y, tensor: str, *, defense: str | None = None, strength: float = 0.0,
-                       seed: int = 0, batch_size: int = 64) -> np.ndarray:
+                       seed: int = 0, batch_size: int = 64, carried=None) -> np.ndarray:
     """The per-sample gradients dCE_i/dm_i the producer of message `tensor` receives for
     samples x (n, ...), batch by batch in order as in training, with the label holder's
     `defense` (a gradient defence's name, or None) at `strength` acting on each batch
     (without a defence the rows do not depend on the batch): (n, ...), row i times its
     batch's size (the batch loss is a mean); (N, n, ...) for a producer with N replicas.
-    Compiled functions are kept for the 8 most recent (configuration, tensor, defence)."""
-    one = _received_fn(built, tensor, defense)
+    `carried` ({name: strength}): the sender's defences whose own parameters the model holds
+    (MID's bottleneck), so that the label holder computes its gradient on the message it was
+    trained on. Compiled functions are kept for the 8 most recent (configuration, tensor, defences)."""
+    carried = dict(carried or {})
+    one = _received_fn(built, tensor, defense, tuple(carried))
+    values = jnp.asarray(list(carried.values()), jnp.float32)
     out = []
     for b, i in enumerate(range(0, len(x), batch_size)):
         out.append(np.asarray(one(params, jnp.asarray(x[i : i + batch_size]), jnp.asarray(y[i : i + batch_size]),
-                                  jnp.float32(strength), seed, b)))
+                                  jnp.float32(strength), values, seed, b)))
     topology = built.topology
     replicated = topology.party(topology.producer(tensor)).replicas > 1
     return np.concatenate(out, axis=1 if replicated else 0)

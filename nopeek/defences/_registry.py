@@ -61,6 +61,12 @@ class DefenceSpec:
       (NoPeek: its D(x, z) of the batch is the training history's `train_dcor_batch`).
     check(strength, num_classes, topology_spec): raise ConfigError where it cannot apply.
     description: one line.
+    owns_parameters: its hooks own parameters (`Defence.has_parameters`): training gives every
+      model of a program that holds it its parameters (`defence_parameters`).
+    combines(others): raise ConfigError where it cannot act together with the other
+      defences a model uses ({name: strength > 0}).
+    accounting(strength, settings, releases) -> `Accounting` or None: its differential-privacy
+      events (`nopeek.defences.dp_guarantee`); None: it claims no guarantee.
     """
 
     name: str
@@ -71,6 +77,9 @@ class DefenceSpec:
     always: bool = False
     check: Callable[[float, int, Any], None] | None = None
     description: str = ""
+    owns_parameters: bool = False
+    combines: Callable[[Mapping[str, float]], None] | None = None
+    accounting: Callable[..., Any] | None = None
 
 
 DEFENCES: dict[str, DefenceSpec] = {}
@@ -78,7 +87,8 @@ NONE = "none"  # the cell without a defence
 
 
 def register(name: str, make: Callable[[Any, Context], Defence], *, acts_on: str, strength: str,
-             config_field: str | None = None, always: bool = False, check=None, description: str = "") -> None:
+             config_field: str | None = None, always: bool = False, check=None, description: str = "",
+             owns_parameters: bool = False, combines=None, accounting=None) -> None:
     """Make defence `name` available to `nopeek train --defenses`, sweeps and the Python API.
 
     Args:
@@ -86,18 +96,15 @@ def register(name: str, make: Callable[[Any, Context], Defence], *, acts_on: str
       make: `make(strength, context) -> nopeek.protocol.Defence`, the hooks for one model;
         strength is a scalar (traced in a stacked step); at strength 0 the hooks must leave
         everything as it was.
-      acts_on: where it acts (see `DefenceSpec`, as for the rest).
-      strength: what its strength means.
-      config_field: the training-config field holding its strength, or None.
-      always: built into every step even at strength 0.
-      check: `check(strength, num_classes, topology_spec)`, raising ConfigError where it cannot apply.
-      description: one line.
+      acts_on, strength, config_field, always, check, description, owns_parameters,
+        combines, accounting: see `DefenceSpec`.
     """
     if not isinstance(name, str) or not name or name == NONE or "=" in name or "," in name:
         raise ConfigError(f"a defence name must be a non-empty string other than 'none', without '=' or ',', got {name!r}")
     if acts_on not in ACTS_ON:
         raise ConfigError(f"acts_on must be one of {', '.join(ACTS_ON)}, got {acts_on!r}")
-    DEFENCES[name] = DefenceSpec(name, acts_on, strength, make, config_field, always, check, description)
+    DEFENCES[name] = DefenceSpec(name, acts_on, strength, make, config_field, always, check, description,
+                                 owns_parameters, combines, accounting)
 
 
 def defence_spec(name: str) -> DefenceSpec:
@@ -138,8 +145,59 @@ def check_defence(name: str, strength: float, num_classes: int, topology_spec=No
         spec.check(strength, num_classes, topology_spec)
 
 
+def check_combination(strengths: Mapping[str, float]) -> None:
+    """Raise ConfigError where the defences one model uses ({name: strength}; those > 0
+    count) cannot act together (`DefenceSpec.combines`)."""
+    used = {name: s for name, s in strengths.items() if s > 0}
+    for name in used:
+        spec = defence_spec(name)
+        if spec.combines is not None:
+            spec.combines({o: s for o, s in used.items() if o != name})
+
+
 def build_defence(strengths: Mapping[str, Any], context: Context) -> Defence:
     """The hooks of every defence in `strengths` ({name: strength}, possibly traced), in
-    registration order: one model's defence inside a step."""
-    parts = [DEFENCES[name].make(strengths[name], context) for name in DEFENCES if name in strengths]
-    return parts[0] if len(parts) == 1 else Composite(parts)
+    registration order: one model's defence inside a step. Where one of them owns
+    parameters, a `Composite` keyed by name (their parameters are `{name: theirs}`)."""
+    names = [name for name in DEFENCES if name in strengths]
+    parts = [DEFENCES[name].make(strengths[name], context) for name in names]
+    if len(parts) == 1 and not parts[0].has_parameters:
+        return parts[0]
+    return Composite(parts, names)
+
+
+def defence_parameters(built, params, names, seed: int, settings, input_shape) -> dict:
+    """`{party: {"defence": {message: {name: parameters}}}}`: the parameters of the defences
+    in `names` that own some (`owns_parameters`), for every protected message of the
+    configuration `built` (whose parameters `params` give the messages' shapes), from the model's seed (stream DEFENCE_PARAMETERS); {} when none
+    of them owns any. A replicated sender gets one set per replica (leading axis N)."""
+    import jax
+    import jax.numpy as jnp
+
+    from nopeek.core import Stream, seed_key
+    from nopeek.protocol import forward
+
+    owning = [n for n in names if defence_spec(n).owns_parameters]
+    if not owning:
+        return {}
+    topo = built.topology
+    defence = build_defence({n: 0.0 for n in owning}, Context(seed, settings=settings))
+    data = jax.eval_shape(lambda: built.prepare(jnp.zeros((1, *input_shape), jnp.float32), jnp.zeros((1,), jnp.int32)))
+    shapes = jax.eval_shape(lambda p, d: forward(topo, p, d), params, data)
+    out: dict = {}
+    for index, message in enumerate(topo.protected):
+        party = topo.party(topo.producer(message))
+        key = jax.random.fold_in(seed_key(seed, Stream.DEFENCE_PARAMETERS), index)
+        if party.replicas == 1:
+            value = defence.init_parameters(message, tuple(shapes[message].shape[1:]), key)
+        else:
+            one = tuple(shapes[message].shape[2:])
+            value = jax.tree.map(lambda *a: jnp.stack(a), *[
+                defence.init_parameters(message, one, jax.random.fold_in(key, r)) for r in range(party.replicas)])
+        out.setdefault(party.name, {}).setdefault("defence", {})[message] = value
+    return out
+
+
+def with_defence_parameters(params: dict, extra: dict) -> dict:
+    """`params` ({party: {segment: State}}) with the defences' parameters added (`defence_parameters`)."""
+    return {party: {**mine, **extra.get(party, {})} for party, mine in params.items()}

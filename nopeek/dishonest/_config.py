@@ -26,7 +26,7 @@ class FSHAConfig(Section):
     fsha_weight: float = field(default=1.0, metadata={"help": "FSHA: scale of the gradient the server sends (the authors' 50 against dCor)"})
     fsha_width: int = field(default=32, metadata={"help": "FSHA: channels (dense units / 8) of the server's networks"})
     fsha_res_blocks: int = field(default=2, metadata={"help": "FSHA: residual blocks of the critic"})
-    client_nopeek_step: str = field(default="joint", metadata={"help": "the client's NoPeek term: joint (added to the gradient it receives, the honest client's code) or separate (its own Adam step after the step on the received gradient, as the FSHA authors' dCor client)", "choices": CLIENT_NOPEEK_STEPS})
+    client_nopeek_step: str = field(default="joint", metadata={"help": "the client's NoPeek term: joint (added to the gradient it receives, the honest client's code) or separate (the FSHA authors' dCor client: one optimiser stepping twice, on alpha * D(x, z), then on the received gradient, both taken at the same parameters)", "choices": CLIENT_NOPEEK_STEPS})
     pilot_output: str = field(default="auto", metadata={"help": "FSHA: the pilot's last activation: linear, relu, or auto (relu when the client's messages are non-negative)", "choices": PILOT_OUTPUTS})
 
     def validate(self) -> "FSHAConfig":

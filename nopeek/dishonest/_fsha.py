@@ -47,7 +47,7 @@ import attacks
 import metrics
 from nopeek.core import BoundedCache, Stream, fingerprint, step_key
 from nopeek.data import Dataset
-from nopeek.defences import Context, build_defence
+from nopeek.defences import DEFENCES, Context, build_defence
 from nopeek.dishonest._config import FSHAConfig
 from nopeek.dishonest._nets import attacker_networks, gradient_penalty
 from nopeek.errors import ConfigError
@@ -55,7 +55,7 @@ from nopeek.protocol import (
     TOPOLOGIES, Capture, Loss, Party, Segment, Topology, forward, gradient_name, leakage, protocol_gradients, segment_fn,
     spec,
 )
-from nopeek.training import TrainConfig, batch_order, build_topology, cuts_of, make_optimizer, strengths_of
+from nopeek.training import TrainConfig, batch_order, build_topology, cuts_of, init_params, make_optimizer, strengths_of
 
 # The server policies a client can train against: name -> what the server does.
 SERVER_POLICIES = {
@@ -145,6 +145,11 @@ class Protocol:
                                for i in range(0, len(z), chunk)])
 
 
+def _client_defences(config: TrainConfig) -> list[str]:
+    """The names of the defences the client uses (strength > 0)."""
+    return [n for n, v in strengths_of(config).items() if v > 0]
+
+
 def _client_defence(config: TrainConfig, step, *, evaluation: bool = False, without=()):
     """The client's own defences (those it uses, strength > 0, but `without`), as in honest training."""
     used = {n: v for n, v in strengths_of(config).items() if v > 0 and n not in without}
@@ -175,16 +180,15 @@ def _client_side(topo, params, opt, data, optimizer, config: TrainConfig, t, upd
                  separate: bool = False):
     """The honest client's part of step t: the runner's gradients (with the client's own
     defences), its own update (skipped when `update_client` is False), and the first-layer
-    gradient induced by what it received. With `separate` (the FSHA authors' client), the
-    NoPeek term is not added to the received gradient: the client first steps on what it
-    received, then takes a second step, with an optimiser state of its own
-    (`opt["client_nopeek"]`), on alpha * D(x, z) alone."""
+    gradient induced by what it received. With `separate` (the FSHA authors' dCor client,
+    their `FSHA_dc.train_step`), the NoPeek term is not added to the received gradient: both
+    gradients are taken at the same parameters, and the client's one optimiser steps twice,
+    first on alpha * D(x, z), then on what it received. Under Adam the two share their
+    moment estimates, so alpha weighs the penalty against the server's gradient."""
     without = ("nopeek",) if separate else ()
     grads, aux = protocol_gradients(topo, params, data, defence=_client_defence(config, t, without=without),
                                     transport=transport)
-    updates, new_opt = optimizer.update(grads["client"], opt["client"], params["client"])
-    new_params = optax.apply_updates(params["client"], updates)
-    new_opt = {"client": new_opt}
+    client_opt, client_params = opt["client"], params["client"]
     if separate:
         client_seg = next(s for s in topo.segments if s.party == "client")
         fn = segment_fn(topo, client_seg)
@@ -192,10 +196,13 @@ def _client_side(topo, params, opt, data, optimizer, config: TrainConfig, t, upd
         def penalty(p):
             return config.alpha * leakage(data["x"], fn(p, data["x"]), config.leakage)
 
-        value, g = jax.value_and_grad(penalty)(new_params[client_seg.name])
-        updates, new_opt["client_nopeek"] = optimizer.update({client_seg.name: g}, opt["client_nopeek"], new_params)
-        new_params = optax.apply_updates(new_params, updates)
+        value, g = jax.value_and_grad(penalty)(client_params[client_seg.name])
+        updates, client_opt = optimizer.update({client_seg.name: g}, client_opt, client_params)
+        client_params = optax.apply_updates(client_params, updates)
         aux = {**aux, "leak": {"z": value / jnp.maximum(config.alpha, 1e-30)}}
+    updates, client_opt = optimizer.update(grads["client"], client_opt, client_params)
+    new_params = optax.apply_updates(client_params, updates)
+    new_opt = {"client": client_opt}
 
     def keep(new, old):
         return jax.tree.map(lambda a, b: jnp.where(update_client, a, b), new, old)
@@ -241,13 +248,20 @@ def pilot_output_for(config: TrainConfig, fsha: FSHAConfig, dataset: Dataset, pr
     client = next(s for s in built.topology.segments if s.party == "client")
     x = jnp.asarray(dataset.x_train[np.asarray(private)[: config.batch_size]])
     z = segment_fn(built.topology, client)(built.init(config.seed)["client"][client.name], x)
-    return "relu" if float(jnp.min(z)) >= 0 and config.noise_scale == 0 else "linear"
+    transformed = any(v > 0 and DEFENCES[n].acts_on == "message" for n, v in strengths_of(config).items())
+    return "relu" if float(jnp.min(z)) >= 0 and not transformed else "linear"
 
 
 _PROTOCOLS = BoundedCache(16)  # compiled protocols, reused by runs that differ only in the client's seed
 # What a step depends on: the client's model and defence, its optimiser; the server's settings.
 _STEP_FIELDS = ("model", "widths", "topology", "cuts", "cut_activation", "alpha", "leakage", "noise_scale", "noise_kind", "defenses",
-                "lr", "optimizer")
+                "dp_clip", "mid_dim", "lr", "optimizer")
+
+
+def _draws_from_seed(config: TrainConfig) -> bool:
+    """Whether the client's step depends on its seed: a defence it uses draws noise (on its
+    messages or its parameters)."""
+    return any(v > 0 and DEFENCES[n].acts_on in ("message", "parameters") for n, v in strengths_of(config).items())
 _SERVER_FIELDS = ("fsha_lr", "fsha_lr_critic", "gp_weight", "fsha_weight", "fsha_width", "fsha_res_blocks")
 
 
@@ -256,10 +270,11 @@ def build_protocol(server: str, config: TrainConfig, dataset: Dataset, fsha: FSH
     """A client configured by `config` facing an honest or an FSHA server; with `splitguard`
     each step also returns the client's SplitGuard vector. Protocols whose configurations
     differ only in the client's seed share one compiled step (the seed enters through
-    `init` and the data order; the step uses it only for the noise defence)."""
+    `init` and the data order; the step uses it only for defences that draw noise)."""
     fsha = (fsha or FSHAConfig()).validate()
-    step_config = config if config.noise_scale > 0 else config.replace(seed=0)
-    client = tuple(getattr(config, k) for k in _STEP_FIELDS) + ((config.seed,) if config.noise_scale > 0 else ())
+    seeded = _draws_from_seed(config)
+    step_config = config if seeded else config.replace(seed=0)
+    client = tuple(getattr(config, k) for k in _STEP_FIELDS) + ((config.seed,) if seeded else ())
     server_key = tuple(getattr(fsha, k) for k in _SERVER_FIELDS) if server == "fsha" else None
     key = (server, client, server_key, fsha.client_nopeek_step, attack_seed, pilot_output, splitguard,
            tuple(dataset.input_shape), dataset.num_classes)
@@ -282,11 +297,8 @@ def _build_protocol(server, config, dataset, fsha, *, attack_seed, pilot_output,
         topo = built.topology
 
         def init(seed):
-            params = built.init(seed)
-            opt = {p: optimizer.init(v) for p, v in params.items()}
-            if separate:
-                opt["client_nopeek"] = optimizer.init(params["client"])
-            return ProtocolState(params, opt, {}, {})
+            params = init_params(built, seed, _client_defences(config), config, dataset.input_shape)
+            return ProtocolState(params, {p: optimizer.init(v) for p, v in params.items()}, {}, {})
 
         @partial(jax.jit, donate_argnums=0)
         def step(state, x, y, x_pub, t, update_client):
@@ -311,11 +323,10 @@ def _build_protocol(server, config, dataset, fsha, *, attack_seed, pilot_output,
         own_nets = attacker_networks(z_shape, dataset.input_shape, width=fsha.fsha_width, res_blocks=fsha.fsha_res_blocks,
                                      pilot_output=pilot_output, seed=attack_seed)
         own = {"pilot": nnx.split(own_nets["pilot"])[1], "decoder": nnx.split(own_nets["decoder"])[1]}
-        params = {"client": built.init(seed)["client"], "server": {"critic": nnx.split(own_nets["critic"])[1]}}
-        opt = {"client": optimizer.init(params["client"]), "server": critic_opt.init(params["server"])}
-        if separate:
-            opt["client_nopeek"] = optimizer.init(params["client"])
-        return ProtocolState(params, opt, own, ae_opt.init(own))
+        client = init_params(built, seed, _client_defences(config), config, dataset.input_shape)["client"]
+        params = {"client": client, "server": {"critic": nnx.split(own_nets["critic"])[1]}}
+        return ProtocolState(params, {"client": optimizer.init(params["client"]), "server": critic_opt.init(params["server"])},
+                             own, ae_opt.init(own))
 
     def critic(p, z):
         return nnx.merge(graphdefs["critic"], p)(z)

@@ -4,8 +4,9 @@ Against FSHA, a NoPeek client that adds its penalty's gradient to the one it rec
 honest client's code, `client_nopeek_step="joint"`) either does not move its messages
 (the attacker's scaled gradient dominates) or stops learning anything (its own term
 dominates and the messages collapse). The FSHA authors' dCor client instead takes the
-NoPeek step on its own (`"separate"`: one Adam step on what the server sent, then one on
-alpha * dCor(x, z)). `fsha_nopeek_study` runs that client against FSHA over a grid of the
+NoPeek step on its own (`"separate"`: its one Adam optimiser steps on alpha * dCor(x, z),
+then on what the server sent, both gradients taken at the same parameters; the steps share
+Adam's moments, so alpha weighs the penalty against the server's gradient). `fsha_nopeek_study` runs that client against FSHA over a grid of the
 client's alpha and the attacker's gradient weight, several seeds each, and records per
 run: the server's reconstruction scores (MSE, SSIM, and the clean classifier on them,
 beside the mean image and the class-mean image), the client's held-out dCor(x, z) with

@@ -146,7 +146,7 @@ def tradeoff_figure(rows, path: str, *, annotate: str | None = None, series_labe
                     xs = np.array([p[name] for p in pts])
                     xs_ci = np.array([p[name + "_ci"] for p in pts])
                     live = np.array([not p["collapsed"] for p in pts])
-                    ax.plot(xs[live], acc[live], style, color=color, label=label)  # a collapsed point is not on the curve
+                    ax.plot(xs[live], acc[live], linestyle=style, color=color, label=label)  # a collapsed point is not on the curve
                     if not live.all():
                         ax.plot(xs, acc, ":", color=color, alpha=0.4, linewidth=1)
                     ax.errorbar(xs, acc, yerr=_bounded(acc, acc_ci), xerr=_bounded(xs, xs_ci, 0.0, np.inf),

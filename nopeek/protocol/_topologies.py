@@ -477,6 +477,9 @@ class TopologySpec:
       data holder and one server that owns the rest of the network.
     cost_clients(n): how many data holders to build to cost a collaboration of n (the
       per-client messages do not depend on more).
+    dp_sgd: whether DP-SGD's per-sample clipping and accounting apply: each sample's data
+      sits whole with one data holder that trains on all of them (not feature slices, not
+      shards trained in turns).
     """
 
     name: str
@@ -488,6 +491,7 @@ class TopologySpec:
     label_defences: bool = True
     malicious_server: bool = False
     cost_clients: Callable[[int], int] = lambda n: 1
+    dp_sgd: bool = True
 
     def takes(self, cuts) -> bool:
         """Whether the configuration takes this many cuts."""
@@ -511,7 +515,7 @@ def register(name: str, build: Callable[[Setup], Built], *, cuts: str = "1", des
       build: `build(setup) -> Built` (see the builders of this module).
       cuts: "1", "2" or ">=2", the number of cuts it takes.
       facts: the other fields of `TopologySpec` (splits, shard, label_defences,
-        malicious_server, cost_clients).
+        malicious_server, cost_clients, dp_sgd).
     """
     if not isinstance(name, str) or not name:
         raise TopologyError(f"a topology name must be a non-empty string, got {name!r}")
@@ -524,12 +528,12 @@ register("vanilla", build_vanilla, cuts="1", description="client -> server; labe
          malicious_server=True)
 register("u_shaped", build_u_shaped, cuts="2", description="client <-> server <-> client; labels stay with the client")
 register("vertical", build_vertical, cuts="1", description="N clients, one feature slice each -> server (merge, labels)",
-         splits="features", cost_clients=lambda n: n)
+         splits="features", cost_clients=lambda n: n, dp_sgd=False)
 register("multi_task", build_multi_task, cuts="1", description="one client -> server with one head per task",
          label_defences=False)
 register("multi_hop", build_multi_hop, cuts=">=2", description="client -> relay(s) -> server")
 register("round_robin", build_round_robin, cuts="1", description="N clients in turns -> server; client weights handed on",
-         shard=_shared_in_turns, cost_clients=lambda n: 2 if n > 1 else 1)
+         shard=_shared_in_turns, cost_clients=lambda n: 2 if n > 1 else 1, dp_sgd=False)
 
 
 def spec(topology: str) -> TopologySpec:

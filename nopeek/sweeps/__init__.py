@@ -1,14 +1,19 @@
 """Leakage sweeps: topologies x cut lists x defences x seeds, each group trained as one stack
-and attacked by the grid's attacks; resumable results, presets, shards and Ray clusters."""
+and attacked by the grid's attacks; resumable results, presets, shards and Ray clusters; the
+defences ranked at matched utility."""
 
 from nopeek.sweeps._columns import format_table as format_attack_table
 from nopeek.sweeps._config import Cell, GridConfig, SweepConfig, cell_defences, cells, cut_spec, load_config_file, parse_cut_spec
 from nopeek.sweeps._operating import RULE, operating_points
 from nopeek.sweeps._presets import PRESET_INFO, PRESETS, Preset, run_preset
 from nopeek.sweeps._provenance import check_rows
+from nopeek.sweeps._ranking import (
+    MARGINS, RANKING_COLUMNS, dcs, format_ranking, frontier_points, matched_table, ranking_rows, reconstruction_attacks,
+    setting_points, several_families, write_ranking,
+)
 from nopeek.sweeps._ray import group_task, import_ray, run_sweep_ray, start_local
 from nopeek.sweeps._results import (
-    CELL_COLUMNS, KEY_COLUMNS, RESULT_COLUMNS, TIMING_COLUMNS, append_rows, cell_key, fmt_number, read_rows, row_key,
+    CELL_COLUMNS, KEY_COLUMNS, PRIVACY_COLUMNS, RESULT_COLUMNS, TIMING_COLUMNS, append_rows, cell_key, fmt_number, read_rows, row_key,
     write_rows,
 )
 from nopeek.sweeps._shards import (
@@ -19,6 +24,8 @@ from nopeek.sweeps._summary import SUMMARY_METRICS, format_summary, format_table
 from nopeek.sweeps._sweep import GroupInputs, load_inputs, prepare_output, run_group, run_sweep
 
 __all__ = [
+    "MARGINS", "PRIVACY_COLUMNS", "RANKING_COLUMNS", "dcs", "format_ranking", "frontier_points", "matched_table",
+    "ranking_rows", "reconstruction_attacks", "setting_points", "several_families", "write_ranking",
     "CELL_COLUMNS", "KEY_COLUMNS", "PRESETS", "PRESET_INFO", "RESULT_COLUMNS", "SUMMARY_METRICS", "TIMING_COLUMNS",
     "Cell", "GridConfig", "GroupInputs", "MergeStatus", "Preset", "ShardResult", "SweepConfig", "append_rows",
     "RULE", "cell_defences", "cell_key", "cells", "check_rows", "cut_spec", "fmt_number", "format_attack_table",

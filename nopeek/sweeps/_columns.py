@@ -25,7 +25,7 @@ import numpy as np
 from flax import nnx
 
 import attacks
-from nopeek.defences import DEFENCES, NONE, received_gradients
+from nopeek.defences import DEFENCES, NONE, Context, build_defence, received_gradients
 from nopeek.errors import ConfigError
 from nopeek.protocol import build_segment, forward, model_blocks, over_stack, resolve_stack_mode, shard_models, spec
 from nopeek.training import cuts_of
@@ -75,11 +75,19 @@ def attribute_columns(name: str, output: dict) -> dict:
     return out
 
 
-def _message_fn(built, params, entry):
+def _message_fn(built, params, entry, hparams=None, settings=None):
+    """Jitted x -> the message the white-box attacker inverts: the sender's function, with its
+    defences' deterministic part (`Defence.send_mean`: clipping, a bottleneck's mean) where
+    `hparams` (the model's seed and strengths) are given."""
     topo, prepare = built.topology, built.prepare
+    defence = None
+    if hparams is not None:
+        defence = build_defence({n: jnp.asarray(v) for n, v in hparams["strength"].items()},
+                                Context(hparams["seed"], settings=settings, evaluation=True))
 
     def fn(x):
-        return entry.view(forward(topo, params, prepare(x, jnp.zeros(x.shape[0], jnp.int32)))[entry.message])
+        values = forward(topo, params, prepare(x, jnp.zeros(x.shape[0], jnp.int32)), defence=defence)
+        return entry.view(values[entry.message])
 
     return jax.jit(fn)
 
@@ -121,7 +129,8 @@ def message_attacks(config, ds, entries, result, alive, sent_leak, prepared, pre
         inputs = attacks.AttackInputs(
             x_leak=src_train[leak_idx], z_leak=z_leak, y_leak=ds.y_train[leak_idx], x_target=src_test,
             z_target=np.asarray(e.view(result.messages_test[e.message][alive], models_axis=True)), y_target=ds.y_test,
-            message_fns=[_message_fn(result.built, result.model_params(int(i)), e) for i in alive] if whole else None,
+            message_fns=[_message_fn(result.built, result.model_params(int(i)), e, result.model_hparams(int(i)),
+                                     result.config) for i in alive] if whole else None,
             architecture=_architecture(result.config, result.built, e, ds.input_shape) if whole else None,
             classifier=classifiers.get(key), seed=config.attack_seed,
             map_models=lambda fn, in_axes, mode=mode: over_stack(fn, mode, in_axes),
@@ -159,7 +168,8 @@ def label_columns(config, ds, group, result, alive) -> dict[int, dict]:
     for i in alive:
         cell = group[i]
         gradient_defence = cell.defense if cell.defense != NONE and DEFENCES[cell.defense].acts_on == "gradient" else None
-        grads = received_gradients(built, result.model_params(int(i)), ds.x_test, ds.y_test, tensor,
+        carried = {n: v for n, v in cell.strengths.items() if DEFENCES[n].owns_parameters}
+        grads = received_gradients(built, result.model_params(int(i)), ds.x_test, ds.y_test, tensor, carried=carried,
                                    defense=gradient_defence, strength=cell.strength, seed=cell.seed,
                                    batch_size=config.batch_size)
         if built.topology.party(built.topology.producer(tensor)).replicas > 1:

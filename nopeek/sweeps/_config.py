@@ -51,6 +51,7 @@ class GridConfig(Section):
     defenses: tuple[str, ...] = field(default=(), metadata={"help": "other defences, NAME=STRENGTH each, one cell each (e.g. maxnorm=1,maxnorm=4)"})
     seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "model seeds (initialisation, data order, noise)"})
     attacks: tuple[str, ...] = field(default=("decoder", "label"), metadata={"help": "attacks run on every cell where they apply (`nopeek attack --list`); empty: none"})
+    max_stack: int = field(default=0, metadata={"help": "train a group's cells in stacks of at most N models (0: one stack per group); bounds a large grid's compile time and memory"})
 
     @classmethod
     def from_dict(cls, d: dict):
@@ -77,6 +78,7 @@ class GridConfig(Section):
             (all(s >= 0 for s in self.seeds), f"--seeds must be >= 0, got {self.seeds}"),
             (all(a in attacks.ATTACKS for a in self.attacks), f"--attacks must be among {', '.join(attacks.ATTACKS)}, got {','.join(self.attacks)}"),
             (len(set(self.attacks)) == len(self.attacks), f"--attacks must be distinct, got {','.join(self.attacks)}"),
+            (self.max_stack >= 0, f"--max-stack must be >= 0, got {self.max_stack}"),
         ]
         raise_first_failure(checks)
         for spec in self.cuts:

@@ -41,6 +41,7 @@ from nopeek.sweeps._config import Cell, SweepConfig, cells
 from nopeek.sweeps._results import append_rows, read_rows, write_rows
 from nopeek.sweeps._shards import order_rows
 from nopeek.sweeps._sweep import check_resumable, finished_cells, load_inputs, prepare_output, run_group
+from nopeek.sweeps._ranking import write_ranking
 
 INSTALL_HINT = '--ray needs Ray: pip install -e ".[ray]"'
 
@@ -223,6 +224,7 @@ def run_sweep_ray(config: SweepConfig, out: str, *, address: str | None = None, 
     write_rows(results_path, rows)
     sweep_figures(rows, os.path.join(out, "figures"), samples_dir=samples_dir)
     write_report(out)
+    write_ranking(rows, out)
     return rows
 
 

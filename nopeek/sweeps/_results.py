@@ -28,6 +28,8 @@ DISHONEST_COLUMNS = [
     "label_norm_auc", "label_direction_auc", "label_leak_null95", "fsha_mse", "fsha_psnr", "fsha_ssim", "fsha_classifier_accuracy",
     "fsha_baseline_mse", "fsha_baseline_psnr", "fsha_baseline_ssim", "fsha_baseline_classifier_accuracy", "fsha_steps",
 ]
+# The (epsilon, delta) of a defence that claims one, and what it covers; empty otherwise.
+PRIVACY_COLUMNS = ["dp_epsilon", "dp_epsilon_epoch", "dp_delta", "dp_covers"]
 CELL_COLUMNS = ["dataset", "model", "topology", "cut", "defense", "strength", "alpha", "noise_scale", "seed"]
 KEY_COLUMNS = CELL_COLUMNS + ["party", "message"]
 SCORE_COLUMNS = [
@@ -42,6 +44,7 @@ RESULT_COLUMNS = KEY_COLUMNS + [
     "accuracy", "task_accuracies", "dcor", *READING_COLUMNS, "val_accuracy", "val_dcor", *SCORE_COLUMNS, *LABEL_BASELINE_COLUMNS,
     "classifier_clean_accuracy", "collapsed", "collapse_reason", "diverged", "diverged_epoch",
     "cut_block", "cut_bytes_per_sample", "leakage", "epochs", "group_size", "acts_on",
+    *PRIVACY_COLUMNS,  # a defence's differential-privacy guarantee (nopeek.defences.dp_guarantee)
     *DISHONEST_COLUMNS,  # label AUCs and FSHA scores (nopeek.sweep_dishonest)
     "config_hash",  # SweepConfig.digest() of the sweep that wrote the row
     "train_seconds", "attack_seconds", "eval_seconds", "samples_file", "originals_file",

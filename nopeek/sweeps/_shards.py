@@ -51,6 +51,7 @@ from nopeek.sweeps._config import SweepConfig, cells
 from nopeek.sweeps._results import append_rows, cell_key, read_rows, write_rows
 from nopeek.sweeps._provenance import check_rows, config_copy_path
 from nopeek.sweeps._sweep import load_inputs, run_group
+from nopeek.sweeps._ranking import write_ranking
 
 SHARDS_DIR = "shards"
 PLAN_FILE = "plan.json"
@@ -269,6 +270,7 @@ def _draw_figures(out: str, rows: list[dict]) -> None:
             os.replace(path, os.path.join(final, os.path.basename(path)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    write_ranking(rows, out)  # written atomically, file by file
 
 
 def describe_missing(status: MergeStatus, config: SweepConfig, count: int | None = None) -> list[str]:

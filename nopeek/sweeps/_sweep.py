@@ -16,6 +16,8 @@ written; an output folder holding a different config is refused unless `force`.
                          of another config is refused (`check_rows`)
     DIR/samples/*.npy    16 held-out originals and each row's reconstructions of them
     DIR/figures/*.png    trade-off, dCor and SSIM against alpha, reconstruction grids
+    DIR/ranking.md, .csv the defences at matched utility (`nopeek.sweeps._ranking`), and
+                         figures/defence_frontier.png, when the grid has several defences
 
 Beyond one process, shards (`--shard I/N`) and a Ray cluster (`--ray`) run the same groups
 through `load_inputs` and `run_group`, so their rows are these rows.
@@ -43,6 +45,7 @@ from nopeek.sweeps._columns import cell_columns, message_attacks
 from nopeek.sweeps._config import Cell, SweepConfig, cells
 from nopeek.sweeps._provenance import check_rows
 from nopeek.sweeps._results import CELL_COLUMNS, append_rows, cell_key, read_rows
+from nopeek.sweeps._ranking import write_ranking
 from nopeek.sweeps._summary import write_summary
 from nopeek.training import collapse_reason, data_shards, evaluate, leak_entries, train_stack
 
@@ -134,16 +137,20 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
         group = [c for c in todo if (c.topology, c.cut) == (topology, spec)]
         if not group:
             continue
-        bar.set_postfix_str(f"{topology} cut {spec}: training {len(group)} models as one stack")
-        rows = run_group(inputs, group, samples_dir, progress=progress, log=log)
-        append_rows(results_path, rows)
-        bar.update(len(group))
+        size = config.max_stack or len(group)
+        for start in range(0, len(group), size):  # each stack's rows are kept as soon as it is done
+            stack = group[start : start + size]
+            bar.set_postfix_str(f"{topology} cut {spec}: training {len(stack)} models as one stack")
+            rows = run_group(inputs, stack, samples_dir, progress=progress, log=log)
+            append_rows(results_path, rows)
+            bar.update(len(stack))
     bar.close()
     rows = read_rows(results_path)
     write_summary(os.path.join(out, "summary.csv"), rows)
     sweep_figures(rows, os.path.join(out, "figures"), samples_dir=samples_dir,
                   histories_dir=os.path.join(out, "histories"))
     write_report(out)
+    write_ranking(rows, out)  # ranking.md, ranking.csv, figures/defence_frontier.png: several defences only
     return rows
 
 
@@ -173,7 +180,17 @@ def load_inputs(config: SweepConfig) -> GroupInputs:
 
 def run_group(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, progress: bool = False, log=print) -> list[dict]:
     """Train, evaluate and attack the cells of one group (one topology and cut list) as one
-    stack; save their samples into `samples_dir`; return their rows (nothing else is written)."""
+    stack, or as stacks of at most `max_stack` models (0: one); save their samples into
+    `samples_dir`; return their rows (nothing else is written)."""
+    size = inputs.config.max_stack or len(group)
+    rows = []
+    for start in range(0, len(group), size):
+        rows += _run_stack(inputs, group[start : start + size], samples_dir, progress=progress, log=log)
+    return rows
+
+
+def _run_stack(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, progress: bool = False,
+               log=print) -> list[dict]:
     config, ds, leak_idx = inputs.config, inputs.ds, inputs.leak_idx
     topology, spec = group[0].topology, group[0].cut
     tc = config.train_config(topology, spec)
@@ -261,7 +278,7 @@ def _rows(config, group, entries, result, scores, prepared_test, samples_dir, ch
                    "task_accuracies": " ".join(f"{k}={float(v[i]):.4f}" for k, v in result.task_accuracy.items()),
                    "classifier_clean_accuracy": s.pop("classifier_clean_accuracy", ""),
                    "diverged": False, "diverged_epoch": 0, "collapsed": bool(reason), "collapse_reason": reason,
-                   "samples_file": samples_file, **(extra or {}).get(i, {}), **s}
+                   "samples_file": samples_file, **result.privacy(i), **(extra or {}).get(i, {}), **s}
             if reason and e is entries[0]:
                 log(f"warning: {cell.name} collapsed ({reason}): accuracy {accuracy:.3f}, dCor {row['dcor']:.3f}")
             rows.append(row)

@@ -8,7 +8,7 @@ from nopeek.training._leakage import (
     readings, stack_readings,
 )
 from nopeek.training._loop import (
-    StackResult, StackState, batch_order, build_topology, data_shards, evaluate, has_conv, init_stack, make_eval_fn,
+    StackResult, StackState, batch_order, build_topology, data_shards, evaluate, has_conv, init_params, init_stack, make_eval_fn,
     make_step_fn, model_strengths, stack_hparams, train_stack,
 )
 from nopeek.training._runs import TrainedRun, load, run_collapse, run_metrics, run_train
@@ -16,7 +16,7 @@ from nopeek.training._runs import TrainedRun, load, run_collapse, run_metrics, r
 __all__ = [
     "DCOR_BLOCK", "EXPLOSION_FACTOR", "OPTIMIZERS", "READINGS", "LeakEntry", "StackResult", "StackState", "TrainConfig",
     "TrainedRun", "TrainingConfig", "batch_order", "build_topology", "chance_accuracy", "collapse_reason", "cuts_of",
-    "data_shards", "evaluate", "exploded", "has_conv", "init_stack", "label_dcor", "leak_entries", "load",
+    "data_shards", "evaluate", "exploded", "has_conv", "init_params", "init_stack", "label_dcor", "leak_entries", "load",
     "make_eval_fn", "make_optimizer", "make_step_fn", "measure_leakage", "measure_readings", "model_strengths",
     "one_hot", "probe_dcor", "readings", "run_collapse", "stack_readings",
     "run_metrics", "run_train", "stack_hparams", "strengths_of", "train_stack",

@@ -15,7 +15,7 @@ import optax
 
 from nopeek.core import Composed, Section, finite, raise_first_failure
 from nopeek.data import DataConfig
-from nopeek.defences import DEFENCES, NOISE_KINDS, parse_defences
+from nopeek.defences import DEFENCES, NOISE_KINDS, check_combination, parse_defences
 from nopeek.errors import ConfigError
 from nopeek.protocol import LEAKAGE_TERMS, ModelConfig, resolve_cuts
 
@@ -54,6 +54,9 @@ class TrainingConfig(Section):
     null_permutations: int = field(default=200, metadata={"help": "permutations of each held-out dCor's null (its dcor_null95 and dcor_pvalue); 0: none"})
     alpha_warmup: float = field(default=0.0, metadata={"help": "epochs over which alpha ramps linearly from 0 to its value (0: from the start)"})
     defenses: tuple[str, ...] = field(default=(), metadata={"help": "other defences, NAME=STRENGTH each (e.g. maxnorm=1; `nopeek train --list-defenses`)"})
+    dp_clip: float = field(default=1.0, metadata={"help": "dp_message and dp_sgd: the clipping norm C of each sample's message or parameter gradient"})
+    dp_delta: float = field(default=1e-5, metadata={"help": "dp_message and dp_sgd: the delta their epsilon is reported at"})
+    mid_dim: int = field(default=64, metadata={"help": "mid: the bottleneck's size k (at most the message's size)"})
 
     def validate(self) -> "TrainingConfig":
         checks = [
@@ -70,9 +73,14 @@ class TrainingConfig(Section):
             (self.dcor_batch >= 2, f"--dcor-batch must be >= 2, got {self.dcor_batch}"),
             (self.null_permutations >= 0, f"--null-permutations must be >= 0, got {self.null_permutations}"),
             (finite(self.alpha_warmup) and self.alpha_warmup >= 0, f"--alpha-warmup must be finite and >= 0, got {self.alpha_warmup}"),
+            (finite(self.dp_clip) and self.dp_clip > 0, f"--dp-clip must be finite and > 0, got {self.dp_clip}"),
+            (finite(self.dp_delta) and 0 < self.dp_delta < 1, f"--dp-delta must be in (0, 1), got {self.dp_delta}"),
+            (self.mid_dim >= 1, f"--mid-dim must be >= 1, got {self.mid_dim}"),
         ]
         raise_first_failure(checks)
-        parse_defences(self.defenses)
+        given = {name: float(getattr(self, spec.config_field)) for name, spec in DEFENCES.items()
+                 if spec.config_field is not None}
+        check_combination({**given, **parse_defences(self.defenses)})
         return self
 
 

@@ -30,7 +30,10 @@ from tqdm.auto import tqdm
 import metrics
 
 from nopeek.data import Dataset
-from nopeek.defences import DEFENCES, Context, build_defence, check_defence
+from nopeek.defences import (
+    DEFENCES, Context, Releases, build_defence, check_combination, check_defence, defence_parameters, dp_guarantee,
+    with_defence_parameters,
+)
 from nopeek.errors import ConfigError
 from nopeek.protocol import (
     Built, ModelList, Setup, build, check_logits, forward, model_at, over_stack, padded_size, protocol_gradients,
@@ -77,10 +80,23 @@ class StackState:
 jax.tree_util.register_dataclass(StackState, data_fields=["params", "opt"], meta_fields=[])
 
 
-def init_stack(built: Built, seeds: Sequence[int], optimizer, mode: str = "vmap") -> StackState:
+def init_params(built: Built, seed: int, defences=(), settings=None, input_shape=None) -> dict:
+    """One model's parameters `{party: {segment: State}}` from its seed, with the parameters of
+    the defences in `defences` that own some (`nopeek.defences.defence_parameters`; they need
+    the input shape)."""
+    params = built.init(int(seed))
+    if any(DEFENCES[n].owns_parameters for n in defences):
+        params = with_defence_parameters(params, defence_parameters(built, params, defences, int(seed), settings,
+                                                                    input_shape))
+    return params
+
+
+def init_stack(built: Built, seeds: Sequence[int], optimizer, mode: str = "vmap", *, defences=(), settings=None,
+               input_shape=None) -> StackState:
     """K models (one per seed), stacked as `mode` keeps them (see `nopeek.protocol.stack_models`);
-    one optimiser state per party and model."""
-    params = [built.init(int(s)) for s in seeds]
+    one optimiser state per party and model. `defences`: the names in the program (their
+    own parameters, `init_params`)."""
+    params = [init_params(built, s, defences, settings, input_shape) for s in seeds]
     opt = [{party: optimizer.init(p) for party, p in model.items()} for model in params]
     return StackState(stack_models(params, mode), stack_models(opt, mode))
 
@@ -247,6 +263,14 @@ class StackResult:
     val_accuracy: dict = dataclasses.field(default_factory=dict)  # label key -> (K,) on the validation split ({} without one)
     val_leakage: dict = dataclasses.field(default_factory=dict)  # (party, message) -> (K,) dCor on the validation split
     first_loss: np.ndarray | None = None  # (K,) the loss of the first step (at initialisation)
+    releases: Releases | None = None  # what training did with each record (epochs, steps, N, B): the DP accounting
+
+    def privacy(self, k: int) -> dict:
+        """Model k's differential-privacy guarantee (`nopeek.defences.dp_guarantee`): dp_epsilon,
+        dp_epsilon_epoch, dp_delta, dp_covers; {} when none of its defences claims one."""
+        if self.releases is None or not self.strengths:
+            return {}
+        return dp_guarantee(self.strengths[k], self.config, self.releases)
 
     @property
     def test_accuracy(self) -> np.ndarray:
@@ -392,6 +416,7 @@ def train_stack(
         for name, value in mine.items():
             if value > 0:
                 check_defence(name, value, dataset.num_classes, spec(config.topology))
+        check_combination(mine)
     shards, shards_test = data_shards(config, dataset)
     mode = resolve_stack_mode(stack_mode, has_conv(built))
     if mode == "vmap" and padded_size(k) > k:  # as many models on every device; the padding is dropped
@@ -399,7 +424,8 @@ def train_stack(
         seed_list = seed_list + [seed_list[-1]] * (padded_size(k) - k)
     hparams = stack_hparams(per_model, seed_list)
     optimizer = make_optimizer(config.optimizer, config.lr)
-    state = init_stack(built, seed_list, optimizer, mode)
+    state = init_stack(built, seed_list, optimizer, mode, defences=tuple(hparams["strength"]), settings=config,
+                       input_shape=dataset.input_shape)
     if mode == "vmap":
         state, hparams = shard_models(state), shard_models(hparams)
     step_fn = make_step_fn(built, optimizer, config, mode,
@@ -479,4 +505,6 @@ def train_stack(
         diverged_loss=diverged_loss, seconds=time.perf_counter() - t0, messages_test=sent, eval_fn=eval_fn,
         shards=shards, strengths=[{n: v for n, v in m.items() if v > 0} for m in per_model[:k]],
         val_accuracy=val_accuracy, val_leakage=val_leakage, first_loss=first_loss,
+        releases=Releases(epochs=len(history), steps_per_epoch=sum(len(s) // config.batch_size for s in shards),
+                          samples=int(sum(len(s) for s in shards)), batch_size=config.batch_size),
     )

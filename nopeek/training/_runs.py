@@ -27,13 +27,13 @@ import numpy as np
 
 from nopeek import data as data_lib
 from nopeek.core import check_output_folder, load_params_into, read_json, save_params, user_umask, write_json
-from nopeek.defences import Context, build_defence
+from nopeek.defences import ADJACENCY, DEFENCES, Context, build_defence
 from nopeek.errors import ConfigError, DataError, RunFolderError, TrainingDiverged
 from nopeek.protocol import Built, forward, model_at, transcript
 from nopeek.training._config import TrainConfig, cuts_of, strengths_of
 from nopeek.training._leakage import LeakEntry, leak_entries
 from nopeek.training._health import EXPLOSION_FACTOR, chance_accuracy, collapse_reason
-from nopeek.training._loop import StackResult, build_topology, data_shards, stack_hparams, train_stack
+from nopeek.training._loop import StackResult, build_topology, data_shards, init_params, stack_hparams, train_stack
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.json", "checkpoint.msgpack"
 
@@ -48,7 +48,13 @@ class TrainedRun:
 
     config: TrainConfig
     built: Built
-    params: Any  # {party: {segment: State}}
+    params: Any  # {party: {segment: State}} (and a defence's own parameters under "defence")
+
+    def _defence(self, evaluation: bool = True):
+        """(hparams of the run's one model, its defence's hooks at evaluation)."""
+        cfg = self.config
+        hp = jax.tree.map(lambda a: a[0], stack_hparams([strengths_of(cfg)], [cfg.seed]))
+        return hp, build_defence(hp["strength"], Context(hp["seed"], settings=cfg, evaluation=evaluation))
 
     @property
     def entries(self) -> list[LeakEntry]:
@@ -72,10 +78,12 @@ class TrainedRun:
 
     def values(self, x, y=None) -> dict:
         """Every tensor of a forward pass on inputs x (n, ...) without noise: data keys
-        (prepared: vertical slices, task labels), segment outputs."""
+        (prepared: vertical slices, task labels), segment outputs; protected messages through
+        the run's defences without their random part (`Defence.send_mean`: clipped, a
+        bottleneck's mean; the noise baseline leaves them as computed)."""
         x = jnp.asarray(x)
         y = jnp.zeros(len(x), jnp.int32) if y is None else jnp.asarray(y)
-        return forward(self.built.topology, self.params, self.built.prepare(x, y))
+        return forward(self.built.topology, self.params, self.built.prepare(x, y), defence=self._defence()[1])
 
     def message(self, name: str | None, x) -> np.ndarray:
         """What the named message carries for inputs x: (n, ...) (one replica's share)."""
@@ -93,7 +101,7 @@ class TrainedRun:
         `nopeek sweep` attacks. Without noise, equal to `message`."""
         e = self.entry(name)
         cfg = self.config
-        hp = jax.tree.map(lambda a: a[0], stack_hparams([strengths_of(cfg)], [cfg.seed]))
+        hp = self._defence()[0]
         topo, params, prepare = self.built.topology, self.params, self.built.prepare
 
         @jax.jit
@@ -108,13 +116,14 @@ class TrainedRun:
                                for i in range(0, len(x), chunk)])
 
     def message_fn(self, name: str | None):
-        """A jittable function x (n, ...) -> the named message (n, ...) before any noise,
-        weights closed over (what a white-box attacker inverts)."""
+        """A jittable function x (n, ...) -> the named message (n, ...) without its random part
+        (`values`), weights closed over (what a white-box attacker inverts)."""
         e = self.entry(name)
         topo, params, prepare = self.built.topology, self.params, self.built.prepare
+        defence = self._defence()[1]
 
         def fn(x):
-            return e.view(forward(topo, params, prepare(x, jnp.zeros(x.shape[0], jnp.int32)))[e.message])
+            return e.view(forward(topo, params, prepare(x, jnp.zeros(x.shape[0], jnp.int32)), defence=defence)[e.message])
 
         return fn
 
@@ -164,7 +173,20 @@ def run_metrics(result: StackResult, dataset, k: int = 0) -> dict:
         "seconds": result.seconds,
         "transcript": _transcript_rows(result, dataset),
         "history": [{key: (v[k] if isinstance(v, list) else v) for key, v in row.items()} for row in result.history],
+        **privacy_metrics(result, k),
     }
+
+
+def privacy_metrics(result: StackResult, k: int = 0) -> dict:
+    """Model k's differential-privacy guarantee as metrics: dp_epsilon (the run), dp_epsilon_epoch,
+    dp_delta, dp_covers, and the accounting's terms (adjacency, accountant, releases); {}
+    when none of its defences claims one."""
+    guarantee = result.privacy(k)
+    if not guarantee:
+        return {}
+    r = result.releases
+    return {**guarantee, "dp_adjacency": ADJACENCY, "dp_accountant": "pld", "dp_clip": result.config.dp_clip,
+            "dp_epochs": r.epochs, "dp_steps_per_epoch": r.steps_per_epoch, "dp_sampling_rate": r.sampling_rate}
 
 
 def _check_out(out: str, force: bool) -> None:
@@ -246,7 +268,8 @@ def load(run_dir: str) -> TrainedRun:
     checkpoint = os.path.join(run_dir, CHECKPOINT)
     if not os.path.exists(checkpoint):
         raise RunFolderError(f"{checkpoint}: not found; the run folder is incomplete")
-    params = load_params_into(checkpoint, built.init(config.seed))
+    used = [n for n, v in strengths_of(config).items() if v > 0 or DEFENCES[n].always]
+    params = load_params_into(checkpoint, init_params(built, config.seed, used, config, shape))
     return TrainedRun(config, built, params)
 
 
