@@ -94,9 +94,10 @@ def adaptive(x_leak, z_leak, z_target, *, x_pool=None, z_pool=None, whiten: str 
       leak_fractions: the curve's shares of the pool.
 
     Returns:
-      [{"x_hat", "steps_run", "class_mean_source": "leak", "extra": {"leak1": {"x_hat",
-      "x_mean", "n_pairs"}, ...}}] * K.
+      [{"x_hat", "steps_run", "curve_steps" (the curve's decoders together), "class_mean_source":
+      "leak", "extra": {"leak1": {"x_hat", "x_mean", "n_pairs"}, ...}}] * K.
     """
+    eval_every = min(eval_every, max(1, steps // 10))  # a small budget is still evaluated (and stopped) on held-out pairs
     kw = dict(whiten=whiten, steps=steps, lr=lr, batch_size=batch_size, validation=validation, eval_every=eval_every,
               patience=patience, seed=seed, map_models=map_models, place=place)
     z_leak, z_target = np.asarray(z_leak, np.float32), np.asarray(z_target, np.float32)
@@ -108,7 +109,9 @@ def adaptive(x_leak, z_leak, z_target, *, x_pool=None, z_pool=None, whiten: str 
         for fraction in leak_fractions:
             take = np.sort(order[: max(2, int(round(fraction * len(x_pool))))])
             xs = np.asarray(x_pool)[take]
-            curve, _ = _fit_and_reconstruct(np.asarray(z_pool)[:, take], xs, z_target, **kw)
+            curve, ran = _fit_and_reconstruct(np.asarray(z_pool)[:, take], xs, z_target, **kw)
+            for o in outputs:
+                o["curve_steps"] = o.get("curve_steps", 0) + ran
             for k, o in enumerate(outputs):
                 o["extra"][f"leak{100 * fraction:g}"] = {"x_hat": curve[k], "x_mean": xs.mean(axis=0),
                                                          "n_pairs": len(take)}
@@ -197,6 +200,7 @@ def adaptive_alpha(architecture, x_leak, z_leak, z_target, x_aux, *, alphas, y_l
     white = [whitener(z, whiten) for z in z_leak]
     z_pairs = np.stack([np.concatenate([w(zl), w(zs)]) for w, zl, zs in zip(white, z_leak, z_shadow)])
     targets = np.stack([w(z) for w, z in zip(white, np.asarray(z_target, np.float32))])
+    eval_every = min(eval_every, max(1, steps // 10))
     n_l = len(x_leak)  # early stopping reads real pairs only: a share of the leaked ones
     holdout = np.random.default_rng(seed).permutation(n_l)[: int(round(validation * n_l))] if n_l >= 20 else None
     fitted = fit_decoders(z_pairs, np.concatenate([x_leak, x_aux]), steps=steps, lr=lr, batch_size=batch_size, seed=seed,
@@ -204,5 +208,5 @@ def adaptive_alpha(architecture, x_leak, z_leak, z_target, x_aux, *, alphas, y_l
                           patience=patience, map_models=map_models, place=place, log_every=min(100, steps),
                           holdout=holdout)
     x_hat = fitted.reconstruct(targets)
-    return [{"x_hat": x_hat[k], "steps_run": fitted.steps, "class_mean_source": "leak", "extra": {}}
-            for k in range(len(x_hat))]
+    return [{"x_hat": x_hat[k], "steps_run": fitted.steps, "shadow_steps": shadow_steps, "class_mean_source": "leak",
+             "extra": {}} for k in range(len(x_hat))]

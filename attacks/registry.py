@@ -350,7 +350,8 @@ def _adaptive_alpha(inputs: AttackInputs, *, steps, lr, batch_size, whiten, pati
     return adaptive_alpha(inputs.architecture, inputs.x_leak, inputs.z_leak, _stacked_targets(inputs, "adaptive_alpha"),
                           inputs.x_aux, alphas=inputs.alphas, y_leak=inputs.y_leak, y_aux=inputs.y_aux,
                           server_apply=inputs.server_apply, server_params=inputs.server_params,
-                          labels_at_server=bool(inputs.labels_at_server), shadow_steps=shadow_steps, whiten=whiten,
+                          labels_at_server=bool(inputs.labels_at_server), shadow_steps=min(shadow_steps, steps),
+                          whiten=whiten,
                           steps=steps, lr=lr, batch_size=batch_size, patience=patience, seed=inputs.seed,
                           map_models=inputs.map_models, place=inputs.place)
 
@@ -390,4 +391,4 @@ register("adaptive_alpha", _adaptive_alpha, kind="reconstruction", needs=("pairs
          defaults={"steps": 20000, "lr": 2e-3, "batch_size": 64, "whiten": "zca", "patience": 10, "shadow_steps": 2000},
          stacked=True, whole_input=True, uses=("server", "labels"),
          description="adaptive, knowing alpha: a shadow client of the architecture fitted to the leaked messages "
-                     "under alpha * dCor, its pairs for auxiliary inputs added to the decoder's")
+                     "under alpha * dCor (at most `steps` steps), its pairs for auxiliary inputs added to the decoder's")

@@ -2,6 +2,7 @@
 and attacked by the grid's attacks; resumable results, presets, shards and Ray clusters."""
 
 from nopeek.sweeps._columns import format_table as format_attack_table
+from nopeek.sweeps._comparison import attack_comparison, leak_curve
 from nopeek.sweeps._config import Cell, GridConfig, SweepConfig, cell_defences, cells, cut_spec, load_config_file, parse_cut_spec
 from nopeek.sweeps._presets import PRESET_INFO, PRESETS, Preset, run_preset
 from nopeek.sweeps._ray import group_task, import_ray, run_sweep_ray
@@ -19,6 +20,7 @@ from nopeek.sweeps._sweep import GroupInputs, load_inputs, prepare_output, run_g
 __all__ = [
     "CELL_COLUMNS", "KEY_COLUMNS", "PRESETS", "PRESET_INFO", "RESULT_COLUMNS", "SUMMARY_METRICS", "TIMING_COLUMNS",
     "Cell", "GridConfig", "GroupInputs", "MergeStatus", "Preset", "ShardResult", "SweepConfig", "append_rows",
+    "attack_comparison", "leak_curve",
     "cell_defences", "cell_key", "cells", "cut_spec", "fmt_number", "format_attack_table", "format_summary",
     "format_table", "group_task", "import_ray", "load_config_file", "load_inputs", "merge", "merge_report", "parse_cut_spec", "parse_shard",
     "prepare_output", "prepare_shard_output", "read_config", "read_rows", "row_key", "run_group", "run_preset",

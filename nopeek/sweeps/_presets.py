@@ -15,6 +15,7 @@ from nopeek.protocol import TOPOLOGIES
 from nopeek.sweeps._config import SweepConfig
 
 _MNIST_CNN = dict(dataset="mnist5k", model="cnn", widths=[8, 16, 64, 32])
+MODERN_ATTACKS = ("decoder", "adaptive", "adaptive_alpha", "sdar", "fora")
 _SMALL = dict(dataset="digits", model="mlp", widths=[64, 32], cuts=["1"], epochs=3, attack_steps=80, seeds=[0])
 
 
@@ -168,6 +169,20 @@ def _all() -> dict[str, Preset]:
             small=dict(alphas=[0.0, 6.0], noise_scales=[]),
             **_MNIST_CNN, cuts=["5"], cut_activation="linear", alpha_warmup=2.0, alphas=[0.0, 4.0, 6.0, 8.0, 12.0],
             noise_scales=[], epochs=20, attack_steps=600, seeds=[0, 1, 2],
+        ),
+        # The attacks of 2023-25 against the operating point (docs/guide/modern-attacks.md).
+        _preset(
+            "modern-attacks", "The attacks of 2023-25 at NoPeek's operating point: mnist5k cnn, vanilla at cut 5 "
+            "and U-shaped at cuts 4-5 (linear cut layer, alpha warm-up 2 epochs, 20 epochs), no defence, NoPeek "
+            "alpha 4 and uniform noise 2; the decoder, the adaptive attacker (and knowing alpha), SDAR and FORA, "
+            "all scored on the half of the held-out set that is not the attacker's auxiliary data.",
+            seconds=None, result="not run here yet.",
+            small=dict(model="cnn", widths=[4, 8, 32, 16], topologies=["vanilla", "u_shaped"], cuts=["2", "2-5"],
+                       cut_activation="linear", alpha_warmup=1.0, alphas=[0.0, 4.0], noise_kind="uniform",
+                       noise_scales=[2.0], epochs=3, attack_steps=40, attacks=list(MODERN_ATTACKS)),
+            **_MNIST_CNN, topologies=["vanilla", "u_shaped"], cuts=["5", "4-5"], cut_activation="linear",
+            alpha_warmup=2.0, alphas=[0.0, 4.0], noise_kind="uniform", noise_scales=[2.0], epochs=20,
+            attacks=list(MODERN_ATTACKS), seeds=[0],
         ),
     ]
     return {p.name: p for p in presets}
