@@ -4,8 +4,9 @@ Against `decoder` (a budget of 1,500 steps, early stopping after 4 held-out eval
 without progress, 10% of the pairs held out), `adaptive` is the same black-box inversion
 (Vepakomma et al., NoPeek, arXiv 2008.09161: leaked (x, z) pairs, a decoder z -> x):
 
-- trained to convergence: a budget of 20,000 steps, 20% of the attacker's pairs held out,
-  stopped once 10 evaluations 100 steps apart bring no progress, the best decoder kept;
+- trained to convergence: a budget of 20,000 steps, 20% of the attacker's pairs held out
+  (at least 2), stopped once 10 evaluations 100 steps apart bring no progress, the best
+  decoder kept (the mean image if it never beats it there);
 - on whitened messages (`whiten`): each feature standardised with the mean and standard
   deviation of the attacker's own messages ("standard"), or, for flat messages, ZCA
   whitening (decorrelated and scaled to unit variance along every principal direction,
@@ -68,14 +69,19 @@ def whitener(z, kind: str):
 
 def _fit_and_reconstruct(z_pairs, x_pairs, z_targets, *, whiten, steps, lr, batch_size, validation, eval_every,
                          patience, seed, map_models, place):
-    """One decoder per model on (z_pairs[k], x_pairs) with whitened z; -> (K, n_t, *x_shape), steps run."""
+    """One decoder per model on (z_pairs[k], x_pairs) with whitened z; -> ([x_hat_k (n_k, *x_shape)] * K, steps run).
+    z_targets: (K, n_t, ...), or a list of K arrays (ragged)."""
     white = [whitener(z, whiten) for z in z_pairs]
     zw = np.stack([w(z) for w, z in zip(white, z_pairs)])
-    tw = np.stack([w(z) for w, z in zip(white, z_targets)])
+    n = len(x_pairs)  # even a handful of pairs keeps two aside, so the decoder never loses to the mean image there
+    holdout = np.random.default_rng(seed).permutation(n)[: max(2, int(round(validation * n)))] if n >= 4 else None
     fitted = fit_decoders(zw, x_pairs, steps=steps, lr=lr, batch_size=batch_size, seed=seed, validation=validation,
                           eval_every=eval_every, patience=patience, map_models=map_models, place=place,
-                          log_every=min(100, steps))
-    return fitted.reconstruct(tw), fitted.steps
+                          log_every=min(100, steps), holdout=holdout)
+    if isinstance(z_targets, (list, tuple)):
+        return [fitted.select(k).reconstruct(w(z)[None])[0] for k, (w, z) in enumerate(zip(white, z_targets))], \
+            fitted.steps
+    return list(fitted.reconstruct(np.stack([w(z) for w, z in zip(white, z_targets)]))), fitted.steps
 
 
 def adaptive(x_leak, z_leak, z_target, *, x_pool=None, z_pool=None, whiten: str = "zca", steps: int = 20000,
@@ -85,7 +91,7 @@ def adaptive(x_leak, z_leak, z_target, *, x_pool=None, z_pool=None, whiten: str 
 
     Args:
       x_leak: (n_l, ...) leaked inputs; z_leak: (K, n_l, ...) their messages per model.
-      z_target: (K, n_t, ...) messages to invert.
+      z_target: (K, n_t, ...) messages to invert (or a list of K arrays, one per model).
       x_pool, z_pool: (n, ...) and (K, n, ...) every training input and its message, the
         universe the leak-fraction curve draws its nested shares from (None: no curve).
       whiten: "zca" (flat messages; spatial ones are standardised), "standard" or "none".
@@ -100,7 +106,9 @@ def adaptive(x_leak, z_leak, z_target, *, x_pool=None, z_pool=None, whiten: str 
     eval_every = min(eval_every, max(1, steps // 10))  # a small budget is still evaluated (and stopped) on held-out pairs
     kw = dict(whiten=whiten, steps=steps, lr=lr, batch_size=batch_size, validation=validation, eval_every=eval_every,
               patience=patience, seed=seed, map_models=map_models, place=place)
-    z_leak, z_target = np.asarray(z_leak, np.float32), np.asarray(z_target, np.float32)
+    z_leak = np.asarray(z_leak, np.float32)
+    if not isinstance(z_target, (list, tuple)):
+        z_target = np.asarray(z_target, np.float32)
     x_hat, steps_run = _fit_and_reconstruct(z_leak, np.asarray(x_leak, np.float32), z_target, **kw)
     outputs = [{"x_hat": x_hat[k], "steps_run": steps_run, "class_mean_source": "leak", "extra": {}}
                for k in range(len(x_hat))]

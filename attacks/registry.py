@@ -340,7 +340,7 @@ def _fora(inputs: AttackInputs, *, steps, batch_size, lr, decoder_lr, critic_lr,
 
 
 def _adaptive(inputs: AttackInputs, *, steps, lr, batch_size, whiten, patience, leak_fractions) -> list:
-    return adaptive(inputs.x_leak, inputs.z_leak, _stacked_targets(inputs, "adaptive"), x_pool=inputs.x_train,
+    return adaptive(inputs.x_leak, inputs.z_leak, inputs.z_target, x_pool=inputs.x_train,
                     z_pool=inputs.z_train, whiten=whiten, steps=steps, lr=lr, batch_size=batch_size, patience=patience,
                     leak_fractions=tuple(leak_fractions), seed=inputs.seed, map_models=inputs.map_models,
                     place=inputs.place)

@@ -184,6 +184,18 @@ def _all() -> dict[str, Preset]:
             alpha_warmup=2.0, alphas=[0.0, 4.0], noise_kind="uniform", noise_scales=[2.0], epochs=20,
             attacks=list(MODERN_ATTACKS), seeds=[0],
         ),
+        _preset(
+            "modern-attacks-digits", "The same attacks where their papers run them, on spatial messages: digits, "
+            "cnn 8/16/64/32 cut after its second convolution (8x8x16 messages), vanilla at cut 2 and U-shaped at "
+            "cuts 2-5, 20 epochs, no defence, NoPeek alpha 4 and uniform noise 2.",
+            seconds=None, result="not run here yet.",
+            small=dict(model="cnn", widths=[4, 8, 32, 16], topologies=["vanilla", "u_shaped"], cuts=["2", "2-5"],
+                       cut_activation="linear", alpha_warmup=1.0, alphas=[0.0, 4.0], noise_kind="uniform",
+                       noise_scales=[2.0], epochs=3, attack_steps=40, attacks=list(MODERN_ATTACKS)),
+            dataset="digits", model="cnn", widths=[8, 16, 64, 32], topologies=["vanilla", "u_shaped"],
+            cuts=["2", "2-5"], cut_activation="linear", alpha_warmup=2.0, alphas=[0.0, 4.0], noise_kind="uniform",
+            noise_scales=[2.0], epochs=20, attacks=list(MODERN_ATTACKS), seeds=[0],
+        ),
     ]
     return {p.name: p for p in presets}
 
