@@ -249,28 +249,26 @@ def _step_fn(applies, opts, victim: Victim, s: Settings, cond):
                         + bce(applies["df"](p, zs_fixed, cs, key=keys[3]), 0.0))
 
             new["df"], new_opt["df"] = update("df", nets, opt, jax.grad(df_loss)(nets["df"]))
-        mse = jnp.zeros(())
-        if "dec" in nets:
-            zs2 = jax.lax.stop_gradient(applies["sim"](new["sim"], xs))
+        zs2 = jax.lax.stop_gradient(applies["sim"](new["sim"], xs))
 
-            def dec_loss(p):
-                mse = jnp.mean((decode(p, zs2, cs) - xs) ** 2)
-                loss, xr = mse, None
-                if "dd" in nets:
-                    xr = decode(p, zo, co)
-                    loss = loss + s.lambda2 * bce(applies["dd"](nets["dd"], xr, co, key=keys[4]), 1.0)
-                return loss, (mse, xr)
-
-            (_, (mse, xr)), g = jax.value_and_grad(dec_loss, has_aux=True)(nets["dec"])
-            new["dec"], new_opt["dec"] = update("dec", nets, opt, g)
+        def dec_loss(p):
+            mse = jnp.mean((decode(p, zs2, cs) - xs) ** 2)
+            loss, xr = mse, None
             if "dd" in nets:
-                xr_fixed = jax.lax.stop_gradient(xr)
+                xr = decode(p, zo, co)
+                loss = loss + s.lambda2 * bce(applies["dd"](nets["dd"], xr, co, key=keys[4]), 1.0)
+            return loss, (mse, xr)
 
-                def dd_loss(p):
-                    return (bce(applies["dd"](p, xs, cs, key=keys[5]), 1.0)
-                            + bce(applies["dd"](p, xr_fixed, co, key=keys[5]), 0.0))
+        (_, (mse, xr)), g = jax.value_and_grad(dec_loss, has_aux=True)(nets["dec"])
+        new["dec"], new_opt["dec"] = update("dec", nets, opt, g)
+        if "dd" in nets:
+            xr_fixed = jax.lax.stop_gradient(xr)
 
-                new["dd"], new_opt["dd"] = update("dd", nets, opt, jax.grad(dd_loss)(nets["dd"]))
+            def dd_loss(p):
+                return (bce(applies["dd"](p, xs, cs, key=keys[5]), 1.0)
+                        + bce(applies["dd"](p, xr_fixed, co, key=keys[5]), 0.0))
+
+            new["dd"], new_opt["dd"] = update("dd", nets, opt, jax.grad(dd_loss)(nets["dd"]))
         return new, new_opt, jnp.stack([ce, mse])
 
     return one

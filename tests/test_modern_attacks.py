@@ -175,3 +175,32 @@ def test_mk_mmd_and_gradient_penalty(rng):
     linear = lambda p, z: z.reshape(z.shape[0], -1) @ p  # noqa: E731  |grad| = |p| everywhere
     p = jnp.asarray([[3.0], [4.0], [0.0], [0.0], [0.0]])
     assert float(gradient_penalty(linear, p, a, b, jax.random.key(0))) == pytest.approx(16.0, rel=1e-5)
+
+
+def test_one_compiled_step_per_simulation(digits):
+    """SDAR's step compiles once and is reused for every batch (no retracing per step)."""
+    from attacks.sdar import Settings, Simulation, Victim
+
+    apply = lambda p, z: z @ p  # noqa: E731  a linear "server" to logits
+    victim = Victim(apply, [jnp.ones((6, 10)) * 0.1], True, 10)
+    settings = Settings(3, 8, 1e-3, 5e-4, 1e-3, 1.0, 1e-5, 0.0, True, True, df_lr=1e-4)
+    sim = Simulation(digits.x_train[:40], digits.y_train[:40], (6,), victim, settings, seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        sim.step(jnp.ones((1, 6, 10)) * 0.1, rng.normal(size=(1, 8, 6)), rng.integers(0, 10, 8))
+    assert sim.count == 3 and sim._step._cache_size() == 1
+    assert np.all(np.isfinite(sim.final_stats()))
+
+
+def test_the_guide_shows_the_committed_results():
+    """docs/guide/modern-attacks.md carries the tables of its results files verbatim."""
+    import os
+
+    from nopeek.sweeps import attack_comparison, leak_curve, read_rows
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    guide = open(os.path.join(root, "docs", "guide", "modern-attacks.md"), encoding="utf-8").read()
+    for name in ("modern_attacks.csv", "modern_attacks_digits.csv"):
+        rows = read_rows(os.path.join(root, "docs", "results", name))
+        assert len(rows) == 6, name  # 2 topologies x (none, NoPeek, noise)
+        assert attack_comparison(rows) in guide and leak_curve(rows) in guide, name
