@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import attacks
-from attacks.adaptive import whitener
-from attacks.fora import gradient_penalty, mk_mmd
+from attacks import gradient_penalty, mk_mmd, whitener
 from nopeek import data
 from nopeek.attacking import AttackConfig, architecture_of, heldout_split, server_of
 from nopeek.cli import main
@@ -179,7 +178,9 @@ def test_mk_mmd_and_gradient_penalty(rng):
 
 def test_one_compiled_step_per_simulation(digits):
     """SDAR's step compiles once and is reused for every batch (no retracing per step)."""
-    from attacks.sdar import Settings, Simulation, Victim
+    from attacks.sdar import Settings
+
+    from attacks import Simulation, Victim
 
     apply = lambda p, z: z @ p  # noqa: E731  a linear "server" to logits
     victim = Victim(apply, [jnp.ones((6, 10)) * 0.1], True, 10)

@@ -5,6 +5,13 @@ cell, scored beside its free baseline; and a dishonest server's column (FSHA).
   NAME_dcor, NAME_classifier_accuracy`, their `NAME_baseline_*` (the attacker's mean input)
   and `NAME_best_*` (the better of the two: the leakage a defence is judged by). The
   decoder keeps the names sweeps always had: `attack_*`, `baseline_*`, `best_*`.
+  Attacks that report more: `NAME_baseline_class_mean_*` (the class-mean image of the
+  attacker's labelled data: what the label alone gives), `NAME_label_accuracy` beside
+  `NAME_label_chance` (labels inferred, e.g. SDAR in U-shaped split learning), and further
+  reconstructions `NAME_E_*` beside `NAME_E_baseline_*` (the adaptive attacker's
+  leak-fraction curve, E = leak1 .. leak50, with `NAME_E_n_pairs`). When an attack of the
+  grid uses auxiliary data (a seeded share of the held-out set, `aux_fraction`), every
+  attack of the sweep is scored on the rest of the held-out set.
 - Attribute attacks (per message): `NAME_linear_accuracy`, `NAME_mlp_accuracy`, `NAME_chance`.
 - Label attacks (per cell, binary tasks): `NAME_norm_auc`, `NAME_direction_auc` on the
   per-sample gradients the party without the labels received for the held-out set, batch by
