@@ -191,6 +191,7 @@ def fit_decoders(
     width: int = 32,
     depth: int = 1,
     place=None,
+    holdout=None,
 ) -> DecoderAttack:
     """Train one decoder per target model on the attacker's pairs, all in one compiled step.
 
@@ -220,6 +221,8 @@ def fit_decoders(
       depth: its convolutions before upsampling.
       place: optional function applied to the stacked parameters, optimiser states and
         activations before training (e.g. to shard the K decoders over devices).
+      holdout: optional indices of the pairs to hold out (instead of a random `validation`
+        share), e.g. real pairs among synthetic ones.
 
     Returns:
       DecoderAttack holding the K decoders (each at its best held-out loss).
@@ -234,6 +237,10 @@ def fit_decoders(
     rng = np.random.default_rng(seed)
     n_val = int(round(validation * n)) if validation and n >= 20 else 0
     order = rng.permutation(n)
+    if holdout is not None:
+        held = np.zeros(n, bool)
+        held[np.asarray(holdout)] = True
+        n_val, order = int(held.sum()), np.concatenate([np.flatnonzero(held), np.flatnonzero(~held)])
     val_idx, train_idx = jnp.asarray(np.sort(order[:n_val])), np.sort(order[n_val:])
     z_shape, x_shape = z_stack.shape[2:], x.shape[1:]
     mean = np.asarray(x)[train_idx].mean(axis=0)

@@ -11,6 +11,11 @@ attacker gets without attacking (`score`):
   accuracy on x_hat; `baseline_*`: the attacker's mean input; `class_mean_*`: each
   target's class mean of the attacker's inputs, what the label alone gives, and
   `beyond_label_*`, the attack's margin over it).
+  An output may also carry "label_hat" (n,) labels it inferred (scored `label_accuracy`
+  beside `label_chance`, the targets' majority-class rate), "class_mean_source" ("aux": the
+  class means are of the attacker's auxiliary labelled data rather than its leaked pairs),
+  "extra" {name: {"x_hat", "x_mean"}} more reconstructions (scored `name_*` beside the mean
+  image `x_mean` of their own attacker's data, `name_baseline_*`), and numbers (kept as they are).
 - "attribute": outputs {"probes": [{"probe", "accuracy", "chance"}]}: a label read from z.
 - "label": outputs {"norm_auc", "direction_auc", ...}: labels read from cut gradients (0.5 is chance).
 
@@ -25,6 +30,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from attacks import decoder
+from attacks.adaptive import adaptive, adaptive_alpha
+from attacks.fora import fora
+from attacks.sdar import Victim, sdar
 from attacks.decoder import vmap_models
 from attacks.inversion import unsplit_inversion, whitebox_inversion
 from attacks.label_leakage import label_leakage_auc
@@ -40,6 +48,11 @@ NEEDS = {
     "message_fn": ("message_fns",),
     "architecture": ("architecture",),
     "gradients": ("gradients", "y_target"),
+    "aux": ("x_aux", "y_aux"),
+    "server": ("server_apply", "server_params", "labels_at_server"),
+    "observed": ("z_train",),
+    "alphas": ("alphas",),
+    "pool": ("x_train", "z_train"),
 }
 
 
@@ -60,6 +73,20 @@ class AttackInputs:
     map_models(fn, in_axes) -> fn: how to run one function over the K models (default vmap);
       place(tree) -> tree: where to put stacked arrays (e.g. sharded over devices).
     seed: the attacker's seed.
+
+    What a server holds besides leaked pairs (SDAR, FORA, the adaptive attackers):
+    x_aux, y_aux: (n_a, ...), (n_a,) an auxiliary labelled set of the task's distribution
+      that the clients never trained on.
+    z_train: (K, n, ...) the messages each model's receiver got for the client's training
+      inputs (what an honest-but-curious server observes); y_train: (n,) their labels
+      (known to a server the labels are sent to); x_train: (n, ...) those inputs, which no
+      attacker holds: they are the universe a leak-fraction curve draws leaked shares from.
+    server_apply(params, m) -> out, server_params: K pytrees: the receiver's own trained
+      model from the message on; labels_at_server: True when `out` are logits of the labels
+      the receiver holds (vanilla: the labels are sent with the messages, so y_target and
+      y_train are known to it), False when `out` goes back to the labels' holder, who keeps
+      the head and the labels (U-shaped).
+    alphas: (K,) each model's NoPeek weight, for an attacker who knows the defence.
     """
 
     x_leak: Any = None
@@ -75,12 +102,29 @@ class AttackInputs:
     map_models: Callable = vmap_models
     place: Callable | None = None
     seed: int = 0
+    x_aux: Any = None
+    y_aux: Any = None
+    x_train: Any = None
+    z_train: Any = None
+    y_train: Any = None
+    server_apply: Callable | None = None
+    server_params: Sequence | None = None
+    labels_at_server: bool | None = None
+    alphas: Any = None
 
     def targets(self, k: int):
         """(x_target, y_target) of model k: the shared arrays, or entry k where each model has
         its own targets (lists of K arrays, ragged)."""
         pick = lambda a: a[k] if isinstance(a, (list, tuple)) else a  # noqa: E731
         return pick(self.x_target), pick(self.y_target)
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes: one more than the largest label the attacker knows of."""
+        known = [np.asarray(a).ravel() for a in (self.y_aux, self.y_leak, self.y_train) if a is not None]
+        if self.y_target is not None and not isinstance(self.y_target, (list, tuple)):
+            known.append(np.asarray(self.y_target).ravel())
+        return int(max(int(a.max()) for a in known if a.size)) + 1 if known else 0
 
     @property
     def models(self) -> int:
@@ -103,6 +147,7 @@ class AttackSpec:
     run(inputs, **settings) -> [output per target model].
     stacked: whether it fits the K models together (else one after the other).
     whole_input: whether the message must be computed from the whole input (not a slice).
+    uses: keys of `NEEDS` it reads when they are given but can run without.
     """
 
     name: str
@@ -113,34 +158,35 @@ class AttackSpec:
     description: str = ""
     stacked: bool = False
     whole_input: bool = False
+    uses: frozenset = frozenset()
+
+    def reads(self, need: str) -> bool:
+        """Whether it needs or uses `need` (a key of `NEEDS`)."""
+        return need in self.needs or need in self.uses
 
 
 ATTACKS: dict[str, AttackSpec] = {}
 
 
 def register(name: str, run: Callable[..., list], *, kind: str, needs: Sequence[str], defaults: Mapping[str, Any],
-             description: str = "", stacked: bool = False, whole_input: bool = False) -> None:
+             description: str = "", stacked: bool = False, whole_input: bool = False, uses: Sequence[str] = ()) -> None:
     """Make attack `name` available to `nopeek attack`, sweeps, the audit and `run`.
 
     Args:
       name: its name.
       run: `run(inputs: AttackInputs, **settings) -> list` of one output per target model
         (see the module docstring for each kind's output).
-      kind: "reconstruction", "attribute" or "label" (see `AttackSpec`, as for the rest).
-      needs: the keys of `NEEDS` it requires of its inputs.
-      defaults: its settings and their defaults.
-      description: one line.
-      stacked: whether it fits the K models together.
-      whole_input: whether the message must be computed from the whole input.
+      kind, needs, defaults, description, stacked, whole_input, uses: see `AttackSpec`.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"an attack name must be a non-empty string, got {name!r}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    unknown = set(needs) - set(NEEDS)
+    unknown = (set(needs) | set(uses)) - set(NEEDS)
     if unknown:
-        raise ValueError(f"needs must be among {', '.join(NEEDS)}, got {', '.join(sorted(unknown))}")
-    ATTACKS[name] = AttackSpec(name, kind, frozenset(needs), dict(defaults), run, description, stacked, whole_input)
+        raise ValueError(f"needs and uses must be among {', '.join(NEEDS)}, got {', '.join(sorted(unknown))}")
+    ATTACKS[name] = AttackSpec(name, kind, frozenset(needs), dict(defaults), run, description, stacked, whole_input,
+                               frozenset(uses))
 
 
 def spec(name: str) -> AttackSpec:
@@ -185,7 +231,8 @@ def score(name: str, inputs: AttackInputs, output: dict, *, model: int = 0, subs
     """The scores of one output (that of target model `model`) beside their free baselines.
 
     Reconstruction: `scores_with_baseline` on the targets the output covers (or `subset` of
-    them, indices into the targets); attribute and label outputs are already scores.
+    them, indices into the targets), and what the output carries besides x_hat (see the
+    module docstring); attribute and label outputs are already scores.
     """
     if spec(name).kind != "reconstruction":
         return {k: v for k, v in output.items() if k != "x_hat"}
@@ -197,8 +244,22 @@ def score(name: str, inputs: AttackInputs, output: dict, *, model: int = 0, subs
     baseline_data = inputs.x_leak if inputs.x_leak is not None else inputs.x_target
     # The label-only baseline needs the attacker's labels beside its inputs, and the targets'.
     y_attacker = inputs.y_leak if inputs.x_leak is not None else None
-    return scores_with_baseline(x, x_hat[index], baseline_data, classifier=inputs.classifier, y=y,
-                                y_attacker=y_attacker)
+    if output.get("class_mean_source") == "aux" and inputs.x_aux is not None:
+        baseline_data, y_attacker = inputs.x_aux, inputs.y_aux
+    scores = scores_with_baseline(x, x_hat[index], baseline_data, classifier=inputs.classifier, y=y,
+                                  y_attacker=y_attacker)
+    if "label_hat" in output and y is not None:
+        scores["label_accuracy"] = float(np.mean(np.asarray(output["label_hat"])[index] == y))
+        scores["label_chance"] = float(np.max(np.bincount(y)) / len(y))
+    for extra, rec in output.get("extra", {}).items():
+        part = scores_with_baseline(x, np.asarray(rec["x_hat"])[index], np.asarray(rec["x_mean"])[None],
+                                    classifier=inputs.classifier, y=y)
+        scores.update({f"{extra}_{k}": v for k, v in part.items()})
+        if "n_pairs" in rec:
+            scores[f"{extra}_n_pairs"] = int(rec["n_pairs"])
+    scores.update({k: v for k, v in output.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in scores})
+    return scores
 
 
 # ---- the built-in attacks ---------------------------------------------------------------
@@ -246,6 +307,53 @@ def _label(inputs: AttackInputs) -> list:
     return [label_leakage_auc(inputs.gradients[k], inputs.targets(k)[1]) for k in range(inputs.models)]
 
 
+def _stacked_targets(inputs: AttackInputs, name: str):
+    if isinstance(inputs.z_target, (list, tuple)):
+        raise ValueError(f"the {name} attack needs the K models' targets as one (K, n, ...) array")
+    return np.asarray(inputs.z_target, np.float32)
+
+
+def _victim(inputs: AttackInputs) -> Victim:
+    return Victim(inputs.server_apply, list(inputs.server_params), bool(inputs.labels_at_server), inputs.num_classes)
+
+
+def _sdar(inputs: AttackInputs, *, steps, batch_size, lr, decoder_lr, head_lr, lambda1, df_lr, lambda2, flip,
+          simulator, known_alpha) -> list:
+    victim = _victim(inputs)
+    architecture = inputs.architecture if simulator == "architecture" else None
+    outputs = sdar(inputs.x_aux, inputs.y_aux, inputs.z_train, inputs.y_train if victim.labels_at_server else None,
+                   _stacked_targets(inputs, "sdar"), inputs.y_target if victim.labels_at_server else None, victim,
+                   architecture=architecture, alphas=inputs.alphas, steps=steps, batch_size=batch_size, lr=lr,
+                   decoder_lr=decoder_lr, head_lr=head_lr, lambda1=lambda1, df_lr=df_lr, lambda2=lambda2,
+                   flip=None if flip == "auto" else flip, known_alpha=bool(known_alpha), seed=inputs.seed,
+                   map_models=inputs.map_models, place=inputs.place)
+    return [{**o, "class_mean_source": "aux"} for o in outputs]
+
+
+def _fora(inputs: AttackInputs, *, steps, batch_size, lr, decoder_lr, critic_lr, mmd_weight, gp_weight) -> list:
+    outputs = fora(inputs.x_aux, inputs.z_train, _stacked_targets(inputs, "fora"), steps=steps, batch_size=batch_size,
+                   lr=lr, decoder_lr=decoder_lr, critic_lr=critic_lr, mmd_weight=mmd_weight, gp_weight=gp_weight,
+                   seed=inputs.seed, map_models=inputs.map_models, place=inputs.place)
+    return [{**o, "class_mean_source": "aux"} for o in outputs]
+
+
+def _adaptive(inputs: AttackInputs, *, steps, lr, batch_size, whiten, patience, leak_fractions) -> list:
+    return adaptive(inputs.x_leak, inputs.z_leak, inputs.z_target, x_pool=inputs.x_train,
+                    z_pool=inputs.z_train, whiten=whiten, steps=steps, lr=lr, batch_size=batch_size, patience=patience,
+                    leak_fractions=tuple(leak_fractions), seed=inputs.seed, map_models=inputs.map_models,
+                    place=inputs.place)
+
+
+def _adaptive_alpha(inputs: AttackInputs, *, steps, lr, batch_size, whiten, patience, shadow_steps) -> list:
+    return adaptive_alpha(inputs.architecture, inputs.x_leak, inputs.z_leak, _stacked_targets(inputs, "adaptive_alpha"),
+                          inputs.x_aux, alphas=inputs.alphas, y_leak=inputs.y_leak, y_aux=inputs.y_aux,
+                          server_apply=inputs.server_apply, server_params=inputs.server_params,
+                          labels_at_server=bool(inputs.labels_at_server), shadow_steps=min(shadow_steps, steps),
+                          whiten=whiten,
+                          steps=steps, lr=lr, batch_size=batch_size, patience=patience, seed=inputs.seed,
+                          map_models=inputs.map_models, place=inputs.place)
+
+
 register("decoder", _decoder, kind="reconstruction", needs=("pairs", "targets"),
          defaults={"steps": 1500, "lr": 2e-3, "batch_size": 64},
          stacked=True, description="black-box inversion: a decoder z -> x fitted on leaked (x, z) pairs (NoPeek's threat model)")
@@ -259,3 +367,26 @@ register("probe", _probe, kind="attribute", needs=("pairs", "targets", "labels")
          description="linear and MLP probes reading the label from z, fitted on leaked pairs, beside chance")
 register("label", _label, kind="label", needs=("gradients",), defaults={},
          description="norm and direction attacks reading binary labels from cut gradients (Li et al. 2022)")
+register("sdar", _sdar, kind="reconstruction", needs=("targets", "aux", "server", "observed"),
+         defaults={"steps": 2000, "batch_size": 32, "lr": 1e-3, "decoder_lr": 5e-4, "head_lr": 1e-3, "lambda1": 1.0,
+                   "df_lr": 1e-4, "lambda2": 1e-5, "flip": "auto", "simulator": "architecture", "known_alpha": True},
+         stacked=True, whole_input=True,
+         description="SDAR (Zhu et al., NDSS 2025): a simulated client and a decoder, adversarially regularised, "
+                     "from auxiliary data and the server's own model; U-shaped: also the labels")
+register("fora", _fora, kind="reconstruction", needs=("targets", "aux", "observed"),
+         defaults={"steps": 3000, "batch_size": 64, "lr": 1e-3, "decoder_lr": 1e-3, "critic_lr": 3e-4, "mmd_weight": 0.8,
+                   "gp_weight": 1000.0},
+         stacked=True, whole_input=True,
+         description="FORA (Xu et al., CVPR 2024): a substitute client of the attacker's design fitted to the "
+                     "messages' distribution (MK-MMD and a critic), inverted; needs no labels and no server model")
+register("adaptive", _adaptive, kind="reconstruction", needs=("pairs", "targets"),
+         defaults={"steps": 20000, "lr": 2e-3, "batch_size": 64, "whiten": "zca", "patience": 10,
+                   "leak_fractions": (0.01, 0.05, 0.1, 0.25, 0.5)},
+         stacked=True, uses=("pool", "labels"),
+         description="the decoder trained to convergence on whitened messages, with its leak-fraction curve "
+                     "(1-50%) where the training set's messages are given")
+register("adaptive_alpha", _adaptive_alpha, kind="reconstruction", needs=("pairs", "targets", "architecture", "aux", "alphas"),
+         defaults={"steps": 20000, "lr": 2e-3, "batch_size": 64, "whiten": "zca", "patience": 10, "shadow_steps": 2000},
+         stacked=True, whole_input=True, uses=("server", "labels"),
+         description="adaptive, knowing alpha: a shadow client of the architecture fitted to the leaked messages "
+                     "under alpha * dCor (at most `steps` steps), its pairs for auxiliary inputs added to the decoder's")

@@ -32,6 +32,8 @@ class AttackConfig(Section):
     n_targets: int | None = field(default=None, metadata={"help": f"held-out samples to invert; default: the attack's own ({_defaults('n_targets')}; the decoder: all)"})
     tv_weight: float | None = field(default=None, metadata={"help": f"total-variation prior weight; default: the attack's own ({_defaults('tv_weight')})"})
     attack_seed: int = field(default=0, metadata={"help": "the attacker's seed: which samples leak, decoder init"})
+    aux_fraction: float | None = field(default=None, metadata={"help": "share of the held-out set that is the attacker's auxiliary labelled data, never trained on (attacks that use it: default 0.5); every attack is then scored on the rest"})
+    aux_count: int | None = field(default=None, metadata={"help": "number of auxiliary held-out samples (overrides --aux-fraction)"})
 
     def validate(self) -> "AttackConfig":
         checks = [
@@ -43,6 +45,8 @@ class AttackConfig(Section):
             (self.n_targets is None or self.n_targets >= 2, f"--n-targets must be >= 2, got {self.n_targets}"),
             (self.attack_seed >= 0, f"--attack-seed must be >= 0, got {self.attack_seed}"),
             (self.tv_weight is None or (finite(self.tv_weight) and self.tv_weight >= 0), f"--tv-weight must be finite and >= 0, got {self.tv_weight}"),
+            (self.aux_fraction is None or (finite(self.aux_fraction) and 0 < self.aux_fraction < 1), f"--aux-fraction must be in (0, 1), got {self.aux_fraction}"),
+            (self.aux_count is None or self.aux_count >= 2, f"--aux-count must be >= 2, got {self.aux_count}"),
         ]
         raise_first_failure(checks)
         return self
@@ -55,6 +59,33 @@ class AttackConfig(Section):
         resolved = attacks.settings(name or self.attack, **given)
         resolved.pop("_ignored")
         return resolved
+
+
+AUX_FRACTION = 0.5  # the auxiliary share of the held-out set when an attack uses one and none is given
+
+
+def wants_auxiliary(config, names) -> bool:
+    """Whether the held-out set is split into auxiliary data and targets: an attack of `names`
+    reads auxiliary data, or the config gives its size."""
+    return (config.aux_fraction is not None or config.aux_count is not None
+            or any(attacks.ATTACKS[n].reads("aux") for n in names))
+
+
+def heldout_split(n_heldout: int, config, names) -> tuple[np.ndarray | None, np.ndarray]:
+    """(aux, targets): indices into the held-out set of the attacker's auxiliary samples
+    (`aux_count`, or `aux_fraction` of the held-out set, 0.5 by default; seeded by the
+    attacker's seed) and of the targets every attack of a comparison is scored on: the
+    rest. Without auxiliary data (`wants_auxiliary`): (None, every held-out index)."""
+    if not wants_auxiliary(config, names):
+        return None, np.arange(n_heldout)
+    fraction = AUX_FRACTION if config.aux_fraction is None else config.aux_fraction
+    count = config.aux_count if config.aux_count is not None else int(round(fraction * n_heldout))
+    if not 2 <= count <= n_heldout - 2:
+        option = f"--aux-count {config.aux_count}" if config.aux_count is not None else f"--aux-fraction {fraction:g}"
+        raise ConfigError(f"{option}: {count} auxiliary samples of the {n_heldout} held-out ones; "
+                          "between 2 and all but 2 (the targets) are needed")
+    order = np.random.default_rng([config.attack_seed, 22]).permutation(n_heldout)
+    return np.sort(order[:count]), np.sort(order[count:])
 
 
 def attacker_indices(y_train, *, leak_fraction: float = 0.1, leak_count: int | None = None,

@@ -49,13 +49,13 @@ def heldout_gradients(run: TrainedRun, x, y) -> tuple[np.ndarray, str, dict]:
     return grads, tensor, used
 
 
-def architecture(run: TrainedRun, entry, input_shape):
+def architecture_of(built, config, entry, input_shape):
     """seed -> (apply(params, x), params): the sender's blocks up to `entry`'s cut for
-    inputs of `input_shape`, freshly initialised: what an attacker who knows the
-    architecture (not the weights) can build."""
-    classes = next(iter(run.built.tasks.values()))
-    cut = cuts_of(run.config, classes)[run.built.cut_of.get(entry.message, 0)]
-    blocks = model_blocks(run.config.model, classes, run.config.widths)
+    inputs of `input_shape` (as built: the cut activation applied), freshly initialised:
+    what an attacker who knows the architecture (not the weights) can build."""
+    classes = next(iter(built.tasks.values()))
+    cut = cuts_of(config, classes)[built.cut_of.get(entry.message, 0)]
+    blocks = list(built.blocks) or model_blocks(config.model, classes, config.widths)
     input_shape = tuple(input_shape)
 
     def build(seed):
@@ -64,6 +64,24 @@ def architecture(run: TrainedRun, entry, input_shape):
         return (lambda p, x: nnx.merge(graphdef, p)(x)), params
 
     return build
+
+
+def architecture(run: TrainedRun, entry, input_shape):
+    """`architecture_of` a run folder's model."""
+    return architecture_of(run.built, run.config, entry, input_shape)
+
+
+def server_of(built, params: list, entry) -> dict | None:
+    """What the party receiving `entry`'s message holds of the model, as `attacks.AttackInputs`
+    fields (`server_apply`, `server_params`, `labels_at_server`) for K models' params
+    (`{party: {segment: State}}` each), or None when it does not compute from that message
+    alone (`nopeek.protocol.Built.receiver`) or the message is one replica's share."""
+    found = built.receiver_apply(entry.message)
+    if found is None or entry.replica is not None or entry.merged:
+        return None
+    apply, view = found
+    return {"server_apply": apply, "server_params": [{s.name: p[view.party][s.name] for s in view.segments} for p in params],
+            "labels_at_server": view.labels is not None}
 
 
 def check_finite(values, what: str) -> None:

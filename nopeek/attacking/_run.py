@@ -22,8 +22,8 @@ import numpy as np
 
 import attacks
 from nopeek import data as data_lib
-from nopeek.attacking._config import AttackConfig, attacker_indices
-from nopeek.attacking._inputs import architecture, check_finite, heldout_gradients
+from nopeek.attacking._config import AttackConfig, attacker_indices, heldout_split
+from nopeek.attacking._inputs import architecture, check_finite, heldout_gradients, server_of
 from nopeek.core import check_output_folder, read_json, write_json
 from nopeek.errors import ConfigError
 from nopeek.plots import label_leakage_figure, reconstruction_grid
@@ -33,11 +33,13 @@ from nopeek.training import chance_accuracy, collapse_reason, load
 
 def list_attacks() -> str:
     """A table of the registered attacks: name, kind, what each needs, its defaults."""
-    lines = [f"{'attack':10s} {'kind':15s} {'needs':32s} defaults", "-" * 90]
+    width = max(10, *(len(n) for n in attacks.ATTACKS))
+    lines = [f"{'attack':{width}s} {'kind':15s} {'needs':32s} defaults", "-" * 90]
     for name, s in attacks.ATTACKS.items():
-        defaults = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in s.defaults.items())
-        lines.append(f"{name:10s} {s.kind:15s} {', '.join(sorted(s.needs)):32s} {defaults or '-'}")
-        lines.append(f"{'':10s} {s.description}")
+        defaults = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k}={v}"
+                             for k, v in s.defaults.items())
+        lines.append(f"{name:{width}s} {s.kind:15s} {', '.join(sorted(s.needs)):32s} {defaults or '-'}")
+        lines.append(f"{'':{width}s} {s.description}")
     return "\n".join(lines)
 
 
@@ -97,12 +99,26 @@ def run_attack(run_dir: str, config: AttackConfig, out: str) -> dict:
     if spec.kind in ("reconstruction", "attribute"):
         z_leak = run.sent(message, x_leak)  # what crossed: noise defence included, as the sweep attacks it
         check_finite(z_leak, message)
-        n = len(ds.x_test) if "n_targets" not in settings else min(settings["n_targets"], len(ds.x_test))
-        x_t, y_t = ds.x_test[:n], ds.y_test[:n]
+        aux, targets = heldout_split(len(ds.x_test), config, [config.attack])
+        n = len(targets) if "n_targets" not in settings else min(settings["n_targets"], len(targets))
+        x_t, y_t = ds.x_test[targets[:n]], ds.y_test[targets[:n]]
         inputs.x_leak, inputs.z_leak, inputs.y_leak = run.source(message, x_leak), z_leak[None], y_leak
         inputs.x_target, inputs.z_target, inputs.y_target = run.source(message, x_t), run.sent(message, x_t)[None], y_t
         inputs.message_fns = [jax.jit(run.message_fn(message))]  # the sender's function, before any noise
         inputs.architecture = architecture(run, entry, ds.input_shape)
+        inputs.alphas = np.asarray([tc.alpha], np.float32)
+        if aux is not None:
+            inputs.x_aux, inputs.y_aux = run.source(message, ds.x_test[aux]), ds.y_test[aux]
+            scores["n_aux"] = int(len(aux))
+        if spec.reads("observed") or spec.reads("pool"):  # what the server received in training
+            inputs.x_train, inputs.y_train = run.source(message, ds.x_train), ds.y_train
+            inputs.z_train = run.sent(message, ds.x_train)[None]
+        for field, value in (server_of(run.built, [run.params], entry) or {}).items():
+            setattr(inputs, field, value)
+        lacking = attacks.missing(config.attack, inputs)
+        if lacking:
+            raise ConfigError(f"--attack {config.attack} needs {', '.join(lacking)}, which an attacker of {message} "
+                              f"in this {tc.topology} run does not hold")
     if spec.kind == "reconstruction":
         inputs.classifier = attacks.ReferenceClassifier(run.source(message, ds.x_train), ds.y_train)
         output = attacks.run(config.attack, inputs, **settings)[0]

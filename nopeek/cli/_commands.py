@@ -254,6 +254,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     keys = [k for k in ("mse", "psnr", "ssim", "dcor", "classifier_accuracy", "norm_auc", "direction_auc") if k in scores]
     parts = [f"{k} {scores[k]:.4f}" + (f" (baseline {scores['baseline_' + k]:.4f})" if "baseline_" + k in scores else "")
              for k in keys]
+    if "label_accuracy" in scores:
+        parts.append(f"label accuracy {scores['label_accuracy']:.4f} (chance {scores['label_chance']:.4f})")
     for probe in scores.get("probes", []):
         parts.append(f"{probe['probe']} probe accuracy {probe['accuracy']:.4f} (chance {probe['chance']:.4f})")
     print(f"{out} ({scores['message']}): " + "; ".join(parts))

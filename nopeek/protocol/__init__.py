@@ -23,8 +23,8 @@ from nopeek.protocol._stacking import (
     shard_models, stack_models, stack_trees,
 )
 from nopeek.protocol._topologies import (
-    CUT_RULES, DEFAULT_TOPOLOGY, HANDOFFS, NOPEEK_HOPS, SLICINGS, TASKS, TOPOLOGIES, Built, Setup, TopologySpec, build,
-    build_multi_hop, build_multi_task, build_round_robin, build_u_shaped, build_vanilla, build_vertical, default_cuts,
+    CUT_RULES, DEFAULT_TOPOLOGY, HANDOFFS, NOPEEK_HOPS, SLICINGS, TASKS, TOPOLOGIES, Built, Receiver, Setup,
+    TopologySpec, build, build_multi_hop, build_multi_task, build_round_robin, build_u_shaped, build_vanilla, build_vertical, default_cuts,
     resolve_cuts, spec, task_labels,
 )
 from nopeek.protocol._topologies import register as register_topology
@@ -35,7 +35,7 @@ __all__ = [
     "ACTIVATIONS", "CUT_RULES", "DEFAULT_TOPOLOGY", "HANDOFFS", "LEAKAGE_TERMS", "LOSS_KINDS", "MERGES", "MODELS",
     "NOPEEK_HOPS", "NO_DEFENCE", "PARTITIONS", "SLICINGS", "STACK_MODES", "TASKS", "TOPOLOGIES", "BlockSpec",
     "BlockStack", "Built", "Capture", "Composite", "Conv", "CutInfo", "Defence", "Dense", "Handoff", "Log", "Loss",
-    "MaxPool", "Message", "ModelConfig", "ModelList", "ModelSpec", "Party", "Penalty", "Recorder", "Segment", "Setup",
+    "MaxPool", "Message", "ModelConfig", "ModelList", "ModelSpec", "Party", "Penalty", "Receiver", "Recorder", "Segment", "Setup",
     "Topology", "TopologyError", "TopologySpec", "Transport", "block_key", "build", "build_model", "build_multi_hop", "build_multi_task",
     "build_round_robin", "build_segment", "build_u_shaped", "build_vanilla", "build_vertical", "check_logits", "conv",
     "cross_entropy", "default_cuts", "dense", "device_count", "end_to_end_loss", "format_transcript", "forward",

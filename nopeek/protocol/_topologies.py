@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from nopeek.errors import TopologyError
-from nopeek.protocol._graph import MERGES, Handoff, Loss, Party, Segment, Topology
+from nopeek.protocol._graph import MERGES, Handoff, Loss, Party, Segment, Topology, segment_fn
 from nopeek.protocol._models import MODELS, BlockSpec, build_segment, model_blocks, with_cut_activation
 from nopeek.protocol._partition import partition
 from nopeek.protocol._stacking import resolve_stack_mode
@@ -68,6 +68,18 @@ class Setup:
         return blocks
 
 
+@dataclasses.dataclass(frozen=True)
+class Receiver:
+    """What a message's receiver computes from it alone (`Built.receiver`): its party, its
+    segments in order, their output, and the label key of the loss on that output when the
+    receiver holds it (None: the output leaves the receiver)."""
+
+    party: str
+    segments: tuple
+    output: str
+    labels: str | None
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Built:
     """A configured topology: the graph, how to initialise it, and how to feed it.
@@ -91,6 +103,48 @@ class Built:
     label_gradient: str | None = None
     slices: tuple = ()  # vertical: per-client (description) of the slice it holds
     key: tuple = ()  # (configuration, Setup): equal for equal builds; what caches of compiled programs key on
+    blocks: tuple = ()  # the model's blocks as built (the cut activation applied): what an attacker who knows the architecture builds
+
+    def receiver(self, tensor: str) -> "Receiver | None":
+        """What the party that receives message `tensor` computes from it alone (the server's
+        model, as attacks that simulate the sender use it), or None when it merges it with
+        other tensors first (vertical) or the sender is replicated.
+
+        Its segments are followed while each takes only the previous one's output and stays
+        with that party; the chain ends at logits it computes a loss on (`labels`: their key;
+        the labels are then at the receiver) or at a tensor that leaves it (`labels` None: the
+        labels' holder keeps the head, as in U-shaped split learning)."""
+        topo = self.topology
+        sender = topo.producer(tensor)
+        users = [s for s in topo.segments if tensor in s.inputs]
+        if (len(users) != 1 or users[0].inputs != (tensor,) or users[0].party == sender
+                or topo.party(sender).replicas > 1 or topo.party(users[0].party).replicas > 1):
+            return None
+        party, chain = users[0].party, [users[0]]
+        while True:
+            out = chain[-1].output
+            losses = [loss for loss in topo.losses if loss.logits == out and loss.kind == "ce"]
+            if losses and losses[0].party == party:
+                return Receiver(party, tuple(chain), out, losses[0].labels)
+            nxt = [s for s in topo.segments if out in s.inputs]
+            if len(nxt) != 1 or nxt[0].party != party or nxt[0].inputs != (out,) or losses:
+                return Receiver(party, tuple(chain), out, None)
+            chain.append(nxt[0])
+
+    def receiver_apply(self, tensor: str):
+        """(apply(party_params, m) -> output, Receiver) of `receiver(tensor)`, or None:
+        party_params is the receiving party's `{segment: State}`."""
+        view = self.receiver(tensor)
+        if view is None:
+            return None
+        fns = [(seg.name, segment_fn(self.topology, seg)) for seg in view.segments]
+
+        def apply(params, m):
+            for name, fn in fns:
+                m = fn(params[name], m)
+            return m
+
+        return apply, view
 
     def cut_block(self, tensor: str, blocks: Sequence[BlockSpec]) -> str:
         """The name of the block after which `tensor` crosses."""
@@ -545,7 +599,7 @@ def spec(topology: str) -> TopologySpec:
 
 def build(topology: str, setup: Setup) -> Built:
     """Build registered configuration `topology` for `setup`."""
-    return dataclasses.replace(spec(topology).build(setup), key=(topology, setup))
+    return dataclasses.replace(spec(topology).build(setup), key=(topology, setup), blocks=tuple(setup.blocks()))
 
 
 def default_cuts(topology: str, model: str, n_blocks: int, default_cut: int) -> tuple[int, ...]:

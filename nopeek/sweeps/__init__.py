@@ -3,6 +3,7 @@ and attacked by the grid's attacks; resumable results, presets, shards and Ray c
 defences ranked at matched utility."""
 
 from nopeek.sweeps._columns import format_table as format_attack_table
+from nopeek.sweeps._comparison import attack_comparison, leak_curve
 from nopeek.sweeps._config import Cell, GridConfig, SweepConfig, cell_defences, cells, cut_spec, load_config_file, parse_cut_spec
 from nopeek.sweeps._operating import RULE, operating_points
 from nopeek.sweeps._presets import PRESET_INFO, PRESETS, Preset, run_preset
@@ -28,6 +29,7 @@ __all__ = [
     "ranking_rows", "reconstruction_attacks", "setting_points", "several_families", "write_ranking",
     "CELL_COLUMNS", "KEY_COLUMNS", "PRESETS", "PRESET_INFO", "RESULT_COLUMNS", "SUMMARY_METRICS", "TIMING_COLUMNS",
     "Cell", "GridConfig", "GroupInputs", "MergeStatus", "Preset", "ShardResult", "SweepConfig", "append_rows",
+    "attack_comparison", "leak_curve",
     "RULE", "cell_defences", "cell_key", "cells", "check_rows", "cut_spec", "fmt_number", "format_attack_table",
     "format_summary", "format_table", "group_task", "import_ray", "load_config_file", "load_inputs", "merge",
     "merge_report", "operating_points", "parse_cut_spec", "parse_shard", "prepare_output", "prepare_shard_output",

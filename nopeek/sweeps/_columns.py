@@ -8,6 +8,12 @@ cell, scored beside its free baseline; and a dishonest server's column (FSHA).
   `NAME_beyond_label_mse`. The decoder's columns have no prefix but `attack_` on its own
   scores (`attack_*`, `baseline_*`, `best_*`, `class_mean_*`, `beyond_label_*`), the names
   sweeps always had.
+  Attacks that report more: `NAME_label_accuracy` beside `NAME_label_chance` (labels
+  inferred, e.g. SDAR in U-shaped split learning), and further reconstructions `NAME_E_*`
+  beside `NAME_E_baseline_*` (the adaptive attacker's leak-fraction curve, E = leak1 ..
+  leak50, with `NAME_E_n_pairs`). When an attack of the grid uses auxiliary data (a seeded
+  share of the held-out set, `aux_fraction`), every attack of the sweep is scored on the
+  rest of the held-out set.
 - Attribute attacks (per message): `NAME_linear_accuracy`, `NAME_mlp_accuracy`, `NAME_chance`.
 - Label attacks (per cell, binary tasks): `NAME_norm_auc`, `NAME_direction_auc` on the
   per-sample gradients the party without the labels received for the held-out set, batch by
@@ -22,13 +28,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 import attacks
 from nopeek.defences import DEFENCES, NONE, Context, build_defence, received_gradients
 from nopeek.errors import ConfigError
-from nopeek.protocol import build_segment, forward, model_blocks, over_stack, resolve_stack_mode, shard_models, spec
-from nopeek.training import cuts_of
+from nopeek.attacking import architecture_of, server_of
+from nopeek.protocol import forward, over_stack, resolve_stack_mode, shard_models, spec
 
 RECONSTRUCTION_SCORES = ("mse", "psnr", "ssim", "dcor", "classifier_accuracy")
 # The decoder's columns, named as sweeps always had them.
@@ -54,7 +59,10 @@ def better(kind: str, attack: float, baseline: float) -> float:
 
 def reconstruction_columns(name: str, scores: dict) -> dict:
     """An attack's scores as columns: NAME_k, NAME_baseline_k, NAME_best_k, NAME_class_mean_k
-    and NAME_beyond_label_{ssim,mse} (the decoder's names without the prefix, as sweeps had them)."""
+    and NAME_beyond_label_{ssim,mse} (the decoder's names without the prefix, as sweeps had
+    them); its label inference NAME_label_accuracy beside NAME_label_chance, and each further
+    reconstruction it made (NAME_E_k, NAME_E_baseline_k for E in `extra`, e.g. adaptive's
+    leak1..leak50)."""
     out = {}
     for k in RECONSTRUCTION_SCORES:
         if k in scores:
@@ -66,6 +74,17 @@ def reconstruction_columns(name: str, scores: dict) -> dict:
     for k in ("ssim", "mse"):
         if f"beyond_label_{k}" in scores:
             out[column(f"{name}_beyond_label_{k}")] = scores[f"beyond_label_{k}"]
+    for k in ("label_accuracy", "label_chance"):
+        if k in scores:
+            out[f"{name}_{k}"] = scores[k]
+    extras = {key[: -len("_baseline_mse")] for key in scores if key.endswith("_baseline_mse") and key != "baseline_mse"}
+    for e in sorted(extras):
+        for k in RECONSTRUCTION_SCORES:
+            if f"{e}_{k}" in scores:
+                out[f"{name}_{e}_{k}"] = scores[f"{e}_{k}"]
+                out[f"{name}_{e}_baseline_{k}"] = scores[f"{e}_baseline_{k}"]
+        if f"{e}_n_pairs" in scores:
+            out[f"{name}_{e}_n_pairs"] = scores[f"{e}_n_pairs"]
     return out
 
 
@@ -92,31 +111,26 @@ def _message_fn(built, params, entry, hparams=None, settings=None):
     return jax.jit(fn)
 
 
-def _architecture(config, built, entry, input_shape):
-    classes = next(iter(built.tasks.values()))
-    cut = cuts_of(config, classes)[built.cut_of.get(entry.message, 0)]
-    blocks = model_blocks(config.model, classes, config.widths)
-
-    def make(seed):
-        clone, _ = build_segment(blocks, tuple(input_shape), 0, cut, seed=seed)
-        graphdef, params = nnx.split(clone)
-        return (lambda p, x: nnx.merge(graphdef, p)(x)), params
-
-    return make
-
-
-def message_attacks(config, ds, entries, result, alive, sent_leak, prepared, prepared_test, leak_idx) -> dict:
+def message_attacks(config, ds, entries, result, alive, sent_leak, prepared, prepared_test, leak_idx, *,
+                    sent_train=None, aux_idx=None, target_idx=None) -> dict:
     """{(model index, party, label): columns (and "samples", the first reconstruction
     attack's first 16)} of every reconstruction and attribute attack of the grid, for every
     attacked message of the models that did not diverge; an attack's K models are fitted
-    as one stack where it can."""
+    as one stack where it can.
+
+    sent_train: every training input's messages {name: (K, n_train, ...)} (for attacks that
+    read what the server observed, or a leak-fraction curve), or None. aux_idx: the held-out
+    samples that are the attacker's auxiliary data (None: none); target_idx: those every
+    attack is scored on (None: all)."""
     names = [n for n in config.attacks if attacks.ATTACKS[n].kind in ("reconstruction", "attribute")]
     out: dict = {}
     if not names or not len(alive):
         return out
+    target_idx = np.arange(len(ds.x_test)) if target_idx is None else np.asarray(target_idx)
     first_reconstruction = next((n for n in names if attacks.ATTACKS[n].kind == "reconstruction"), None)
     classifiers: dict = {}
     outputs: dict = {}
+    params = [result.model_params(int(i)) for i in alive]
     for e in entries:
         src_train, src_test = e.source_view(prepared[e.source]), e.source_view(prepared_test[e.source])
         whole = e.replica is None and not e.merged and e.source == "x"
@@ -125,18 +139,29 @@ def message_attacks(config, ds, entries, result, alive, sent_leak, prepared, pre
         if key not in classifiers and first_reconstruction is not None:
             classifiers[key] = attacks.ReferenceClassifier(src_train, ds.y_train)
         z_leak = np.asarray(e.view(sent_leak[e.message][alive], models_axis=True))
+        z_test = np.asarray(e.view(result.messages_test[e.message][alive], models_axis=True))
         mode = resolve_stack_mode("auto", has_conv=z_leak.ndim == 5)
         inputs = attacks.AttackInputs(
-            x_leak=src_train[leak_idx], z_leak=z_leak, y_leak=ds.y_train[leak_idx], x_target=src_test,
-            z_target=np.asarray(e.view(result.messages_test[e.message][alive], models_axis=True)), y_target=ds.y_test,
-            message_fns=[_message_fn(result.built, result.model_params(int(i)), e, result.model_hparams(int(i)),
-                                     result.config) for i in alive] if whole else None,
-            architecture=_architecture(result.config, result.built, e, ds.input_shape) if whole else None,
+            x_leak=src_train[leak_idx], z_leak=z_leak, y_leak=ds.y_train[leak_idx], x_target=src_test[target_idx],
+            z_target=z_test[:, target_idx], y_target=ds.y_test[target_idx],
+            message_fns=[_message_fn(result.built, p, e, result.model_hparams(int(i)), result.config)
+                         for p, i in zip(params, alive)] if whole else None,
+            architecture=architecture_of(result.built, result.config, e, ds.input_shape) if whole else None,
             classifier=classifiers.get(key), seed=config.attack_seed,
             map_models=lambda fn, in_axes, mode=mode: over_stack(fn, mode, in_axes),
             place=shard_models if mode == "vmap" else None,
+            alphas=np.asarray([result.strengths[int(i)].get("nopeek", 0.0) for i in alive], np.float32),
         )
+        if aux_idx is not None:
+            inputs.x_aux, inputs.y_aux = src_test[aux_idx], ds.y_test[aux_idx]
+        if sent_train is not None:
+            inputs.x_train, inputs.y_train = src_train, ds.y_train
+            inputs.z_train = np.asarray(e.view(sent_train[e.message][alive], models_axis=True))
+        if whole:
+            for field, value in (server_of(result.built, params, e) or {}).items():
+                setattr(inputs, field, value)
         subset = e.subset if e.subset is not None else np.arange(len(ds.x_test))
+        covered_all = np.flatnonzero(np.isin(target_idx, subset))  # positions among the targets
         for name in names:
             if attacks.missing(name, inputs) or (attacks.ATTACKS[name].whole_input and not whole):
                 continue
@@ -148,8 +173,8 @@ def message_attacks(config, ds, entries, result, alive, sent_leak, prepared, pre
                 if attacks.ATTACKS[name].kind == "attribute":
                     cols.update(attribute_columns(name, output))
                     continue
-                covered = subset[subset < len(output["x_hat"])]
-                scores = attacks.score(name, inputs, output, subset=covered)
+                covered = covered_all[covered_all < len(output["x_hat"])]
+                scores = attacks.score(name, inputs, output, model=j, subset=covered)
                 cols.update(reconstruction_columns(name, scores))
                 if name == first_reconstruction:
                     cols["classifier_clean_accuracy"] = classifiers[key].accuracy(src_test[subset], ds.y_test[subset])

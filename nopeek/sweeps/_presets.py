@@ -16,6 +16,7 @@ from nopeek.protocol import TOPOLOGIES
 from nopeek.sweeps._config import SweepConfig
 
 _MNIST_CNN = dict(dataset="mnist5k", model="cnn", widths=[8, 16, 64, 32])
+MODERN_ATTACKS = ("decoder", "adaptive", "adaptive_alpha", "sdar", "fora")
 _SMALL = dict(dataset="digits", model="mlp", widths=[64, 32], cuts=["1"], epochs=3, attack_steps=80, seeds=[0])
 
 
@@ -197,6 +198,32 @@ def _all() -> dict[str, Preset]:
             defenses=[*_strengths("dp_message", (0.1, 0.25, 0.5, 1.0)), *_strengths("dp_sgd", (0.3, 0.6, 1.0, 2.0)),
                       *_strengths("mid", (0.0001, 0.001, 0.01, 0.1))],
             seeds=[0, 1, 2, 3, 4], epochs=4, attack_steps=600, attacks=image_attacks(), max_stack=21,
+        ),
+        # The attacks of 2023-25 against the operating point (docs/guide/modern-attacks.md).
+        _preset(
+            "modern-attacks", "The attacks of 2023-25 at NoPeek's operating point: mnist5k cnn, vanilla at cut 5 "
+            "and U-shaped at cuts 4-5 (linear cut layer, alpha warm-up 2 epochs, 20 epochs), no defence, NoPeek "
+            "alpha 4 and uniform noise 2; the decoder, the adaptive attacker (and knowing alpha), SDAR and FORA, "
+            "all scored on the half of the held-out set that is not the attacker's auxiliary data.",
+            seconds=None, result="not run here yet.",
+            small=dict(model="cnn", widths=[4, 8, 32, 16], topologies=["vanilla", "u_shaped"], cuts=["2", "2-5"],
+                       cut_activation="linear", alpha_warmup=1.0, alphas=[0.0, 4.0], noise_scales=[], epochs=3,
+                       attack_steps=40, attacks=list(MODERN_ATTACKS)),
+            **_MNIST_CNN, topologies=["vanilla", "u_shaped"], cuts=["5", "4-5"], cut_activation="linear",
+            alpha_warmup=2.0, alphas=[0.0, 4.0], noise_kind="uniform", noise_scales=[2.0], epochs=20,
+            attacks=list(MODERN_ATTACKS), seeds=[0],
+        ),
+        _preset(
+            "modern-attacks-digits", "The same attacks where their papers run them, on spatial messages: digits, "
+            "cnn 8/16/64/32 cut after its second convolution (8x8x16 messages), vanilla at cut 2 and U-shaped at "
+            "cuts 2-5, 20 epochs, no defence, NoPeek alpha 4 and uniform noise 2.",
+            seconds=None, result="not run here yet.",
+            small=dict(model="cnn", widths=[4, 8, 32, 16], topologies=["vanilla", "u_shaped"], cuts=["2", "2-5"],
+                       cut_activation="linear", alpha_warmup=1.0, alphas=[0.0, 4.0], noise_scales=[], epochs=3,
+                       attack_steps=40, attacks=list(MODERN_ATTACKS)),
+            dataset="digits", model="cnn", widths=[8, 16, 64, 32], topologies=["vanilla", "u_shaped"],
+            cuts=["2", "2-5"], cut_activation="linear", alpha_warmup=2.0, alphas=[0.0, 4.0], noise_kind="uniform",
+            noise_scales=[2.0], epochs=20, attacks=list(MODERN_ATTACKS), seeds=[0],
         ),
     ]
     return {p.name: p for p in presets}

@@ -35,7 +35,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nopeek import data as data_lib
-from nopeek.attacking import attacker_indices
+import attacks
+from nopeek.attacking import attacker_indices, heldout_split
 from nopeek.core import check_output_folder, make_output_folder, read_json, write_json
 from nopeek.defences import DEFENCES
 from nopeek.errors import ConfigError
@@ -163,6 +164,8 @@ class GroupInputs:
     ds: data_lib.Dataset
     leak_idx: np.ndarray  # (n_leaked,) the attacker's training samples
     chance: float  # accuracy of always guessing the majority test class
+    aux_idx: np.ndarray | None = None  # held-out samples that are the attacker's auxiliary data (None: none)
+    target_idx: np.ndarray | None = None  # held-out samples every attack is scored on (None: all)
 
 
 def load_inputs(config: SweepConfig) -> GroupInputs:
@@ -175,7 +178,8 @@ def load_inputs(config: SweepConfig) -> GroupInputs:
     for topology, spec in config.groups():
         data_shards(config.train_config(topology, spec), ds)
     chance = float(np.max(np.bincount(ds.y_test)) / len(ds.y_test))
-    return GroupInputs(config, ds, leak_idx, chance)
+    aux_idx, target_idx = heldout_split(len(ds.y_test), config.attack_config, config.attacks)
+    return GroupInputs(config, ds, leak_idx, chance, aux_idx, target_idx)
 
 
 def run_group(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, progress: bool = False, log=print) -> list[dict]:
@@ -210,6 +214,9 @@ def _run_stack(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, prog
           for k, v in result.hparams.items()}
     x_leak, y_leak = ds.x_train[leak_idx], ds.y_train[leak_idx]
     _, sent_leak = evaluate(result.eval_fn, result.state.params, hp, x_leak, y_leak)
+    sent_train = None  # every training input's messages, for attacks that read what the server observed
+    if any(attacks.ATTACKS[n].reads("observed") or attacks.ATTACKS[n].reads("pool") for n in config.attacks):
+        _, sent_train = evaluate(result.eval_fn, result.state.params, hp, ds.x_train, ds.y_train)
     prepared = {k: np.asarray(v) for k, v in built.prepare(jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)).items()}
     prepared_test = {k: np.asarray(v) for k, v in built.prepare(jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)).items()}
     eval_seconds = time.perf_counter() - t0
@@ -217,12 +224,15 @@ def _run_stack(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, prog
     _, shards_test = data_shards(tc, ds)
     entries = leak_entries(built, shards_test)
     t0 = time.perf_counter()
-    scores = message_attacks(config, ds, entries, result, alive, sent_leak, prepared, prepared_test, leak_idx)
+    target_idx = inputs.target_idx if inputs.target_idx is not None else np.arange(len(ds.x_test))
+    scores = message_attacks(config, ds, entries, result, alive, sent_leak, prepared, prepared_test, leak_idx,
+                             sent_train=sent_train, aux_idx=inputs.aux_idx, target_idx=target_idx)
     extra = cell_columns(config, ds, group, result, alive, log)  # label attacks, FSHA
     attack_seconds = time.perf_counter() - t0
     timing = {"train_seconds": round(train_seconds, 2), "attack_seconds": round(attack_seconds, 2),
               "eval_seconds": round(eval_seconds, 2)}
-    return _rows(config, group, entries, result, scores, prepared_test, samples_dir, inputs.chance, timing, log, extra)
+    return _rows(config, group, entries, result, scores, prepared_test, samples_dir, inputs.chance, timing, log, extra,
+                 target_idx=target_idx)
 
 
 def _save_histories(folder: str, group, result) -> None:
@@ -242,16 +252,19 @@ def _validation(result, entry, i) -> dict:
             "val_dcor": float(result.val_leakage[(entry.party, entry.label)][i])}
 
 
-def _rows(config, group, entries, result, scores, prepared_test, samples_dir, chance, timing, log, extra=None) -> list[dict]:
-    """One row per (cell, attacked message); samples saved for the grids; `extra[i]`: more
-    columns of cell i (label attacks, FSHA)."""
+def _rows(config, group, entries, result, scores, prepared_test, samples_dir, chance, timing, log, extra=None,
+          target_idx=None) -> list[dict]:
+    """One row per (cell, attacked message); samples saved for the grids (the first
+    attacked targets: `target_idx`, the held-out samples the attacks are scored on);
+    `extra[i]`: more columns of cell i (label attacks, FSHA)."""
     rows, digest = [], config.digest()
     blocks = model_blocks(result.config.model, next(iter(result.built.tasks.values())), result.config.widths)
     for e in entries:
         originals_file = f"originals-{e.party}.npy" if e.replica is not None else "originals.npy"
         source = e.source_view(prepared_test[e.source])
         subset = e.subset if e.subset is not None else np.arange(len(source))
-        np.save(os.path.join(samples_dir, originals_file), source[subset[:N_SAMPLES]])
+        shown = subset if target_idx is None else target_idx[np.isin(target_idx, subset)]
+        np.save(os.path.join(samples_dir, originals_file), source[shown[:N_SAMPLES]])
         z_all = np.asarray(e.view(result.messages_test[e.message], models_axis=True))
         for i, cell in enumerate(group):
             base = {**dict(zip(CELL_COLUMNS, cell.key(config))), "party": e.party, "message": e.label,

@@ -1,0 +1,207 @@
+"""The attacks of 2023-25 (SDAR, FORA, the adaptive decoder attacker): each beats its free
+baseline on an undefended digits model with spatial messages and stays at it against a
+client that sends noise; SDAR reads U-shaped labels; their pieces; how nopeek feeds them."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import attacks
+from attacks import gradient_penalty, mk_mmd, whitener
+from nopeek import data
+from nopeek.attacking import AttackConfig, architecture_of, heldout_split, server_of
+from nopeek.cli import main
+from nopeek.training import TrainConfig, TrainedRun, train_stack
+
+# A small cnn cut after its second convolution: 8x8x8 messages (the regime where the
+# passive attacks work; see docs/guide/modern-attacks.md for the flat cut).
+CNN = dict(dataset="digits", model="cnn", widths=(4, 8, 32, 16), epochs=20)
+STEPS = {"sdar": 600, "fora": 800}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits")
+
+
+def _inputs(digits, topology, cuts):
+    """What a server attacker holds against an undefended digits cnn of `topology`."""
+    config = TrainConfig(topology=topology, cuts=cuts, **CNN)
+    result = train_stack(config, digits, progress=False)
+    run = TrainedRun(config, result.built, result.model_params(0))
+    entry = run.entry(None)
+    aux, targets = heldout_split(len(digits.x_test), AttackConfig(), ["sdar"])
+    inputs = attacks.AttackInputs(
+        x_leak=digits.x_train[:200], z_leak=run.message(None, digits.x_train[:200])[None], y_leak=digits.y_train[:200],
+        x_target=digits.x_test[targets], z_target=run.message(None, digits.x_test[targets])[None],
+        y_target=digits.y_test[targets], x_aux=digits.x_test[aux], y_aux=digits.y_test[aux],
+        x_train=digits.x_train, z_train=run.message(None, digits.x_train)[None], y_train=digits.y_train,
+        architecture=architecture_of(run.built, config, entry, digits.input_shape), alphas=np.zeros(1, np.float32))
+    for field, value in server_of(run.built, [run.params], entry).items():
+        setattr(inputs, field, value)
+    return inputs
+
+
+@pytest.fixture(scope="module")
+def vanilla(digits):
+    return _inputs(digits, "vanilla", (2,))
+
+
+@pytest.fixture(scope="module")
+def u_shaped(digits):
+    return _inputs(digits, "u_shaped", (2, 5))
+
+
+def _noise(inputs):
+    """The same attacker against an untrained client that sends noise: every message it
+    sees (leaked, observed, targets) independent of the inputs."""
+    rng = np.random.default_rng(1)
+    noisy = lambda a: rng.normal(size=np.shape(a)).astype(np.float32)  # noqa: E731
+    return attacks.AttackInputs(**{**vars(inputs), "z_leak": noisy(inputs.z_leak), "z_train": noisy(inputs.z_train),
+                                   "z_target": noisy(inputs.z_target)})
+
+
+def _score(name, inputs, **settings):
+    return attacks.score(name, inputs, attacks.run(name, inputs, **settings)[0])
+
+
+def test_sdar_reconstructs_and_reads_u_shaped_labels(vanilla, u_shaped):
+    s = _score("sdar", vanilla, steps=STEPS["sdar"])
+    # Vanilla: the labels are sent, so the label-only guess is the bar to beat, and it is beaten.
+    assert s["mse"] < 0.6 * s["baseline_mse"] and s["mse"] < 0.8 * s["class_mean_mse"]
+    assert s["ssim"] > s["class_mean_ssim"] + 0.05
+    u = _score("sdar", u_shaped, steps=STEPS["sdar"])
+    # U-shaped: labels that never left the client (0.63-0.65 over three settings at 600 steps, 0.88 at 2,000).
+    assert u["label_accuracy"] > u["label_chance"] + 0.3
+
+
+def test_fora_and_the_adaptive_attackers_beat_the_mean_image(vanilla):
+    fora = _score("fora", vanilla, steps=STEPS["fora"])
+    assert fora["mse"] < 0.5 * fora["baseline_mse"]
+    adaptive = _score("adaptive", vanilla, steps=4000)
+    assert adaptive["mse"] < 0.3 * adaptive["baseline_mse"]
+    # The leak-fraction curve: more leaked pairs, better reconstructions; from 5% on every point
+    # beats the mean image of its own pairs, and the 13 pairs of 1% never do much worse.
+    curve = {p: adaptive[f"leak{p}_mse"] for p in (1, 5, 10, 25, 50)}
+    assert curve[50] < curve[5] < curve[1] <= 1.05 * adaptive["leak1_baseline_mse"]
+    assert all(curve[p] < 0.5 * adaptive[f"leak{p}_baseline_mse"] for p in (5, 10, 25, 50))
+    assert adaptive["leak1_n_pairs"] == round(0.01 * len(vanilla.x_train))
+    known = _score("adaptive_alpha", vanilla, steps=4000, shadow_steps=300)
+    assert known["mse"] < 0.3 * known["baseline_mse"]
+
+
+@pytest.mark.parametrize("name", ["sdar", "fora", "adaptive", "adaptive_alpha"])
+def test_each_attack_stays_at_its_baseline_against_noise(name, vanilla, u_shaped):
+    noise = _noise(u_shaped if name == "sdar" else vanilla)
+    settings = {"sdar": {"steps": 300}, "fora": {"steps": 300}, "adaptive": {"steps": 3000, "leak_fractions": ()},
+                "adaptive_alpha": {"steps": 3000, "shadow_steps": 100}}[name]
+    s = _score(name, noise, **settings)
+    assert s["mse"] > 0.95 * s["baseline_mse"] and s["ssim"] < s["baseline_ssim"] + 0.05
+    if name == "sdar":
+        assert s["label_accuracy"] < s["label_chance"] + 0.1
+
+
+def test_attack_list_and_cli_scores_beside_baselines(tmp_path, capsys):
+    assert main(["attack", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("sdar", "fora", "adaptive", "adaptive_alpha"))
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--limit", "400", "--epochs", "2", "--topology", "u_shaped",
+                 "--cuts", "1,2", "--widths", "32,16", "--quiet", "--out", str(run)]) == 0
+    out = tmp_path / "sdar"
+    assert main(["attack", "--run", str(run), "--attack", "sdar", "--attack-steps", "3", "--aux-count", "30",
+                 "--out", str(out)]) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["n_aux"] == 30 and scores["steps_run"] == 3
+    assert {"mse", "baseline_mse", "class_mean_mse", "label_accuracy", "label_chance"} <= set(scores)
+    assert "label accuracy" in capsys.readouterr().out
+
+
+def test_receiver_facts():
+    """Who computes what from a message alone, and whether it holds the labels: read from the graph."""
+    from nopeek.protocol import Setup, build
+
+    setup = Setup(model="mlp", widths=(16, 8), input_shape=(8, 8, 1), num_classes=10, cuts=(1,))
+    vanilla = build("vanilla", setup).receiver("z")
+    assert vanilla.party == "server" and vanilla.labels == "y" and vanilla.output == "logits"
+    u = build("u_shaped", Setup(**{**vars(setup), "cuts": (1, 2)})).receiver("z1")
+    assert u.party == "server" and u.labels is None and u.output == "z2"
+    assert build("vertical", setup).receiver("z") is None  # merged with the other clients' first
+    assert [b.name for b in build("vanilla", Setup(**{**vars(setup), "cut_activation": "linear"})).blocks] == \
+        ["fc1", "fc2", "head"]
+
+
+def test_heldout_split():
+    config = AttackConfig()
+    none, everything = heldout_split(100, config, ["decoder"])
+    assert none is None and np.array_equal(everything, np.arange(100))
+    aux, targets = heldout_split(100, config, ["sdar"])
+    assert len(aux) == 50 and len(targets) == 50 and not set(aux) & set(targets)
+    again, _ = heldout_split(100, config, ["decoder", "fora"])
+    np.testing.assert_array_equal(aux, again)  # the same aux whichever attacks ask for it
+    aux, targets = heldout_split(100, AttackConfig(aux_count=10), ["decoder"])  # given: split for every attack
+    assert len(aux) == 10 and len(targets) == 90
+    with pytest.raises(Exception, match="aux-count"):
+        heldout_split(100, AttackConfig(aux_count=99), ["sdar"])
+
+
+def test_whitening(rng):
+    rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    z = rng.normal(size=(500, 6)) @ (rotation * np.arange(1.0, 7.0)) + 3  # correlated, scales 1..6 (above the floor)
+    white = whitener(z, "zca")(z)
+    np.testing.assert_allclose(np.cov(white, rowvar=False), np.eye(6), atol=1e-3)
+    std = whitener(z, "standard")(z)
+    np.testing.assert_allclose(std.mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(std.std(0), 1, atol=1e-3)
+    spatial = rng.normal(size=(50, 4, 4, 2))
+    assert whitener(spatial, "zca")(spatial).shape == spatial.shape  # spatial messages are standardised
+    with pytest.raises(ValueError, match="whiten"):
+        whitener(z, "pca")
+
+
+def test_mk_mmd_and_gradient_penalty(rng):
+    a = jnp.asarray(rng.normal(size=(64, 5)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(64, 5)), jnp.float32)
+    shifted = b + 2.0
+    mmd = jax.jit(mk_mmd)
+    assert abs(float(mmd(a, b))) < 0.1 < float(mmd(a, shifted))  # same distribution ~0, a shift is seen
+    assert float(mmd(a, shifted)) == pytest.approx(float(mmd(shifted, a)), rel=1e-5)
+    g = jax.grad(lambda s: mmd(a, s))(shifted)
+    assert np.all(np.isfinite(np.asarray(g))) and float(jnp.sum(g * (b - shifted))) < 0  # pulled towards a
+    linear = lambda p, z: z.reshape(z.shape[0], -1) @ p  # noqa: E731  |grad| = |p| everywhere
+    p = jnp.asarray([[3.0], [4.0], [0.0], [0.0], [0.0]])
+    assert float(gradient_penalty(linear, p, a, b, jax.random.key(0))) == pytest.approx(16.0, rel=1e-5)
+
+
+def test_one_compiled_step_per_simulation(digits):
+    """SDAR's step compiles once and is reused for every batch (no retracing per step)."""
+    from attacks.sdar import Settings
+
+    from attacks import Simulation, Victim
+
+    apply = lambda p, z: z @ p  # noqa: E731  a linear "server" to logits
+    victim = Victim(apply, [jnp.ones((6, 10)) * 0.1], True, 10)
+    settings = Settings(3, 8, 1e-3, 5e-4, 1e-3, 1.0, 1e-5, 0.0, True, True, df_lr=1e-4)
+    sim = Simulation(digits.x_train[:40], digits.y_train[:40], (6,), victim, settings, seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        sim.step(jnp.ones((1, 6, 10)) * 0.1, rng.normal(size=(1, 8, 6)), rng.integers(0, 10, 8))
+    assert sim.count == 3 and sim._step._cache_size() == 1
+    assert np.all(np.isfinite(sim.final_stats()))
+
+
+def test_the_guide_shows_the_committed_results():
+    """docs/guide/modern-attacks.md carries the tables of its results files verbatim."""
+    import os
+
+    from nopeek.sweeps import attack_comparison, leak_curve, read_rows
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    guide = open(os.path.join(root, "docs", "guide", "modern-attacks.md"), encoding="utf-8").read()
+    for name in ("modern_attacks.csv", "modern_attacks_digits.csv"):
+        rows = read_rows(os.path.join(root, "docs", "results", name))
+        assert len(rows) == 6, name  # 2 topologies x (none, NoPeek, noise)
+        assert attack_comparison(rows) in guide and leak_curve(rows) in guide, name
