@@ -60,8 +60,9 @@ def _all() -> dict[str, Preset]:
     presets = [
         _preset(
             "quick", "The leakage-sweep notebook: digits, mlp, 2 cuts, NoPeek at 1 and 5, noise 1.",
-            seconds=187.4, result="dCor falls with alpha at both cuts (0.957 to 0.659 at cut 1, 0.912 to 0.363 at cut "
-            "2); at alpha 5 and cut 2 the decoder no longer beats the class-mean image.",
+            seconds=187.4, result="dCor falls with alpha at both cuts (0.957 to 0.659 at cut 1, 0.912 to 0.364 at cut "
+            "2), and accuracy with it (0.902 to 0.429 and 0.131 at alpha 5); at alpha 5 and cut 2 the decoder no "
+            "longer beats the class-mean image (SSIM 0.395 against 0.700).",
             small=dict(cuts=["1", "2"], alphas=[0.0, 1.0, 5.0], noise_scales=[1.0]),
             dataset="digits", model="mlp", widths=[64, 32], cuts=["1", "2"], alphas=[0.0, 1.0, 5.0],
             noise_scales=[1.0], epochs=6, attack_steps=300,
