@@ -1,6 +1,7 @@
 """The files behind every number in the README and the documentation, and the tables drawn from them.
 
     python docs/results.py preset NAME [NAME ...]   # run presets' full versions into docs/results/NAME/
+    python docs/results.py preset NAME --seeds 0,1 --attacks decoder   # a reduced run, recorded as such
     python docs/results.py tables                   # redraw every marked table from its file
     python docs/results.py tables --check           # exit 1 if a marked table differs from its file
     python docs/results.py notebooks [NAME ...]     # execute the notebooks (small presets) into docs/notebooks/
@@ -67,17 +68,25 @@ def write_run(folder: str, command: str, seconds: float, load_before: float, **e
         fh.write("\n")
 
 
-def run_preset(name: str) -> None:
-    """The full preset into docs/results/NAME/: its table, summary, config, figures, run.json."""
+def run_preset(name: str, overrides: dict | None = None) -> None:
+    """The full preset into docs/results/NAME/: its table, summary, config, figures, run.json.
+
+    `overrides` ({"seeds": [0, 1], "attacks": ["decoder"]}) make a reduced run of it: the
+    command in run.json carries them and run.json lists them, so a page citing the folder
+    says what was changed (the preset's own run time is then not claimed: see
+    tests/test_docs_numbers.py)."""
     from nopeek.sweeps import PRESET_INFO, run_sweep
 
     preset = PRESET_INFO[name]
+    overrides = overrides or {}
+    config = preset.config.replace(**overrides) if overrides else preset.config
+    command = preset.command + "".join(f" --{k} {','.join(map(str, v))}" for k, v in overrides.items())
     folder = os.path.join(RESULTS, name)
     with tempfile.TemporaryDirectory(prefix=f"nopeek-{name}-") as tmp:
         out = os.path.join(tmp, name)
         before = load()
         t0 = time.perf_counter()
-        run_sweep(preset.config, out, progress=False, log=lambda line: print(line, file=sys.stderr))
+        run_sweep(config, out, progress=False, log=lambda line: print(line, file=sys.stderr))
         seconds = time.perf_counter() - t0
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder)
@@ -89,7 +98,7 @@ def run_preset(name: str) -> None:
         histories = os.path.join(out, "histories")
         if os.path.isdir(histories):
             shutil.copytree(histories, os.path.join(folder, "histories"))
-    write_run(folder, preset.command, seconds, before)
+    write_run(folder, command, seconds, before, **({"overrides": overrides} if overrides else {}))
     print(f"{name}: {seconds:.0f} s -> {folder}")
 
 
@@ -197,6 +206,21 @@ def operating_point() -> str:
     return table(header, body)
 
 
+@renderer("region-constant")
+def region_constant() -> str:
+    """The region-constant preset: per alpha, how many seeds collapsed and the others' test readings."""
+    header = ["alpha", "seeds", "test accuracy", "dCor (null 95%)", "decoder SSIM (class mean)"]
+    body = []
+    for r in rows("region-constant", "summary.csv"):
+        collapsed = int(f(r["collapsed"]))
+        if collapsed == int(r["seeds"]):
+            body.append([f"{f(r['alpha']):g}", f"{r['seeds']}, all collapsed", "-", "-", "-"])
+            continue
+        body.append([f"{f(r['alpha']):g}", _seeds(r), pm(r, "accuracy"), f"{pm(r, 'dcor')} ({num(r['dcor_null95'])})",
+                     f"{pm(r, 'best_ssim')} ({num(r['class_mean_ssim'])})"])
+    return table(header, body)
+
+
 @renderer("noise-floor")
 def noise_floor() -> str:
     """bench/readings.py: the readings of independent noise (and the label) against mnist5k's held-out images."""
@@ -204,6 +228,49 @@ def noise_floor() -> str:
     body = [[r["message"], num(r["dcor"]), num(r["dcor_null95"]), num(r["dcor_pvalue"]), num(r["dcor_u"], 4),
              num(r["pdcor_label"], 4)] for r in rows("noise-floor")]
     return table(header, body)
+
+
+@renderer("modern-attacks")
+def modern_attacks() -> str:
+    """The modern-attacks preset: every attack's MSE / SSIM per (topology, defence) beside the free guesses."""
+    from nopeek.sweeps import attack_comparison
+
+    return attack_comparison(rows("modern-attacks")) + "\n"
+
+
+@renderer("modern-attacks-curve")
+def modern_attacks_curve() -> str:
+    """The modern-attacks preset: the adaptive attacker's leak-fraction curve."""
+    from nopeek.sweeps import leak_curve
+
+    return leak_curve(rows("modern-attacks")) + "\n"
+
+
+def _ranking_tables() -> list[str]:
+    """The markdown tables of the defences run's ranking (`nopeek.sweeps.format_ranking`)."""
+    from nopeek.sweeps import format_ranking
+
+    blocks, current = [], []
+    for line in format_ranking(rows("defences")).split("\n") + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            blocks.append("\n".join(current) + "\n")
+            current = []
+    return blocks
+
+
+@renderer("defences")
+def defences() -> str:
+    """The defences run at matched utility: each family's least-leaking setting within 1, 2
+    and 5 points of the undefended accuracy."""
+    return _ranking_tables()[0]
+
+
+@renderer("defences-settings")
+def defences_settings() -> str:
+    """The defences run: every setting, means over its seeds."""
+    return _ranking_tables()[1]
 
 
 def run_notebooks(names=()) -> None:
@@ -268,8 +335,16 @@ def main() -> int:
         print(__doc__)
         return 2
     if sys.argv[1] == "preset":
-        for name in sys.argv[2:]:
-            run_preset(name)
+        import argparse
+
+        parser = argparse.ArgumentParser(prog="docs/results.py preset")
+        parser.add_argument("names", nargs="+")
+        parser.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")])
+        parser.add_argument("--attacks", type=lambda v: v.split(","))
+        args = parser.parse_args(sys.argv[2:])
+        overrides = {k: v for k, v in (("seeds", args.seeds), ("attacks", args.attacks)) if v is not None}
+        for name in args.names:
+            run_preset(name, overrides)
         return 0
     if sys.argv[1] == "notebooks":
         run_notebooks(sys.argv[2:])
