@@ -16,7 +16,8 @@ drawn from such a folder between two markers,
 
 by the renderer `TABLES[NAME]`; `tests/test_docs_numbers.py` redraws every marked table and
 fails when one differs from its file, and fails on a table of results (numeric cells) that
-has no marker.
+has no marker. A reference table with numeric cells (not results: a list of models, of image
+modes) is exempted by the line `<!-- not results -->` just before its first row.
 """
 
 from __future__ import annotations
