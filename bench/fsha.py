@@ -6,9 +6,10 @@ Run:
       (RUN_*: folders written by `nopeek attack --attack fsha`; draws docs/fsha_curves.png
       and copies their reconstructions.png to docs/fsha_reconstructions_*.png)
   python bench/fsha.py --part detection [--seeds 0,1,2,3,4] [--honest-steps 1000] [--fsha-steps 500]
-      [--detectors splitguard,splitout] [--out docs/results/detection.json]
+      [--detectors splitguard,splitout] [--out docs/results/detection/detection.json]
       (SplitGuard and SplitOut against honest and FSHA servers on mnist5k, the README's
-      client; --out keeps the rows and the command, for docs/guide/defences.md)
+      client; --out keeps the rows and the command, and run.json beside it, for the table
+      `detection` of docs/guide/defences.md)
   python bench/fsha.py --part labels --sweep DIR
       (DIR: `nopeek sweep --preset labels --out DIR`; prints the trade-off table, means over
       seeds, and copies DIR/figures/label_tradeoff.png to docs/)
@@ -25,6 +26,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from bench._host import docs_results  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 DOCS = os.path.join(ROOT, "docs")
@@ -59,7 +62,8 @@ def detection(seeds, honest_steps, fsha_steps, detectors, out):
 
     ds = data.load("mnist5k")
     config = TrainConfig(dataset="mnist5k", model="cnn", widths=(8, 16, 64, 32), cuts=(3,))
-    t0 = time.perf_counter()
+    results = docs_results()
+    before, t0 = results.load(), time.perf_counter()
     rows = detection_study(config, FSHAConfig(), SplitGuardConfig(), ds, seeds, honest_steps=honest_steps,
                            fsha_steps=fsha_steps, detectors=detectors, so_config=SplitOutConfig(),
                            log=lambda r: print(r["detector"], r["server"], r["seed"], r["fired"], r["iteration"],
@@ -74,6 +78,7 @@ def detection(seeds, honest_steps, fsha_steps, detectors, out):
         command = " ".join(["python", "bench/fsha.py", *argv])
         write_json(out, {"command": command, "seconds": round(seconds, 1), "cpu": cpu(),
                          "summary": detection_summary(rows), "rows": rows})
+        results.write_run(os.path.dirname(os.path.abspath(out)), command, seconds, before)
         print(out)
 
 

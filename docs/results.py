@@ -207,6 +207,17 @@ def noise_floor() -> str:
     return table(header, body)
 
 
+@renderer("detection")
+def detection() -> str:
+    """bench/fsha.py --part detection: SplitGuard and SplitOut against honest and FSHA servers,
+    the summary table the library's `format_detection` prints."""
+    from nopeek.dishonest import format_detection
+
+    with open(os.path.join(RESULTS, "detection", "detection.json"), encoding="utf-8") as fh:
+        study = json.load(fh)
+    return format_detection(study["rows"]).split("\n\n")[0].strip() + "\n"
+
+
 def run_notebooks(names=()) -> None:
     """Execute notebooks/NAME.py (its small preset) into docs/notebooks/NAME.ipynb, outputs
     kept: the pages of the documentation site."""
