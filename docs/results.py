@@ -207,6 +207,39 @@ def noise_floor() -> str:
     return table(header, body)
 
 
+@renderer("topologies")
+def topologies() -> str:
+    """bench/quality.py --part topologies: each configuration's accuracy at alpha 0 (each task's,
+    where it has several) beside vanilla's on the same data, and at NoPeek alpha 1."""
+    header = ["configuration", "data", "accuracy, alpha 0", "vanilla", "difference (points)", "accuracy, alpha 1"]
+    body = []
+    for r in rows("topologies"):
+        acc0 = num(r["accuracy_alpha0"])
+        if r["task_accuracies_alpha0"]:
+            tasks = json.loads(r["task_accuracies_alpha0"])
+            acc0 += " (" + ", ".join(f"{k} {v:.3f}" for k, v in tasks.items()) + ")"
+        if r["vanilla_accuracy"]:
+            versus = [num(r["vanilla_accuracy"]), f"{100 * (f(r['accuracy_alpha0']) - f(r['vanilla_accuracy'])):+.1f}"]
+        else:
+            versus = ["-", "-"]
+        body.append([r["configuration"], r["dataset"], acc0, *versus, num(r["accuracy_alpha1"])])
+    return table(header, body)
+
+
+def _topology_messages(topology: str):
+    def render() -> str:
+        """bench/quality.py --part topologies: the held-out dCor(x, m) of each message of one
+        configuration, at alpha 0 and NoPeek alpha 1."""
+        body = [[f"{r['party']}:{r['message']}", num(r["dcor_alpha0"]), num(r["dcor_alpha1"])]
+                for r in rows("topologies", "leakage.csv") if r["configuration"].split()[0] == topology]
+        return table(["message", "alpha 0", "alpha 1"], body)
+    return render
+
+
+for _topology in ("vanilla", "u_shaped", "vertical", "multi_task", "multi_hop", "round_robin"):
+    renderer(f"topologies-messages-{_topology}")(_topology_messages(_topology))
+
+
 @renderer("detection")
 def detection() -> str:
     """bench/fsha.py --part detection: SplitGuard and SplitOut against honest and FSHA servers,
