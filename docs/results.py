@@ -4,6 +4,8 @@
     python docs/results.py tables                   # redraw every marked table from its file
     python docs/results.py tables --check           # exit 1 if a marked table differs from its file
     python docs/results.py notebooks [NAME ...]     # execute the notebooks (small presets) into docs/notebooks/
+    python docs/results.py record NAME -- CMD ...   # run CMD (which writes into docs/results/NAME/), keep
+                                                    # its printed output (output.txt) and its run.json
 
 A results folder `docs/results/NAME/` holds what the run wrote (`results.csv`,
 `summary.csv`, `config.json`; or a study's own `results.csv`) and `run.json`: the command,
@@ -92,6 +94,27 @@ def run_preset(name: str) -> None:
             shutil.copytree(histories, os.path.join(folder, "histories"))
     write_run(folder, preset.command, seconds, before)
     print(f"{name}: {seconds:.0f} s -> {folder}")
+
+
+def record(name: str, argv: list[str]) -> int:
+    """Run a command that writes its results into docs/results/NAME/ (e.g. `nopeek cost ...
+    --out docs/results/NAME`); keep what it printed as output.txt and its run.json."""
+    folder = os.path.join(RESULTS, name)
+    os.makedirs(folder, exist_ok=True)
+    before = load()
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    sys.stderr.write(proc.stderr)
+    print(proc.stdout, end="")
+    if proc.returncode != 0:
+        print(f"{' '.join(argv)}: exit {proc.returncode}; no run.json written", file=sys.stderr)
+        return proc.returncode
+    with open(os.path.join(folder, "output.txt"), "w", encoding="utf-8") as fh:
+        fh.write(proc.stdout)
+    write_run(folder, " ".join(argv), seconds, before)
+    print(f"{name}: {seconds:.0f} s -> {folder}", file=sys.stderr)
+    return 0
 
 
 # ---- reading -------------------------------------------------------------------------------
@@ -240,6 +263,47 @@ for _topology in ("vanilla", "u_shaped", "vertical", "multi_task", "multi_hop", 
     renderer(f"topologies-messages-{_topology}")(_topology_messages(_topology))
 
 
+_COST_NAMES = {"vgg16": "VGG-16", "resnet50": "ResNet-50", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+
+
+@renderer("cost")
+def cost() -> str:
+    """`nopeek cost --preset seed-table`: per-client compute and communication of large-batch SGD,
+    federated and split learning, the seed's numbers in brackets; then the sentence that
+    quotes its compute ratio and communication crossover."""
+    from nopeek.cost import METHODS, SEED_TABLE
+
+    cost_rows = rows("cost", "cost.csv")
+    with open(os.path.join(RESULTS, "cost", "cost_config.json"), encoding="utf-8") as fh:
+        configs = json.load(fh)["configs"]
+    counts = configs[0]["client_counts"]
+    header = ["per client"] + [f"{n} clients" for n in counts]
+    body, ratio, crossover = [], None, None
+    for config in configs:
+        what = config["report"]
+        key, unit = {"compute": ("client_tflops", "TFLOPs"), "communication": ("client_gb", "GB")}[what]
+        name = f"{_COST_NAMES.get(config['model'], config['model'])} on {_COST_NAMES.get(config['dataset'], config['dataset'])}"
+        mine = _cells_by(cost_rows, model=config["model"], dataset=config["dataset"])
+        for i, (method, label) in enumerate(METHODS.items()):
+            cells = []
+            for n in counts:
+                value = f(_cells_by(mine, method=method, clients=str(n))[0][key])
+                seed = SEED_TABLE.get((what, method, n))
+                cells.append(f"{value:.4g}" + (f" ({seed:g})" if seed is not None else ""))
+            body.append([f"{what}, {name} ({unit}): {label}" if i == 0 else label] + cells)
+        if what == "compute":
+            n = str(counts[0])
+            ratio = (f(_cells_by(mine, method="split_learning", clients=n)[0][key])
+                     / f(_cells_by(mine, method="federated_learning", clients=n)[0][key]))
+        else:
+            cut = str(config["cuts"][0])
+            crossover = f(_cells_by(rows("cost", "cost_sensitivity.csv"), model=config["model"], cut=cut)[0]
+                          ["crossover_clients"])
+    return (table(header, body) + f"\nSplit learning's client computes **1/{1 / ratio:.0f}** of a federated client (the "
+            f"seed: about 1/190),\nand sends more than a federated client below **{crossover:.0f} clients** and less "
+            "above (the seed: more\nat 100, less at 500). The shape is reproduced:\n")
+
+
 @renderer("detection")
 def detection() -> str:
     """bench/fsha.py --part detection: SplitGuard and SplitOut against honest and FSHA servers,
@@ -309,9 +373,14 @@ def redraw(check: bool) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("preset", "tables", "notebooks"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("preset", "tables", "notebooks", "record"):
         print(__doc__)
         return 2
+    if sys.argv[1] == "record":
+        if len(sys.argv) < 5 or sys.argv[3] != "--":
+            print(__doc__)
+            return 2
+        return record(sys.argv[2], sys.argv[4:])
     if sys.argv[1] == "preset":
         for name in sys.argv[2:]:
             run_preset(name)
