@@ -263,6 +263,30 @@ for _topology in ("vanilla", "u_shaped", "vertical", "multi_task", "multi_hop", 
     renderer(f"topologies-messages-{_topology}")(_topology_messages(_topology))
 
 
+@renderer("audit")
+def audit() -> str:
+    """bench/audit_example.py: `nopeek audit` of three digits models' saved activations (alpha 0,
+    1, 5), the guide's columns of its scores.json, each score beside its free baseline."""
+    with open(os.path.join(RESULTS, "audit", "scores.json"), encoding="utf-8") as fh:
+        targets = json.load(fh)["targets"]
+
+    def cell(value, base, fmt=".3f"):
+        return f"{format(value, fmt)} ({format(base, fmt)})"
+
+    header = ["target", "accuracy", "dCor(x, z) (shuffled)", "linear CKA (shuffled)", "HSIC (shuffled)",
+              "decoder SSIM (mean input)", "decoder MSE (mean input)", "classifier on x_hat (on mean input)",
+              "y probe linear / MLP (chance)"]
+    body = []
+    for label, t in targets.items():
+        dep, dec, y = t["dependence"], t["decoder"], t["probes"]["y"]
+        body.append([f"`{label}`", num(t["accuracy"]), cell(dep["dcor"], dep["dcor_shuffled"]),
+                     cell(dep["linear_cka"], dep["linear_cka_shuffled"]), cell(dep["hsic"], dep["hsic_shuffled"], ".3g"),
+                     cell(dec["ssim"], dec["baseline_ssim"]), cell(dec["mse"], dec["baseline_mse"], ".4f"),
+                     cell(dec["classifier_accuracy"], dec["baseline_classifier_accuracy"]),
+                     f"{num(y['linear']['accuracy'])} / {num(y['mlp']['accuracy'])} ({num(y['linear']['chance'])})"])
+    return table(header, body)
+
+
 _COST_NAMES = {"vgg16": "VGG-16", "resnet50": "ResNet-50", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 
@@ -347,8 +371,11 @@ def render(name: str) -> str:
 
 
 def marked_files() -> list[str]:
+    """README.md and the pages under docs/; not the markdown a command wrote into docs/results/
+    (an audit's report.md), which is a results file itself."""
     files = [os.path.join(ROOT, "README.md")]
-    files += sorted(glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True))
+    files += sorted(p for p in glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)
+                    if not p.startswith(RESULTS + os.sep))
     return files
 
 
