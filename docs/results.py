@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -326,6 +327,56 @@ def cost() -> str:
     return (table(header, body) + f"\nSplit learning's client computes **1/{1 / ratio:.0f}** of a federated client (the "
             f"seed: about 1/190),\nand sends more than a federated client below **{crossover:.0f} clients** and less "
             "above (the seed: more\nat 100, less at 500). The shape is reproduced:\n")
+
+
+@renderer("splitguard")
+def splitguard() -> str:
+    """bench/fsha.py --part detection, SplitGuard's runs: how often it fired on honest and FSHA
+    servers, when, after how many fake batches, and what FSHA's decoder had by then."""
+    with open(os.path.join(RESULTS, "detection", "detection.json"), encoding="utf-8") as fh:
+        runs = [r for r in json.load(fh)["rows"] if r.get("detector", "splitguard") == "splitguard"]
+    header = ["server", "seeds fired", "iteration fired (mean, min-max)", "fake batches by then",
+              "server's MSE then (mean image)", "SSIM then (mean image)"]
+    body = []
+    for server in ("honest", "fsha"):
+        mine = [r for r in runs if r["server"] == server]
+        fired = [r for r in mine if r["fired"]]
+        cells = [f"**{len(fired)} / {len(mine)}**"]
+        if server == "honest":
+            fakes = sum(r["fake_batches"] for r in mine)
+            cells[0] += f" (false alarm rate {len(fired) / len(mine):g} over {fakes} fake batches)"
+        if fired and server == "fsha":
+            its = [r["iteration"] for r in fired]
+            fakes = [r["fake_batches"] for r in fired]
+            mean = lambda key: sum(r[key] for r in fired) / len(fired)  # noqa: E731
+            cells += [f"{sum(its) / len(its):.0f} ({min(its)}-{max(its)})", f"{min(fakes)}-{max(fakes)}",
+                      f"{mean('mse'):.3f} ({mean('baseline_mse'):.3f})", f"{mean('ssim'):.2f} ({mean('baseline_ssim'):.2f})"]
+        else:
+            cells += ["-"] * 4
+        body.append(["FSHA" if server == "fsha" else server, *cells])
+    return table(header, body)
+
+
+@renderer("fsha")
+def fsha() -> str:
+    """bench/fsha.py --part table: FSHA's held-out reconstructions against an undefended and a
+    NoPeek client, each score beside the mean image's; MSE in bold where it beats the mean image."""
+    header = ["client defence", "server", "iterations", "MSE (mean image)", "SSIM (mean image)",
+              "classifier on x_hat (on mean image)", "dCor(x, z)"]
+    body = []
+    for r in rows("fsha"):
+        alpha = f(r["alpha"])
+        power = math.log10(alpha) if alpha > 0 else float("nan")
+        defence = ("none" if alpha == 0 else f"NoPeek alpha 10^{power:.0f}" if power.is_integer()
+                   else f"NoPeek alpha {alpha:g}")
+        mse = num(r["mse"], 4)
+        if f(r["mse"]) < f(r["baseline_mse"]):
+            mse = f"**{mse}**"
+        dcor = num(r["client_dcor"]) + (" (constant z)" if f(r["client_dcor"]) == 0 else "")
+        body.append([defence, f"FSHA, weight {f(r['fsha_weight']):g}", r["fsha_steps"], f"{mse} ({num(r['baseline_mse'], 4)})",
+                     f"{num(r['ssim'])} ({num(r['baseline_ssim'])})",
+                     f"{num(r['classifier_accuracy'])} ({num(r['baseline_classifier_accuracy'])})", dcor])
+    return table(header, body)
 
 
 @renderer("detection")
