@@ -18,7 +18,8 @@ Run:
       `detection` of docs/guide/defences.md)
   python bench/fsha.py --part labels --sweep DIR
       (DIR: `nopeek sweep --preset labels --out DIR`; prints the trade-off table, means over
-      seeds, and copies DIR/figures/label_tradeoff.png to docs/)
+      seeds: the table docs/results.py draws (renderer `labels`) from docs/results/labels,
+      the preset's committed run)
 """
 
 from __future__ import annotations
@@ -175,8 +176,7 @@ def labels(sweep):
     for p in sorted(points, key=lambda p: (p["topology"], order.get(p["defense"], 3), p["strength"])):
         print(f"| {p['topology'] or '-'} | {p['defense']} | {p['strength']:g} | {p['n']} | {p['accuracy']:.3f} | "
               f"{p['norm_auc']:.3f} ({p['norm_leak']:.3f}) | {p['direction_auc']:.3f} ({p['direction_leak']:.3f}) |")
-    shutil.copy(os.path.join(sweep, "figures", "label_tradeoff.png"), os.path.join(DOCS, "label_tradeoff.png"))
-    print("docs/label_tradeoff.png")
+    print(os.path.join(sweep, "figures", "label_tradeoff.png"))
 
 
 def main():
