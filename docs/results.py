@@ -264,6 +264,30 @@ for _topology in ("vanilla", "u_shaped", "vertical", "multi_task", "multi_hop", 
     renderer(f"topologies-messages-{_topology}")(_topology_messages(_topology))
 
 
+@renderer("cost-measured")
+def cost_measured() -> str:
+    """bench/cost.py --out: per model, the split-learning client and server steps and the
+    federated client's, XLA's FLOPs beside the measured wall time and the rate it implies."""
+    def mflops(v):
+        return f"{v:.2f}" if v < 100 else f"{v:,.0f}"
+
+    def ms(v):
+        return f"{v:.3f}" if v < 1 else f"{v:.1f}" if v < 1000 else f"{v:,.0f}"
+
+    measured = rows("cost-measured")
+    header = ["model (data, cut)", "step", "MFLOPs/step", "ms/step", "GFLOP/s"]
+    body = []
+    for model in dict.fromkeys(r["model"] for r in measured):
+        mine = _cells_by(measured, model=model)
+        steps = [r["step"] for r in mine]
+        label = " / ".join([steps[0]] + [s.removeprefix("SL ") if s.startswith("SL ") and steps[0].startswith("SL ")
+                                         else s for s in steps[1:]])
+        body.append([f"{model} ({mine[0]['dataset']}, {mine[0]['cut']})", label,
+                     " / ".join(mflops(f(r["mflops"])) for r in mine), " / ".join(ms(f(r["ms"])) for r in mine),
+                     " / ".join(f"{f(r['gflops']):.1f}" for r in mine)])
+    return table(header, body)
+
+
 @renderer("audit")
 def audit() -> str:
     """bench/audit_example.py: `nopeek audit` of three digits models' saved activations (alpha 0,
