@@ -44,3 +44,15 @@ def host_line() -> str:
         except ImportError:
             pass
     return f"CPU: {cpu()}; load {load():.1f}; {', '.join(versions)}"
+
+
+def docs_results():
+    """docs/results.py as a module: `write_run` stores a results folder's run.json (command,
+    seconds, CPU, load, date, commit) the way the documentation's tables expect it."""
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("docs_results", os.path.join(root, "docs", "results.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,7 +2,12 @@
 (vanilla, at the cut given) and of one federated-learning client step (the whole model),
 next to the FLOPs XLA counts for the same compiled programs (`nopeek.cost_models`).
 
-Run:  python bench/cost.py [--models mlp,cnn,vgg16,resnet50] [--batch 64]
+Run:  python bench/cost.py [--models mlp,cnn,vgg16,resnet50] [--batch 64] [--out DIR]
+
+With --out: DIR/results.csv (one row per step: model, data set, cut, step, MFLOPs, ms,
+GFLOP/s and its share of the matmul's) and DIR/run.json (the command, wall time, CPU, load,
+and the matmul's GFLOP/s): the file behind docs/guide/cost.md's measured table
+(`--models mlp,cnn,vgg16,resnet50 --out docs/results/cost-measured`).
 
 A step is one compiled program per party piece: forward and backward (`jax.vjp`) of its
 segment, plus the loss where the labels sit; timed as the median of repeated calls after
@@ -14,6 +19,7 @@ cores reach on the densest work there is.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import sys
 import time
@@ -23,6 +29,7 @@ import jax.numpy as jnp
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from bench._host import docs_results  # noqa: E402
 from nopeek.cost import CostConfig, profiles  # noqa: E402
 
 # model -> (data set whose shapes it runs on, cut)
@@ -46,7 +53,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="mlp,cnn", help="comma-separated models (of: " + ", ".join(SETTINGS) + ")")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--out", default=None, help="write results.csv and run.json into this folder")
     args = parser.parse_args()
+    results = docs_results()
+    before, t0 = results.load(), time.perf_counter()
+    rows = []
     peak = matmul_gflops()
     print(f"reference: float32 matmul 2048 x 2048 at {peak:.1f} GFLOP/s on {os.cpu_count()} cores, jax {jax.__version__}\n")
     print("| model | data | cut | step | MFLOPs/step | ms/step | GFLOP/s | of matmul |")
@@ -60,6 +71,19 @@ def main() -> None:
             rate = p.step_flops / p.step_seconds / 1e9
             print(f"| {model} | {dataset} | {cut} | {label} | {p.step_flops / 1e6:.2f} | {p.step_seconds * 1e3:.3f} | "
                   f"{rate:.1f} | {rate / peak:.2f} |", flush=True)
+            rows.append({"model": model, "dataset": dataset, "cut": cut, "step": label, "mflops": p.step_flops / 1e6,
+                         "ms": p.step_seconds * 1e3, "gflops": rate, "of_matmul": rate / peak})
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "results.csv"), "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        command = (f"python bench/cost.py --models {args.models} --batch {args.batch} "
+                   f"--out {os.path.relpath(os.path.abspath(args.out), root)}")
+        results.write_run(args.out, command, time.perf_counter() - t0, before, matmul_gflops=round(peak, 1))
+        print(args.out)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,21 @@ Run:  python bench/quality.py     (~2 minutes on 2 cores)
   1,2), round_robin (4 clients, digits), each with its per-message held-out dCor.
 The tests assert thresholds on the same settings; this prints the values.
 
-Run:  python bench/quality.py [--part basics|topologies|all]
+Run:  python bench/quality.py [--part basics|topologies|all] [--out DIR]
+
+With --out (and --part topologies): DIR/results.csv (one row per configuration: accuracy
+at alpha 0 and 1, each task's accuracy, vanilla's on the same data), DIR/leakage.csv (the
+held-out dCor of every message at alpha 0 and 1) and DIR/run.json, the files behind the
+table of docs/guide/topologies.md (`--out docs/results/topologies`).
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import sys
+import time
 
 import jax
 import numpy as np
@@ -25,6 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import attacks  # noqa: E402
+from bench._host import docs_results  # noqa: E402
 from nopeek import data  # noqa: E402
 from nopeek.training import TrainConfig  # noqa: E402
 from nopeek.attacking import per_sample_gradients  # noqa: E402
@@ -32,9 +41,13 @@ from nopeek.training import TrainedRun  # noqa: E402
 from nopeek.training import train_stack  # noqa: E402
 
 
-def topologies():
+def topologies(out=None):
     """The six configurations at alpha 0 and 1 (one stack each), the four of the
-    configurations issue beside vanilla on the same data."""
+    configurations issue beside vanilla on the same data; with `out`, their rows written to
+    out/results.csv and out/leakage.csv, and out/run.json."""
+    results = docs_results()
+    before, t0 = results.load(), time.perf_counter()
+    table, leakage = [], []
     cases = [
         ("vanilla", "digits", {}, None),
         ("u_shaped --cuts 1,2", "digits", dict(topology="u_shaped", cuts=(1, 2)), None),
@@ -52,11 +65,18 @@ def topologies():
         ds = data.load(dataset)
         r = train_stack(TrainConfig(dataset=dataset, **kw), ds, alphas=[0.0, 1.0], progress=False)
         acc = r.test_accuracy
+        vacc = None
         if vanilla_kw is not None:
             vacc = float(train_stack(TrainConfig(dataset=dataset, **vanilla_kw), ds, progress=False).test_accuracy[0])
             versus = f"{vacc:.3f} | {100 * (acc[0] - vacc):+.1f}"
         else:
             versus = "- | -"
+        table.append({"configuration": name, "dataset": dataset, "accuracy_alpha0": float(acc[0]),
+                      "accuracy_alpha1": float(acc[1]), "vanilla_accuracy": "" if vacc is None else vacc,
+                      "task_accuracies_alpha0": json.dumps({k: float(a[0]) for k, a in r.task_accuracy.items()})
+                      if len(r.task_accuracy) > 1 else ""})
+        leakage += [{"configuration": name, "party": p, "message": m, "dcor_alpha0": float(d[0]),
+                     "dcor_alpha1": float(d[1])} for (p, m), d in r.leakage.items()]
         tasks = "" if len(r.task_accuracy) == 1 else " (" + ", ".join(
             f"{k} {float(a[0]):.3f}" for k, a in r.task_accuracy.items()) + ")"
         print(f"| {name} | {dataset} | {acc[0]:.3f}{tasks} | {versus} | {acc[1]:.3f} |", flush=True)
@@ -67,6 +87,17 @@ def topologies():
         print("| message | alpha 0 | alpha 1 |")
         print("|---|---|---|")
         print("\n".join(rows))
+    if out:
+        os.makedirs(out, exist_ok=True)
+        for file, rows_ in (("results.csv", table), ("leakage.csv", leakage)):
+            with open(os.path.join(out, file), "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(rows_[0]), lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(rows_)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        command = f"python bench/quality.py --part topologies --out {os.path.relpath(os.path.abspath(out), root)}"
+        results.write_run(out, command, time.perf_counter() - t0, before)
+        print(out)
 
 
 def main():
@@ -74,12 +105,13 @@ def main():
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["basics", "topologies", "all"], default="all")
+    parser.add_argument("--out", default=None, help="topologies: write results.csv, leakage.csv and run.json here")
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPU cores")
     if args.part in ("basics", "all"):
         basics()
     if args.part in ("topologies", "all"):
-        topologies()
+        topologies(args.out)
 
 
 def basics():

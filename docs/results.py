@@ -5,6 +5,8 @@
     python docs/results.py tables                   # redraw every marked table from its file
     python docs/results.py tables --check           # exit 1 if a marked table differs from its file
     python docs/results.py notebooks [NAME ...]     # execute the notebooks (small presets) into docs/notebooks/
+    python docs/results.py record NAME -- CMD ...   # run CMD (which writes into docs/results/NAME/), keep
+                                                    # its printed output (output.txt) and its run.json
 
 A results folder `docs/results/NAME/` holds what the run wrote (`results.csv`,
 `summary.csv`, `config.json`; or a study's own `results.csv`) and `run.json`: the command,
@@ -17,7 +19,8 @@ drawn from such a folder between two markers,
 
 by the renderer `TABLES[NAME]`; `tests/test_docs_numbers.py` redraws every marked table and
 fails when one differs from its file, and fails on a table of results (numeric cells) that
-has no marker.
+has no marker. A reference table with numeric cells (not results: a list of models, of image
+modes) is exempted by the line `<!-- not results -->` just before its first row.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -100,6 +104,27 @@ def run_preset(name: str, overrides: dict | None = None) -> None:
             shutil.copytree(histories, os.path.join(folder, "histories"))
     write_run(folder, command, seconds, before, **({"overrides": overrides} if overrides else {}))
     print(f"{name}: {seconds:.0f} s -> {folder}")
+
+
+def record(name: str, argv: list[str]) -> int:
+    """Run a command that writes its results into docs/results/NAME/ (e.g. `nopeek cost ...
+    --out docs/results/NAME`); keep what it printed as output.txt and its run.json."""
+    folder = os.path.join(RESULTS, name)
+    os.makedirs(folder, exist_ok=True)
+    before = load()
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    sys.stderr.write(proc.stderr)
+    print(proc.stdout, end="")
+    if proc.returncode != 0:
+        print(f"{' '.join(argv)}: exit {proc.returncode}; no run.json written", file=sys.stderr)
+        return proc.returncode
+    with open(os.path.join(folder, "output.txt"), "w", encoding="utf-8") as fh:
+        fh.write(proc.stdout)
+    write_run(folder, " ".join(argv), seconds, before)
+    print(f"{name}: {seconds:.0f} s -> {folder}", file=sys.stderr)
+    return 0
 
 
 # ---- reading -------------------------------------------------------------------------------
@@ -273,6 +298,206 @@ def defences_settings() -> str:
     return _ranking_tables()[1]
 
 
+@renderer("topologies")
+def topologies() -> str:
+    """bench/quality.py --part topologies: each configuration's accuracy at alpha 0 (each task's,
+    where it has several) beside vanilla's on the same data, and at NoPeek alpha 1."""
+    header = ["configuration", "data", "accuracy, alpha 0", "vanilla", "difference (points)", "accuracy, alpha 1"]
+    body = []
+    for r in rows("topologies"):
+        acc0 = num(r["accuracy_alpha0"])
+        if r["task_accuracies_alpha0"]:
+            tasks = json.loads(r["task_accuracies_alpha0"])
+            acc0 += " (" + ", ".join(f"{k} {v:.3f}" for k, v in tasks.items()) + ")"
+        if r["vanilla_accuracy"]:
+            versus = [num(r["vanilla_accuracy"]), f"{100 * (f(r['accuracy_alpha0']) - f(r['vanilla_accuracy'])):+.1f}"]
+        else:
+            versus = ["-", "-"]
+        body.append([r["configuration"], r["dataset"], acc0, *versus, num(r["accuracy_alpha1"])])
+    return table(header, body)
+
+
+def _topology_messages(topology: str):
+    def render() -> str:
+        """bench/quality.py --part topologies: the held-out dCor(x, m) of each message of one
+        configuration, at alpha 0 and NoPeek alpha 1."""
+        body = [[f"{r['party']}:{r['message']}", num(r["dcor_alpha0"]), num(r["dcor_alpha1"])]
+                for r in rows("topologies", "leakage.csv") if r["configuration"].split()[0] == topology]
+        return table(["message", "alpha 0", "alpha 1"], body)
+    return render
+
+
+for _topology in ("vanilla", "u_shaped", "vertical", "multi_task", "multi_hop", "round_robin"):
+    renderer(f"topologies-messages-{_topology}")(_topology_messages(_topology))
+
+
+@renderer("cost-measured")
+def cost_measured() -> str:
+    """bench/cost.py --out: per model, the split-learning client and server steps and the
+    federated client's, XLA's FLOPs beside the measured wall time and the rate it implies."""
+    def mflops(v):
+        return f"{v:.2f}" if v < 100 else f"{v:,.0f}"
+
+    def ms(v):
+        return f"{v:.3f}" if v < 1 else f"{v:.1f}" if v < 1000 else f"{v:,.0f}"
+
+    measured = rows("cost-measured")
+    header = ["model (data, cut)", "step", "MFLOPs/step", "ms/step", "GFLOP/s"]
+    body = []
+    for model in dict.fromkeys(r["model"] for r in measured):
+        mine = _cells_by(measured, model=model)
+        steps = [r["step"] for r in mine]
+        label = " / ".join([steps[0]] + [s.removeprefix("SL ") if s.startswith("SL ") and steps[0].startswith("SL ")
+                                         else s for s in steps[1:]])
+        body.append([f"{model} ({mine[0]['dataset']}, {mine[0]['cut']})", label,
+                     " / ".join(mflops(f(r["mflops"])) for r in mine), " / ".join(ms(f(r["ms"])) for r in mine),
+                     " / ".join(f"{f(r['gflops']):.1f}" for r in mine)])
+    return table(header, body)
+
+
+@renderer("audit")
+def audit() -> str:
+    """bench/audit_example.py: `nopeek audit` of three digits models' saved activations (alpha 0,
+    1, 5), the guide's columns of its scores.json, each score beside its free baseline."""
+    with open(os.path.join(RESULTS, "audit", "scores.json"), encoding="utf-8") as fh:
+        targets = json.load(fh)["targets"]
+
+    def cell(value, base, fmt=".3f"):
+        return f"{format(value, fmt)} ({format(base, fmt)})"
+
+    header = ["target", "accuracy", "dCor(x, z) (shuffled)", "linear CKA (shuffled)", "HSIC (shuffled)",
+              "decoder SSIM (mean input)", "decoder MSE (mean input)", "classifier on x_hat (on mean input)",
+              "y probe linear / MLP (chance)"]
+    body = []
+    for label, t in targets.items():
+        dep, dec, y = t["dependence"], t["decoder"], t["probes"]["y"]
+        body.append([f"`{label}`", num(t["accuracy"]), cell(dep["dcor"], dep["dcor_shuffled"]),
+                     cell(dep["linear_cka"], dep["linear_cka_shuffled"]), cell(dep["hsic"], dep["hsic_shuffled"], ".3g"),
+                     cell(dec["ssim"], dec["baseline_ssim"]), cell(dec["mse"], dec["baseline_mse"], ".4f"),
+                     cell(dec["classifier_accuracy"], dec["baseline_classifier_accuracy"]),
+                     f"{num(y['linear']['accuracy'])} / {num(y['mlp']['accuracy'])} ({num(y['linear']['chance'])})"])
+    return table(header, body)
+
+
+_COST_NAMES = {"vgg16": "VGG-16", "resnet50": "ResNet-50", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+
+
+@renderer("cost")
+def cost() -> str:
+    """`nopeek cost --preset seed-table`: per-client compute and communication of large-batch SGD,
+    federated and split learning, the seed's numbers in brackets; then the sentence that
+    quotes its compute ratio and communication crossover."""
+    from nopeek.cost import METHODS, SEED_TABLE
+
+    cost_rows = rows("cost", "cost.csv")
+    with open(os.path.join(RESULTS, "cost", "cost_config.json"), encoding="utf-8") as fh:
+        configs = json.load(fh)["configs"]
+    counts = configs[0]["client_counts"]
+    header = ["per client"] + [f"{n} clients" for n in counts]
+    body, ratio, crossover = [], None, None
+    for config in configs:
+        what = config["report"]
+        key, unit = {"compute": ("client_tflops", "TFLOPs"), "communication": ("client_gb", "GB")}[what]
+        name = f"{_COST_NAMES.get(config['model'], config['model'])} on {_COST_NAMES.get(config['dataset'], config['dataset'])}"
+        mine = _cells_by(cost_rows, model=config["model"], dataset=config["dataset"])
+        for i, (method, label) in enumerate(METHODS.items()):
+            cells = []
+            for n in counts:
+                value = f(_cells_by(mine, method=method, clients=str(n))[0][key])
+                seed = SEED_TABLE.get((what, method, n))
+                cells.append(f"{value:.4g}" + (f" ({seed:g})" if seed is not None else ""))
+            body.append([f"{what}, {name} ({unit}): {label}" if i == 0 else label] + cells)
+        if what == "compute":
+            n = str(counts[0])
+            ratio = (f(_cells_by(mine, method="split_learning", clients=n)[0][key])
+                     / f(_cells_by(mine, method="federated_learning", clients=n)[0][key]))
+        else:
+            cut = str(config["cuts"][0])
+            crossover = f(_cells_by(rows("cost", "cost_sensitivity.csv"), model=config["model"], cut=cut)[0]
+                          ["crossover_clients"])
+    return (table(header, body) + f"\nSplit learning's client computes **1/{1 / ratio:.0f}** of a federated client (the "
+            f"seed: about 1/190),\nand sends more than a federated client below **{crossover:.0f} clients** and less "
+            "above (the seed: more\nat 100, less at 500). The shape is reproduced:\n")
+
+
+@renderer("splitguard")
+def splitguard() -> str:
+    """bench/fsha.py --part detection, SplitGuard's runs: how often it fired on honest and FSHA
+    servers, when, after how many fake batches, and what FSHA's decoder had by then."""
+    with open(os.path.join(RESULTS, "detection", "detection.json"), encoding="utf-8") as fh:
+        runs = [r for r in json.load(fh)["rows"] if r.get("detector", "splitguard") == "splitguard"]
+    header = ["server", "seeds fired", "iteration fired (mean, min-max)", "fake batches by then",
+              "server's MSE then (mean image)", "SSIM then (mean image)"]
+    body = []
+    for server in ("honest", "fsha"):
+        mine = [r for r in runs if r["server"] == server]
+        fired = [r for r in mine if r["fired"]]
+        cells = [f"**{len(fired)} / {len(mine)}**"]
+        if server == "honest":
+            fakes = sum(r["fake_batches"] for r in mine)
+            cells[0] += f" (false alarm rate {len(fired) / len(mine):g} over {fakes} fake batches)"
+        if fired and server == "fsha":
+            its = [r["iteration"] for r in fired]
+            fakes = [r["fake_batches"] for r in fired]
+            mean = lambda key: sum(r[key] for r in fired) / len(fired)  # noqa: E731
+            cells += [f"{sum(its) / len(its):.0f} ({min(its)}-{max(its)})", f"{min(fakes)}-{max(fakes)}",
+                      f"{mean('mse'):.3f} ({mean('baseline_mse'):.3f})", f"{mean('ssim'):.2f} ({mean('baseline_ssim'):.2f})"]
+        else:
+            cells += ["-"] * 4
+        body.append(["FSHA" if server == "fsha" else server, *cells])
+    return table(header, body)
+
+
+@renderer("labels")
+def labels() -> str:
+    """The labels preset: per topology, label defence and strength, the means over seeds of test
+    accuracy and of the norm and direction label attacks' AUC (in brackets the leak,
+    max(AUC, 1 - AUC)); the table `python bench/fsha.py --part labels` prints."""
+    from nopeek.plots import label_tradeoff_points
+    from nopeek.sweeps import read_rows
+
+    points = label_tradeoff_points(read_rows(os.path.join(RESULTS, "labels", "results.csv")))
+    order = {"none": 0, "maxnorm": 1, "marvell": 2}
+    header = ["topology", "defence", "strength", "seeds", "test accuracy", "norm AUC (leak)", "direction AUC (leak)"]
+    body = [[p["topology"] or "-", p["defense"], f"{p['strength']:g}", str(p["n"]), f"{p['accuracy']:.3f}",
+             f"{p['norm_auc']:.3f} ({p['norm_leak']:.3f})", f"{p['direction_auc']:.3f} ({p['direction_leak']:.3f})"]
+            for p in sorted(points, key=lambda p: (p["topology"], order.get(p["defense"], 3), p["strength"]))]
+    return table(header, body)
+
+
+@renderer("fsha")
+def fsha() -> str:
+    """bench/fsha.py --part table: FSHA's held-out reconstructions against an undefended and a
+    NoPeek client, each score beside the mean image's; MSE in bold where it beats the mean image."""
+    header = ["client defence", "server", "iterations", "MSE (mean image)", "SSIM (mean image)",
+              "classifier on x_hat (on mean image)", "dCor(x, z)"]
+    body = []
+    for r in rows("fsha"):
+        alpha = f(r["alpha"])
+        power = math.log10(alpha) if alpha > 0 else float("nan")
+        defence = ("none" if alpha == 0 else f"NoPeek alpha 10^{power:.0f}" if power.is_integer()
+                   else f"NoPeek alpha {alpha:g}")
+        mse = num(r["mse"], 4)
+        if f(r["mse"]) < f(r["baseline_mse"]):
+            mse = f"**{mse}**"
+        dcor = num(r["client_dcor"]) + (" (constant z)" if f(r["client_dcor"]) == 0 else "")
+        body.append([defence, f"FSHA, weight {f(r['fsha_weight']):g}", r["fsha_steps"], f"{mse} ({num(r['baseline_mse'], 4)})",
+                     f"{num(r['ssim'])} ({num(r['baseline_ssim'])})",
+                     f"{num(r['classifier_accuracy'])} ({num(r['baseline_classifier_accuracy'])})", dcor])
+    return table(header, body)
+
+
+@renderer("detection")
+def detection() -> str:
+    """bench/fsha.py --part detection: SplitGuard and SplitOut against honest and FSHA servers,
+    the summary table the library's `format_detection` prints."""
+    from nopeek.dishonest import format_detection
+
+    with open(os.path.join(RESULTS, "detection", "detection.json"), encoding="utf-8") as fh:
+        study = json.load(fh)
+    return format_detection(study["rows"]).split("\n\n")[0].strip() + "\n"
+
+
 def run_notebooks(names=()) -> None:
     """Execute notebooks/NAME.py (its small preset) into docs/notebooks/NAME.ipynb, outputs
     kept: the pages of the documentation site."""
@@ -305,8 +530,11 @@ def render(name: str) -> str:
 
 
 def marked_files() -> list[str]:
+    """README.md and the pages under docs/; not the markdown a command wrote into docs/results/
+    (an audit's report.md), which is a results file itself."""
     files = [os.path.join(ROOT, "README.md")]
-    files += sorted(glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True))
+    files += sorted(p for p in glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)
+                    if not p.startswith(RESULTS + os.sep))
     return files
 
 
@@ -331,9 +559,14 @@ def redraw(check: bool) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("preset", "tables", "notebooks"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("preset", "tables", "notebooks", "record"):
         print(__doc__)
         return 2
+    if sys.argv[1] == "record":
+        if len(sys.argv) < 5 or sys.argv[3] != "--":
+            print(__doc__)
+            return 2
+        return record(sys.argv[2], sys.argv[4:])
     if sys.argv[1] == "preset":
         import argparse
 

@@ -255,8 +255,8 @@ SEED_TABLE = {
 }
 
 PRESETS: dict[str, tuple[CostConfig, ...]] = {
-    # The seed's table: `nopeek cost --preset seed-table --out docs` (about 2 minutes on 2 shared
-    # CPU cores with the per-cut sensitivity, 14 s with --no-sensitivity). Compute: VGG-16 on
+    # The seed's table: `nopeek cost --preset seed-table --out docs/results/cost` (89 s on 2 CPU
+    # cores with the per-cut sensitivity: docs/results/cost/run.json). Compute: VGG-16 on
     # CIFAR-10; communication: ResNet-50 on CIFAR-100; both cut after their first block
     # (conv1_1; the stem), vanilla, 50,000 images shared evenly, float32, FL one round per
     # epoch, large-batch SGD at a global batch of 16,384. The epochs are each half's one free

@@ -2,9 +2,9 @@
 
 The client is the honest client of vanilla split learning, with whatever defence it runs
 (NoPeek, noise): it sends z = f(x) of its private data and trains f on the gradient it
-gets back, through the engine's runner (`nopeek.engine.protocol_gradients`), the same code
+gets back, through the engine's runner (`nopeek.protocol.protocol_gradients`), the same code
 as in honest training. The malicious server holds public data from a similar
-distribution, a pilot encoder f~, a decoder f~^-1 and a critic D (`nopeek.fsha_nets`).
+distribution, a pilot encoder f~, a decoder f~^-1 and a critic D (`nopeek.dishonest._nets`).
 Its segment in the protocol is D, and its loss the critic score `Loss(kind="mean")`, so
 the gradient it sends back is w * d mean D(z) / dz instead of the task's: the client
 moves its features to where D scores low, the pilot's feature space. The server ignores
@@ -22,7 +22,7 @@ reads 4x larger (its 0.0193 without defence and 0.0267 against dCor 10^4 are 0.0
 0.0067 here).
 
 The same loop (`run_protocol`) runs an honest server too (vanilla training), which is
-what the client-side detector (`nopeek.splitguard`) is calibrated against.
+what the client-side detector (`nopeek.dishonest.SplitGuard`) is calibrated against.
 
 References: Pasquini, Ateniese, Bernaschi, "Unleashing the tiger: inference attacks on
 split learning", CCS 2021.
@@ -390,7 +390,7 @@ def run_protocol(protocol: Protocol, dataset: Dataset, private, public, steps: i
                  on_detection=None, progress: bool = False, desc: str = "fsha"):
     """Run `steps` iterations of the client (on its `private` training samples) with the
     protocol's server (the FSHA server also draws a batch of its `public` samples each
-    iteration). `guard` (a `nopeek.splitguard.SplitGuard`) makes the client send fake
+    iteration). `guard` (a `nopeek.dishonest.SplitGuard`) makes the client send fake
     batches and score what comes back; it can stop the run when it fires.
 
     Callbacks: `on_checkpoint(t, state)` every `checkpoint_every` iterations and at the
@@ -511,7 +511,7 @@ SCORE_KEYS = ("mse", "psnr", "ssim", "dcor", "classifier_accuracy")
 
 def run_fsha(config: TrainConfig, fsha: FSHAConfig, out: str, *, attack_seed: int = 0, guard=None,
              progress: bool = True) -> dict:
-    """`nopeek attack --attack fsha`: train the client under FSHA, write into `out`
+    """`nopeek train --server fsha`: train the client under FSHA, write into `out`
     scores.json (config, scores per checkpoint, final scores, detection), history.csv,
     grids/iter_NNNNNN.png (originals over reconstructions per checkpoint),
     reconstructions.png (the last grid) and curves.png (MSE and SSIM over iterations,
