@@ -231,6 +231,32 @@ def operating_point() -> str:
     return table(header, body)
 
 
+PAPER_NOTEBOOKS = [  # notebook, the figure it rebuilds, its full presets ("below": the text after the table)
+    ("fig_dcor_over_epochs", "workshop Figs. 5, 6: dCor over epochs", ["workshop-dcor-epochs"]),
+    ("fig_accuracy_over_epochs", "workshop Figs. 10, 11: accuracy at alpha 0.05 and 0.15", ["workshop-accuracy-epochs"]),
+    ("fig_reconstructions", "workshop Figs. 7, 8: reconstructions at alpha 0.1 and 0.9", ["workshop-reconstructions"]),
+    ("fig_tradeoff_noise", "NoPeek paper: reconstruction error against accuracy, NoPeek against uniform noise",
+     ["nopeek-tradeoff"]),
+    ("where_nopeek_protects", "the cliff, what moves it, the classifier reading",
+     ["region-constant", "region-warmup", "region-linear"]),
+]
+
+
+@renderer("papers-notebooks")
+def papers_notebooks() -> str:
+    """The papers' notebooks: each one's full presets with the run time their results files
+    recorded, and what they gave (the presets' result sentences, checked against the files)."""
+    from nopeek.sweeps import PRESET_INFO
+
+    body = []
+    for notebook, figure, presets in PAPER_NOTEBOOKS:
+        runs = [f"`{p}`, {minutes(run_info(p)['seconds'])}" if os.path.isfile(os.path.join(RESULTS, p, "run.json"))
+                else f"`{p}` (not run here)" for p in presets]
+        what = "below" if len(presets) > 1 else PRESET_INFO[presets[0]].result
+        body.append([f"[`{notebook}`](../notebooks/{notebook}.ipynb)", figure, "; ".join(runs), what])
+    return table(["notebook", "paper figure", "full preset, run time", "what it gives"], body)
+
+
 @renderer("region-constant")
 def region_constant() -> str:
     """The region-constant preset: per alpha, how many seeds collapsed and the others' test readings."""

@@ -22,14 +22,15 @@
 #
 # Small version by default (2 epochs, one seed, no decoder; seconds). **Full size**
 # (`NOPEEK_NOTEBOOK_SIZE=full`, preset `configurations`: 30 epochs, 3 seeds):
-# 49 s on 2 CPU cores. In every topology NoPeek alpha 1 keeps test accuracy (0.96-0.97) and
-# lowers the dCor of the data holder's first message from 0.95-0.96 to 0.81-0.84; the
-# vertical clients, each holding half of every image, from 0.97-0.98 to 0.71-0.73. Vanilla,
-# U-shaped and multi-hop give the same first message, cell for cell: the same network cut in
-# different places. A decoder still rebuilds every message (SSIM 0.86 or more, mean image
-# far below). Without NoPeek the second hop of multi-hop leaks less than the first (dCor 0.91
-# vs 0.95); NoPeek on the first hop alone (alpha 1) takes the first below the second (0.81 vs
-# 0.84): `--nopeek-hops all` penalises both.
+# 171 s on 2 shared CPU cores (`docs/results/configurations/`). In every topology NoPeek
+# alpha 1 keeps test accuracy (0.960-0.970) and lowers the dCor of the data holder's first
+# message from 0.951-0.956 to 0.814-0.843; the vertical clients, each holding half of every
+# image, from 0.966-0.975 to 0.713-0.724. Vanilla, U-shaped and multi-hop give the same
+# first message, cell for cell: the same network cut in different places. A decoder still
+# rebuilds every message (SSIM 0.854 or more, the class-mean image 0.621-0.714). Without
+# NoPeek the second hop of multi-hop leaks less than the first (dCor 0.911 vs 0.953); NoPeek
+# on the first hop alone (alpha 1) takes the first below the second (0.814 vs 0.835):
+# `--nopeek-hops all` penalises both.
 #
 # ```bash
 # nopeek sweep --preset configurations --out runs/configurations && nopeek figures runs/configurations

@@ -24,19 +24,21 @@
 # (`NOPEEK_NOTEBOOK_SIZE=full` runs the commands' settings through the same functions):
 #
 # ```bash
-# nopeek train --server fsha --dataset mnist5k --model cnn --widths 8,16,64,32 --cut 3 --fsha-steps 3000 --out runs/fsha
+# nopeek train --server fsha --dataset mnist5k --model cnn --widths 8,16,64,32 --cut 3 --fsha-steps 1000 --out runs/fsha
 # nopeek train --server fsha --dataset mnist5k --model cnn --widths 8,16,64,32 --cut 3 \
-#     --alpha 10000 --fsha-weight 50 --fsha-steps 3000 --out runs/fsha-dcor
+#     --alpha 10000 --fsha-weight 50 --fsha-steps 1000 --out runs/fsha-dcor
 # python bench/fsha.py --part detection
 # nopeek sweep --preset labels --out runs/labels
 # ```
 #
-# What they gave on bundled mnist5k: each FSHA run about 5 minutes on 2 CPU cores; held-out
-# reconstruction MSE 0.0068 without a defence and 0.0088 against NoPeek alpha 10^4 (mean
-# image 0.0682). The detector fired on FSHA in 5 of 5 seeds at iteration 64 on average,
-# before the attacker beat the mean image, and on no honest run (0 false alarms over 481
-# fake batches; 92 s). The labels preset (50 s): max-norm and Marvell at strength 16 take
-# the direction attack's AUC from 1.00 to 0.51-0.56 for 3 to 6 points of accuracy.
+# What they gave on bundled mnist5k (`docs/results/fsha/`: the guide's three FSHA runs, 220
+# s on 2 CPU cores; `docs/results/detection/`; `docs/results/labels/`): held-out
+# reconstruction MSE 0.0126 without a defence and 0.0148 against NoPeek alpha 10^4 after
+# 1,000 iterations (mean image 0.0682). The detector fired on FSHA in 5 of 5 seeds at
+# iteration 62 on average, after 3 to 6 fake batches, before the attacker beat the mean
+# image, and on no honest run (0 false alarms over 481 fake batches). The labels preset (54
+# s): max-norm and Marvell at strength 16 take the direction attack's leak from 1.000 to
+# 0.515-0.574 for 3 to 6 points of accuracy.
 
 # %%
 import dataclasses
@@ -56,7 +58,7 @@ os.makedirs(out, exist_ok=True)
 if FULL:  # the README's commands
     dataset = data.load("mnist5k")
     client = dict(dataset="mnist5k", model="cnn", widths=(8, 16, 64, 32), cuts=(3,))
-    server, steps, every, strong = FSHAConfig(), 3000, 250, dict(alpha=10000.0)
+    server, steps, every, strong = FSHAConfig(), 1000, 250, dict(alpha=10000.0)
 else:  # digits, a small cnn cut after conv2; a lighter gradient penalty so 200 iterations suffice
     dataset = data.load("digits")
     client = dict(dataset="digits", model="cnn", widths=(8, 16, 32, 16), cuts=(2,))

@@ -27,7 +27,7 @@
 # ```
 #
 # **Full preset** (`NOPEEK_NOTEBOOK_SIZE=full`; bundled mnist5k, cnn 8/16/64/32, 3 seeds):
-# 282 s on 2 CPU cores. Both defences lie on about the same curve: NoPeek alpha 12 reaches
+# 402 s on 2 CPU cores (shared; `docs/results/nopeek-tradeoff/`). Both defences lie on about the same curve: NoPeek alpha 12 reaches
 # reconstruction MSE 0.048 at accuracy 0.943, uniform noise of scale 4 MSE 0.052 at 0.929.
 
 # %%

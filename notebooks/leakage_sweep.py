@@ -15,7 +15,7 @@
 # %% [markdown]
 # # Leakage sweep: how much does each cut leak, and what does NoPeek buy?
 #
-# This notebook runs the `quick` preset (scikit-learn digits, an MLP, 2 cuts, NoPeek at alpha 0/1/5 and the noise baseline) through the public API, then reads the table and figures back. Its small version runs by default; the full `quick` preset (`NOPEEK_NOTEBOOK_SIZE=full`) took 14 s on 2 CPU cores and gave, at cut 1, accuracy 0.902 / dCor 0.957 / decoder SSIM 0.933 undefended, 0.891 / 0.904 / 0.930 at alpha 1 and 0.429 / 0.659 / 0.763 at alpha 5 (mean image 0.366). Swap in `PRESETS['default']` for the bundled mnist5k grid, or `PRESETS['paper-mnist']` with `data_dir=` for the paper's setting.
+# This notebook runs the `quick` preset (scikit-learn digits, an MLP, 2 cuts, NoPeek at alpha 0/1/5 and the noise baseline) through the public API, then reads the table and figures back. Its small version runs by default; the full `quick` preset (`NOPEEK_NOTEBOOK_SIZE=full`) took 187 s on 2 CPU cores (shared with other work; `docs/results/quick/`) and gave, at cut 1, accuracy 0.902 / dCor 0.957 / decoder SSIM 0.933 undefended, 0.891 / 0.904 / 0.930 at alpha 1 and 0.429 / 0.659 / 0.763 at alpha 5 (mean image 0.366). Swap in `PRESETS['default']` for the bundled mnist5k grid, or `PRESETS['paper-mnist']` with `data_dir=` for the paper's setting.
 
 # %%
 import os, tempfile

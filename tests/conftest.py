@@ -25,6 +25,17 @@ import pytest  # noqa: E402
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
+@pytest.fixture(autouse=True)
+def _below_the_map_limit():
+    """After each test, drop jax's compiled programs if the process holds many memory maps:
+    the suite compiles thousands of programs in one process, and XLA's CPU code maps would
+    otherwise reach vm.max_map_count and crash it (see nopeek.core.relieve_code_maps)."""
+    yield
+    from nopeek.core import relieve_code_maps
+
+    relieve_code_maps()
+
+
 @pytest.fixture
 def x64():
     """Run the test body with float64 enabled (restored afterwards)."""

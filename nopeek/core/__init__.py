@@ -1,8 +1,9 @@
 """The ground floor of nopeek: typed config sections, atomic files and checkpoints, safe .npz
-reading, named random-key streams, bounded caches and the user's cache folder (compiled programs,
-parsed data). Imports no other part of nopeek but its errors."""
+reading, named random-key streams, bounded caches, the user's cache folder (compiled programs,
+parsed data) and relief before the kernel's limit on memory maps. Imports no other part of nopeek but its errors."""
 
 from nopeek.core._cache import BoundedCache, fingerprint
+from nopeek.core._code_maps import map_count, map_limit, relieve_code_maps
 from nopeek.core._config import Composed, Section, coerce, finite, option, raise_first_failure
 from nopeek.core._io import (
     atomic_write_bytes, atomic_write_text, check_output_folder, load_params_into, make_output_folder, read_json,
@@ -15,6 +16,6 @@ from nopeek.core._persistent import caching_disabled, enable_compilation_cache, 
 __all__ = [
     "BoundedCache", "Composed", "Section", "Stream", "atomic_write_bytes", "atomic_write_text", "caching_disabled",
     "check_output_folder", "coerce", "enable_compilation_cache", "fingerprint", "finite", "load_params_into",
-    "make_output_folder", "npz_array", "open_npz", "option", "raise_first_failure", "read_json", "save_params",
+    "make_output_folder", "map_count", "map_limit", "npz_array", "open_npz", "option", "raise_first_failure", "read_json", "relieve_code_maps", "save_params",
     "seed_key", "step_key", "user_cache_dir", "user_umask", "write_json",
 ]

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from nopeek import data as data_lib
 import attacks
 from nopeek.attacking import attacker_indices, heldout_split
-from nopeek.core import check_output_folder, make_output_folder, read_json, write_json
+from nopeek.core import check_output_folder, make_output_folder, read_json, relieve_code_maps, write_json
 from nopeek.defences import DEFENCES
 from nopeek.errors import ConfigError
 from nopeek.protocol import model_blocks
@@ -190,6 +190,7 @@ def run_group(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, progr
     rows = []
     for start in range(0, len(group), size):
         rows += _run_stack(inputs, group[start : start + size], samples_dir, progress=progress, log=log)
+        relieve_code_maps()  # a long sweep in one process stays below the kernel's limit on memory maps
     return rows
 
 
