@@ -191,17 +191,3 @@ def test_one_compiled_step_per_simulation(digits):
         sim.step(jnp.ones((1, 6, 10)) * 0.1, rng.normal(size=(1, 8, 6)), rng.integers(0, 10, 8))
     assert sim.count == 3 and sim._step._cache_size() == 1
     assert np.all(np.isfinite(sim.final_stats()))
-
-
-def test_the_guide_shows_the_committed_results():
-    """docs/guide/modern-attacks.md carries the tables of its results files verbatim."""
-    import os
-
-    from nopeek.sweeps import attack_comparison, leak_curve, read_rows
-
-    root = os.path.join(os.path.dirname(__file__), "..")
-    guide = open(os.path.join(root, "docs", "guide", "modern-attacks.md"), encoding="utf-8").read()
-    for name in ("modern_attacks.csv", "modern_attacks_digits.csv"):
-        rows = read_rows(os.path.join(root, "docs", "results", name))
-        assert len(rows) == 6, name  # 2 topologies x (none, NoPeek, noise)
-        assert attack_comparison(rows) in guide and leak_curve(rows) in guide, name
