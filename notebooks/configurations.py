@@ -23,13 +23,13 @@
 # Small version by default (2 epochs, one seed, no decoder; seconds). **Full size**
 # (`NOPEEK_NOTEBOOK_SIZE=full`, preset `configurations`: 30 epochs, 3 seeds):
 # 171 s on 2 shared CPU cores (`docs/results/configurations/`). In every topology NoPeek
-# alpha 1 keeps test accuracy (0.960-0.970) and lowers the dCor of the data holder's first
-# message from 0.951-0.956 to 0.814-0.843; the vertical clients, each holding half of every
-# image, from 0.966-0.975 to 0.713-0.724. Vanilla, U-shaped and multi-hop give the same
+# alpha 1 keeps test accuracy (0.961-0.970) and lowers the dCor of the data holder's first
+# message from 0.952-0.957 to 0.814-0.844; the vertical clients, each holding half of every
+# image, from 0.967-0.976 to 0.714-0.725. Vanilla, U-shaped and multi-hop give the same
 # first message, cell for cell: the same network cut in different places. A decoder still
-# rebuilds every message (SSIM 0.854 or more, the class-mean image 0.621-0.714). Without
-# NoPeek the second hop of multi-hop leaks less than the first (dCor 0.911 vs 0.953); NoPeek
-# on the first hop alone (alpha 1) takes the first below the second (0.814 vs 0.835):
+# rebuilds every message (SSIM 0.855 or more, the class-mean image 0.621-0.714). Without
+# NoPeek the second hop of multi-hop leaks less than the first (dCor 0.912 vs 0.953); NoPeek
+# on the first hop alone (alpha 1) takes the first below the second (0.814 vs 0.836):
 # `--nopeek-hops all` penalises both.
 #
 # ```bash

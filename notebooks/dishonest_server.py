@@ -31,8 +31,8 @@
 # nopeek sweep --preset labels --out runs/labels
 # ```
 #
-# What they gave on bundled mnist5k (`docs/results/fsha/`: the guide's three FSHA runs, 220
-# s on 2 CPU cores; `docs/results/detection/`; `docs/results/labels/`): held-out
+# What they gave on bundled mnist5k (`docs/results/fsha/`: the guide's three FSHA runs,
+# 220 s on 2 CPU cores; `docs/results/detection/`; `docs/results/labels/`): held-out
 # reconstruction MSE 0.0126 without a defence and 0.0148 against NoPeek alpha 10^4 after
 # 1,000 iterations (mean image 0.0682). The detector fired on FSHA in 5 of 5 seeds at
 # iteration 62 on average, after 3 to 6 fake batches, before the attacker beat the mean

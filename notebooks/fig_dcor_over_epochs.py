@@ -29,9 +29,9 @@
 #
 # **Full preset** (`NOPEEK_NOTEBOOK_SIZE=full`; bundled mnist5k, cnn 8/16/64/32, 3 seeds):
 # 237 s on 2 shared CPU cores (`docs/results/workshop-dcor-epochs/`). Cut 5 with a linear cut
-# layer, 20 epochs: alpha 3 lowers held-out dCor from 0.784 (alpha 0) to 0.308 +- 0.016 at
-# test accuracy 0.954 +- 0.007 (alpha 0: 0.959). Read it against its null (0.132: what
-# independent messages read at this n) and the label's dCor with x (0.642): the paper's
+# layer, 20 epochs: alpha 3 lowers held-out dCor from 0.784 (alpha 0) to 0.309 +- 0.017 at
+# test accuracy 0.955 +- 0.008 (alpha 0: 0.960). Read it against its null (0.133: what
+# independent messages read at this n) and the label's dCor with x (0.643): the paper's
 # 0.19 is not reached at this size (mnist5k, 20 epochs; the papers' MNIST claim is read in
 # docs/guide/papers.md).
 

@@ -27,8 +27,8 @@
 #
 # **Full preset** (`NOPEEK_NOTEBOOK_SIZE=full`; bundled mnist5k, cnn 8/16/64/32, 3 seeds):
 # 140 s on 2 shared CPU cores (`docs/results/workshop-reconstructions/`). Cut 4: decoder SSIM
-# 0.650 / 0.640 / 0.571 at alpha 0 / 0.1 / 0.9 (the class-mean image, what the label alone
-# gives: 0.294); a clean classifier reads 90.9-91.3% of the reconstructions at every weight.
+# 0.651 / 0.640 / 0.572 at alpha 0 / 0.1 / 0.9 (the class-mean image, what the label alone
+# gives: 0.295); a clean classifier reads 91.0-91.3% of the reconstructions at every weight.
 
 # %%
 import os

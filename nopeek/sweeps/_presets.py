@@ -88,9 +88,9 @@ def _all() -> dict[str, Preset]:
         _preset(
             "configurations", "Every split-learning configuration on digits (mlp 64-32), NoPeek alpha 0 and 1, "
             "30 epochs, 3 seeds, decoder attack on every message.",
-            seconds=170.8, result="NoPeek alpha 1 lowers the first message's dCor from 0.951-0.956 to "
-            "0.814-0.843 at unchanged accuracy (0.960-0.970) in every topology, each vertical client's from "
-            "0.966-0.975 to 0.713-0.724 (the nulls' 95% quantiles: 0.174-0.369).",
+            seconds=170.8, result="NoPeek alpha 1 lowers the first message's dCor from 0.952-0.957 to "
+            "0.814-0.844 at unchanged accuracy (0.961-0.970) in every topology, each vertical client's from "
+            "0.967-0.976 to 0.714-0.725 (the nulls' 95% quantiles: 0.175-0.370).",
             small=dict(cuts=["1", "1-2"], topologies=list(TOPOLOGIES), alphas=[0.0, 1.0], noise_scales=[], epochs=2,
                        attacks=[]),
             dataset="digits", model="mlp", widths=[64, 32], topologies=list(TOPOLOGIES), cuts=["1", "1-2"],
@@ -114,8 +114,8 @@ def _all() -> dict[str, Preset]:
         _preset(
             "workshop-dcor-epochs", "dCor(x, z) over epochs (workshop paper Figs. 5, 6): mnist5k cnn cut after "
             "fc2 with a linear cut layer, alpha 0 / 3 / 12, 20 epochs, 3 seeds.",
-            seconds=237.1, result="alpha 3 lowers held-out dCor from 0.784 (alpha 0) to 0.308 +- 0.016 (its null "
-            "0.132, the label's 0.642) at accuracy 0.954 +- 0.007 (alpha 0: 0.959); alpha 12 collapses 1 of 3 seeds.",
+            seconds=237.1, result="alpha 3 lowers held-out dCor from 0.784 (alpha 0) to 0.309 +- 0.017 (its null "
+            "0.133, the label's 0.643) at accuracy 0.955 +- 0.008 (alpha 0: 0.960); alpha 12 collapses 1 of 3 seeds.",
             small=dict(alphas=[0.0, 3.0], noise_scales=[]),
             **_MNIST_CNN, cuts=["5"], cut_activation="linear", alphas=[0.0, 3.0, 12.0], noise_scales=[], epochs=20,
             attacks=[], seeds=[0, 1, 2],
@@ -124,8 +124,8 @@ def _all() -> dict[str, Preset]:
         _preset(
             "workshop-accuracy-epochs", "Test accuracy over epochs at alpha 0.05 and 0.15 (workshop paper Figs. "
             "10, 11) beside alpha 0: mnist5k cnn cut 5, 30 epochs, 3 seeds.",
-            seconds=334.1, result="0.951 +- 0.035 (alpha 0.05) and 0.958 +- 0.007 (alpha 0.15) beside 0.959 at "
-            "alpha 0, held-out dCor 0.623 and 0.494 beside 0.826.",
+            seconds=334.1, result="0.951 +- 0.035 (alpha 0.05) and 0.959 +- 0.007 (alpha 0.15) beside 0.960 at "
+            "alpha 0, held-out dCor 0.624 and 0.495 beside 0.827.",
             small=dict(alphas=[0.0, 0.05, 0.15], noise_scales=[]),
             **_MNIST_CNN, cuts=["5"], alphas=[0.0, 0.05, 0.15], noise_scales=[], epochs=30, attacks=[],
             seeds=[0, 1, 2],
@@ -134,8 +134,8 @@ def _all() -> dict[str, Preset]:
         _preset(
             "workshop-reconstructions", "Decoder reconstructions at alpha 0.1 and 0.9 (workshop paper Figs. 7, 8) "
             "beside alpha 0: mnist5k cnn cut after fc1 (64-d), 8 epochs, 3 seeds.",
-            seconds=140.0, result="decoder SSIM 0.650 / 0.640 / 0.571 at alpha 0 / 0.1 / 0.9 (the class-mean "
-            "image: 0.294); a clean classifier reads 90.9-91.3% of the reconstructions at every weight.",
+            seconds=140.0, result="decoder SSIM 0.651 / 0.640 / 0.572 at alpha 0 / 0.1 / 0.9 (the class-mean "
+            "image: 0.295); a clean classifier reads 91.0% to 91.3% of the reconstructions at every weight.",
             small=dict(alphas=[0.0, 0.1, 0.9], noise_scales=[]),
             **_MNIST_CNN, cuts=["4"], alphas=[0.0, 0.1, 0.9], noise_scales=[], epochs=8, attack_steps=600,
             seeds=[0, 1, 2],
