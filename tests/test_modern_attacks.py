@@ -191,3 +191,27 @@ def test_one_compiled_step_per_simulation(digits):
         sim.step(jnp.ones((1, 6, 10)) * 0.1, rng.normal(size=(1, 8, 6)), rng.integers(0, 10, 8))
     assert sim.count == 3 and sim._step._cache_size() == 1
     assert np.all(np.isfinite(sim.final_stats()))
+
+
+def test_the_committed_results_cover_every_attack_and_cell():
+    """docs/results/modern-attacks (the README's table): every (topology, defence) of the
+    preset, every attack scored beside its baselines, SDAR's labels where the client keeps them."""
+    import math
+    import os
+
+    from nopeek.plots import ATTACK_PREFIXES
+    from nopeek.sweeps import PRESET_INFO, read_rows
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    rows = read_rows(os.path.join(root, "docs", "results", "modern-attacks", "results.csv"))
+    config = PRESET_INFO["modern-attacks"].config
+    assert sorted((r["topology"], r["defense"]) for r in rows) == sorted(
+        (t, d) for t in config.topologies for d in ("none", "nopeek", "noise"))
+    for r in rows:
+        for name in config.attacks:
+            p = ATTACK_PREFIXES[name]
+            free = "" if p == "attack" else f"{p}_"  # the decoder's baselines keep the names sweeps always had
+            keys = (f"{p}_mse", f"{p}_ssim", f"{free}baseline_mse", f"{free}class_mean_mse")
+            assert all(math.isfinite(float(r[k])) for k in keys), (name, r["topology"], r["defense"])
+        has_labels = math.isfinite(float(r.get("sdar_label_accuracy") or "nan"))
+        assert has_labels == (r["topology"] == "u_shaped")

@@ -208,7 +208,9 @@ def _all() -> dict[str, Preset]:
             "and U-shaped at cuts 4-5 (linear cut layer, alpha warm-up 2 epochs, 20 epochs), no defence, NoPeek "
             "alpha 4 and uniform noise 2; the decoder, the adaptive attacker (and knowing alpha), SDAR and FORA, "
             "all scored on the half of the held-out set that is not the attacker's auxiliary data.",
-            seconds=None, result="not run here yet.",
+            seconds=2759.2, result="NoPeek alpha 4 lowers every attack without bringing any to the label-only bar: "
+            "the adaptive attacker's SSIM 0.453 (vanilla) and 0.480 (U-shaped) against the class-mean image's 0.297; "
+            "SDAR's best MSE, 0.0642, is near the mean image's 0.0678, and FORA's above it.",
             small=dict(model="cnn", widths=[4, 8, 32, 16], topologies=["vanilla", "u_shaped"], cuts=["2", "2-5"],
                        cut_activation="linear", alpha_warmup=1.0, alphas=[0.0, 4.0], noise_scales=[], epochs=3,
                        attack_steps=40, attacks=list(MODERN_ATTACKS)),
