@@ -192,7 +192,8 @@ def _all() -> dict[str, Preset]:
             "values), no defence and NoPeek, noise, the Gaussian mechanism (dp_message), DP-SGD (dp_sgd) and MID at 4 "
             "strengths each, 5 seeds, 4 epochs, every image attack of the registry; writes ranking.md, ranking.csv and "
             "figures/defence_frontier.png.",
-            seconds=None, result="not run here yet.",
+            seconds=None, result="not run in full here; a reduced run (seeds 0 and 1, the decoder only) is in "
+            "docs/results/defences.",
             small=dict(alphas=[0.0, 1.0, 5.0], noise_scales=[0.5, 2.0],
                        defenses=[*_strengths("dp_message", (0.25, 1.0)), *_strengths("dp_sgd", (1.0, 4.0)),
                                  *_strengths("mid", (0.01, 1.0))],
