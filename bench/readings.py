@@ -1,5 +1,5 @@
 """What a dCor reads when nothing leaks: independent noise against bundled mnist5k's held-out
-images, and what the label alone reads (PAPERS.md, "Reading a dCor").
+images, and what the label alone reads (docs/guide/measures.md, "Reading a leakage number").
 
     python bench/readings.py [--out docs/results/noise-floor]
 
