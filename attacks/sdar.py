@@ -221,6 +221,16 @@ def _step_fn(applies, opts, victim: Victim, s: Settings, cond):
         updates, new_opt = opts[name].update(grads, opt[name], nets[name])
         return optax.apply_updates(nets[name], updates), new_opt
 
+    def discriminator_step(name, nets, opt, real, fake):
+        """One update of discriminator `name` on (input, condition, key) `real` (target 1)
+        and `fake` (target 0)."""
+
+        def loss(p):
+            return (bce(applies[name](p, real[0], real[1], key=real[2]), 1.0)
+                    + bce(applies[name](p, fake[0], fake[1], key=fake[2]), 0.0))
+
+        return update(name, nets, opt, jax.grad(loss)(nets[name]))
+
     def one(nets, opt, sp, a, xs, ys, zo, yo, key):
         keys = jax.random.split(key, 6)
         ys_flip = flip_labels(keys[0], ys, s.flip, victim.classes) if s.flip > 0 else ys
@@ -241,14 +251,9 @@ def _step_fn(applies, opts, victim: Victim, s: Settings, cond):
         (_, (zs, ce)), grads = jax.value_and_grad(sim_loss, has_aux=True)(tr)
         for name in tr:
             new[name], new_opt[name] = update(name, nets, opt, grads[name])
-        if "df" in nets:
-            zs_fixed = jax.lax.stop_gradient(zs)
-
-            def df_loss(p):
-                return (bce(applies["df"](p, zo, co, key=keys[2]), 1.0)
-                        + bce(applies["df"](p, zs_fixed, cs, key=keys[3]), 0.0))
-
-            new["df"], new_opt["df"] = update("df", nets, opt, jax.grad(df_loss)(nets["df"]))
+        if "df" in nets:  # the message discriminator: observed messages real, simulated ones fake
+            new["df"], new_opt["df"] = discriminator_step("df", nets, opt, (zo, co, keys[2]),
+                                                          (jax.lax.stop_gradient(zs), cs, keys[3]))
         zs2 = jax.lax.stop_gradient(applies["sim"](new["sim"], xs))
 
         def dec_loss(p):
@@ -261,14 +266,9 @@ def _step_fn(applies, opts, victim: Victim, s: Settings, cond):
 
         (_, (mse, xr)), g = jax.value_and_grad(dec_loss, has_aux=True)(nets["dec"])
         new["dec"], new_opt["dec"] = update("dec", nets, opt, g)
-        if "dd" in nets:
-            xr_fixed = jax.lax.stop_gradient(xr)
-
-            def dd_loss(p):
-                return (bce(applies["dd"](p, xs, cs, key=keys[5]), 1.0)
-                        + bce(applies["dd"](p, xr_fixed, co, key=keys[5]), 0.0))
-
-            new["dd"], new_opt["dd"] = update("dd", nets, opt, jax.grad(dd_loss)(nets["dd"]))
+        if "dd" in nets:  # the image discriminator: auxiliary images real, reconstructions fake
+            new["dd"], new_opt["dd"] = discriminator_step("dd", nets, opt, (xs, cs, keys[5]),
+                                                          (jax.lax.stop_gradient(xr), co, keys[5]))
         return new, new_opt, jnp.stack([ce, mse])
 
     return one

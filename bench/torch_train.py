@@ -51,6 +51,32 @@ def dcor(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((a_ * b_).mean().clamp_min(0) / torch.sqrt((a_ * a_).mean() * (b_ * b_).mean()))
 
 
+def build_parties():
+    """The default cnn (conv 16, conv 32, max-pool, dense 128 | dense 64, head) as a client and
+    a server, and Adam 1e-3 for each: (client, server, client optimiser, server optimiser)."""
+    client = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                           nn.MaxPool2d(2), nn.Flatten(), nn.Linear(14 * 14 * 32, 128), nn.ReLU())
+    server = nn.Sequential(nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+    return client, server, torch.optim.Adam(client.parameters(), 1e-3), torch.optim.Adam(server.parameters(), 1e-3)
+
+
+def split_step(client, server, opt_c, opt_s, x: torch.Tensor, y: torch.Tensor, alpha: float) -> None:
+    """One NoPeek split step on x: (b, 1, 28, 28), y: (b,): the server steps on the
+    cross-entropy of the message it received; the client steps on alpha * dCor(x, z) plus the
+    gradient the server sends back."""
+    z = client(x)
+    z_sent = z.detach().requires_grad_(True)  # what crosses to the server
+    loss = nn.functional.cross_entropy(server(z_sent), y)
+    opt_s.zero_grad()
+    loss.backward()
+    opt_s.step()
+    opt_c.zero_grad()
+    leak = alpha * dcor(x.reshape(len(x), -1), z)
+    leak.backward(retain_graph=True)
+    z.backward(z_sent.grad)
+    opt_c.step()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4)
@@ -63,10 +89,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
 
     x_train, y_train, x_test, y_test = load_mnist5k()
-    client = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-                           nn.MaxPool2d(2), nn.Flatten(), nn.Linear(14 * 14 * 32, 128), nn.ReLU())
-    server = nn.Sequential(nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
-    opt_c, opt_s = torch.optim.Adam(client.parameters(), 1e-3), torch.optim.Adam(server.parameters(), 1e-3)
+    client, server, opt_c, opt_s = build_parties()
     n, batch = len(x_train), args.batch_size
     n_probe = min(512, len(x_test))
     step_times, history = [], []
@@ -75,18 +98,7 @@ def main() -> None:
         for i in range(n // batch):
             t0 = time.perf_counter()
             idx = order[i * batch:(i + 1) * batch]
-            x, y = x_train[idx], y_train[idx]
-            z = client(x)
-            z_sent = z.detach().requires_grad_(True)  # what crosses to the server
-            loss = nn.functional.cross_entropy(server(z_sent), y)
-            opt_s.zero_grad()
-            loss.backward()
-            opt_s.step()
-            opt_c.zero_grad()
-            leak = args.alpha * dcor(x.reshape(batch, -1), z)
-            leak.backward(retain_graph=True)
-            z.backward(z_sent.grad)
-            opt_c.step()
+            split_step(client, server, opt_c, opt_s, x_train[idx], y_train[idx], args.alpha)
             step_times.append(time.perf_counter() - t0)
         with torch.no_grad():
             z_test = client(x_test)

@@ -199,35 +199,15 @@ def torch_split_step(batch: int, alpha: float = 1.0):
     loss CE + alpha * dCor(x, z) with Euclidean distances (torch.cdist), Adam for each party.
     Returns a function running one step on a fixed batch."""
     import torch
-    from torch import nn
+    from torch_train import build_parties, split_step
 
     torch.manual_seed(0)
-    client = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-                           nn.MaxPool2d(2), nn.Flatten(), nn.Linear(14 * 14 * 32, 128), nn.ReLU())
-    server = nn.Sequential(nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
-    opt_c, opt_s = torch.optim.Adam(client.parameters(), 1e-3), torch.optim.Adam(server.parameters(), 1e-3)
+    client, server, opt_c, opt_s = build_parties()
     x = torch.rand(batch, 1, 28, 28)
     y = torch.arange(batch) % 10
 
-    def dcor(a, b):
-        def centred(d):
-            return d - d.mean(0, keepdim=True) - d.mean(1, keepdim=True) + d.mean()
-
-        a_, b_ = centred(torch.cdist(a, a)), centred(torch.cdist(b, b))
-        return torch.sqrt((a_ * b_).mean().clamp_min(0) / torch.sqrt((a_ * a_).mean() * (b_ * b_).mean()))
-
     def step():
-        z = client(x)
-        z_sent = z.detach().requires_grad_(True)  # what crosses to the server
-        loss = nn.functional.cross_entropy(server(z_sent), y)
-        opt_s.zero_grad()
-        loss.backward()
-        opt_s.step()
-        opt_c.zero_grad()
-        leak = alpha * dcor(x.reshape(batch, -1), z)
-        leak.backward(retain_graph=True)
-        z.backward(z_sent.grad)
-        opt_c.step()
+        split_step(client, server, opt_c, opt_s, x, y, alpha)
 
     return step
 

@@ -51,3 +51,9 @@ def rng():
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (the default, pyproject.toml): one worker per core, at most 4 (each worker is
+    a process with its own jax and its own compiled programs)."""
+    return max(1, min(4, os.cpu_count() or 1))

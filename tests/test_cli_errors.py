@@ -17,7 +17,6 @@ files) are built once.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
@@ -31,6 +30,7 @@ import zlib
 
 import numpy as np
 import pytest
+from _files import npy_bytes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,17 +79,6 @@ def _png_header(path, width: int, height: int) -> None:
     with open(path, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
                 + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
-
-
-def _npy_bytes(array, shape=None) -> bytes:
-    """An .npy file of `array`, its header announcing `shape` (default: the array's own)."""
-    header = np.lib.format.header_data_from_array_1_0(array)
-    if shape is not None:
-        header["shape"] = shape
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, header)
-    buf.write(array.tobytes())
-    return buf.getvalue()
 
 
 def _image_folder(folder, images: dict) -> None:
@@ -182,10 +171,10 @@ def root(tmp_path_factory):
     os.symlink(p("outside", "cat"), p("linked", "mouse"))
     with zipfile.ZipFile(p("rawpickle.npz"), "w") as z:  # a member named like an array, holding a pickle
         z.writestr("x.npy", pickle.dumps(list(range(10))))
-        z.writestr("y.npy", _npy_bytes(np.arange(10) % 2))
+        z.writestr("y.npy", npy_bytes(np.arange(10) % 2))
     with zipfile.ZipFile(p("hugeheader.npz"), "w") as z:  # a header announcing 1e13 float64s
-        z.writestr("x.npy", _npy_bytes(np.zeros(12), shape=(10**13,)))
-        z.writestr("y.npy", _npy_bytes(np.arange(12) % 2))
+        z.writestr("x.npy", npy_bytes(np.zeros(12), shape=(10**13,)))
+        z.writestr("y.npy", npy_bytes(np.arange(12) % 2))
     with open(p("text.npz"), "w") as f:
         f.write("x,y\n1,2\n")
     np.savez(p("empty_train.npz"), x_train=np.zeros((0, 8, 8)), y_train=np.zeros(0, np.int64),

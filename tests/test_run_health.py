@@ -5,13 +5,13 @@ written atomically get the user's umask, and an .npz member is checked before it
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import zipfile
 
 import numpy as np
 import pytest
+from _files import npy_bytes
 
 from nopeek.cli import main
 
@@ -123,16 +123,6 @@ def test_output_folder_checks_write_nothing(tmp_path):
 # ---- .npz members: checked before they are read -------------------------------------------------
 
 
-def _npy(array, shape=None) -> bytes:
-    header = np.lib.format.header_data_from_array_1_0(array)
-    if shape is not None:
-        header["shape"] = shape
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, header)
-    buf.write(array.tobytes())
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
 def test_npz_members_are_checked_before_they_are_read(tmp_path, compression):
     from nopeek.core import npz_array, open_npz
@@ -140,11 +130,11 @@ def test_npz_members_are_checked_before_they_are_read(tmp_path, compression):
 
     path = str(tmp_path / "a.npz")
     with zipfile.ZipFile(path, "w", compression) as z:
-        z.writestr("good.npy", _npy(np.arange(6.0).reshape(2, 3)))
-        z.writestr("huge.npy", _npy(np.zeros(4), shape=(10**13, 3)))  # 240 TB announced, 32 bytes held
-        z.writestr("short.npy", _npy(np.zeros(4), shape=(5,)))  # one element short: truncated
+        z.writestr("good.npy", npy_bytes(np.arange(6.0).reshape(2, 3)))
+        z.writestr("huge.npy", npy_bytes(np.zeros(4), shape=(10**13, 3)))  # 240 TB announced, 32 bytes held
+        z.writestr("short.npy", npy_bytes(np.zeros(4), shape=(5,)))  # one element short: truncated
         z.writestr("raw.npy", b"\x80\x04K\x01.")  # a pickle of the number 1
-        z.writestr("objects.npy", _npy(np.zeros(2)).replace(b"'<f8'", b"'|O' "))
+        z.writestr("objects.npy", npy_bytes(np.zeros(2)).replace(b"'<f8'", b"'|O' "))
     with open_npz(path, DataError) as archive:
         np.testing.assert_array_equal(npz_array(archive, "good", path, DataError), np.arange(6.0).reshape(2, 3))
         with pytest.raises(DataError, match=r"a\.npz: array 'huge' announces shape \(10000000000000, 3\) of float64 "
