@@ -87,6 +87,20 @@ def test_bad_config_raises(digits_small):
         train_stack(TrainConfig(epochs=1), digits_small, alphas=[0, 1, 2], seeds=[0, 1])
 
 
+def test_epoch_readings_every_epoch_change_no_training_number(digits_small):
+    """--epoch-readings adds the readings (null, U-statistic, partial dCor) to every epoch's row
+    and leaves every other number of the history as it was."""
+    settings = dict(dataset="digits", model="mlp", cuts=(1,), alpha=0.5, epochs=3)
+    last = train_stack(TrainConfig(**settings), digits_small, progress=False).history
+    every = train_stack(TrainConfig(**settings, epoch_readings=True), digits_small, progress=False).history
+    for name in ("heldout_dcor_null95", "heldout_dcor_pvalue", "heldout_dcor_u", "heldout_pdcor_label"):
+        assert [np.isfinite(row[name]).all() for row in last] == [False, False, True], name
+        assert all(np.isfinite(row[name]).all() for row in every), name
+        assert every[-1][name] == last[-1][name]
+    for name in ("train_loss", "test_accuracy", "heldout_dcor", "heldout_dcor_label"):
+        assert [row[name] for row in every] == [row[name] for row in last], name
+
+
 def test_train_cli_writes_run_and_load_restores(tmp_path):
     out = tmp_path / "run"
     argv = ["train", "--dataset", "digits", "--model", "mlp", "--cut", "1", "--alpha", "0.5", "--epochs", "2",
@@ -101,7 +115,11 @@ def test_train_cli_writes_run_and_load_restores(tmp_path):
     entry = metrics["leakage"][0]  # every leakage value comes with its readings
     assert entry["dcor_null95"] < entry["dcor"] and entry["dcor_pvalue"] < 0.05 and 0 < entry["dcor_u"] <= 1
     assert 0 < entry["dcor_label"] < 1 and -1 <= entry["pdcor_label"] <= 1
-    assert all(np.isfinite(row["heldout_dcor_null95"]) for row in metrics["history"])
+    # the probe's readings at the last epoch only (the probe is all 360 held-out digits here, so
+    # they are the run's own); --epoch-readings takes them every epoch
+    assert np.isnan(metrics["history"][0]["heldout_dcor_null95"])
+    assert metrics["history"][-1]["heldout_dcor_null95"] == pytest.approx(entry["dcor_null95"], abs=1e-6)
+    assert metrics["history"][-1]["heldout_dcor_u"] == pytest.approx(entry["dcor_u"], abs=1e-6)
     assert [(m["sender"], m["receiver"], m["tensor"]) for m in metrics["transcript"]] == [
         ("client", "server", "z"), ("client", "server", "y"), ("server", "client", "dL/dz")]
     assert metrics["transcript"][0]["bytes"] == 64 * 128 * 4

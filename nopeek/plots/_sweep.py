@@ -398,10 +398,10 @@ def history_figure(histories, metric: str, ylabel: str, path: str, *, title: str
         line, = ax.plot(xs, mean, "-o", markersize=3, label=label)
         if len(runs) > 1:
             ax.fill_between(xs, np.maximum(mean - ci, 0.0), np.minimum(mean + ci, 1.0), color=line.get_color(), alpha=0.2)
-        if metric == "heldout_dcor":  # each epoch's reading: the null of the same n, and the label's dCor
+        if metric == "heldout_dcor":  # the null of the same n (the last epoch's, or each epoch's), the label's dCor
             null = [_finite_mean([_f(run[e].get("heldout_dcor_null95")) for run in runs]) for e in range(epochs)]
-            if np.any(np.isfinite(null)):
-                ax.plot(xs, null, "--", color=line.get_color(), linewidth=1, alpha=0.6)
+            if np.any(np.isfinite(null)):  # a dash at each epoch that took it, joined where consecutive
+                ax.plot(xs, null, "--_", color=line.get_color(), linewidth=1, markersize=12, alpha=0.6)
             label_dcor = _finite_mean([_f(run[0].get("heldout_dcor_label")) for run in runs])
             if np.isfinite(label_dcor):
                 ax.axhline(label_dcor, color="0.3", linestyle=":", linewidth=1)
@@ -412,7 +412,8 @@ def history_figure(histories, metric: str, ylabel: str, path: str, *, title: str
     if metric == "heldout_dcor":
         from matplotlib.lines import Line2D
 
-        keys = [Line2D([], [], color="0.3", linestyle="--", label="null 95% (independent samples, same n)"),
+        keys = [Line2D([], [], color="0.3", linestyle="--", marker="_", markersize=12,
+                       label="null 95% (independent samples, same n; last epoch unless --epoch-readings)"),
                 Line2D([], [], color="0.3", linestyle=":", label="dCor(x, label): the label alone")]
         handles, labels = handles + keys, labels + [k.get_label() for k in keys]
     ax.legend(handles, labels, fontsize=7)

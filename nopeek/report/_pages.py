@@ -183,7 +183,8 @@ def run_page(folder: str) -> str:
         axes[1].plot(epochs, [h["test_accuracy"] for h in history], "-o", markersize=3)
         axes[2].plot(epochs, [h["heldout_dcor"] for h in history], "-o", markersize=3, label="held-out dCor")
         if "heldout_dcor_null95" in history[0]:
-            axes[2].plot(epochs, [h["heldout_dcor_null95"] for h in history], "--", label="null 95%")
+            axes[2].plot(epochs, [h["heldout_dcor_null95"] for h in history], "--_", markersize=12,
+                         label="null 95% (last epoch, or each with --epoch-readings)")
             axes[2].axhline(history[0]["heldout_dcor_label"], color="0.4", ls=":", label="dCor(x, label)")
         for ax, t in zip(axes, ("loss", "test accuracy", "dCor(x, z), fixed held-out batch")):
             ax.set_title(t, fontsize=9)

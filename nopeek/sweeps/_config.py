@@ -101,7 +101,7 @@ class SweepConfig(Composed):
     EXCLUDED = frozenset({
         ("model_config", "topology"), ("model_config", "cuts"),
         ("training_config", "alpha"), ("training_config", "noise_scale"), ("training_config", "seed"),
-        ("training_config", "defenses"), ("fsha_config", "checkpoint_every"),
+        ("training_config", "defenses"), ("training_config", "epoch_readings"), ("fsha_config", "checkpoint_every"),
         ("attack_config", "attack"), ("attack_config", "message"), ("attack_config", "n_targets"),
         ("attack_config", "tv_weight"),
     })

@@ -52,6 +52,7 @@ class TrainingConfig(Section):
     optimizer: str = field(default="adam", metadata={"help": "optimiser", "choices": tuple(OPTIMIZERS)})
     dcor_batch: int = field(default=512, metadata={"help": "held-out samples for the per-epoch dCor in the history"})
     null_permutations: int = field(default=200, metadata={"help": "permutations of each held-out dCor's null (its dcor_null95 and dcor_pvalue); 0: none"})
+    epoch_readings: bool = field(default=False, metadata={"help": "the held-out readings (U-statistic dCor, its permutation null and p-value, partial dCor given the label) after every epoch, not only the last: the history's null over epochs, at about an evaluation's cost more per epoch"})
     alpha_warmup: float = field(default=0.0, metadata={"help": "epochs over which alpha ramps linearly from 0 to its value (0: from the start)"})
     defenses: tuple[str, ...] = field(default=(), metadata={"help": "other defences, NAME=STRENGTH each (e.g. maxnorm=1; `nopeek train --list-defenses`)"})
     dp_clip: float = field(default=1.0, metadata={"help": "dp_message and dp_sgd: the clipping norm C of each sample's message or parameter gradient"})

@@ -42,7 +42,7 @@ from nopeek.protocol import (
 from nopeek.training._config import TrainConfig, cuts_of, make_optimizer, strengths_of
 from nopeek.training._health import exploded
 from nopeek.training._leakage import (
-    READINGS, label_dcor, leak_entries, measure_leakage, measure_readings, null_key, one_hot, stack_readings,
+    DCOR_BLOCK, READINGS, label_dcor, leak_entries, measure_leakage, measure_readings, null_key, one_hot, stack_readings,
 )
 
 
@@ -184,34 +184,41 @@ def evaluate(eval_fn, params, hparams, x, y, chunk: int = 1024, *, keep_messages
 
 def make_epoch_eval(eval_fn, entry, n_probe: int, permutations: int, chunk: int = 1024):
     """The per-epoch evaluation: `epoch_eval(params, hparams, x_test, y_test, probe_x,
-    probe_labels) -> (accuracy {labels: (K,)}, probe readings {name: (K,)})`.
+    probe_labels, readings) -> (accuracy {labels: (K,)}, probe {name: (K,)})`.
 
     The test set's first chunk (at least the probe's n_probe samples) runs in one program
-    with the probe's dCor and readings (`stack_readings`: the first n_probe messages of
-    `entry`), so an epoch's evaluation is one dispatch and one transfer; any further
-    chunks only count correct predictions.
+    with the probe's dCor (the first n_probe messages of `entry`), so an epoch's evaluation
+    is one dispatch and one transfer; any further chunks only count correct predictions.
+    With `readings` True the probe also holds the readings of `stack_readings` (U-statistic
+    dCor, the permutation null of `permutations` draws, partial dCor given the label), else
+    they are NaN: the null's permutations cost about as much as the held-out forward pass,
+    so the training loop takes them at the last epoch only unless asked for every epoch.
     """
     chunk = max(chunk, n_probe)
 
-    @jax.jit
-    def first_chunk(params, hparams, x, y, index, probe_x, probe_labels):
+    def probe_of(msgs, probe_x, probe_labels, readings: bool):
+        z = entry.view(msgs[entry.message], models_axis=True)[:, :n_probe].astype(jnp.float32)
+        if readings and n_probe >= 4:  # the U-statistic and the null need at least 4 samples
+            return stack_readings(probe_x, z, probe_labels, null_key(), permutations=permutations)
+        block = None if n_probe <= DCOR_BLOCK else DCOR_BLOCK
+        dcor = jax.lax.map(lambda zk: metrics.distance_correlation(probe_x, zk, block_size=block), z)
+        return {"dcor": dcor, **{name: jnp.full_like(dcor, jnp.nan) for name in READINGS}}
+
+    @partial(jax.jit, static_argnames="readings")
+    def first_chunk(params, hparams, x, y, index, probe_x, probe_labels, *, readings: bool):
         msgs, logits, labels = eval_fn(params, hparams, x, y, index)
         correct = {key: jnp.sum(jnp.argmax(lg, -1) == labels[key], axis=-1) for key, lg in logits.items()}
-        z = entry.view(msgs[entry.message], models_axis=True)[:, :n_probe].astype(jnp.float32)
-        if n_probe < 4:  # too few for the U-statistic and the null: the plain dCor only
-            dcor = jax.vmap(lambda zk: metrics.distance_correlation(probe_x, zk))(z)
-            return correct, {"dcor": dcor, **{name: jnp.full_like(dcor, jnp.nan) for name in READINGS}}
-        return correct, stack_readings(probe_x, z, probe_labels, null_key(), permutations=permutations)
+        return correct, probe_of(msgs, probe_x, probe_labels, readings)
 
     @jax.jit
     def later_chunk(params, hparams, x, y, index):
         _, logits, labels = eval_fn(params, hparams, x, y, index)
         return {key: jnp.sum(jnp.argmax(lg, -1) == labels[key], axis=-1) for key, lg in logits.items()}
 
-    def epoch_eval(params, hparams, x, y, probe_x, probe_labels):
+    def epoch_eval(params, hparams, x, y, probe_x, probe_labels, readings: bool = True):
         n = x.shape[0]
         correct, probe = first_chunk(params, hparams, x[:chunk], y[:chunk], jnp.arange(min(chunk, n)), probe_x,
-                                     probe_labels)
+                                     probe_labels, readings=bool(readings))
         for start in range(chunk, n, chunk):
             more = later_chunk(params, hparams, x[start : start + chunk], y[start : start + chunk],
                                jnp.arange(start, min(start + chunk, n)))
@@ -465,7 +472,8 @@ def train_stack(
         newly = (~healthy) & (diverged_epoch == 0)
         diverged_epoch[newly] = epoch + 1
         diverged_loss[newly] = loss[newly]
-        accuracy, probe = epoch_eval(state.params, hparams, x_test, y_test, probe_x, probe_labels)
+        accuracy, probe = epoch_eval(state.params, hparams, x_test, y_test, probe_x, probe_labels,
+                                     readings=config.epoch_readings or epoch == config.epochs - 1)
         row = {"train_loss": loss.tolist(), "train_ce": ce.tolist(), "train_dcor_batch": leak.tolist(),
                "epoch": epoch + 1, "heldout_dcor": probe["dcor"].tolist(),
                "test_accuracy": accuracy[first_task].tolist()}
