@@ -62,7 +62,6 @@ display(Image(path))
 # in the attacker's data (`attacks.class_mean_baseline`).
 
 # %%
-import numpy as np
 import attacks
 import metrics
 from nopeek import data
