@@ -14,8 +14,10 @@ import tempfile
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _CACHE = tempfile.mkdtemp(prefix="nopeek-test-xla-")
     atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    # A size limit (nopeek's own, core._persistent.COMPILATION_CACHE_BYTES) is what makes jax
+    # lock the cache's files: the suite's workers (pytest-xdist) write to it at once.
     os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_COMPILATION_CACHE_MAX_SIZE=str(2 * 1024**3))
 
 import jax  # noqa: E402  (after the cache settings, which jax reads at import)
 import numpy as np  # noqa: E402
@@ -54,6 +56,6 @@ def key():
 
 
 def pytest_xdist_auto_num_workers(config):
-    """`-n auto` (the default, pyproject.toml): one worker per core, at most 4 (each worker is
-    a process with its own jax and its own compiled programs)."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """`-n auto` (the default, pyproject.toml): one worker per core this process may use, at
+    most 4 (each worker is a process with its own jax and its own compiled programs)."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))

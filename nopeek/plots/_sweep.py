@@ -413,7 +413,7 @@ def history_figure(histories, metric: str, ylabel: str, path: str, *, title: str
         from matplotlib.lines import Line2D
 
         keys = [Line2D([], [], color="0.3", linestyle="--", marker="_", markersize=12,
-                       label="null 95% (independent samples, same n; last epoch unless --epoch-readings)"),
+                       label="null 95% (independent samples, same n; at the epochs that took it)"),
                 Line2D([], [], color="0.3", linestyle=":", label="dCor(x, label): the label alone")]
         handles, labels = handles + keys, labels + [k.get_label() for k in keys]
     ax.legend(handles, labels, fontsize=7)

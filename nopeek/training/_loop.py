@@ -473,7 +473,8 @@ def train_stack(
         diverged_epoch[newly] = epoch + 1
         diverged_loss[newly] = loss[newly]
         accuracy, probe = epoch_eval(state.params, hparams, x_test, y_test, probe_x, probe_labels,
-                                     readings=config.epoch_readings or epoch == config.epochs - 1)
+                                     readings=(config.epoch_readings or epoch == config.epochs - 1
+                                               or bool(np.all(diverged_epoch > 0))))  # the last epoch run
         row = {"train_loss": loss.tolist(), "train_ce": ce.tolist(), "train_dcor_batch": leak.tolist(),
                "epoch": epoch + 1, "heldout_dcor": probe["dcor"].tolist(),
                "test_accuracy": accuracy[first_task].tolist()}
