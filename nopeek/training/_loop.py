@@ -184,31 +184,35 @@ def evaluate(eval_fn, params, hparams, x, y, chunk: int = 1024, *, keep_messages
 
 def make_epoch_eval(eval_fn, entry, n_probe: int, permutations: int, chunk: int = 1024):
     """The per-epoch evaluation: `epoch_eval(params, hparams, x_test, y_test, probe_x,
-    probe_labels, readings) -> (accuracy {labels: (K,)}, probe {name: (K,)})`.
+    probe_labels, readings) -> (accuracy {labels: (K,)}, probe {name: (K,)}, sent)`.
+
+    sent: when the test set fits in one chunk, its messages {name: (K, n, ...)} as sent (on
+    the device, as `evaluate` returns them), else None: after the last epoch the training
+    loop takes the run's test accuracy and messages from its evaluation instead of
+    compiling and running the evaluation program again.
 
     The test set's first chunk (at least the probe's n_probe samples) runs in one program
-    with the probe's dCor (the first n_probe messages of `entry`), so an epoch's evaluation
-    is one dispatch and one transfer; any further chunks only count correct predictions.
-    With `readings` True the probe also holds the readings of `stack_readings` (U-statistic
-    dCor, the permutation null of `permutations` draws, partial dCor given the label), else
-    they are NaN: the null's permutations cost about as much as the held-out forward pass,
-    so the training loop takes them at the last epoch only unless asked for every epoch.
+    with the probe's plain dCor (the first n_probe messages of `entry`), so an epoch's
+    evaluation is one dispatch and one transfer; any further chunks only count correct
+    predictions. With `readings` True the probe also holds the readings of `stack_readings`
+    (U-statistic dCor, the permutation null of `permutations` draws, partial dCor given the
+    label), else they are NaN: the null's permutations cost about as much as the held-out
+    forward pass, so the training loop takes them at the last epoch only unless asked for
+    every epoch. The readings are `stack_readings` itself, called on the probe's messages
+    (kept on the device), not a second version of the first chunk's program: the run's
+    final readings (`measure_readings`) call the same program, so when the probe is the
+    whole held-out set it is compiled once per run, not twice.
     """
     chunk = max(chunk, n_probe)
+    block = None if n_probe <= DCOR_BLOCK else DCOR_BLOCK
 
-    def probe_of(msgs, probe_x, probe_labels, readings: bool):
-        z = entry.view(msgs[entry.message], models_axis=True)[:, :n_probe].astype(jnp.float32)
-        if readings and n_probe >= 4:  # the U-statistic and the null need at least 4 samples
-            return stack_readings(probe_x, z, probe_labels, null_key(), permutations=permutations)
-        block = None if n_probe <= DCOR_BLOCK else DCOR_BLOCK
-        dcor = jax.lax.map(lambda zk: metrics.distance_correlation(probe_x, zk, block_size=block), z)
-        return {"dcor": dcor, **{name: jnp.full_like(dcor, jnp.nan) for name in READINGS}}
-
-    @partial(jax.jit, static_argnames="readings")
-    def first_chunk(params, hparams, x, y, index, probe_x, probe_labels, *, readings: bool):
+    @jax.jit
+    def first_chunk(params, hparams, x, y, index, probe_x):
         msgs, logits, labels = eval_fn(params, hparams, x, y, index)
         correct = {key: jnp.sum(jnp.argmax(lg, -1) == labels[key], axis=-1) for key, lg in logits.items()}
-        return correct, probe_of(msgs, probe_x, probe_labels, readings)
+        z = entry.view(msgs[entry.message], models_axis=True)[:, :n_probe].astype(jnp.float32)
+        dcor = jax.lax.map(lambda zk: metrics.distance_correlation(probe_x, zk, block_size=block), z)
+        return correct, dcor, z, msgs
 
     @jax.jit
     def later_chunk(params, hparams, x, y, index):
@@ -217,14 +221,19 @@ def make_epoch_eval(eval_fn, entry, n_probe: int, permutations: int, chunk: int 
 
     def epoch_eval(params, hparams, x, y, probe_x, probe_labels, readings: bool = True):
         n = x.shape[0]
-        correct, probe = first_chunk(params, hparams, x[:chunk], y[:chunk], jnp.arange(min(chunk, n)), probe_x,
-                                     probe_labels, readings=bool(readings))
+        correct, dcor, z, msgs = first_chunk(params, hparams, x[:chunk], y[:chunk], jnp.arange(min(chunk, n)),
+                                             probe_x)
         for start in range(chunk, n, chunk):
             more = later_chunk(params, hparams, x[start : start + chunk], y[start : start + chunk],
                                jnp.arange(start, min(start + chunk, n)))
             correct = {key: correct[key] + more[key] for key in correct}
+        if readings and n_probe >= 4:  # the U-statistic and the null need at least 4 samples
+            probe = stack_readings(probe_x, z, probe_labels, null_key(), permutations=permutations)
+        else:
+            probe = {"dcor": dcor, **{name: jnp.full_like(dcor, jnp.nan) for name in READINGS}}
         correct, probe = jax.device_get((correct, probe))
-        return {key: np.asarray(v) / n for key, v in correct.items()}, {k: np.asarray(v) for k, v in probe.items()}
+        return ({key: np.asarray(v) / n for key, v in correct.items()}, {k: np.asarray(v) for k, v in probe.items()},
+                msgs if n <= chunk else None)
 
     return epoch_eval
 
@@ -456,6 +465,7 @@ def train_stack(
     diverged_loss = np.full(k_run, np.nan)
     first_loss = None
     history = []
+    last_sent = None
     t0 = time.perf_counter()
     bar = tqdm(range(config.epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
     for epoch in bar:
@@ -472,9 +482,9 @@ def train_stack(
         newly = (~healthy) & (diverged_epoch == 0)
         diverged_epoch[newly] = epoch + 1
         diverged_loss[newly] = loss[newly]
-        accuracy, probe = epoch_eval(state.params, hparams, x_test, y_test, probe_x, probe_labels,
-                                     readings=(config.epoch_readings or epoch == config.epochs - 1
-                                               or bool(np.all(diverged_epoch > 0))))  # the last epoch run
+        accuracy, probe, last_sent = epoch_eval(state.params, hparams, x_test, y_test, probe_x, probe_labels,
+                                                readings=(config.epoch_readings or epoch == config.epochs - 1
+                                                          or bool(np.all(diverged_epoch > 0))))  # the last epoch run
         row = {"train_loss": loss.tolist(), "train_ce": ce.tolist(), "train_dcor_batch": leak.tolist(),
                "epoch": epoch + 1, "heldout_dcor": probe["dcor"].tolist(),
                "test_accuracy": accuracy[first_task].tolist()}
@@ -484,7 +494,10 @@ def train_stack(
         bar.set_postfix(acc=f"{_finite_mean(row['test_accuracy']):.3f}", dcor=f"{_finite_mean(probe['dcor']):.3f}")
         if np.all(diverged_epoch > 0):
             break  # every model of the stack diverged: nothing left to train
-    task_accuracy, sent = evaluate(eval_fn, state.params, hparams, dataset.x_test, dataset.y_test)
+    if last_sent is not None:  # the last epoch evaluated the final parameters on the whole test set
+        task_accuracy, sent = accuracy, {m: np.asarray(v) for m, v in last_sent.items()}
+    else:
+        task_accuracy, sent = evaluate(eval_fn, state.params, hparams, dataset.x_test, dataset.y_test)
     test_arrays = {k_: np.asarray(v) for k_, v in data_test.items()}
     leakage = measure_leakage(entries, test_arrays, sent)
     val_accuracy, val_leakage = {}, {}
