@@ -55,6 +55,15 @@ def key():
     return jax.random.key(0)
 
 
+def pytest_configure(config):
+    """In the controller (or a run without workers), before any worker starts: import dcor
+    once. Its first import after an install compiles its numba kernels and writes numba's
+    cache beside them; two workers doing that at once (a fresh clone's first run) have
+    aborted one of them inside LLVM while the other was writing the same cache files."""
+    if not hasattr(config, "workerinput"):
+        import dcor  # noqa: F401
+
+
 def pytest_xdist_auto_num_workers(config):
     """`-n auto` (the default, pyproject.toml): one worker per core this process may use, at
     most 4 (each worker is a process with its own jax and its own compiled programs)."""

@@ -193,12 +193,12 @@ def make_epoch_eval(eval_fn, entry, n_probe: int, permutations: int, chunk: int 
 
     The test set's first chunk (at least the probe's n_probe samples) runs in one program
     with the probe's plain dCor (the first n_probe messages of `entry`), so an epoch's
-    evaluation is one dispatch and one transfer; any further chunks only count correct
-    predictions. With `readings` True the probe also holds the readings of `stack_readings`
-    (U-statistic dCor, the permutation null of `permutations` draws, partial dCor given the
-    label), else they are NaN: the null's permutations cost about as much as the held-out
-    forward pass, so the training loop takes them at the last epoch only unless asked for
-    every epoch. The readings are `stack_readings` itself, called on the probe's messages
+    evaluation is one dispatch (two when it takes the readings) and one transfer; any further
+    chunks only count correct predictions. With `readings` True the probe also holds the
+    readings of `stack_readings` (U-statistic dCor, the permutation null of `permutations`
+    draws, partial dCor given the label), else they are NaN: the null's permutations cost
+    about as much as the held-out forward pass, so the training loop takes them at the last
+    epoch only unless asked for every epoch. The readings are `stack_readings` itself, called on the probe's messages
     (kept on the device), not a second version of the first chunk's program: the run's
     final readings (`measure_readings`) call the same program, so when the probe is the
     whole held-out set it is compiled once per run, not twice.
