@@ -197,11 +197,15 @@ def readings(x, z, labels=None, *, permutations: int = 200, dcor_label: float | 
     return {name: out[name] for name in READINGS}
 
 
-def measure_readings(entries, data_test: dict, sent: dict, labels, *, permutations: int = 200) -> dict:
+def measure_readings(entries, data_test: dict, sent: dict, labels, *, permutations: int = 200,
+                     known: dict | None = None) -> dict:
     """{(party, message label): {reading: (K,)}} over the held-out samples (or the entry's
     subset), each entry's K models in one program. labels: (n, classes) one-hot labels of
-    the held-out set, or None."""
+    the held-out set, or None. known: {(party, message label): stack_readings' output} an
+    entry already has for these samples and messages (the training loop's last epoch, when
+    its probe is the whole held-out set): used as they are, not computed again."""
     out = {}
+    known = known or {}
     for e in entries:
         x = e.source_view(np.asarray(data_test[e.source]))
         z = np.asarray(e.view(sent[e.message], models_axis=True))
@@ -214,8 +218,10 @@ def measure_readings(entries, data_test: dict, sent: dict, labels, *, permutatio
             out[(e.party, e.label)] = {name: np.full(k, np.nan) for name in READINGS}
             continue
         y = None if y is None else jnp.asarray(y, jnp.float32)
-        got = stack_readings(jnp.asarray(x, jnp.float32), jnp.asarray(z, jnp.float32), y, null_key(),
-                             permutations=int(permutations))
+        got = known.get((e.party, e.label))
+        if got is None:
+            got = stack_readings(jnp.asarray(x, jnp.float32), jnp.asarray(z, jnp.float32), y, null_key(),
+                                 permutations=int(permutations))
         values = {name: np.asarray(got[name], np.float64) for name in READINGS if name in got}
         values["dcor_label"] = np.full(k, np.nan if y is None else label_dcor(x, y))
         out[(e.party, e.label)] = {name: values[name] for name in READINGS}

@@ -198,10 +198,11 @@ def make_epoch_eval(eval_fn, entry, n_probe: int, permutations: int, chunk: int 
     readings of `stack_readings` (U-statistic dCor, the permutation null of `permutations`
     draws, partial dCor given the label), else they are NaN: the null's permutations cost
     about as much as the held-out forward pass, so the training loop takes them at the last
-    epoch only unless asked for every epoch. The readings are `stack_readings` itself, called on the probe's messages
-    (kept on the device), not a second version of the first chunk's program: the run's
-    final readings (`measure_readings`) call the same program, so when the probe is the
-    whole held-out set it is compiled once per run, not twice.
+    epoch only unless asked for every epoch. The readings are `stack_readings` itself, called
+    on the probe's messages (kept on the device), not a second version of the first chunk's
+    program: the run's final readings (`measure_readings`) call the same program, so it is
+    compiled once per run, and when the probe is the whole held-out set the last epoch's
+    readings are the first entry's final ones (computed once).
     """
     chunk = max(chunk, n_probe)
     block = None if n_probe <= DCOR_BLOCK else DCOR_BLOCK
@@ -506,7 +507,12 @@ def train_stack(
         val_arrays = {k_: np.asarray(v) for k_, v in built.prepare(jnp.asarray(dataset.x_val),
                                                                     jnp.asarray(dataset.y_val)).items()}
         val_leakage = measure_leakage([dataclasses.replace(e, subset=None) for e in entries], val_arrays, val_sent)
-    leak_readings = measure_readings(entries, test_arrays, sent, labels_test, permutations=config.null_permutations)
+    # The last epoch took the probe's readings with the final parameters: when the probe is the
+    # whole held-out set they are the first entry's, as measure_readings would compute them.
+    known = ({(first.party, first.label): probe} if n_probe == len(dataset.x_test) and first.subset is None
+             and n_probe >= 4 else None)
+    leak_readings = measure_readings(entries, test_arrays, sent, labels_test, permutations=config.null_permutations,
+                                     known=known)
     if k_run > k:  # drop the models that only padded the stack to the device count
         keep = lambda a: a[:k]  # noqa: E731
         state = StackState(jax.tree.map(keep, state.params), jax.tree.map(keep, state.opt))
