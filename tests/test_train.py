@@ -14,7 +14,7 @@ from nopeek import data
 from nopeek.cli import main
 from nopeek.errors import ConfigError
 from nopeek.training import TrainConfig
-from nopeek.training import load
+from nopeek.training import READINGS, load, one_hot, readings
 from nopeek.training import train_stack
 
 
@@ -131,6 +131,12 @@ def test_train_cli_writes_run_and_load_restores(tmp_path):
     ds = data.load("digits")
     acc = float(np.mean(np.argmax(trained.logits(ds.x_test), -1) == ds.y_test))
     assert acc == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    # The run's readings are the last epoch's (the probe is the whole held-out set); computed
+    # again from the saved model's messages they are the same.
+    again = readings(trained.source(None, ds.x_test), trained.message(None, ds.x_test),
+                     one_hot(ds.y_test, 10), permutations=TrainConfig().null_permutations)
+    for name in READINGS:
+        assert again[name] == pytest.approx(entry[name], abs=1e-5), name
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporary folder left
     # An existing run folder is refused unless --force.
     proc = subprocess.run([sys.executable, "-m", "nopeek.cli", *argv], capture_output=True, text=True)
