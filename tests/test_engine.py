@@ -69,11 +69,12 @@ def test_party_gradients_equal_end_to_end(rng, topology, model, cuts, kind):
     kw = dict(defence=NoPeek(0.7, kind), task_weight=0.9)
     grads, aux = jax.jit(lambda p: E.protocol_gradients(b.topology, p, b.prepare(x, y), **kw))(params)
     reference = {"vanilla": vanilla_loss, "u_shaped": u_shaped_loss}[topology]
-    loss, want = jax.value_and_grad(lambda p: reference(b, p, x, y, 0.7, 0.9, kind))(params)
+    # Jitted as a whole (one program; op-by-op autodiff would compile every primitive alone).
+    loss, want = jax.jit(jax.value_and_grad(lambda p: reference(b, p, x, y, 0.7, 0.9, kind)))(params)
     np.testing.assert_allclose(aux["loss"], loss, rtol=1e-5)
     _assert_close_trees(grads, want)
     # The engine's own end-to-end form agrees too.
-    _assert_close_trees(jax.grad(lambda p: E.end_to_end_loss(b.topology, p, b.prepare(x, y), **kw))(params), want)
+    _assert_close_trees(jax.jit(jax.grad(lambda p: E.end_to_end_loss(b.topology, p, b.prepare(x, y), **kw)))(params), want)
 
 
 @pytest.mark.parametrize("topology,model,cuts,kw", [
@@ -93,7 +94,8 @@ def test_every_configuration_matches_autodiff(rng, topology, model, cuts, kw):
     x, y = _batch(rng, shape, classes=kw.get("classes", 10))
     data = b.prepare(x, y)
     grads, aux = jax.jit(lambda p: E.protocol_gradients(b.topology, p, data, defence=NoPeek(0.4), task_weight=1.1))(params)
-    loss, want = jax.value_and_grad(lambda p: E.end_to_end_loss(b.topology, p, data, defence=NoPeek(0.4), task_weight=1.1))(params)
+    loss, want = jax.jit(jax.value_and_grad(lambda p: E.end_to_end_loss(b.topology, p, data, defence=NoPeek(0.4),
+                                                                         task_weight=1.1)))(params)
     np.testing.assert_allclose(aux["loss"], loss, rtol=1e-5)
     _assert_close_trees(grads, want)
 

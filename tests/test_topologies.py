@@ -69,8 +69,11 @@ def test_vertical_stacked_clients_equal_separate_parties(rng, shape, model, cut,
     assert stacked.topology.party("client").replicas == n and len(separate.topology.parties) == n + 1
     x = jnp.asarray(rng.uniform(size=(16, *shape)), jnp.float32)
     y = jnp.asarray(np.arange(16) % 2, jnp.int32)
-    g_a, aux_a = E.protocol_gradients(stacked.topology, stacked.init(2), stacked.prepare(x, y), defence=NoPeek(0.5))
-    g_b, aux_b = E.protocol_gradients(separate.topology, separate.init(2), separate.prepare(x, y), defence=NoPeek(0.5))
+    # Each protocol jitted whole: op by op, every primitive would compile alone.
+    g_a, aux_a = jax.jit(lambda p: E.protocol_gradients(stacked.topology, p, stacked.prepare(x, y),
+                                                        defence=NoPeek(0.5)))(stacked.init(2))
+    g_b, aux_b = jax.jit(lambda p: E.protocol_gradients(separate.topology, p, separate.prepare(x, y),
+                                                        defence=NoPeek(0.5)))(separate.init(2))
     np.testing.assert_allclose(aux_a["loss"], aux_b["loss"], rtol=1e-5)
     for i in range(n):
         _close(jax.tree.leaves(jax.tree.map(lambda t: t[i], g_a["client"])), jax.tree.leaves(g_b[f"client{i + 1}"]))
@@ -97,8 +100,8 @@ def test_multi_hop_all_hops_penalise_relays(rng):
     assert b.topology.protected == ("z1", "z2") and b.topology.penalty_source("z2") == "z1"
     x = jnp.asarray(rng.uniform(size=(16, 8, 8, 1)), jnp.float32)
     d = b.prepare(x, jnp.asarray(np.arange(16) % 10, jnp.int32))
-    grads, aux = E.protocol_gradients(b.topology, b.init(0), d, defence=NoPeek(0.5))
-    want = jax.grad(lambda p: E.end_to_end_loss(b.topology, p, d, defence=NoPeek(0.5)))(b.init(0))
+    grads, aux = jax.jit(lambda p: E.protocol_gradients(b.topology, p, d, defence=NoPeek(0.5)))(b.init(0))
+    want = jax.jit(jax.grad(lambda p: E.end_to_end_loss(b.topology, p, d, defence=NoPeek(0.5))))(b.init(0))
     _close(jax.tree.leaves(grads), jax.tree.leaves(want))
     assert set(aux["leak"]) == {"z1", "z2"}
 
