@@ -150,13 +150,16 @@ def stack_readings(x, zs, labels, key, *, permutations: int) -> dict:
 
     x: (n, ...) raw inputs; zs: (K, n, ...) the K models' messages; labels: (n, classes)
     one-hot labels or None; key: the permutations' key (`null_key()`); permutations: B
-    (0: none). Returns {"dcor", "dcor_u", "dcor_null95", "dcor_pvalue", "pdcor_label":
-    (K,)}; the null's fields are NaN without permutations, pdcor_label without labels.
+    (0: none). Returns {"dcor", "dcor_u", "dcor_null95", "dcor_pvalue", "dcor_label",
+    "pdcor_label": (K,)}; the null's fields are NaN without permutations, dcor_label and
+    pdcor_label without labels. dcor_label, dCor(x, labels), does not depend on the model:
+    computed once, the same for all K (so a run's measurement needs no second program).
     Needs n >= 4 (the U-statistic's minimum).
     """
     n = x.shape[0]
     block, null_block = _block(n), (None if n <= DENSE_NULL_MAX else DCOR_BLOCK)
     nan = jnp.full((), jnp.nan, jnp.float32)
+    dcor_label = nan if labels is None else metrics.distance_correlation(x, labels, block_size=block).astype(jnp.float32)
 
     def one(z):
         out = {"dcor": metrics.distance_correlation(x, z, block_size=block),
@@ -169,7 +172,9 @@ def stack_readings(x, zs, labels, key, *, permutations: int) -> dict:
             out["pdcor_label"] = metrics.partial_distance_correlation(x, z, labels, block_size=block)
         return {name: v.astype(jnp.float32) for name, v in out.items()}
 
-    return jax.lax.map(one, zs)
+    out = jax.lax.map(one, zs)
+    out["dcor_label"] = jnp.broadcast_to(dcor_label, (zs.shape[0],))
+    return out
 
 
 def label_dcor(x, labels) -> float:
@@ -191,19 +196,21 @@ def readings(x, z, labels=None, *, permutations: int = 200, dcor_label: float | 
         return {name: float("nan") for name in READINGS}
     labels = None if labels is None else jnp.asarray(labels, jnp.float32)
     got = stack_readings(x, z[None], labels, null_key(), permutations=int(permutations))
-    out = {name: float(got[name][0]) for name in READINGS if name in got}
-    out["dcor_label"] = (float("nan") if labels is None else
-                         label_dcor(x, labels) if dcor_label is None else float(dcor_label))
-    return {name: out[name] for name in READINGS}
+    out = {name: float(got[name][0]) for name in READINGS}
+    if labels is not None and dcor_label is not None:
+        out["dcor_label"] = float(dcor_label)
+    return out
 
 
 def measure_readings(entries, data_test: dict, sent: dict, labels, *, permutations: int = 200,
                      known: dict | None = None) -> dict:
-    """{(party, message label): {reading: (K,)}} over the held-out samples (or the entry's
-    subset), each entry's K models in one program. labels: (n, classes) one-hot labels of
-    the held-out set, or None. known: {(party, message label): stack_readings' output} an
-    entry already has for these samples and messages (the training loop's last epoch, when
-    its probe is the whole held-out set): used as they are, not computed again."""
+    """{(party, message label): {"dcor" and each reading: (K,)}} over the held-out samples
+    (or the entry's subset), each entry's K models in one program (`stack_readings`): the
+    held-out dCor (what `measure_leakage` computes) and its readings together. labels: (n,
+    classes) one-hot labels of the held-out set, or None. known: {(party, message label):
+    stack_readings' output} an entry already has for these samples and messages (the
+    training loop's last epoch, when its probe is the whole held-out set): used as they
+    are, not computed again."""
     out = {}
     known = known or {}
     for e in entries:
@@ -214,15 +221,14 @@ def measure_readings(entries, data_test: dict, sent: dict, labels, *, permutatio
             x, z = x[e.subset], z[:, e.subset]
             y = None if labels is None else labels[e.subset]
         k = len(z)
-        if len(x) < 4:
-            out[(e.party, e.label)] = {name: np.full(k, np.nan) for name in READINGS}
+        if len(x) < 4:  # too few for the readings: the plain dCor alone (2 samples suffice)
+            dcor = np.asarray(_stack_dcor(jnp.asarray(x), jnp.asarray(z)))
+            out[(e.party, e.label)] = {"dcor": dcor, **{name: np.full(k, np.nan) for name in READINGS}}
             continue
         y = None if y is None else jnp.asarray(y, jnp.float32)
         got = known.get((e.party, e.label))
         if got is None:
             got = stack_readings(jnp.asarray(x, jnp.float32), jnp.asarray(z, jnp.float32), y, null_key(),
                                  permutations=int(permutations))
-        values = {name: np.asarray(got[name], np.float64) for name in READINGS if name in got}
-        values["dcor_label"] = np.full(k, np.nan if y is None else label_dcor(x, y))
-        out[(e.party, e.label)] = {name: values[name] for name in READINGS}
+        out[(e.party, e.label)] = {name: np.asarray(got[name], np.float64) for name in ("dcor", *READINGS)}
     return out

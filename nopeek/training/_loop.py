@@ -42,7 +42,7 @@ from nopeek.protocol import (
 from nopeek.training._config import TrainConfig, cuts_of, make_optimizer, strengths_of
 from nopeek.training._health import exploded
 from nopeek.training._leakage import (
-    DCOR_BLOCK, READINGS, label_dcor, leak_entries, measure_leakage, measure_readings, null_key, one_hot, stack_readings,
+    DCOR_BLOCK, READINGS, leak_entries, measure_leakage, measure_readings, null_key, one_hot, stack_readings,
 )
 
 
@@ -192,11 +192,12 @@ def make_epoch_eval(eval_fn, entry, n_probe: int, permutations: int, chunk: int 
     compiling and running the evaluation program again.
 
     The test set's first chunk (at least the probe's n_probe samples) runs in one program
-    with the probe's plain dCor (the first n_probe messages of `entry`), so an epoch's
+    with the probe's plain dCor (the first n_probe messages of `entry`) and dCor(probe_x,
+    probe_labels) (the probe's `dcor_label`, the same every epoch), so an epoch's
     evaluation is one dispatch (two when it takes the readings) and one transfer; any further
     chunks only count correct predictions. With `readings` True the probe also holds the
     readings of `stack_readings` (U-statistic dCor, the permutation null of `permutations`
-    draws, partial dCor given the label), else they are NaN: the null's permutations cost
+    draws, partial dCor given the label), else they are NaN (dcor_label excepted): the null's permutations cost
     about as much as the held-out forward pass, so the training loop takes them at the last
     epoch only unless asked for every epoch. The readings are `stack_readings` itself, called
     on the probe's messages (kept on the device), not a second version of the first chunk's
@@ -208,12 +209,14 @@ def make_epoch_eval(eval_fn, entry, n_probe: int, permutations: int, chunk: int 
     block = None if n_probe <= DCOR_BLOCK else DCOR_BLOCK
 
     @jax.jit
-    def first_chunk(params, hparams, x, y, index, probe_x):
+    def first_chunk(params, hparams, x, y, index, probe_x, probe_labels):
         msgs, logits, labels = eval_fn(params, hparams, x, y, index)
         correct = {key: jnp.sum(jnp.argmax(lg, -1) == labels[key], axis=-1) for key, lg in logits.items()}
         z = entry.view(msgs[entry.message], models_axis=True)[:, :n_probe].astype(jnp.float32)
         dcor = jax.lax.map(lambda zk: metrics.distance_correlation(probe_x, zk, block_size=block), z)
-        return correct, dcor, z, msgs
+        label = (jnp.full(dcor.shape, jnp.nan, jnp.float32) if n_probe < 4 else  # as the readings: n >= 4
+                 jnp.broadcast_to(metrics.distance_correlation(probe_x, probe_labels, block_size=block), dcor.shape))
+        return correct, dcor, label.astype(jnp.float32), z, msgs
 
     @jax.jit
     def later_chunk(params, hparams, x, y, index):
@@ -222,8 +225,8 @@ def make_epoch_eval(eval_fn, entry, n_probe: int, permutations: int, chunk: int 
 
     def epoch_eval(params, hparams, x, y, probe_x, probe_labels, readings: bool = True):
         n = x.shape[0]
-        correct, dcor, z, msgs = first_chunk(params, hparams, x[:chunk], y[:chunk], jnp.arange(min(chunk, n)),
-                                             probe_x)
+        correct, dcor, label, z, msgs = first_chunk(params, hparams, x[:chunk], y[:chunk], jnp.arange(min(chunk, n)),
+                                                    probe_x, probe_labels)
         for start in range(chunk, n, chunk):
             more = later_chunk(params, hparams, x[start : start + chunk], y[start : start + chunk],
                                jnp.arange(start, min(start + chunk, n)))
@@ -231,7 +234,7 @@ def make_epoch_eval(eval_fn, entry, n_probe: int, permutations: int, chunk: int 
         if readings and n_probe >= 4:  # the U-statistic and the null need at least 4 samples
             probe = stack_readings(probe_x, z, probe_labels, null_key(), permutations=permutations)
         else:
-            probe = {"dcor": dcor, **{name: jnp.full_like(dcor, jnp.nan) for name in READINGS}}
+            probe = {"dcor": dcor, **{name: jnp.full_like(dcor, jnp.nan) for name in READINGS}, "dcor_label": label}
         correct, probe = jax.device_get((correct, probe))
         return ({key: np.asarray(v) / n for key, v in correct.items()}, {k: np.asarray(v) for k, v in probe.items()},
                 msgs if n <= chunk else None)
@@ -458,7 +461,6 @@ def train_stack(
     first_task = next(iter(built.tasks))
     labels_test = one_hot(np.asarray(data_test[first_task]), built.tasks[first_task])
     probe_labels = jnp.asarray(labels_test[:n_probe])  # the probe is the first n_probe held-out samples
-    probe_label_dcor = label_dcor(probe_x, probe_labels) if n_probe >= 4 else float("nan")
     epoch_eval = make_epoch_eval(eval_fn, first, n_probe, config.null_permutations)
     x_test, y_test = jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test)
     k_run = len(seed_list)
@@ -490,7 +492,7 @@ def train_stack(
                "epoch": epoch + 1, "heldout_dcor": probe["dcor"].tolist(),
                "test_accuracy": accuracy[first_task].tolist()}
         for name in READINGS:
-            row[f"heldout_{name}"] = (np.full(k_run, probe_label_dcor) if name == "dcor_label" else probe[name]).tolist()
+            row[f"heldout_{name}"] = probe[name].tolist()
         history.append(row)
         bar.set_postfix(acc=f"{_finite_mean(row['test_accuracy']):.3f}", dcor=f"{_finite_mean(probe['dcor']):.3f}")
         if np.all(diverged_epoch > 0):
@@ -500,19 +502,20 @@ def train_stack(
     else:
         task_accuracy, sent = evaluate(eval_fn, state.params, hparams, dataset.x_test, dataset.y_test)
     test_arrays = {k_: np.asarray(v) for k_, v in data_test.items()}
-    leakage = measure_leakage(entries, test_arrays, sent)
+    # The last epoch took the probe's readings with the final parameters: when the probe is the
+    # whole held-out set they are the first entry's, as measure_readings would compute them.
+    known = ({(first.party, first.label): probe} if n_probe == len(dataset.x_test) and first.subset is None
+             and n_probe >= 4 else None)
+    measured = measure_readings(entries, test_arrays, sent, labels_test, permutations=config.null_permutations,
+                                known=known)  # the held-out dCor and its readings, one program per entry shape
+    leakage = {name: values["dcor"] for name, values in measured.items()}
+    leak_readings = {name: {r: values[r] for r in READINGS} for name, values in measured.items()}
     val_accuracy, val_leakage = {}, {}
     if dataset.has_validation:  # what an operating point is chosen on: never the test split
         val_accuracy, val_sent = evaluate(eval_fn, state.params, hparams, dataset.x_val, dataset.y_val)
         val_arrays = {k_: np.asarray(v) for k_, v in built.prepare(jnp.asarray(dataset.x_val),
                                                                     jnp.asarray(dataset.y_val)).items()}
         val_leakage = measure_leakage([dataclasses.replace(e, subset=None) for e in entries], val_arrays, val_sent)
-    # The last epoch took the probe's readings with the final parameters: when the probe is the
-    # whole held-out set they are the first entry's, as measure_readings would compute them.
-    known = ({(first.party, first.label): probe} if n_probe == len(dataset.x_test) and first.subset is None
-             and n_probe >= 4 else None)
-    leak_readings = measure_readings(entries, test_arrays, sent, labels_test, permutations=config.null_permutations,
-                                     known=known)
     if k_run > k:  # drop the models that only padded the stack to the device count
         keep = lambda a: a[:k]  # noqa: E731
         state = StackState(jax.tree.map(keep, state.params), jax.tree.map(keep, state.opt))
