@@ -20,7 +20,7 @@ from metrics.distance_correlation import (
     u_distance_covariance_sqr,
 )
 from metrics.image import PSNR_CAP_DB, mse, psnr, ssim
-from metrics.independence import DistanceCorrelationTest, distance_correlation_test
+from metrics.independence import DistanceCorrelationTest, distance_correlation_test, permutations
 from metrics.kernel import hsic, linear_cka, median_bandwidth
 from metrics.partial_distance_correlation import (
     partial_distance_correlation,
@@ -40,6 +40,7 @@ __all__ = [
     "mse",
     "partial_distance_correlation",
     "partial_distance_covariance",
+    "permutations",
     "psnr",
     "ssim",
     "u_distance_correlation_sqr",

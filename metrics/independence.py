@@ -95,6 +95,21 @@ def _as_key(key):
     return key
 
 
+def permutations(n: int, count: int, key=None) -> jax.Array:
+    """The `(count, n)` int32 permutations that `distance_correlation_test(x, z,
+    permutations=count, key=key)` draws for n samples. Pass them as its `permutations` to
+    test many (x, z) pairs of the same n against the same draws without drawing them again
+    (drawing is a sort per permutation: inside a compiled program it costs as much to
+    compile as the test itself).
+
+    Raises:
+      ValueError: count not a positive integer, or n < 1.
+    """
+    if isinstance(n, bool) or operator.index(n) < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    return _draw(_as_key(key), _permutation_count(count), operator.index(n))
+
+
 @partial(jax.jit, static_argnums=(1, 2))
 def _draw(key, count, n):
     """`(count, n)` int32 permutations of range(n), one per key split from `key`."""

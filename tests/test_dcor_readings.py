@@ -287,6 +287,24 @@ def test_dependent_data_reads_smallest_p(rng):
     assert float(result.dcor) > float(jnp.max(result.null))
 
 
+def test_drawn_permutations_are_the_tests_own_draws(rng):
+    """`metrics.permutations(n, B, key)` are the permutations the test draws for (B, key):
+    passed back in, the null is the same, element for element; each row permutes range(n)."""
+    x = rng.normal(size=(30, 3)).astype(np.float32)
+    z = x[:, :1] + rng.normal(size=(30, 1)).astype(np.float32)
+    perms = metrics.permutations(30, 25, jax.random.key(3))
+    assert perms.shape == (25, 30) and perms.dtype == jnp.int32
+    np.testing.assert_array_equal(np.sort(np.asarray(perms), axis=1), np.broadcast_to(np.arange(30), (25, 30)))
+    drawn = metrics.distance_correlation_test(x, z, permutations=25, key=jax.random.key(3))
+    given = metrics.distance_correlation_test(x, z, permutations=perms)
+    np.testing.assert_array_equal(np.asarray(given.null), np.asarray(drawn.null))
+    assert float(given.pvalue) == float(drawn.pvalue)
+    np.testing.assert_array_equal(metrics.permutations(30, 25, 3), perms)  # an integer seed is key(seed)
+    for bad in [(0, 5), (30, 0), (True, 5), (30, 2.5)]:
+        with pytest.raises((ValueError, TypeError)):
+            metrics.permutations(*bad)
+
+
 def test_independent_p_values_spread(rng):
     """Under independence the p-value is about uniform: 40 data sets, B = 99."""
     test = jax.jit(lambda a, b, k: metrics.distance_correlation_test(a, b, permutations=99, key=k).pvalue)

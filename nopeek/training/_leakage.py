@@ -26,7 +26,7 @@ dissimilarities", Ann. Statist. 42(6), 2014; Szekely, Rizzo & Bakirov 2007 (the 
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
+import functools
 from typing import Any
 
 import jax
@@ -140,17 +140,25 @@ def null_key():
     return seed_key(0, Stream.NULL)
 
 
+@functools.lru_cache(maxsize=8)
+def null_permutations(n: int, count: int):
+    """The (count, n) permutations of every null over n held-out samples (`null_key()`'s
+    draws; None when count is 0): drawn once per (n, count) and passed to `stack_readings`,
+    not drawn inside each of its programs (the draws' sort doubled their compile time)."""
+    return metrics.permutations(n, count, null_key()) if count else None
+
+
 def _block(n: int) -> int | None:
     return None if n <= DCOR_BLOCK else DCOR_BLOCK
 
 
-@partial(jax.jit, static_argnames=("permutations",))
-def stack_readings(x, zs, labels, key, *, permutations: int) -> dict:
+@jax.jit
+def stack_readings(x, zs, labels, perms) -> dict:
     """dCor of x with each of K message sets and its readings, in one program.
 
     x: (n, ...) raw inputs; zs: (K, n, ...) the K models' messages; labels: (n, classes)
-    one-hot labels or None; key: the permutations' key (`null_key()`); permutations: B
-    (0: none). Returns {"dcor", "dcor_u", "dcor_null95", "dcor_pvalue", "dcor_label",
+    one-hot labels or None; perms: (B, n) the null's permutations
+    (`null_permutations(n, B)`), or None for none. Returns {"dcor", "dcor_u", "dcor_null95", "dcor_pvalue", "dcor_label",
     "pdcor_label": (K,)}; the null's fields are NaN without permutations, dcor_label and
     pdcor_label without labels. dcor_label, dCor(x, labels), does not depend on the model:
     computed once, the same for all K (so a run's measurement needs no second program).
@@ -165,8 +173,8 @@ def stack_readings(x, zs, labels, key, *, permutations: int) -> dict:
         out = {"dcor": metrics.distance_correlation(x, z, block_size=block),
                "dcor_u": metrics.u_distance_correlation_sqr(x, z, block_size=block),
                "dcor_null95": nan, "dcor_pvalue": nan, "pdcor_label": nan}
-        if permutations:
-            test = metrics.distance_correlation_test(x, z, permutations=permutations, key=key, block_size=null_block)
+        if perms is not None:
+            test = metrics.distance_correlation_test(x, z, permutations=perms, block_size=null_block)
             out["dcor_null95"], out["dcor_pvalue"] = test.dcor_null95, test.pvalue
         if labels is not None:
             out["pdcor_label"] = metrics.partial_distance_correlation(x, z, labels, block_size=block)
@@ -195,7 +203,7 @@ def readings(x, z, labels=None, *, permutations: int = 200, dcor_label: float | 
     if x.shape[0] < 4:
         return {name: float("nan") for name in READINGS}
     labels = None if labels is None else jnp.asarray(labels, jnp.float32)
-    got = stack_readings(x, z[None], labels, null_key(), permutations=int(permutations))
+    got = stack_readings(x, z[None], labels, null_permutations(x.shape[0], int(permutations)))
     out = {name: float(got[name][0]) for name in READINGS}
     if labels is not None and dcor_label is not None:
         out["dcor_label"] = float(dcor_label)
@@ -228,7 +236,7 @@ def measure_readings(entries, data_test: dict, sent: dict, labels, *, permutatio
         y = None if y is None else jnp.asarray(y, jnp.float32)
         got = known.get((e.party, e.label))
         if got is None:
-            got = stack_readings(jnp.asarray(x, jnp.float32), jnp.asarray(z, jnp.float32), y, null_key(),
-                                 permutations=int(permutations))
+            got = stack_readings(jnp.asarray(x, jnp.float32), jnp.asarray(z, jnp.float32), y,
+                                 null_permutations(len(x), int(permutations)))
         out[(e.party, e.label)] = {name: np.asarray(got[name], np.float64) for name in ("dcor", *READINGS)}
     return out

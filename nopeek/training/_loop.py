@@ -42,7 +42,7 @@ from nopeek.protocol import (
 from nopeek.training._config import TrainConfig, cuts_of, make_optimizer, strengths_of
 from nopeek.training._health import exploded
 from nopeek.training._leakage import (
-    DCOR_BLOCK, READINGS, leak_entries, measure_leakage, measure_readings, null_key, one_hot, stack_readings,
+    DCOR_BLOCK, READINGS, leak_entries, measure_leakage, measure_readings, null_permutations, one_hot, stack_readings,
 )
 
 
@@ -232,7 +232,7 @@ def make_epoch_eval(eval_fn, entry, n_probe: int, permutations: int, chunk: int 
                                jnp.arange(start, min(start + chunk, n)))
             correct = {key: correct[key] + more[key] for key in correct}
         if readings and n_probe >= 4:  # the U-statistic and the null need at least 4 samples
-            probe = stack_readings(probe_x, z, probe_labels, null_key(), permutations=permutations)
+            probe = stack_readings(probe_x, z, probe_labels, null_permutations(n_probe, permutations))
         else:
             probe = {"dcor": dcor, **{name: jnp.full_like(dcor, jnp.nan) for name in READINGS}, "dcor_label": label}
         correct, probe = jax.device_get((correct, probe))
