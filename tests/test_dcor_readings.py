@@ -408,3 +408,27 @@ def test_permutation_test_errors():
         fn(ok, ok, permutations=np.zeros((3, 6)))
     with pytest.raises(ValueError, match="block_size"):
         fn(ok, ok, block_size=8.0)
+
+
+def test_bucketed_readings_equal_the_unpadded_program(rng):
+    """Zero features change no distance: the readings of x and z padded to a common width
+    (`bucketed_readings`) are the unpadded `stack_readings`' to float32 round-off, and one
+    compiled program serves messages of different widths."""
+    from nopeek.training import FEATURE_BUCKET, bucketed_readings, stack_readings
+    from nopeek.training._leakage import null_permutations
+
+    n = 40
+    x = rng.normal(size=(n, 4, 3)).astype(np.float32)
+    labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, n)]
+    narrow = np.tanh(x.reshape(n, -1)[None, :, :5]) + 0.3 * rng.normal(size=(2, n, 5)).astype(np.float32)
+    wide = rng.normal(size=(2, n, 2 * FEATURE_BUCKET - 7)).astype(np.float32)
+    wide[..., :5] += x.reshape(n, -1)[:, :5]
+    before = stack_readings._cache_size()
+    for z in (narrow, wide):
+        got = bucketed_readings(x, z, labels, permutations=30, width=(0, wide.shape[-1]))
+        want = stack_readings(jnp.asarray(x.reshape(n, -1)), jnp.asarray(z), jnp.asarray(labels), null_permutations(n, 30))
+        assert set(got) == set(want)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=2e-5, atol=2e-6, err_msg=name)
+    # Two unpadded shapes, one padded: three programs in all, not four.
+    assert stack_readings._cache_size() - before == 3

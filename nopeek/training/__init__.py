@@ -4,7 +4,7 @@ they send, and run folders (`run_train` writes one, `load` restores it)."""
 from nopeek.training._config import OPTIMIZERS, TrainConfig, TrainingConfig, cuts_of, make_optimizer, strengths_of
 from nopeek.training._health import EXPLOSION_FACTOR, chance_accuracy, collapse_reason, exploded
 from nopeek.training._leakage import (
-    DCOR_BLOCK, READINGS, LeakEntry, label_dcor, leak_entries, measure_leakage, measure_readings, one_hot, probe_dcor,
+    DCOR_BLOCK, FEATURE_BUCKET, READINGS, LeakEntry, bucketed_readings, label_dcor, leak_entries, measure_leakage, measure_readings, one_hot, probe_dcor,
     readings, stack_readings,
 )
 from nopeek.training._loop import (
@@ -14,8 +14,8 @@ from nopeek.training._loop import (
 from nopeek.training._runs import TrainedRun, load, run_collapse, run_metrics, run_train
 
 __all__ = [
-    "DCOR_BLOCK", "EXPLOSION_FACTOR", "OPTIMIZERS", "READINGS", "LeakEntry", "StackResult", "StackState", "TrainConfig",
-    "TrainedRun", "TrainingConfig", "batch_order", "build_topology", "chance_accuracy", "collapse_reason", "cuts_of",
+    "DCOR_BLOCK", "EXPLOSION_FACTOR", "FEATURE_BUCKET", "OPTIMIZERS", "READINGS", "LeakEntry", "StackResult", "StackState", "TrainConfig",
+    "TrainedRun", "TrainingConfig", "batch_order", "bucketed_readings", "build_topology", "chance_accuracy", "collapse_reason", "cuts_of",
     "data_shards", "evaluate", "exploded", "has_conv", "init_params", "init_stack", "label_dcor", "leak_entries", "load",
     "make_eval_fn", "make_optimizer", "make_step_fn", "measure_leakage", "measure_readings", "model_strengths",
     "one_hot", "probe_dcor", "readings", "run_collapse", "stack_readings",

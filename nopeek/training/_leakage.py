@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from functools import partial
 from typing import Any
 
 import jax
@@ -38,6 +39,7 @@ from nopeek.core import Stream, seed_key
 from nopeek.protocol import Built
 
 DCOR_BLOCK = 1024  # rows per block for held-out dCor over a whole test set
+FEATURE_BUCKET = 128  # readings' inputs are zero-padded to a multiple of this many features
 DENSE_NULL_MAX = 4096  # held-out samples up to which the permutation null uses n x n matrices
 READINGS = ("dcor_u", "dcor_null95", "dcor_pvalue", "dcor_label", "pdcor_label")
 
@@ -185,6 +187,37 @@ def stack_readings(x, zs, labels, perms) -> dict:
     return out
 
 
+def readings_width(entries, data: dict, messages: dict) -> tuple[int, int]:
+    """(x features, z features): the most raw-input features and message features among
+    `entries` (from the shapes of data {name: (n, ...)} and messages {name: (K, n, ...)}
+    only, so any n and K give the same)."""
+    def features(shape, lead: int) -> int:
+        return int(np.prod(shape[lead:], dtype=np.int64))
+
+    wx = max(features(jax.eval_shape(e.source_view, data[e.source]).shape, 1) for e in entries)
+    wz = max(features(jax.eval_shape(partial(e.view, models_axis=True), messages[e.message]).shape, 2) for e in entries)
+    return wx, wz
+
+
+def bucketed_readings(x, zs, labels, *, permutations: int, width: tuple[int, int] = (0, 0)) -> dict:
+    """`stack_readings` of x: (n, ...) and zs: (K, n, ...), each flattened to its features
+    and zero-padded to at least `width` (x's, z's; `readings_width` of a run's entries)
+    rounded up to a multiple of FEATURE_BUCKET, with the null's permutations.
+
+    Zero features change no distance, so no reading (the same values up to round-off); they
+    let a run's messages of different widths (a vertical client's z and the server's z[all],
+    the hops of a chain) share one compiled program for each n, and runs of other models
+    share it too (n, K, the label count and B equal), where each width would compile its own.
+    """
+    def padded(a, lead: int, least: int):
+        a = np.asarray(a, np.float32).reshape(*np.shape(a)[:lead], -1)
+        target = -(-max(a.shape[-1], least) // FEATURE_BUCKET) * FEATURE_BUCKET
+        return jnp.asarray(np.pad(a, [(0, 0)] * lead + [(0, target - a.shape[-1])]))
+
+    return stack_readings(padded(x, 1, width[0]), padded(zs, 2, width[1]), labels,
+                          null_permutations(np.shape(x)[0], int(permutations)))
+
+
 def label_dcor(x, labels) -> float:
     """dCor(x, onehot(y)): what the label alone reads against the inputs (no model in it)."""
     x, labels = jnp.asarray(x, jnp.float32), jnp.asarray(labels, jnp.float32)
@@ -203,7 +236,7 @@ def readings(x, z, labels=None, *, permutations: int = 200, dcor_label: float | 
     if x.shape[0] < 4:
         return {name: float("nan") for name in READINGS}
     labels = None if labels is None else jnp.asarray(labels, jnp.float32)
-    got = stack_readings(x, z[None], labels, null_permutations(x.shape[0], int(permutations)))
+    got = bucketed_readings(x, z[None], labels, permutations=permutations)
     out = {name: float(got[name][0]) for name in READINGS}
     if labels is not None and dcor_label is not None:
         out["dcor_label"] = float(dcor_label)
@@ -213,7 +246,7 @@ def readings(x, z, labels=None, *, permutations: int = 200, dcor_label: float | 
 def measure_readings(entries, data_test: dict, sent: dict, labels, *, permutations: int = 200,
                      known: dict | None = None) -> dict:
     """{(party, message label): {"dcor" and each reading: (K,)}} over the held-out samples
-    (or the entry's subset), each entry's K models in one program (`stack_readings`): the
+    (or the entry's subset), each entry's K models in one program (`bucketed_readings`): the
     held-out dCor (what `measure_leakage` computes) and its readings together. labels: (n,
     classes) one-hot labels of the held-out set, or None. known: {(party, message label):
     stack_readings' output} an entry already has for these samples and messages (the
@@ -221,6 +254,7 @@ def measure_readings(entries, data_test: dict, sent: dict, labels, *, permutatio
     are, not computed again."""
     out = {}
     known = known or {}
+    width = readings_width(entries, data_test, sent)
     for e in entries:
         x = e.source_view(np.asarray(data_test[e.source]))
         z = np.asarray(e.view(sent[e.message], models_axis=True))
@@ -236,7 +270,6 @@ def measure_readings(entries, data_test: dict, sent: dict, labels, *, permutatio
         y = None if y is None else jnp.asarray(y, jnp.float32)
         got = known.get((e.party, e.label))
         if got is None:
-            got = stack_readings(jnp.asarray(x, jnp.float32), jnp.asarray(z, jnp.float32), y,
-                                 null_permutations(len(x), int(permutations)))
+            got = bucketed_readings(x, z, y, permutations=permutations, width=width)
         out[(e.party, e.label)] = {name: np.asarray(got[name], np.float64) for name in ("dcor", *READINGS)}
     return out

@@ -42,7 +42,7 @@ from nopeek.protocol import (
 from nopeek.training._config import TrainConfig, cuts_of, make_optimizer, strengths_of
 from nopeek.training._health import exploded
 from nopeek.training._leakage import (
-    DCOR_BLOCK, READINGS, leak_entries, measure_leakage, measure_readings, null_permutations, one_hot, stack_readings,
+    DCOR_BLOCK, READINGS, bucketed_readings, leak_entries, measure_leakage, measure_readings, one_hot, readings_width,
 )
 
 
@@ -182,9 +182,11 @@ def evaluate(eval_fn, params, hparams, x, y, chunk: int = 1024, *, keep_messages
     return accuracy, {m: np.concatenate(v, axis=1) for m, v in sent.items()}
 
 
-def make_epoch_eval(eval_fn, entry, n_probe: int, permutations: int, chunk: int = 1024):
+def make_epoch_eval(eval_fn, entries, data_test: dict, n_probe: int, permutations: int, chunk: int = 1024):
     """The per-epoch evaluation: `epoch_eval(params, hparams, x_test, y_test, probe_x,
     probe_labels, readings) -> (accuracy {labels: (K,)}, probe {name: (K,)}, sent)`.
+    entries: the run's leak entries (the first is the probe's message); data_test: the
+    prepared held-out inputs {name: (n, ...)} (their shapes give the readings' widths).
 
     sent: when the test set fits in one chunk, its messages {name: (K, n, ...)} as sent (on
     the device, as `evaluate` returns them), else None: after the last epoch the training
@@ -196,17 +198,20 @@ def make_epoch_eval(eval_fn, entry, n_probe: int, permutations: int, chunk: int 
     probe_labels) (the probe's `dcor_label`, the same every epoch), so an epoch's
     evaluation is one dispatch (two when it takes the readings) and one transfer; any further
     chunks only count correct predictions. With `readings` True the probe also holds the
-    readings of `stack_readings` (U-statistic dCor, the permutation null of `permutations`
-    draws, partial dCor given the label), else they are NaN (dcor_label excepted): the null's permutations cost
-    about as much as the held-out forward pass, so the training loop takes them at the last
-    epoch only unless asked for every epoch. The readings are `stack_readings` itself, called
-    on the probe's messages (kept on the device), not a second version of the first chunk's
-    program: the run's final readings (`measure_readings`) call the same program, so it is
-    compiled once per run, and when the probe is the whole held-out set the last epoch's
+    readings of `bucketed_readings` (U-statistic dCor, the permutation null of
+    `permutations` draws, partial dCor given the label), else they are NaN (dcor_label
+    excepted): the null's permutations cost about as much as the held-out forward pass, so
+    the training loop takes them at the last epoch only unless asked for every epoch. The
+    readings are `bucketed_readings` itself, called on the probe's messages, not a second
+    version of the first chunk's program: the run's final readings (`measure_readings`) call
+    the same program (one for all the run's messages of the same n, their features padded
+    to a common bucket), and when the probe is the whole held-out set the last epoch's
     readings are the first entry's final ones (computed once).
     """
     chunk = max(chunk, n_probe)
     block = None if n_probe <= DCOR_BLOCK else DCOR_BLOCK
+    entry = entries[0]  # the probe's message
+    width = []  # the readings' feature widths: every entry's (readings_width), found at the first call
 
     @jax.jit
     def first_chunk(params, hparams, x, y, index, probe_x, probe_labels):
@@ -232,7 +237,9 @@ def make_epoch_eval(eval_fn, entry, n_probe: int, permutations: int, chunk: int 
                                jnp.arange(start, min(start + chunk, n)))
             correct = {key: correct[key] + more[key] for key in correct}
         if readings and n_probe >= 4:  # the U-statistic and the null need at least 4 samples
-            probe = stack_readings(probe_x, z, probe_labels, null_permutations(n_probe, permutations))
+            if not width:
+                width.append(readings_width(entries, data_test, msgs))
+            probe = bucketed_readings(probe_x, z, probe_labels, permutations=permutations, width=width[0])
         else:
             probe = {"dcor": dcor, **{name: jnp.full_like(dcor, jnp.nan) for name in READINGS}, "dcor_label": label}
         correct, probe = jax.device_get((correct, probe))
@@ -461,7 +468,7 @@ def train_stack(
     first_task = next(iter(built.tasks))
     labels_test = one_hot(np.asarray(data_test[first_task]), built.tasks[first_task])
     probe_labels = jnp.asarray(labels_test[:n_probe])  # the probe is the first n_probe held-out samples
-    epoch_eval = make_epoch_eval(eval_fn, first, n_probe, config.null_permutations)
+    epoch_eval = make_epoch_eval(eval_fn, entries, data_test, n_probe, config.null_permutations)
     x_test, y_test = jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test)
     k_run = len(seed_list)
     diverged_epoch = np.zeros(k_run, np.int64)
