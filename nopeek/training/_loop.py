@@ -102,13 +102,15 @@ def init_stack(built: Built, seeds: Sequence[int], optimizer, mode: str = "vmap"
 
 
 def make_step_fn(built: Built, optimizer, config: TrainConfig, stack_mode: str, *, warmup_steps: int = 0):
-    """A jitted `step(state, hparams, x_train, y_train, idx, step) -> (state, (loss, ce, leak))`.
+    """A jitted `step(state, hparams, x_train, y_train, idx, step) -> (state, (loss, ce, leak,
+    finite))`, each of the four (K,).
 
     hparams: {"seed": (K,), "strength": {defence name: (K,)}}: the defences in the program
     are those named there (see `stack_hparams`). idx: (K, batch) sample indices, one row per
     model. One optimisation step of all K models; the state's buffers are donated. With
     `warmup_steps`, defences that ramp up (NoPeek's alpha) do so over that many steps.
-    leak: the mean over messages of NoPeek's D(x, z) on the batch.
+    leak: the mean over messages of NoPeek's D(x, z) on the batch; finite: whether every
+    parameter of the model is finite after the step.
     """
     topo = built.topology
 
@@ -124,7 +126,10 @@ def make_step_fn(built: Built, optimizer, config: TrainConfig, stack_mode: str, 
         leaks = [jnp.mean(v) for v in aux["leak"].values()]
         leak = jnp.mean(jnp.stack(leaks)) if leaks else jnp.zeros(())
         first_task = next(iter(built.tasks))
-        return (new_params, new_opt), (aux["loss"], aux["ce"][first_task], leak)
+        # Whether every new parameter is finite: the health check's, in this program (a separate
+        # one after each epoch would be one more to compile per run for a reduction this small).
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(new_params)]))
+        return (new_params, new_opt), (aux["loss"], aux["ce"][first_task], leak, finite)
 
     stacked = over_stack(model_step, stack_mode, (0, 0, 0, 0, 0, None), per_model_outputs=(0,))
 
@@ -250,22 +255,13 @@ def make_epoch_eval(eval_fn, entries, data_test: dict, n_probe: int, permutation
 
 
 def _epoch_means(stats: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """An epoch's per-step (loss, ce, leak) (each (K,)) summed in step order in float32 (as
-    adding them on the device would) and divided by the step count."""
-    totals = [np.array(s, np.float32) for s in stats[0]]
+    """An epoch's per-step (loss, ce, leak, ...) (each (K,)) summed in step order in float32
+    (as adding them on the device would) and divided by the step count: (loss, ce, leak)."""
+    totals = [np.array(s, np.float32) for s in stats[0][:3]]
     for step in stats[1:]:
-        for total, value in zip(totals, step):
+        for total, value in zip(totals, step[:3]):
             total += value
     return tuple(t / len(stats) for t in totals)
-
-
-@jax.jit
-def _all_finite(params):
-    """(K,) whether every parameter of each model is finite."""
-    if isinstance(params, ModelList):
-        return jnp.stack([jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(m)])) for m in params])
-    leaves = jax.tree.leaves(params)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a.reshape(a.shape[0], -1)), axis=1) for a in leaves]), axis=0)
 
 
 @dataclasses.dataclass
@@ -488,7 +484,7 @@ def train_stack(
         if first_loss is None:
             first_loss = np.asarray(stats[0][0])  # the loss at initialisation: what an explosion is measured against
         loss, ce, leak = _epoch_means(stats)
-        healthy = ~exploded(loss, first_loss) & np.asarray(_all_finite(state.params))
+        healthy = ~exploded(loss, first_loss) & np.asarray(stats[-1][3])  # every parameter finite after the epoch
         newly = (~healthy) & (diverged_epoch == 0)
         diverged_epoch[newly] = epoch + 1
         diverged_loss[newly] = loss[newly]
