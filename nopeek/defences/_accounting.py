@@ -9,8 +9,8 @@ run's delta. Conventions, the same for every mechanism so that one table can com
   learning the server sees how many messages arrive, so add/remove-one says nothing about a
   message; with replacement, two clipped vectors differ by up to 2C, and the library
   accounts a Gaussian of noise multiplier sigma under REPLACE_ONE with that sensitivity.
-- The privacy-loss-distribution (PLD) accountant: it supports every event here under
-  REPLACE_ONE and is tight (for one Gaussian composed R times it equals the analytic value;
+- The privacy-loss-distribution (PLD) accountant, on a grid of EPSILON_RESOLUTION (its
+  estimate stays an upper bound): it supports every event here under REPLACE_ONE and is tight (for one Gaussian composed R times it equals the analytic value;
   the RDP conversion reads 8.08 where the exact value is 7.51, sigma 2, R = 10, delta 1e-5).
 - Each mechanism states what its epsilon covers (`Accounting.covers`).
 
@@ -33,6 +33,11 @@ from nopeek.core import BoundedCache
 from nopeek.errors import ConfigError
 
 ADJACENCY = "replace-one"
+# The PLD accountant's grid of privacy-loss values. Its pessimistic estimate is an upper bound
+# at any grid; 1e-3 gives the epsilons of the defences here to 4 significant digits of the
+# library's default 1e-4 (sigma 0.25 over 4 epochs: 195.35244 both; DP-SGD q = 64/1347, 84
+# steps: 4.23562 against 4.23558) in a twentieth of the time (0.39 s against 8.2 s).
+EPSILON_RESOLUTION = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,12 +73,12 @@ class Accounting:
 
 def epsilon(event, delta: float) -> float:
     """The PLD accountant's epsilon of `event` (a `dp_accounting.DpEvent`) at `delta`, under
-    REPLACE_ONE. Kept for the 256 most recent (event, delta): every seed of a setting has
-    the same, and a small noise multiplier's takes seconds."""
+    REPLACE_ONE, on a grid of EPSILON_RESOLUTION. Kept for the 256 most recent (event,
+    delta): every seed of a setting has the same, and a small noise multiplier's takes time."""
     def compute():
         from dp_accounting import NeighboringRelation, pld
 
-        accountant = pld.PLDAccountant(NeighboringRelation.REPLACE_ONE)
+        accountant = pld.PLDAccountant(NeighboringRelation.REPLACE_ONE, value_discretization_interval=EPSILON_RESOLUTION)
         accountant.compose(event)
         return float(accountant.get_epsilon(delta))
 
