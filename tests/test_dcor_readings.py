@@ -432,3 +432,27 @@ def test_bucketed_readings_equal_the_unpadded_program(rng):
             np.testing.assert_allclose(got[name], want[name], rtol=2e-5, atol=2e-6, err_msg=name)
     # Two unpadded shapes, one padded: three programs in all, not four.
     assert stack_readings._cache_size() - before == 3
+    # x padded past its own width reads the same too.
+    got = bucketed_readings(x, narrow, labels, permutations=30, width=(3 * FEATURE_BUCKET - 1, 0))
+    want = stack_readings(jnp.asarray(x.reshape(n, -1)), jnp.asarray(narrow), jnp.asarray(labels), null_permutations(n, 30))
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=2e-5, atol=2e-6, err_msg=name)
+
+
+def test_a_vertical_runs_messages_share_one_readings_program():
+    """Two clients' z and the server's view of both, z[all] (twice as wide): one readings
+    program for the run (readings_width gives the widest), not one per width."""
+    from nopeek import data
+    from nopeek.training import TrainConfig, readings_width, stack_readings, train_stack
+    from nopeek.training._leakage import leak_entries
+
+    config = TrainConfig(dataset="breast_cancer", topology="vertical", clients=2, epochs=1, widths=(100,))  # z 100, z[all] 200
+    ds = data.load("breast_cancer", limit=120)
+    stack_readings.clear_cache()
+    result = train_stack(config, ds, progress=False)
+    assert {label for _, label in result.readings} == {"z", "z[all]"}
+    assert stack_readings._cache_size() == 1
+    entries = leak_entries(result.built)
+    prepared = result.built.prepare(np.asarray(ds.x_test), np.asarray(ds.y_test))
+    wx, wz = readings_width(entries, prepared, result.messages_test)
+    assert wz == 2 * np.prod(result.messages_test["z"].shape[3:]) and wx == np.prod(prepared["x"].shape[2:])

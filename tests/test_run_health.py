@@ -49,6 +49,41 @@ def test_an_exploding_loss_is_diverged_in_the_stack(rng):
     assert not healthy.diverged[0] and healthy.first_loss[0] == pytest.approx(np.log(10), rel=0.2)
 
 
+@pytest.mark.parametrize("mode", ["vmap", "map"])
+def test_the_step_says_which_models_parameters_are_not_finite(mode):
+    """The step's fourth output (what the health check reads after each epoch): False for
+    the model one of whose parameters is infinite, True for the others, in either mode."""
+    import jax
+    import jax.numpy as jnp
+
+    from nopeek.protocol import ModelList
+    from nopeek.training import TrainConfig, build_topology, init_stack, make_optimizer, make_step_fn, stack_hparams
+
+    config = TrainConfig(dataset="digits", widths=(16, 8), batch_size=8, optimizer="sgd", lr=0.0)
+    optimizer = make_optimizer("sgd", 0.0)
+    built = build_topology(config, (8, 8, 1), 10)
+    state = init_stack(built, [0, 1, 2], optimizer, mode)
+
+    def poison(leaf):  # model 1's first weight becomes infinite
+        return leaf.at[1].set(jnp.inf) if leaf.ndim else leaf
+
+    first = jax.tree.leaves(state.params)[0] if mode == "vmap" else None
+    if mode == "vmap":
+        params = jax.tree.map(lambda a: poison(a) if a is first else a, state.params)
+    else:
+        models = list(state.params)
+        leaves, tree = jax.tree.flatten(models[1])
+        models[1] = jax.tree.unflatten(tree, [leaves[0].at[0].set(jnp.inf), *leaves[1:]])
+        params = ModelList(models)
+    state = type(state)(params, state.opt)
+    step = make_step_fn(built, optimizer, config, mode)
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(32, 8, 8, 1)), jnp.float32)
+    y = jnp.asarray(np.arange(32) % 10, jnp.int32)
+    idx = jnp.asarray(np.stack([np.arange(8)] * 3))
+    _, stats = step(state, stack_hparams([{}] * 3, [0, 1, 2]), x, y, idx, 0)
+    assert len(stats) == 4 and np.asarray(stats[3]).tolist() == [True, False, True]
+
+
 # ---- collapsed: written, flagged, and said ------------------------------------------------------
 
 

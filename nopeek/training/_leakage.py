@@ -204,18 +204,30 @@ def bucketed_readings(x, zs, labels, *, permutations: int, width: tuple[int, int
     and zero-padded to at least `width` (x's, z's; `readings_width` of a run's entries)
     rounded up to a multiple of FEATURE_BUCKET, with the null's permutations.
 
-    Zero features change no distance, so no reading (the same values up to round-off); they
-    let a run's messages of different widths (a vertical client's z and the server's z[all],
-    the hops of a chain) share one compiled program for each n, and runs of other models
-    share it too (n, K, the label count and B equal), where each width would compile its own.
+    Zero features change no distance, so no reading (the same values to float32 round-off);
+    they let a run's messages of different widths (a vertical client's z and the server's
+    z[all], the hops of a chain) share one compiled program for each n, and runs of other
+    models share it too (n, K, the label count and B equal), where each width would compile
+    its own. Above DENSE_NULL_MAX samples the null recomputes the distances for every
+    permutation, at a cost that grows with the width: there the inputs are only flattened.
+    Device arrays are padded on the device (a sharded stack stays sharded), host arrays on
+    the host.
     """
-    def padded(a, lead: int, least: int):
-        a = np.asarray(a, np.float32).reshape(*np.shape(a)[:lead], -1)
-        target = -(-max(a.shape[-1], least) // FEATURE_BUCKET) * FEATURE_BUCKET
-        return jnp.asarray(np.pad(a, [(0, 0)] * lead + [(0, target - a.shape[-1])]))
+    n = np.shape(x)[0]
 
+    def padded(a, lead: int, least: int):
+        a = a.reshape(*a.shape[:lead], -1)
+        if n > DENSE_NULL_MAX:
+            return jnp.asarray(a, jnp.float32)
+        extra = [(0, 0)] * lead + [(0, -(-max(a.shape[-1], least) // FEATURE_BUCKET) * FEATURE_BUCKET - a.shape[-1])]
+        if isinstance(a, jax.Array):
+            return jnp.pad(a.astype(jnp.float32), extra)
+        return jnp.asarray(np.pad(np.asarray(a, np.float32), extra))
+
+    x = x if isinstance(x, jax.Array) else np.asarray(x)
+    zs = zs if isinstance(zs, jax.Array) else np.asarray(zs)
     return stack_readings(padded(x, 1, width[0]), padded(zs, 2, width[1]), labels,
-                          null_permutations(np.shape(x)[0], int(permutations)))
+                          null_permutations(n, int(permutations)))
 
 
 def label_dcor(x, labels) -> float:

@@ -199,8 +199,9 @@ def make_epoch_eval(eval_fn, entries, data_test: dict, n_probe: int, permutation
     compiling and running the evaluation program again.
 
     The test set's first chunk (at least the probe's n_probe samples) runs in one program
-    with the probe's plain dCor (the first n_probe messages of `entry`) and dCor(probe_x,
-    probe_labels) (the probe's `dcor_label`, the same every epoch), so an epoch's
+    with the probe's plain dCor (the first n_probe messages of the first entry) and
+    dCor(probe_x, probe_labels) (the probe's `dcor_label`: the same every epoch, computed
+    in each, an n_probe^2 reduction next to the forward pass), so an epoch's
     evaluation is one dispatch (two when it takes the readings) and one transfer; any further
     chunks only count correct predictions. With `readings` True the probe also holds the
     readings of `bucketed_readings` (U-statistic dCor, the permutation null of
