@@ -97,10 +97,13 @@ def own_registrations():
 
 
 def test_own_defence_at_strength_zero_is_no_defence_bit_for_bit(own_registrations):
+    """Unrolled stacks (`map`): a vmapped stack of 2 batches its matmuls, which a stack of 1
+    need not sum in the same order on every host (tests/test_defences_dp.py)."""
     ds = data.load("digits", limit=300)
     config = TrainConfig(dataset="digits", epochs=2, limit=300)
-    plain = train_stack(config, ds, progress=False)
-    zero = train_stack(config, ds, strengths=[{"scale": 0.0}, {"scale": 0.5}], seeds=[0, 0], progress=False)
+    plain = train_stack(config, ds, progress=False, stack_mode="map")
+    zero = train_stack(config, ds, strengths=[{"scale": 0.0}, {"scale": 0.5}], seeds=[0, 0], progress=False,
+                       stack_mode="map")
     for a, b in zip(jax.tree.leaves(plain.model_params(0)), jax.tree.leaves(zero.model_params(0))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert zero.strengths == [{}, {"scale": 0.5}]
