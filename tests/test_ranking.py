@@ -91,11 +91,14 @@ def test_write_ranking_needs_several_defences(tmp_path):
 
 
 def test_defences_preset_small_runs_and_each_defence_lowers_its_attack_score(tmp_path):
-    """The `defences` preset's small version (digits): every defence, every image attack of the
-    registry, the ranking files; each defence's strongest-attack SSIM does not rise with its
-    strength beyond the noise over seeds (its 95% interval), and its strongest strength lowers it."""
+    """The `defences` preset's small version (digits): every defence, two attacks (the decoder
+    and white-box inversion; the full preset runs every image attack of the registry, and the
+    modern ones run in a sweep in the modern-attacks notebook's test), the ranking files; each
+    defence's strongest-attack SSIM does not rise with its strength beyond the noise over seeds
+    (its 95% interval), and its strongest strength lowers it."""
     preset = PRESET_INFO["defences"]
     assert set(preset.config.attacks) == {n for n, s in attacks.ATTACKS.items() if s.kind == "reconstruction"}
+    assert preset.small.attacks == ["decoder", "whitebox"]
     rows, out = run_preset("defences", str(tmp_path / "defences"))
     assert os.path.exists(os.path.join(out, "ranking.md")) and os.path.exists(os.path.join(out, "figures",
                                                                                            "defence_frontier.png"))

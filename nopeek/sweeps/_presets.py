@@ -25,6 +25,14 @@ def image_attacks() -> list[str]:
     return [name for name, spec in attacks.ATTACKS.items() if spec.kind == "reconstruction"]
 
 
+# Both modern-attacks presets' small version: a smoke run of every modern attack in a sweep (2
+# epochs, 15 attack steps; the attacks' numbers are checked at sizes that mean something in
+# tests/test_modern_attacks.py).
+_MODERN_SMALL = dict(model="cnn", widths=[4, 8, 32, 16], topologies=["vanilla", "u_shaped"], cuts=["2", "2-5"],
+                     cut_activation="linear", alpha_warmup=1.0, alphas=[0.0, 4.0], noise_scales=[], epochs=2,
+                     attack_steps=15, attacks=list(MODERN_ATTACKS))
+
+
 def _strengths(name: str, values) -> list[str]:
     return [f"{name}={v:g}" for v in values]
 
@@ -197,7 +205,7 @@ def _all() -> dict[str, Preset]:
             small=dict(alphas=[0.0, 1.0, 5.0], noise_scales=[0.5, 2.0],
                        defenses=[*_strengths("dp_message", (0.25, 1.0)), *_strengths("dp_sgd", (1.0, 4.0)),
                                  *_strengths("mid", (0.01, 1.0))],
-                       seeds=[0, 1], epochs=4, max_stack=0),
+                       seeds=[0, 1], epochs=4, max_stack=0, attacks=["decoder", "whitebox"]),
             **_MNIST_CNN, cuts=["4"], alphas=[0.0, 0.1, 0.3, 1.0, 2.0], noise_scales=[0.25, 0.5, 1.0, 2.0],
             defenses=[*_strengths("dp_message", (0.1, 0.25, 0.5, 1.0)), *_strengths("dp_sgd", (0.3, 0.6, 1.0, 2.0)),
                       *_strengths("mid", (0.0001, 0.001, 0.01, 0.1))],
@@ -212,9 +220,7 @@ def _all() -> dict[str, Preset]:
             seconds=2759.2, result="NoPeek alpha 4 lowers every attack without bringing any to the label-only bar: "
             "the adaptive attacker's SSIM 0.453 (vanilla) and 0.480 (U-shaped) against the class-mean image's 0.297; "
             "SDAR's best MSE, 0.0642, is near the mean image's 0.0678, and FORA's above it.",
-            small=dict(model="cnn", widths=[4, 8, 32, 16], topologies=["vanilla", "u_shaped"], cuts=["2", "2-5"],
-                       cut_activation="linear", alpha_warmup=1.0, alphas=[0.0, 4.0], noise_scales=[], epochs=3,
-                       attack_steps=40, attacks=list(MODERN_ATTACKS)),
+            small=_MODERN_SMALL,
             **_MNIST_CNN, topologies=["vanilla", "u_shaped"], cuts=["5", "4-5"], cut_activation="linear",
             alpha_warmup=2.0, alphas=[0.0, 4.0], noise_kind="uniform", noise_scales=[2.0], epochs=20,
             attacks=list(MODERN_ATTACKS), seeds=[0],
@@ -224,9 +230,7 @@ def _all() -> dict[str, Preset]:
             "cnn 8/16/64/32 cut after its second convolution (8x8x16 messages), vanilla at cut 2 and U-shaped at "
             "cuts 2-5, 20 epochs, no defence, NoPeek alpha 4 and uniform noise 2.",
             seconds=None, result="not run here yet.",
-            small=dict(model="cnn", widths=[4, 8, 32, 16], topologies=["vanilla", "u_shaped"], cuts=["2", "2-5"],
-                       cut_activation="linear", alpha_warmup=1.0, alphas=[0.0, 4.0], noise_scales=[], epochs=3,
-                       attack_steps=40, attacks=list(MODERN_ATTACKS)),
+            small=_MODERN_SMALL,
             dataset="digits", model="cnn", widths=[8, 16, 64, 32], topologies=["vanilla", "u_shaped"],
             cuts=["2", "2-5"], cut_activation="linear", alpha_warmup=2.0, alphas=[0.0, 4.0], noise_kind="uniform",
             noise_scales=[2.0], epochs=20, attacks=list(MODERN_ATTACKS), seeds=[0],
