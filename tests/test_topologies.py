@@ -134,12 +134,12 @@ def test_per_message_leakage_in_metrics(tmp_path):
         ("server", "client2", "dL/dz")]
     hop = tmp_path / "h"
     assert main(["train", "--topology", "multi_hop", "--cuts", "1,2", "--model", "mlp", "--widths", "64,32,16",
-                 "--dataset", "digits", "--limit", "400", "--epochs", "2", "--out", str(hop), "--quiet"]) == 0
+                 "--epochs", "2", "--out", str(hop), "--quiet"]) == 0
     leak = {e["message"]: e["dcor"] for e in json.loads((hop / "metrics.json").read_text())["leakage"]}
     assert set(leak) == {"z1", "z2"}
     robin = tmp_path / "r"
     assert main(["train", "--topology", "round_robin", "--clients", "3", "--handoff", "server", "--epochs", "1",
-                 "--dataset", "digits", "--limit", "400", "--out", str(robin), "--quiet"]) == 0
+                 "--out", str(robin), "--quiet"]) == 0
     metrics = json.loads((robin / "metrics.json").read_text())
     assert [e["party"] for e in metrics["leakage"]] == ["client1", "client2", "client3"]
     turns = [m for m in metrics["transcript"] if m["per"] == "turn"]
