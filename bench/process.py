@@ -2,7 +2,7 @@
 same job, the step inside the real training loop, the fixed cost of a run, and the share of an
 epoch spent evaluating.
 
-    python bench/process.py [--part process|step|fixed|eval|level|all] [--rounds 5] [--epochs 1,4,8]
+    python bench/process.py [--part process|step|fixed|eval|all] [--rounds 5] [--epochs 1,4,8]
 
 - process: `nopeek train --dataset mnist5k --model cnn --cut 4 --alpha 1 --epochs E
   --batch-size 64` against `python bench/torch_train.py` (the same job by hand; `pip install
@@ -14,11 +14,6 @@ epoch spent evaluating.
   step inside the PyTorch script at the same batch.
 - fixed: a one-epoch `nopeek train` on digits (second run: the caches are warm) against
   `python -c "import jax, flax.nnx, optax"`, the floor any JAX program pays.
-- level: XLA's code generation at nopeek's level 1 (its default, nopeek/core/_xla_flags.py)
-  against XLA's own level 2 (`XLA_FLAGS=--xla_backend_optimization_level=2`), every program
-  compiled (NOPEEK_NO_CACHE=1): a 2-epoch mnist5k `nopeek train` (compiles, then 150 steps)
-  and the small modern-attacks sweep (compiles most of the time), alternating the two levels,
-  `--level-rounds` times; median wall seconds and the ratio. (Not in `all`: it takes minutes.)
 - eval: the per-epoch evaluation (accuracy, the probe's dCor and readings) as a share of
   an epoch of the mnist5k job, from the loop's own timings.
 
@@ -222,33 +217,10 @@ def eval_share() -> None:
           f"{got['eval_ms'] / got['epoch_ms']:.1%} | {got['eval_last_ms']:.1f} |", flush=True)
 
 
-def level(rounds: int) -> None:
-    print("\n## XLA code generation: nopeek's level 1 against XLA's default level 2, every program compiled "
-          f"(NOPEEK_NO_CACHE=1; {rounds} alternating round(s); median wall seconds)")
-    print("| job | level 1, nopeek's default (s) | level 2, XLA's default (s) | level 1 speed relative to level 2 |")
-    print("|---|---|---|---|")
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    levels = {1: dict(env, NOPEEK_NO_CACHE="1"),
-              2: dict(env, NOPEEK_NO_CACHE="1", XLA_FLAGS="--xla_backend_optimization_level=2")}
-    with tempfile.TemporaryDirectory(prefix="nopeek-bench-") as tmp:
-        jobs = {"nopeek train (mnist5k cnn, 2 epochs)": lambda: nopeek_cmd(2, 64, os.path.join(tmp, "train")),
-                "nopeek sweep --preset modern-attacks --small": lambda: [
-                    sys.executable, "-m", "nopeek.cli", "sweep", "--preset", "modern-attacks", "--small", "--out",
-                    os.path.join(tmp, f"sweep{time.perf_counter_ns()}"), "--quiet"]}
-        for name, cmd in jobs.items():
-            times = {1: [], 2: []}
-            for _ in range(rounds):
-                for lvl, lvl_env in levels.items():
-                    times[lvl].append(_wall(cmd(), lvl_env)[0])
-            one, two = statistics.median(times[1]), statistics.median(times[2])
-            print(f"| {name} | {one:.1f} | {two:.1f} | {two / one:.2f}x |", flush=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("process", "step", "fixed", "eval", "level", "all"), default="all")
+    parser.add_argument("--part", choices=("process", "step", "fixed", "eval", "all"), default="all")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--level-rounds", type=int, default=1, help="rounds for --part level (minutes each)")
     parser.add_argument("--epochs", default="1,4,8", help="comma-separated epoch counts for --part process")
     args = parser.parse_args()
     print(host_line())
@@ -260,8 +232,6 @@ def main() -> None:
         step()
     if args.part in ("process", "all"):
         process(args.rounds, [int(e) for e in args.epochs.split(",")])
-    if args.part == "level":
-        level(args.level_rounds)
 
 
 if __name__ == "__main__":

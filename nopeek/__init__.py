@@ -10,9 +10,7 @@ attack and defence. The packages below hold the rest: `nopeek.protocol`, `.train
 
 Importing nopeek turns on JAX's persistent compilation cache in the user's cache folder
 (`~/.cache/nopeek/xla`; `NOPEEK_CACHE_DIR` moves it, `NOPEEK_NO_CACHE=1` turns it off),
-unless a compilation cache is already configured, and asks XLA for its quicker code
-generation (`--xla_backend_optimization_level=1` in XLA_FLAGS, unless XLA_FLAGS names a
-level): a third less compile time, the same steps and results (nopeek/core/_xla_flags.py).
+unless a compilation cache is already configured.
 """
 
 from __future__ import annotations
@@ -20,12 +18,11 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 
-from nopeek.core import enable_compilation_cache, prefer_quick_compiles
+from nopeek.core import enable_compilation_cache
 
 # Compiled programs persist in the user's cache folder (NOPEEK_NO_CACHE=1: off): a second
 # run of the same job skips XLA's compilations. See nopeek/core/_persistent.py.
 enable_compilation_cache()
-prefer_quick_compiles()
 
 try:
     __version__ = version("nopeek")
