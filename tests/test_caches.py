@@ -163,11 +163,11 @@ def test_relieving_code_maps_frees_compiled_code_and_changes_no_result():
     from nopeek.core import map_count, map_limit, relieve_code_maps
 
     assert map_limit() > 0
-    programs = [jax.jit(lambda x, i=i: jnp.tanh(x * i + 1.0).sum() + jnp.exp(x).mean()) for i in range(60)]
+    programs = [jax.jit(lambda x, i=i: jnp.tanh(x * i + 1.0).sum() + jnp.exp(x).mean()) for i in range(20)]
     x = jnp.linspace(0.0, 1.0, 64).reshape(8, 8)
     before = [float(p(x)) for p in programs]
     crowded = map_count()
     assert not relieve_code_maps(share=1.0)  # far below the limit: nothing dropped
     assert relieve_code_maps(share=0.0)
-    assert map_count() < crowded - 60  # each program's code maps were released
+    assert map_count() < crowded - 20  # each program's code maps were released
     assert [float(p(x)) for p in programs] == before  # compiled again, same bits
