@@ -2,7 +2,7 @@
 same job, the step inside the real training loop, the fixed cost of a run, and the share of an
 epoch spent evaluating.
 
-    python bench/process.py [--part process|step|fixed|eval|all] [--rounds 5] [--epochs 1,4,8]
+    python bench/process.py [--part process|step|fixed|eval|compile|all] [--rounds 5] [--epochs 1,4,8]
 
 - process: `nopeek train --dataset mnist5k --model cnn --cut 4 --alpha 1 --epochs E
   --batch-size 64` against `python bench/torch_train.py` (the same job by hand; `pip install
@@ -14,6 +14,12 @@ epoch spent evaluating.
   step inside the PyTorch script at the same batch.
 - fixed: a one-epoch `nopeek train` on digits (second run: the caches are warm) against
   `python -c "import jax, flax.nnx, optax"`, the floor any JAX program pays.
+- compile: nopeek's XLA flags (nopeek/core/_xla_flags.py: the classic fusion emitters at LLVM
+  level 1) against XLA's own defaults (`NOPEEK_XLA_DEFAULTS=0`), every program compiled
+  (NOPEEK_NO_CACHE=1): a 2-epoch mnist5k `nopeek train` and the small modern-attacks sweep,
+  whole processes, alternating the two settings `--compile-rounds` times (median wall seconds
+  and the ratio); then the loop's step at batch 64 and 256 under each setting (each in its own
+  process, alternating; median of the rounds' medians). Not in `all`: it takes minutes.
 - eval: the per-epoch evaluation (accuracy, the probe's dCor and readings) as a share of
   an epoch of the mnist5k job, from the loop's own timings.
 
@@ -217,10 +223,42 @@ def eval_share() -> None:
           f"{got['eval_ms'] / got['epoch_ms']:.1%} | {got['eval_last_ms']:.1f} |", flush=True)
 
 
+def compile_effort(rounds: int, batches=(64, 256)) -> None:
+    print("\n## XLA's compile effort: nopeek's flags against XLA's defaults, every program compiled "
+          f"(NOPEEK_NO_CACHE=1; {rounds} alternating round(s))")
+    print("| what | nopeek's flags | XLA's defaults (NOPEEK_XLA_DEFAULTS=0) | speed with nopeek's flags relative |")
+    print("|---|---|---|---|")
+    base = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "NOPEEK_XLA_DEFAULTS")}
+    settings = {"nopeek": dict(base, NOPEEK_NO_CACHE="1"), "xla": dict(base, NOPEEK_NO_CACHE="1", NOPEEK_XLA_DEFAULTS="0")}
+    with tempfile.TemporaryDirectory(prefix="nopeek-bench-") as tmp:
+        jobs = {"nopeek train, mnist5k cnn, 2 epochs (s)": lambda: nopeek_cmd(2, 64, os.path.join(tmp, "train")),
+                "nopeek sweep --preset modern-attacks --small (s)": lambda: [
+                    sys.executable, "-m", "nopeek.cli", "sweep", "--preset", "modern-attacks", "--small", "--out",
+                    os.path.join(tmp, f"sweep{time.perf_counter_ns()}"), "--quiet"]}
+        for name, cmd in jobs.items():
+            times = {key: [] for key in settings}
+            for _ in range(rounds):
+                for key, env in settings.items():
+                    times[key].append(_wall(cmd(), env)[0])
+            ours, theirs = statistics.median(times["nopeek"]), statistics.median(times["xla"])
+            print(f"| {name} | {ours:.1f} | {theirs:.1f} | {theirs / ours:.2f}x |", flush=True)
+        probe = [sys.executable, "-c", "import json, sys; from bench.process import loop_step_ms; "
+                 "print(json.dumps(loop_step_ms(int(sys.argv[1]))['step_ms']))"]
+        for batch in batches:
+            times = {key: [] for key in settings}
+            for _ in range(rounds):
+                for key, env in settings.items():
+                    env = {k: v for k, v in env.items() if k != "NOPEEK_NO_CACHE"}
+                    times[key].append(float(_wall([*probe, str(batch)], env)[1].strip().splitlines()[-1]))
+            ours, theirs = statistics.median(times["nopeek"]), statistics.median(times["xla"])
+            print(f"| training step, batch {batch} (ms) | {ours:.2f} | {theirs:.2f} | {theirs / ours:.2f}x |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("process", "step", "fixed", "eval", "all"), default="all")
+    parser.add_argument("--part", choices=("process", "step", "fixed", "eval", "compile", "all"), default="all")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--compile-rounds", type=int, default=3, help="rounds for --part compile (minutes each)")
     parser.add_argument("--epochs", default="1,4,8", help="comma-separated epoch counts for --part process")
     args = parser.parse_args()
     print(host_line())
@@ -232,6 +270,8 @@ def main() -> None:
         step()
     if args.part in ("process", "all"):
         process(args.rounds, [int(e) for e in args.epochs.split(",")])
+    if args.part == "compile":
+        compile_effort(args.compile_rounds)
 
 
 if __name__ == "__main__":

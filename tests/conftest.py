@@ -19,6 +19,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_COMPILATION_CACHE_MAX_SIZE=str(2 * 1024**3))
 
+import nopeek  # noqa: E402,F401  (its XLA_FLAGS defaults, before any computation starts jax's backend)
 import jax  # noqa: E402  (after the cache settings, which jax reads at import)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -67,6 +67,58 @@ def test_runs_with_the_caches_cold_shared_warm_and_off_give_the_same_numbers(tmp
         assert params == reference[1], f"{name}: the trained parameters differ"
 
 
+def test_quick_compile_flags_are_defaults_the_user_can_override(monkeypatch):
+    from nopeek.core import QUICK_COMPILE_FLAGS, prefer_quick_compiles
+    from nopeek.core import _xla_flags
+
+    ours = [f"{flag}={value}" for flag, value in QUICK_COMPILE_FLAGS.items()]
+    monkeypatch.delenv("NOPEEK_XLA_DEFAULTS", raising=False)
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    assert prefer_quick_compiles().split() == ours and os.environ["XLA_FLAGS"].split() == ours
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")  # others' flags are kept
+    assert prefer_quick_compiles().split() == ["--xla_force_host_platform_device_count=4", *ours]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3")  # the user's value wins
+    assert prefer_quick_compiles().split() == ["--xla_backend_optimization_level=3", ours[0]]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    monkeypatch.setenv("NOPEEK_XLA_DEFAULTS", "0")  # the user's opt-out
+    assert prefer_quick_compiles() == "--xla_dump_to=/tmp/x"
+    monkeypatch.delenv("NOPEEK_XLA_DEFAULTS")
+    monkeypatch.setattr(_xla_flags, "CHECKED_JAXLIB", ((0, 1),))  # a jaxlib the flags were not checked on
+    assert prefer_quick_compiles() == "--xla_dump_to=/tmp/x"
+    # a fresh `import nopeek` sets them before jax's backend starts, without importing jax
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "NOPEEK_XLA_DEFAULTS")}
+    out = subprocess.run([sys.executable, "-c", "import nopeek, os, sys; print(os.environ['XLA_FLAGS'], 'jax' in sys.modules)"],
+                         capture_output=True, text=True, env=env, check=True).stdout.split()
+    assert out == [*ours, "False"]
+
+
+def test_xla_own_defaults_give_the_same_numbers_to_float32_round_off(tmp_path):
+    """The quick compile flags change how XLA writes the programs, not what they compute: a
+    run under XLA's own defaults (NOPEEK_XLA_DEFAULTS=0) matches one under nopeek's to float32
+    round-off, metrics and trained parameters alike."""
+    from flax import serialization
+
+    env = {k: v for k, v in _env(None, NOPEEK_NO_CACHE="1").items() if k != "XLA_FLAGS"}
+    runs = {name: _train(str(tmp_path / name), dict(env, **extra))
+            for name, extra in (("ours", {}), ("xla", {"NOPEEK_XLA_DEFAULTS": "0"}))}
+    for proc in runs.values():
+        _finish(proc)
+    (ours, ours_params), (xla, xla_params) = (_numbers(str(tmp_path / name)) for name in runs)
+    assert ours.keys() == xla.keys() and ours["test_accuracy"] > 2 * ours["chance_accuracy"], ours["test_accuracy"]
+    for key in ("test_accuracy", "dcor"):
+        np.testing.assert_allclose(ours[key], xla[key], rtol=1e-4, err_msg=key)
+    assert [h["train_loss"] for h in ours["history"]] == pytest.approx([h["train_loss"] for h in xla["history"]], rel=1e-4)
+    flat = [np.concatenate([np.ravel(leaf) for leaf in jax_leaves(serialization.msgpack_restore(p))])
+            for p in (ours_params, xla_params)]
+    np.testing.assert_allclose(flat[0], flat[1], rtol=1e-4, atol=1e-5)
+
+
+def jax_leaves(tree) -> list:
+    import jax
+
+    return [np.asarray(leaf, dtype=np.float64) for leaf in jax.tree_util.tree_leaves(tree)]
+
+
 def test_no_cache_turns_both_caches_off(monkeypatch, tmp_path):
     monkeypatch.setenv("NOPEEK_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("NOPEEK_NO_CACHE", "1")
