@@ -14,10 +14,10 @@ epoch spent evaluating.
   step inside the PyTorch script at the same batch.
 - fixed: a one-epoch `nopeek train` on digits (second run: the caches are warm) against
   `python -c "import jax, flax.nnx, optax"`, the floor any JAX program pays.
-- compile: nopeek's XLA flags (nopeek/core/_xla_flags.py: the classic fusion emitters at LLVM
-  level 1) against XLA's own defaults (`NOPEEK_XLA_DEFAULTS=0`), every program compiled
-  (NOPEEK_NO_CACHE=1): a 2-epoch mnist5k `nopeek train` and the small modern-attacks sweep,
-  whole processes, alternating the two settings `--compile-rounds` times (median wall seconds
+- compile: nopeek's XLA flags (nopeek/core/_xla_flags.py: the classic fusion emitters)
+  against XLA's own defaults (`NOPEEK_XLA_DEFAULTS=0`), every program compiled
+  (NOPEEK_NO_CACHE=1): a 2-epoch mnist5k `nopeek train`, the small modern-attacks sweep and
+  FORA's 1,500 steps against that run (a long training loop), whole processes, alternating the two settings `--compile-rounds` times (median wall seconds
   and the ratio); then the loop's step at batch 64 and 256 under each setting (each in its own
   process, alternating; median of the rounds' medians). Not in `all`: it takes minutes.
 - eval: the per-epoch evaluation (accuracy, the probe's dCor and readings) as a share of
@@ -234,7 +234,10 @@ def compile_effort(rounds: int, batches=(64, 256)) -> None:
         jobs = {"nopeek train, mnist5k cnn, 2 epochs (s)": lambda: nopeek_cmd(2, 64, os.path.join(tmp, "train")),
                 "nopeek sweep --preset modern-attacks --small (s)": lambda: [
                     sys.executable, "-m", "nopeek.cli", "sweep", "--preset", "modern-attacks", "--small", "--out",
-                    os.path.join(tmp, f"sweep{time.perf_counter_ns()}"), "--quiet"]}
+                    os.path.join(tmp, f"sweep{time.perf_counter_ns()}"), "--quiet"],
+                "nopeek attack --attack fora --attack-steps 1500 on that run (s)": lambda: [
+                    sys.executable, "-m", "nopeek.cli", "attack", "--run", os.path.join(tmp, "train"), "--attack",
+                    "fora", "--attack-steps", "1500", "--out", os.path.join(tmp, f"fora{time.perf_counter_ns()}")]}
         for name, cmd in jobs.items():
             times = {key: [] for key in settings}
             for _ in range(rounds):

@@ -11,8 +11,8 @@ attack and defence. The packages below hold the rest: `nopeek.protocol`, `.train
 Importing nopeek turns on JAX's persistent compilation cache in the user's cache folder
 (`~/.cache/nopeek/xla`; `NOPEEK_CACHE_DIR` moves it, `NOPEEK_NO_CACHE=1` turns it off),
 unless a compilation cache is already configured, and asks XLA's CPU backend for its quicker
-compiles (classic fusion emitters, LLVM level 1, in XLA_FLAGS unless the user named them;
-`NOPEEK_XLA_DEFAULTS=0` leaves XLA_FLAGS alone): compile time nearly halved, the same steps,
+compiles (classic fusion emitters, in XLA_FLAGS unless the user named the flag;
+`NOPEEK_XLA_DEFAULTS=0` leaves XLA_FLAGS alone): a fifth less compile time, the same steps,
 results equal to float32 round-off (nopeek/core/_xla_flags.py).
 """
 

@@ -1,25 +1,26 @@
 """XLA's compile effort on the CPU: nopeek's programs compile with XLA's classic (LLVM IR)
-fusion emitters at LLVM optimisation level 1.
+fusion emitters.
 
 Most of a short nopeek run is XLA compiling, not computing: 71% of the test suite's time
 (3,144 of 4,415 s of test bodies, `jax.monitoring`, 7,946 programs) and about half of a
 small sweep. On jaxlib 0.10 XLA's CPU backend emits fusions through its newer MLIR-based
-emitters; they cost most of the compile time of small elementwise programs (a parameter
-initialiser's `truncated_normal`: 0.6 s, against 0.09 s with the classic emitters at level 1).
-Measured on a 2-core AVX2 host (bench/README.md, "XLA's compile effort"; every program
-compiled, whole processes alternated): a one-epoch mnist5k cnn `nopeek train` compiles its 51
-programs in 3.9 s instead of 7.0 s, a two-epoch one runs in 17.5 s instead of 21.2 s, the
-small modern-attacks sweep in 66.9 s instead of 86.0 s, and the training step is as fast
-(its time is in the convolutions and matmuls, library calls the emitters do not write).
-Results agree to float32 round-off (not bit for bit: the two emitters order some arithmetic
-differently).
+emitters, which cost most of the compile time of small elementwise programs (a parameter
+initialiser's `truncated_normal`). Measured on a 2-core AVX2 host (bench/README.md, "XLA's
+compile effort"; every program compiled, whole processes alternated): a one-epoch mnist5k
+cnn `nopeek train` compiles its 51 programs in 5.7 s instead of 7.0 s; the training step
+and the attacks' long training loops run as fast (within the host's noise). Results agree
+to float32 round-off (not bit for bit: the two emitters order some arithmetic differently).
 
-These are defaults only: a flag the user already put in XLA_FLAGS wins, and nothing is added
-where jaxlib is outside the versions the flags were checked on (an XLA that does not know a
-flag aborts the process). Nothing changes once jax's backend has started (XLA reads
-XLA_FLAGS when the first computation creates it); child processes (shards, Ray workers,
-notebook kernels) inherit them through the environment. `NOPEEK_XLA_DEFAULTS=0` leaves
-XLA_FLAGS as it is.
+Tried and not adopted: LLVM level 1 (`--xla_backend_optimization_level=1`) on top cut that
+compile time to 3.9 s, but made programs that run thousands of times slower (the FORA and
+adaptive attackers' test: 55 s to 84-90 s with the caches warm).
+
+A default only: a flag the user already put in XLA_FLAGS wins, and nothing is added where
+jaxlib is outside the versions the flag was checked on (an XLA that does not know a flag
+aborts the process). Nothing changes once jax's backend has started (XLA reads XLA_FLAGS
+when the first computation creates it); child processes (shards, Ray workers, notebook
+kernels) inherit it through the environment. `NOPEEK_XLA_DEFAULTS=0` leaves XLA_FLAGS as it
+is.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from importlib.metadata import PackageNotFoundError, version
 #: flag -> value nopeek asks for unless XLA_FLAGS already names the flag.
 QUICK_COMPILE_FLAGS = {
     "--xla_cpu_use_fusion_emitters": "false",
-    "--xla_backend_optimization_level": "1",
 }
 #: jaxlib versions (major, minor) the flags were measured on; elsewhere XLA's defaults stand.
 CHECKED_JAXLIB = ((0, 10),)
