@@ -17,9 +17,10 @@ epoch spent evaluating.
 - compile: nopeek's XLA flags (nopeek/core/_xla_flags.py: the classic fusion emitters)
   against XLA's own defaults (`NOPEEK_XLA_DEFAULTS=0`), every program compiled
   (NOPEEK_NO_CACHE=1): a 2-epoch mnist5k `nopeek train`, the small modern-attacks sweep and
-  FORA's 1,500 steps against that run (a long training loop), whole processes, alternating the two settings `--compile-rounds` times (median wall seconds
-  and the ratio); then the loop's step at batch 64 and 256 under each setting (each in its own
-  process, alternating; median of the rounds' medians). Not in `all`: it takes minutes.
+  FORA's 1,500 steps against that run (a long training loop), whole processes, alternating
+  the two settings `--compile-rounds` times (median wall seconds and the ratio); then the
+  loop's step at batch 64 and 256 under each setting (each in its own process, caches on,
+  alternating; median of the rounds' medians). Not in `all`: it takes minutes.
 - eval: the per-epoch evaluation (accuracy, the probe's dCor and readings) as a share of
   an epoch of the mnist5k job, from the loop's own timings.
 
