@@ -223,3 +223,46 @@ def test_relieving_code_maps_frees_compiled_code_and_changes_no_result():
     assert relieve_code_maps(share=0.0)
     assert map_count() < crowded - 20  # each program's code maps were released
     assert [float(p(x)) for p in programs] == before  # compiled again, same bits
+
+
+def test_a_models_initialisation_is_one_program_compiled_at_level_0(monkeypatch):
+    """A built configuration initialises every segment and replica in one program, compiled
+    with nopeek's one-off options (LLVM level 0; XLA's own under NOPEEK_XLA_DEFAULTS=0):
+    not one optimised program per parameter shape. Its parameters are those of the blocks
+    built one by one, eagerly, to float32 round-off; the seed decides them."""
+    import jax
+    import jax.monitoring
+    from flax import nnx
+
+    from nopeek.core import ONE_OFF_COMPILE_OPTIONS, one_off_compiler_options
+    from nopeek.protocol import build, build_segment
+    from nopeek.protocol._topologies import Setup
+
+    monkeypatch.delenv("NOPEEK_XLA_DEFAULTS", raising=False)
+    assert one_off_compiler_options() == ONE_OFF_COMPILE_OPTIONS == {"xla_backend_optimization_level": 0}
+    monkeypatch.setenv("NOPEEK_XLA_DEFAULTS", "0")
+    assert one_off_compiler_options() is None
+    monkeypatch.delenv("NOPEEK_XLA_DEFAULTS")
+
+    setup = Setup(model="cnn", widths=(5, 7, 19, 11), input_shape=(8, 8, 1), num_classes=10, cuts=(2, 4))
+    built = build("u_shaped", setup)
+    lowered = []
+    listener = lambda event, secs, **kw: lowered.append(event) if event.endswith("jaxpr_to_mlir_module_duration") else None  # noqa: E731
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        params = jax.block_until_ready(built.init(3))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert len(lowered) == 1, lowered  # 3 segments, 10 parameter arrays: one program
+
+    blocks, shape = setup.blocks(), (8, 8, 1)
+    for party, segment, start, stop, arrays in (("client", "bottom", 0, 2, 4), ("server", "middle", 2, 4, 2),
+                                                ("client", "top", 4, 6, 4)):  # conv conv | pool dense | dense head
+        module, shape = build_segment(blocks, shape, start, stop, seed=3)  # eagerly, block by block
+        pairs = list(zip(jax.tree.leaves(nnx.split(module)[1]), jax.tree.leaves(params[party][segment]), strict=True))
+        assert len(pairs) == arrays, (party, segment)
+        for eager, ours in pairs:
+            np.testing.assert_allclose(np.asarray(ours), np.asarray(eager), rtol=1e-5, atol=1e-6)
+    again, other = built.init(3), built.init(4)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(again)))
+    assert not np.allclose(jax.tree.leaves(params["client"])[1], jax.tree.leaves(other["client"])[1])

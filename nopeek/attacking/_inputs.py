@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nopeek.core import one_off_init
 from nopeek.defences import DEFENCES, received_gradients
 from nopeek.errors import ConfigError
 from nopeek.protocol import Capture, build_segment, gradient_name, model_blocks, protocol_gradients
@@ -58,10 +59,12 @@ def architecture_of(built, config, entry, input_shape):
     blocks = list(built.blocks) or model_blocks(config.model, classes, config.widths)
     input_shape = tuple(input_shape)
 
+    graphdef = nnx.split(nnx.eval_shape(lambda: build_segment(blocks, input_shape, 0, cut)[0]))[0]
+    # One cheap program for every seed (nopeek.core.one_off_init), not one per parameter shape.
+    params_of = one_off_init(lambda seed: nnx.split(build_segment(blocks, input_shape, 0, cut, seed=seed)[0])[1])
+
     def build(seed):
-        clone, _ = build_segment(blocks, input_shape, 0, cut, seed=seed)
-        graphdef, params = nnx.split(clone)
-        return (lambda p, x: nnx.merge(graphdef, p)(x)), params
+        return (lambda p, x: nnx.merge(graphdef, p)(x)), params_of(seed)
 
     return build
 

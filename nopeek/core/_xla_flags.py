@@ -15,12 +15,20 @@ Tried and not adopted: LLVM level 1 (`--xla_backend_optimization_level=1`) on to
 compile time to 3.9 s, but made programs that run thousands of times slower (the FORA and
 adaptive attackers' test: 55 s to 84-90 s with the caches warm).
 
+Programs that run once per run (a model's parameter initialisation) compile with LLVM at
+level 0 instead, through `one_off_jit` (jax's per-program `compiler_options`): XLA's full
+optimisation of a `truncated_normal` initialiser costs about 0.6 s per parameter shape
+(the random bits' hash and the inverse error function, optimised and vectorised) and buys
+nothing for a program that runs once; at level 0 it costs about 0.06 s. The programs that
+run thousands of times (the training step, the attacks' loops) keep XLA's full effort:
+level 1 or 0 for a whole mnist5k cnn run made its epochs 45-90% slower.
+
 A default only: a flag the user already put in XLA_FLAGS wins, and nothing is added where
 jaxlib is outside the versions the flag was checked on (an XLA that does not know a flag
 aborts the process). Nothing changes once jax's backend has started (XLA reads XLA_FLAGS
 when the first computation creates it); child processes (shards, Ray workers, notebook
 kernels) inherit it through the environment. `NOPEEK_XLA_DEFAULTS=0` leaves XLA_FLAGS as it
-is.
+is, and `one_off_jit` then compiles with XLA's own effort too.
 """
 
 from __future__ import annotations
@@ -44,12 +52,36 @@ def _jaxlib_checked() -> bool:
         return False
 
 
+#: jax `compiler_options` for a program that runs once per run (see `one_off_jit`).
+ONE_OFF_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def _defaults_wanted() -> bool:
+    return os.environ.get("NOPEEK_XLA_DEFAULTS", "").strip().lower() not in ("0", "false", "no") and _jaxlib_checked()
+
+
+def one_off_compiler_options() -> dict | None:
+    """`ONE_OFF_COMPILE_OPTIONS`, or None (XLA's own effort) where nopeek's defaults are off
+    (NOPEEK_XLA_DEFAULTS=0, or a jaxlib they were not checked on)."""
+    return dict(ONE_OFF_COMPILE_OPTIONS) if _defaults_wanted() else None
+
+
+def one_off_jit(fn, **jit_kwargs):
+    """`jax.jit(fn, **jit_kwargs)` compiled with `one_off_compiler_options()` (LLVM level 0),
+    for a program that runs once or a few times per run, where compiling costs more than
+    running (parameter initialisation). Not for anything that runs per step or per sample:
+    at level 0 the leakage readings ran 7-8x slower."""
+    import jax
+
+    return jax.jit(fn, compiler_options=one_off_compiler_options(), **jit_kwargs)
+
+
 def prefer_quick_compiles() -> str:
     """Add QUICK_COMPILE_FLAGS to XLA_FLAGS, each unless the user set it (or set
     NOPEEK_XLA_DEFAULTS=0, or jaxlib is not a checked version); returns XLA_FLAGS as it
     now reads."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if os.environ.get("NOPEEK_XLA_DEFAULTS", "").strip().lower() in ("0", "false", "no") or not _jaxlib_checked():
+    if not _defaults_wanted():
         return flags
     named = {item.split("=", 1)[0] for item in flags.split()}
     added = [f"{flag}={value}" for flag, value in QUICK_COMPILE_FLAGS.items() if flag not in named]
@@ -57,3 +89,16 @@ def prefer_quick_compiles() -> str:
         flags = " ".join([flags, *added]).strip()
         os.environ["XLA_FLAGS"] = flags
     return flags
+
+
+def one_off_init(init):
+    """`init(seed) -> parameters` (a pytree) as one `one_off_jit` program of the seed, which
+    it receives as `jax.random.key` takes a Python int (int32 unless x64; out of range
+    raises), passed as a NumPy scalar so that nothing else compiles: one program per model
+    shape instead of an optimised program per parameter shape (eager initialisers)."""
+    import jax
+    import numpy as np
+
+    jitted = one_off_jit(init)
+    return lambda seed: jitted(np.asarray(int(seed), jax.dtypes.canonicalize_dtype(np.int64)))
+

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nopeek.core import one_off_init
 from nopeek.errors import TopologyError
 from nopeek.protocol._graph import MERGES, Handoff, Loss, Party, Segment, Topology, segment_fn
 from nopeek.protocol._models import MODELS, BlockSpec, build_segment, model_blocks, with_cut_activation
@@ -155,7 +156,9 @@ def _segment_builder(blocks, specs):
     """specs: [(party, segment, in_shape, start, stop, replicas)] -> (graphdefs, init).
 
     The graphs come from abstract evaluation (`jax.eval_shape`): nothing is initialised
-    until `init(seed)` is called."""
+    until `init(seed)` is called. `init` is one program for every segment and replica
+    (`nopeek.core.one_off_init`: compiled once per model shape, cheaply, instead of one
+    optimised program per parameter shape)."""
 
     def build(seed):
         graphdefs, params = {}, {}
@@ -172,7 +175,7 @@ def _segment_builder(blocks, specs):
 
     graphs = []
     jax.eval_shape(lambda: graphs.append(build(0)[0]))  # the graphs do not depend on the seed
-    return graphs[0], lambda seed: build(int(seed))[1]
+    return graphs[0], one_off_init(lambda seed: build(seed)[1])
 
 
 def _shape_after(blocks, in_shape, start, stop):
@@ -408,9 +411,9 @@ def _vertical_unstacked(setup, blocks, n, cut, shape, merged, slicer, parts) -> 
     def init(seed):
         params = {}
         for i, name in enumerate(names):
-            module, _ = build_segment(blocks, shape, 0, cut, seed=int(seed), replica=i)
+            module, _ = build_segment(blocks, shape, 0, cut, seed=seed, replica=i)
             params[name] = {"bottom": nnx.split(module)[1]}
-        params["server"] = {"top": nnx.split(build_segment(blocks, merged, cut, len(blocks), seed=int(seed))[0])[1]}
+        params["server"] = {"top": nnx.split(build_segment(blocks, merged, cut, len(blocks), seed=seed)[0])[1]}
         return params
 
     topo = Topology(
@@ -428,7 +431,7 @@ def _vertical_unstacked(setup, blocks, n, cut, shape, merged, slicer, parts) -> 
         return {**{f"x_{i + 1}": slices[i] for i in range(n)}, "y": y}
 
     messages = [f"z_{i + 1}" for i in range(n)]
-    return Built(topo, init, prepare, {"y": setup.num_classes}, tuple(setup.cuts), {m: 0 for m in messages}, messages[0],
+    return Built(topo, one_off_init(init), prepare, {"y": setup.num_classes}, tuple(setup.cuts), {m: 0 for m in messages}, messages[0],
                  tuple(parts))
 
 
