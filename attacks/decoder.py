@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from functools import partial
 
 import jax
@@ -120,7 +121,7 @@ def spatial_stages(z_shape, x_shape) -> int | None:
 def build_decoder(z_shape, x_shape, *, seed: int = 0, upsample: str = "subpixel", width: int = 32,
                   depth: int = 1) -> nnx.Module:
     """The decoder for activations of per-sample shape `z_shape` and inputs of `x_shape`."""
-    rngs = nnx.Rngs(seed)
+    rngs = rngs_for(seed)
     if spatial_stages(tuple(z_shape), tuple(x_shape)) is not None:
         return ConvDecoder(tuple(z_shape), tuple(x_shape), width=width, upsample=upsample, depth=depth, rngs=rngs)
     return MLPDecoder(math.prod(z_shape), tuple(x_shape), rngs=rngs)
@@ -133,6 +134,32 @@ def vmap_models(fn, in_axes):
 
 def _stack(trees):
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def rngs_for(seed) -> nnx.Rngs:
+    """`nnx.Rngs(seed)` for an int or a traced int32 seed (the same keys)."""
+    return nnx.Rngs(jax.random.key(seed))
+
+
+def init_compiler_options() -> dict | None:
+    """jax `compiler_options` of the programs that initialise an attacker's networks: LLVM
+    level 0 (they run once; an optimised `truncated_normal` costs about 0.6 s to compile per
+    parameter shape, at level 0 a tenth of that), or None (XLA's own effort) where the user
+    keeps XLA's defaults (NOPEEK_XLA_DEFAULTS=0, as nopeek's own initialisation does)."""
+    if os.environ.get("NOPEEK_XLA_DEFAULTS", "").strip().lower() in ("0", "false", "no"):
+        return None
+    return {"xla_backend_optimization_level": 0}
+
+
+def init_stacked(make, k: int, seed: int):
+    """(graphdef, parameters stacked over K) of the K networks `make(seed + i)`, i < k, made in
+    one program of the seeds (`init_compiler_options`), not eagerly: eager construction
+    compiles an optimised program per parameter shape and per layer's shape probe. `make`
+    takes the seed as a traced int32 scalar (what `nnx.Rngs(int)` makes of an int)."""
+    graphdef = nnx.split(nnx.eval_shape(lambda: make(seed)))[0]
+    build = jax.jit(lambda seeds: _stack([nnx.split(make(seeds[i]))[1] for i in range(k)]),
+                    compiler_options=init_compiler_options())
+    return graphdef, build(np.arange(seed, seed + k, dtype=np.int32))
 
 
 @dataclasses.dataclass
@@ -244,10 +271,8 @@ def fit_decoders(
     val_idx, train_idx = jnp.asarray(np.sort(order[:n_val])), np.sort(order[n_val:])
     z_shape, x_shape = z_stack.shape[2:], x.shape[1:]
     mean = np.asarray(x)[train_idx].mean(axis=0)
-    decoders = [build_decoder(z_shape, x_shape, seed=seed + i, upsample=upsample, width=width, depth=depth)
-                for i in range(k)]
-    graphdef = nnx.split(decoders[0])[0]
-    params = _stack([nnx.split(d)[1] for d in decoders])
+    graphdef, params = init_stacked(
+        lambda s: build_decoder(z_shape, x_shape, seed=s, upsample=upsample, width=width, depth=depth), k, seed)
     optimizer = optax.adam(lr)
     opt_state = jax.vmap(optimizer.init)(params)
     if place is not None:

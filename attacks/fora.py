@@ -28,9 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 
-from attacks.decoder import vmap_models
+from attacks.decoder import rngs_for, vmap_models
 from attacks.nets import Discriminator, SubstituteClient, decoder_for
 from attacks.sdar import _apply, _module, reconstruct
 
@@ -80,8 +79,8 @@ def fora(x_aux, z_observed, z_target, *, steps: int = 3000, batch_size: int = 64
     k = z_obs.shape[0]
     x_shape, z_shape = tuple(x_aux.shape[1:]), tuple(z_obs.shape[2:])
     nonnegative = bool(np.all(np.asarray(z_observed) >= 0))  # the substitute's design: ReLU output if z >= 0
-    gs, ps = _module(lambda i: SubstituteClient(x_shape, z_shape, nonnegative=nonnegative, rngs=nnx.Rngs(i + 61)), k, seed)
-    gc, pc = _module(lambda i: Discriminator(z_shape, rate=0.0, rngs=nnx.Rngs(i + 67)), k, seed)
+    gs, ps = _module(lambda i: SubstituteClient(x_shape, z_shape, nonnegative=nonnegative, rngs=rngs_for(i + 61)), k, seed)
+    gc, pc = _module(lambda i: Discriminator(z_shape, rate=0.0, rngs=rngs_for(i + 67)), k, seed)
     gd, pd = _module(lambda i: decoder_for(z_shape, x_shape, None, i + 71), k, seed)
     sub, critic, dec = _apply(gs), _apply(gc), _apply(gd)
     opts = {"sub": optax.adam(lr), "critic": optax.adam(critic_lr), "dec": optax.adam(decoder_lr)}

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attacks.decoder import build_decoder, spatial_stages
+from attacks.decoder import build_decoder, rngs_for, spatial_stages
 
 EMBED = 50  # the label embedding's width (the SDAR code's)
 
@@ -170,5 +170,5 @@ class LabelledDecoder(nnx.Module):
 def decoder_for(z_shape, x_shape, classes: int | None, seed: int) -> nnx.Module:
     """A decoder of z (classes None) or of (z, y) (classes given)."""
     if classes:
-        return LabelledDecoder(z_shape, x_shape, classes, seed=seed, rngs=nnx.Rngs(seed + 7))
+        return LabelledDecoder(z_shape, x_shape, classes, seed=seed, rngs=rngs_for(seed + 7))
     return build_decoder(tuple(z_shape), tuple(x_shape), seed=seed)

@@ -44,7 +44,7 @@ import optax
 from flax import nnx
 
 import metrics
-from attacks.decoder import vmap_models
+from attacks.decoder import init_stacked, rngs_for, vmap_models
 from attacks.nets import Discriminator, Head, SubstituteClient, decoder_for
 
 EPS = 1e-7  # Keras' Adam epsilon, which the SDAR code (and SecretFlow's port) uses
@@ -87,9 +87,9 @@ def stack(trees):
 
 
 def _module(make, k: int, seed: int):
-    """(graphdef, params stacked over K) of K modules `make(seed_i)`."""
-    mods = [make(seed + i) for i in range(k)]
-    return nnx.split(mods[0])[0], stack([nnx.split(m)[1] for m in mods])
+    """(graphdef, params stacked over K) of K modules `make(seed + i)`, made in one program
+    (`attacks.decoder.init_stacked`)."""
+    return init_stacked(make, k, seed)
 
 
 def _apply(graphdef):
@@ -103,7 +103,7 @@ def simulators(x_shape, z_shape, k: int, seed: int, architecture=None, nonnegati
     if architecture is not None:  # seeds far from the victims' own, which the attacker does not know
         built = [architecture(seed + 1000 + i) for i in range(k)]
         return built[0][0], stack([b[1] for b in built])
-    graphdef, params = _module(lambda s: SubstituteClient(x_shape, z_shape, nonnegative=nonnegative, rngs=nnx.Rngs(s)),
+    graphdef, params = _module(lambda s: SubstituteClient(x_shape, z_shape, nonnegative=nonnegative, rngs=rngs_for(s)),
                                k, seed)
     return _apply(graphdef), params
 
@@ -152,15 +152,15 @@ class Simulation:
         cond = self.cond = victim.classes if s.conditional else None
         trainable, applies, lrs = {"sim": sim_params}, {"sim": sim_apply}, {"sim": s.lr}
         if not victim.labels_at_server:
-            g, p = _module(lambda i: Head(out_shape, victim.classes, rngs=nnx.Rngs(i + 11)), k, seed)
+            g, p = _module(lambda i: Head(out_shape, victim.classes, rngs=rngs_for(i + 11)), k, seed)
             trainable["head"], applies["head"], lrs["head"] = p, _apply(g), s.head_lr
         if adversarial and s.lambda1 > 0:
-            g, p = _module(lambda i: Discriminator(z_shape, classes=cond, rngs=nnx.Rngs(i + 23)), k, seed)
+            g, p = _module(lambda i: Discriminator(z_shape, classes=cond, rngs=rngs_for(i + 23)), k, seed)
             trainable["df"], applies["df"], lrs["df"] = p, _apply(g), s.df_lr or s.lr * s.lambda1
         g, p = _module(lambda i: decoder_for(z_shape, x_shape, cond, i + 31), k, seed)
         trainable["dec"], applies["dec"], lrs["dec"] = p, _apply(g), s.decoder_lr
         if adversarial and s.lambda2 > 0:
-            g, p = _module(lambda i: Discriminator(x_shape, classes=cond, width=32, rngs=nnx.Rngs(i + 47)), k, seed)
+            g, p = _module(lambda i: Discriminator(x_shape, classes=cond, width=32, rngs=rngs_for(i + 47)), k, seed)
             trainable["dd"], applies["dd"], lrs["dd"] = p, _apply(g), s.dd_lr or s.decoder_lr * s.lambda2
         self.applies = applies
         opts = {name: optax.adam(lr, eps=EPS) for name, lr in lrs.items()}
