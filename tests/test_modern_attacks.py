@@ -177,6 +177,43 @@ def test_mk_mmd_and_gradient_penalty(rng):
     assert float(gradient_penalty(linear, p, a, b, jax.random.key(0))) == pytest.approx(16.0, rel=1e-5)
 
 
+def test_an_attackers_networks_are_made_in_one_program_as_eagerly(monkeypatch):
+    """K networks (a label-conditioned discriminator, a decoder) made by `init_stacked`: one
+    program for all K, at LLVM level 0 (XLA's own effort under NOPEEK_XLA_DEFAULTS=0), with
+    the parameters eager construction gives seed by seed, to float32 round-off."""
+    import jax.monitoring
+    from flax import nnx
+
+    from attacks.decoder import build_decoder, init_compiler_options, init_stacked, rngs_for
+    from attacks.nets import Discriminator
+
+    monkeypatch.delenv("NOPEEK_XLA_DEFAULTS", raising=False)
+    assert init_compiler_options() == {"xla_backend_optimization_level": 0}
+    monkeypatch.setenv("NOPEEK_XLA_DEFAULTS", "0")
+    assert init_compiler_options() is None
+    monkeypatch.delenv("NOPEEK_XLA_DEFAULTS")
+    makers = {"discriminator": lambda s: Discriminator((8, 8, 4), classes=3, rngs=rngs_for(s + 23)),
+              "decoder": lambda s: build_decoder((4, 4, 8), (8, 8, 1), seed=s)}
+    for name, make in makers.items():
+        lowered = []
+        listener = lambda event, secs, **kw: lowered.append(event) if event.endswith("jaxpr_to_mlir_module_duration") else None  # noqa: E731
+        jax.monitoring.register_event_duration_secs_listener(listener)
+        try:
+            graphdef, params = init_stacked(make, 3, 5)
+            jax.block_until_ready(params)
+        finally:
+            jax.monitoring.unregister_event_duration_listener(listener)
+        assert len(lowered) == 1, (name, len(lowered))
+        for i in range(3):
+            eager = nnx.split(make(5 + i))[1]
+            pairs = list(zip(jax.tree.leaves(eager), jax.tree.leaves(params), strict=True))
+            assert len(pairs) >= 4, name
+            for a, b in pairs:
+                if jnp.issubdtype(a.dtype, jnp.floating):
+                    np.testing.assert_allclose(np.asarray(b[i]), np.asarray(a), rtol=1e-5, atol=1e-6, err_msg=name)
+        assert type(nnx.merge(graphdef, jax.tree.map(lambda a: a[0], params))) is type(make(0))
+
+
 def test_one_compiled_step_per_simulation(digits):
     """SDAR's step compiles once and is reused for every batch (no retracing per step)."""
     from attacks.sdar import Settings
