@@ -157,9 +157,17 @@ def init_stacked(make, k: int, seed: int):
     compiles an optimised program per parameter shape and per layer's shape probe. `make`
     takes the seed as a traced int32 scalar (what `nnx.Rngs(int)` makes of an int)."""
     graphdef = nnx.split(nnx.eval_shape(lambda: make(seed)))[0]
-    build = jax.jit(lambda seeds: _stack([nnx.split(make(seeds[i]))[1] for i in range(k)]),
-                    compiler_options=init_compiler_options())
-    return graphdef, build(np.arange(seed, seed + k, dtype=np.int32))
+
+    def build(seeds):
+        return _stack([nnx.split(make(seeds[i]))[1] for i in range(k)])
+
+    seeds = np.arange(seed, seed + k, dtype=np.int32)
+    try:
+        return graphdef, jax.jit(build, compiler_options=init_compiler_options())(seeds)
+    except ValueError as err:  # inside a caller's trace (jit, eval_shape), where a nested jit
+        if "compiler_options" not in str(err):  # cannot carry compiler options: made in the
+            raise  # caller's program
+        return graphdef, build(seeds)
 
 
 @dataclasses.dataclass

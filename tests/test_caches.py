@@ -263,6 +263,12 @@ def test_a_models_initialisation_is_one_program_compiled_at_level_0(monkeypatch)
         assert len(pairs) == arrays, (party, segment)
         for eager, ours in pairs:
             np.testing.assert_allclose(np.asarray(ours), np.asarray(eager), rtol=1e-5, atol=1e-6)
+    # Inside a caller's trace (a nested jit cannot carry compiler options) it is part of the
+    # caller's program: the same parameters.
+    assert jax.eval_shape(lambda: built.init(3))["client"]["bottom"] is not None
+    inside = jax.jit(lambda: built.init(3))()
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(inside), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
     again, other = built.init(3), built.init(4)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(again)))
     assert not np.allclose(jax.tree.leaves(params["client"])[1], jax.tree.leaves(other["client"])[1])

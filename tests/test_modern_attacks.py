@@ -212,6 +212,10 @@ def test_an_attackers_networks_are_made_in_one_program_as_eagerly(monkeypatch):
                 if jnp.issubdtype(a.dtype, jnp.floating):
                     np.testing.assert_allclose(np.asarray(b[i]), np.asarray(a), rtol=1e-5, atol=1e-6, err_msg=name)
         assert type(nnx.merge(graphdef, jax.tree.map(lambda a: a[0], params))) is type(make(0))
+        inside = jax.jit(lambda: init_stacked(make, 3, 5)[1])()  # within a caller's program
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(inside), strict=True):
+            if jnp.issubdtype(a.dtype, jnp.floating):
+                np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_one_compiled_step_per_simulation(digits):

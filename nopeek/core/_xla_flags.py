@@ -100,5 +100,21 @@ def one_off_init(init):
     import numpy as np
 
     jitted = one_off_jit(init)
-    return lambda seed: jitted(np.asarray(int(seed), jax.dtypes.canonicalize_dtype(np.int64)))
 
+    def call(seed):
+        seed = np.asarray(int(seed), jax.dtypes.canonicalize_dtype(np.int64))
+        return _call_top_level(jitted, init, seed)
+
+    return call
+
+
+def _call_top_level(jitted, fn, *args):
+    """`jitted(*args)`, or `fn(*args)` (part of the caller's program) when a jax trace
+    (`jax.jit`, `jax.eval_shape`) is staging the call: a nested jit cannot carry compiler
+    options, and jax says so when it is staged (a ValueError naming `compiler_options`)."""
+    try:
+        return jitted(*args)
+    except ValueError as err:
+        if "compiler_options" not in str(err):
+            raise
+        return fn(*args)
