@@ -14,32 +14,43 @@ from nopeek.plots._common import save_figure
 
 
 def _as_picture(sample: np.ndarray) -> np.ndarray:
-    """An image (H, W, C) as (H, W) or (H, W, 3); a flat sample as a 1 x d strip."""
-    s = np.asarray(sample)
+    """An image (H, W, C) as (H, W, 3) in [0, 1] (grey repeated); a flat sample (d,) as a
+    1 x d strip, grey."""
+    s = np.asarray(sample, dtype=np.float32)
     if s.ndim == 3:
-        return s[..., 0] if s.shape[-1] == 1 else np.clip(s, 0, 1)
-    return s.reshape(1, -1)
+        s = np.repeat(s, 3, axis=-1) if s.shape[-1] == 1 else s[..., :3]
+    else:
+        s = np.repeat(s.reshape(1, -1, 1), 3, axis=-1)
+    return np.clip(s, 0, 1)
+
+
+def _mosaic(samples, gap: int) -> np.ndarray:
+    """The pictures of `samples` side by side, `gap` white columns between them: (H, m*W + (m-1)*gap, 3)."""
+    pictures = [_as_picture(s) for s in samples]
+    white = np.ones((pictures[0].shape[0], gap, 3), np.float32)
+    return np.concatenate([p for picture in pictures for p in (picture, white)][:-1], axis=1)
 
 
 def reconstruction_grid(rows, row_labels, path: str, *, title: str | None = None) -> str:
     """One row per array of samples (rows[i]: (m, ...) in [0, 1]); the same columns in every row.
 
-    Used for originals above reconstructions, and for one row per alpha in a sweep.
+    Used for originals above reconstructions, and for one row per alpha in a sweep. Each row
+    is one image (its samples side by side, a white gap between them) in its own axes: a
+    figure of 16 columns is a handful of axes, not one per sample (3 rows of 16: 0.1 s to
+    draw, against about 1 s with 48 axes).
     """
     rows = [np.asarray(r) for r in rows]
     m = min(len(r) for r in rows)
     flat = rows[0].ndim != 4
-    fig, axes = plt.subplots(
-        len(rows), m, figsize=(m * 0.8, len(rows) * (0.5 if flat else 0.9) + 0.4), squeeze=False
-    )
-    for i, (r, label) in enumerate(zip(rows, row_labels)):
-        for j in range(m):
-            ax = axes[i, j]
-            ax.imshow(_as_picture(r[j]), cmap="gray", vmin=0, vmax=1, aspect="auto" if flat else "equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    gap = 1 if flat else max(1, rows[0].shape[2] // 8)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(m * 0.8, len(rows) * (0.5 if flat else 0.9) + 0.4), squeeze=False)
+    for ax, r, label in zip(axes[:, 0], rows, row_labels):
+        ax.imshow(_mosaic(r[:m], gap), vmin=0, vmax=1, aspect="auto" if flat else "equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
