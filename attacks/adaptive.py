@@ -173,15 +173,18 @@ def shadow_clients(architecture, x_leak, z_leak, x_inputs, *, alphas, server_app
 
     stacked = map_models(one, (0, 0, 0, 0, 0, 0 if use_ce else None, None, None, None))
 
+    # The data and the servers' weights are arguments, not constants baked into the program
+    # (which would then compile per victim and never match another run's in the cache).
     @partial(jax.jit, donate_argnums=(0, 1))
-    def step(p, o, il, ib):
-        yb = y_inputs[ib] if use_ce else None
-        return stacked(p, o, z_leak[:, il], scale, alphas, sp, x_leak[il], x_inputs[ib], yb)
+    def step(p, o, data, il, ib):
+        zl, sc, al, spk, xl, xi, yi = data
+        return stacked(p, o, zl[:, il], sc, al, spk, xl[il], xi[ib], yi[ib] if use_ce else None)
 
+    data = (z_leak, scale, alphas, sp, x_leak, x_inputs, y_inputs)
     rng = np.random.default_rng([seed, 2])
     bl, bi = min(batch_size, len(x_leak)), min(batch_size, len(x_inputs))
     for _ in range(steps):
-        params, opt = step(params, opt, jnp.asarray(rng.choice(len(x_leak), bl, replace=False)),
+        params, opt = step(params, opt, data, jnp.asarray(rng.choice(len(x_leak), bl, replace=False)),
                            jnp.asarray(rng.choice(len(x_inputs), bi, replace=False)))
     return apply, params
 
@@ -203,7 +206,7 @@ def adaptive_alpha(architecture, x_leak, z_leak, z_target, x_aux, *, alphas, y_l
                                    server_apply=server_apply if labels is not None else None,
                                    server_params=server_params, y_inputs=labels, steps=shadow_steps, seed=seed,
                                    map_models=map_models)
-    z_shadow = np.asarray(jax.jit(map_models(lambda p: apply(p, jnp.asarray(x_aux)), (0,)))(params))
+    z_shadow = np.asarray(jax.jit(map_models(lambda p, xa: apply(p, xa), (0, None)))(params, jnp.asarray(x_aux)))
     z_leak = np.asarray(z_leak, np.float32)
     white = [whitener(z, whiten) for z in z_leak]
     z_pairs = np.stack([np.concatenate([w(zl), w(zs)]) for w, zl, zs in zip(white, z_leak, z_shadow)])

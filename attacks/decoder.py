@@ -295,12 +295,16 @@ def fit_decoders(
         updates, o = optimizer.update(grads, o, p)
         return optax.apply_updates(p, updates), o, value
 
+    # The pairs are arguments, not constants the programs close over: a closed-over array is
+    # baked into the compiled program, which then compiles slower and matches no other run's
+    # program in the persistent cache (same shapes, other data).
     stacked = map_models(one_step, (0, 0, 0, None))
-    held_out = jax.jit(lambda p: map_models(mse, (0, 0, None))(p, z_stack[:, val_idx], x[val_idx]))
+    held_out = jax.jit(map_models(mse, (0, 0, None)))
+    z_val, x_val = z_stack[:, val_idx], x[val_idx]
 
     @partial(jax.jit, donate_argnums=(0, 1))
-    def step(p, o, idx):
-        return stacked(p, o, z_stack[:, idx], x[idx])
+    def step(p, o, z_all, x_all, idx):
+        return stacked(p, o, z_all[:, idx], x_all[idx])
 
     @jax.jit
     def keep_best(best, p, improved):
@@ -317,7 +321,7 @@ def fit_decoders(
     history, running, done = [], None, 0
     for i in range(steps):
         idx = jnp.asarray(rng.choice(train_idx, batch_size, replace=False))
-        params, opt_state, losses = step(params, opt_state, idx)
+        params, opt_state, losses = step(params, opt_state, z_stack, x, idx)
         done = i + 1
         running = losses if running is None else running + losses
         if done % log_every == 0:
@@ -326,7 +330,7 @@ def fit_decoders(
             if progress is not None:
                 progress(done, history[-1])
         if n_val and done % eval_every == 0:
-            val = np.asarray(held_out(params))
+            val = np.asarray(held_out(params, z_val, x_val))
             val_history.append(val)
             improved = val < best_val
             best = keep_best(best, params, jnp.asarray(improved))

@@ -16,6 +16,7 @@ Inputs are parametrised as sigmoid(u) so reconstructions stay in [0, 1].
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 from typing import Callable
 
@@ -43,11 +44,35 @@ def _logit(x):
     return jnp.log(x) - jnp.log1p(-x)
 
 
+@functools.lru_cache(maxsize=8)
+def _inversion_step(client: Callable, lr: float, tv_weight: float):
+    """The jitted Adam step of `whitebox_inversion` for `client(params, x)`: one program per
+    client function (and shapes), whichever weights and messages it is given."""
+    optimizer = optax.adam(lr)
+
+    def loss(u, params, z):
+        x_hat = jax.nn.sigmoid(u)
+        return _matching_loss(client(params, x_hat), z) + tv_weight * total_variation(x_hat)
+
+    @partial(jax.jit, donate_argnums=(0, 1))
+    def step(u, opt_state, params, z):
+        grads = jax.grad(loss)(u, params, z)
+        updates, opt_state = optimizer.update(grads, opt_state, u)
+        return optax.apply_updates(u, updates), opt_state
+
+    return optimizer, step
+
+
+def _closed(client):
+    return lambda _, x: client(x)
+
+
 def whitebox_inversion(
-    client: Callable[[jax.Array], jax.Array],
+    client: Callable,
     z,
     x_shape,
     *,
+    params=None,
     steps: int = 500,
     lr: float = 0.05,
     tv_weight: float = 0.0,
@@ -56,9 +81,12 @@ def whitebox_inversion(
     """Invert `client` for a batch of activations.
 
     Args:
-      client: x (n, *x_shape) -> z (n, ...), with the target's weights closed over.
+      client: `client(params, x) -> z` with the weights `params` given, or `client(x) -> z`
+        (weights closed over: compiled for this call alone) without.
       z: (n, ...) observed activations.
       x_shape: shape of one input.
+      params: the client's weights (a pytree), an argument of the compiled step: the same
+        `client` inverts every model of a stack with one program.
       steps: Adam steps on all images together.
       lr: Adam's learning rate.
       tv_weight: weight of the total-variation prior (images only).
@@ -71,22 +99,12 @@ def whitebox_inversion(
     n = z.shape[0]
     start = jnp.full((n, *x_shape), 0.5, jnp.float32) if init is None else jnp.asarray(init, jnp.float32)
     u = _logit(start)
-    optimizer = optax.adam(lr)
+    optimizer, step = _inversion_step(client, float(lr), float(tv_weight)) if params is not None else \
+        _inversion_step.__wrapped__(_closed(client), float(lr), float(tv_weight))
     opt_state = optimizer.init(u)
-
-    def loss(u):
-        x_hat = jax.nn.sigmoid(u)
-        return _matching_loss(client(x_hat), z) + tv_weight * total_variation(x_hat)
-
-    @partial(jax.jit, donate_argnums=(0, 1))
-    def step(u, opt_state):
-        grads = jax.grad(loss)(u)
-        updates, opt_state = optimizer.update(grads, opt_state, u)
-        return optax.apply_updates(u, updates), opt_state
-
     # Steps driven from Python: XLA:CPU runs convolutions inside loops ~13x slower.
     for _ in range(steps):
-        u, opt_state = step(u, opt_state)
+        u, opt_state = step(u, opt_state, params, z)
     return np.asarray(jax.nn.sigmoid(u))
 
 

@@ -45,7 +45,7 @@ NEEDS = {
     "pairs": ("x_leak", "z_leak"),
     "targets": ("z_target",),
     "labels": ("y_leak", "y_target"),
-    "message_fn": ("message_fns",),
+    "message_fn": ("message_apply", "message_states"),
     "architecture": ("architecture",),
     "gradients": ("gradients", "y_target"),
     "aux": ("x_aux", "y_aux"),
@@ -65,7 +65,9 @@ class AttackInputs:
     x_target: (n_t, ...) held-out inputs the attack tries to recover (used only to score);
       z_target: (K, n_t, ...) their messages as sent; y_target: (n_t,) their labels. Where
       each model has targets of its own, the three are lists of K arrays (n_k may differ).
-    message_fns: K functions x (n, ...) -> message (n, ...), weights closed over (white box).
+    message_apply(state, x) -> message (n, ...), message_states: K pytrees: the sender's
+      function up to the message and each model's weights (white box); the weights are an
+      argument, so one compiled program inverts every model.
     architecture: seed -> (apply(params, x) -> message, params): the sender's architecture
       up to the message, freshly initialised (the attacker knows it, not its weights).
     gradients: (K, n_t, ...) the per-sample gradients the attacker received for the targets.
@@ -95,7 +97,8 @@ class AttackInputs:
     x_target: Any = None
     z_target: Any = None
     y_target: Any = None
-    message_fns: Sequence[Callable] | None = None
+    message_apply: Callable | None = None
+    message_states: Sequence | None = None
     architecture: Callable | None = None
     gradients: Any = None
     classifier: Any = None
@@ -133,7 +136,7 @@ class AttackInputs:
             value = getattr(self, name)
             if value is not None:
                 return len(value) if isinstance(value, (list, tuple)) else int(np.shape(value)[0])
-        return len(self.message_fns or ())
+        return len(self.message_states or ())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,10 +283,11 @@ def _decoder(inputs: AttackInputs, *, steps, lr, batch_size) -> list:
 
 def _whitebox(inputs: AttackInputs, *, steps, lr, tv_weight, n_targets) -> list:
     out = []
-    for k, fn in enumerate(inputs.message_fns):
+    for k, state in enumerate(inputs.message_states):
         z = np.asarray(inputs.z_target[k])[:n_targets]
         x_shape = np.shape(inputs.targets(k)[0])[1:]
-        out.append({"x_hat": whitebox_inversion(fn, z, x_shape, steps=steps, lr=lr, tv_weight=tv_weight)})
+        out.append({"x_hat": whitebox_inversion(inputs.message_apply, z, x_shape, params=state, steps=steps, lr=lr,
+                                                tv_weight=tv_weight)})
     return out
 
 

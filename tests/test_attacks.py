@@ -93,6 +93,36 @@ def test_whitebox_inverts_an_invertible_client(digits):
     assert float(metrics.mse(x, x_hat)) < 1e-3
 
 
+def test_whitebox_weights_as_an_argument_one_program_for_every_model(digits):
+    """Given `params`, the client's weights are an argument of the compiled step, not constants
+    baked into it: the second model of the same architecture reuses the first one's program
+    (nothing compiled), and each model's reconstruction equals its closed-over form's."""
+    graphdef, _ = nnx.split(build_model("mlp", (8, 8, 1), 10, widths=(64,), seed=0).part(0, 1))
+    weights = [nnx.split(build_model("mlp", (8, 8, 1), 10, widths=(64,), seed=s).part(0, 1))[1] for s in (0, 1)]
+    apply = lambda p, x: nnx.merge(graphdef, p)(x)  # noqa: E731
+    x = digits.x_test[:16]
+    z = [np.asarray(apply(p, x)) for p in weights]
+    assert not np.allclose(z[0], z[1])  # two different models
+    attacks.whitebox_inversion(apply, z[0], (8, 8, 1), params=weights[0], steps=2, lr=0.1)  # compiles the step
+    compiled = []
+
+    def listener(event, secs, **kw):
+        if event.endswith("backend_compile_duration"):
+            compiled.append(str(kw.get("fun_name")))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        x_hat = attacks.whitebox_inversion(apply, z[1], (8, 8, 1), params=weights[1], steps=5, lr=0.1)
+        again = list(compiled)
+        attacks.whitebox_inversion(lambda xb: apply(weights[1], xb), z[1], (8, 8, 1), steps=1, lr=0.1)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert "jit(step)" not in again, again  # the second model: no new inversion program
+    assert "jit(step)" in compiled[len(again):]  # the closed-over form compiles its own (the listener sees it)
+    closed = attacks.whitebox_inversion(lambda xb: apply(weights[1], xb), z[1], (8, 8, 1), steps=5, lr=0.1)
+    np.testing.assert_allclose(x_hat, closed, rtol=1e-5, atol=1e-6)
+
+
 def test_unsplit_matches_the_activations_without_the_weights(digits):
     graphdef, target_params = nnx.split(build_model("mlp", (8, 8, 1), 10, widths=(64,), seed=0).part(0, 1))
     _, clone_init = nnx.split(build_model("mlp", (8, 8, 1), 10, widths=(64,), seed=123).part(0, 1))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import time
 
-import jax
 import numpy as np
 
 import attacks
@@ -104,7 +103,8 @@ def run_attack(run_dir: str, config: AttackConfig, out: str) -> dict:
         x_t, y_t = ds.x_test[targets[:n]], ds.y_test[targets[:n]]
         inputs.x_leak, inputs.z_leak, inputs.y_leak = run.source(message, x_leak), z_leak[None], y_leak
         inputs.x_target, inputs.z_target, inputs.y_target = run.source(message, x_t), run.sent(message, x_t)[None], y_t
-        inputs.message_fns = [jax.jit(run.message_fn(message))]  # the sender's function, before any noise
+        inputs.message_apply, state = run.message_apply(message)  # the sender's function, before any noise
+        inputs.message_states = [state]
         inputs.architecture = architecture(run, entry, ds.input_shape)
         inputs.alphas = np.asarray([tc.alpha], np.float32)
         if aux is not None:

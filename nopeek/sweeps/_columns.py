@@ -25,15 +25,14 @@ cell, scored beside its free baseline; and a dishonest server's column (FSHA).
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 import attacks
-from nopeek.defences import DEFENCES, NONE, Context, build_defence, received_gradients
+from nopeek.defences import DEFENCES, NONE, received_gradients
 from nopeek.errors import ConfigError
 from nopeek.attacking import architecture_of, server_of
-from nopeek.protocol import forward, over_stack, resolve_stack_mode, shard_models, spec
+from nopeek.protocol import over_stack, resolve_stack_mode, shard_models, spec
+from nopeek.training import message_apply, message_state
 
 RECONSTRUCTION_SCORES = ("mse", "psnr", "ssim", "dcor", "classifier_accuracy")
 # The decoder's columns, named as sweeps always had them.
@@ -94,23 +93,6 @@ def attribute_columns(name: str, output: dict) -> dict:
     return out
 
 
-def _message_fn(built, params, entry, hparams=None, settings=None):
-    """Jitted x -> the message the white-box attacker inverts: the sender's function, with its
-    defences' deterministic part (`Defence.send_mean`: clipping, a bottleneck's mean) where
-    `hparams` (the model's seed and strengths) are given."""
-    topo, prepare = built.topology, built.prepare
-    defence = None
-    if hparams is not None:
-        defence = build_defence({n: jnp.asarray(v) for n, v in hparams["strength"].items()},
-                                Context(hparams["seed"], settings=settings, evaluation=True))
-
-    def fn(x):
-        values = forward(topo, params, prepare(x, jnp.zeros(x.shape[0], jnp.int32)), defence=defence)
-        return entry.view(values[entry.message])
-
-    return jax.jit(fn)
-
-
 def message_attacks(config, ds, entries, result, alive, sent_leak, prepared, prepared_test, leak_idx, *,
                     sent_train=None, aux_idx=None, target_idx=None) -> dict:
     """{(model index, party, label): columns (and "samples", the first reconstruction
@@ -144,8 +126,9 @@ def message_attacks(config, ds, entries, result, alive, sent_leak, prepared, pre
         inputs = attacks.AttackInputs(
             x_leak=src_train[leak_idx], z_leak=z_leak, y_leak=ds.y_train[leak_idx], x_target=src_test[target_idx],
             z_target=z_test[:, target_idx], y_target=ds.y_test[target_idx],
-            message_fns=[_message_fn(result.built, p, e, result.model_hparams(int(i)), result.config)
-                         for p, i in zip(params, alive)] if whole else None,
+            message_apply=message_apply(result.built, e, result.config) if whole else None,
+            message_states=[message_state(p, result.model_hparams(int(i))) for p, i in zip(params, alive)]
+            if whole else None,
             architecture=architecture_of(result.built, result.config, e, ds.input_shape) if whole else None,
             classifier=classifiers.get(key), seed=config.attack_seed,
             map_models=lambda fn, in_axes, mode=mode: over_stack(fn, mode, in_axes),

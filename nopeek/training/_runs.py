@@ -42,6 +42,36 @@ def _message_id(entry: LeakEntry) -> str:
     return f"{entry.party}:{entry.label}"
 
 
+def message_apply(built: Built, entry: LeakEntry, settings=None):
+    """`apply(state, x) -> message`: the message `entry` for inputs x (n, ...) without its
+    random part, what a white-box attacker inverts (jittable). The sender's weights are an
+    argument, not closed over, so one compiled program serves every model of a stack (and,
+    through the persistent cache, every run of the same shapes).
+
+    state: {"params": the model's parameters, "hparams": {"strength": {name: ()}, "seed": ()}
+    (its defences, whose deterministic part, `Defence.send_mean`, applies: clipping, a
+    bottleneck's mean), or None (no defence)}; see `message_state`."""
+    topo, prepare = built.topology, built.prepare
+
+    def apply(state, x):
+        hp = state["hparams"]
+        defence = None if hp is None else build_defence(
+            hp["strength"], Context(hp["seed"], settings=settings, evaluation=True))
+        values = forward(topo, state["params"], prepare(x, jnp.zeros(x.shape[0], jnp.int32)), defence=defence)
+        return entry.view(values[entry.message])
+
+    return apply
+
+
+def message_state(params, hparams=None) -> dict:
+    """The `state` of `message_apply` for one model: its parameters and hparams
+    ({"strength": {name: value}, "seed": int}, or None), values as arrays."""
+    if hparams is None:
+        return {"params": params, "hparams": None}
+    return {"params": params, "hparams": {"strength": {n: jnp.asarray(v, jnp.float32) for n, v in hparams["strength"].items()},
+                                          "seed": jnp.asarray(hparams["seed"], jnp.int32)}}
+
+
 @dataclasses.dataclass
 class TrainedRun:
     """A trained split model restored from a run folder: any topology."""
@@ -104,28 +134,29 @@ class TrainedRun:
         hp = self._defence()[0]
         topo, params, prepare = self.built.topology, self.params, self.built.prepare
 
-        @jax.jit
-        def run(xb, index):
+        @jax.jit  # the weights an argument, not constants of the program (which would match no other run's)
+        def run(params, hp, xb, index):
             defence = build_defence(hp["strength"], Context(hp["seed"], settings=cfg, evaluation=True))
             v = forward(topo, params, prepare(xb, jnp.zeros(xb.shape[0], jnp.int32)), defence=defence,
                         sample_index=index)[e.message]
             return e.view(v)
 
         x = np.asarray(x)
-        return np.concatenate([np.asarray(run(jnp.asarray(x[i : i + chunk]), jnp.arange(i, min(i + chunk, len(x)))))
+        return np.concatenate([np.asarray(run(params, hp, jnp.asarray(x[i : i + chunk]),
+                                              jnp.arange(i, min(i + chunk, len(x)))))
                                for i in range(0, len(x), chunk)])
+
+    def message_apply(self, name: str | None):
+        """(apply, state): `apply(state, x)` -> the named message (n, ...) without its random
+        part (`values`), what a white-box attacker inverts; see `message_apply`."""
+        e = self.entry(name)
+        return message_apply(self.built, e, self.config), message_state(self.params, self._defence()[0])
 
     def message_fn(self, name: str | None):
         """A jittable function x (n, ...) -> the named message (n, ...) without its random part
-        (`values`), weights closed over (what a white-box attacker inverts)."""
-        e = self.entry(name)
-        topo, params, prepare = self.built.topology, self.params, self.built.prepare
-        defence = self._defence()[1]
-
-        def fn(x):
-            return e.view(forward(topo, params, prepare(x, jnp.zeros(x.shape[0], jnp.int32)), defence=defence)[e.message])
-
-        return fn
+        (`values`), weights closed over."""
+        apply, state = self.message_apply(name)
+        return lambda x: apply(state, x)
 
     def logits(self, x) -> np.ndarray:
         """Logits of the first task for inputs x: (n, classes)."""
