@@ -228,6 +228,11 @@ def test_attack_cli(tmp_path):
     assert scores["n_attacker"] == 300 and scores["aux_classes"] == [0, 1, 2, 3, 4]
     assert {"mse", "psnr", "ssim", "dcor", "classifier_accuracy", "baseline_ssim"} <= set(scores)
     assert (out / "reconstructions.png").stat().st_size > 1000
+    # The white box inverts the run's own sender (its weights an argument of the program).
+    assert main(["attack", "--run", str(run), "--attack", "whitebox", "--out",
+                 str(tmp_path / "wb")]) == 0
+    scores = json.loads((tmp_path / "wb" / "scores.json").read_text())
+    assert scores["attack"] == "whitebox" and scores["mse"] < scores["baseline_mse"]
     proc = subprocess.run([sys.executable, "-m", "nopeek.cli", "attack", "--run", str(run), "--attack", "label"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "binary task" in proc.stderr and "Traceback" not in proc.stderr
