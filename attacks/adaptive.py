@@ -68,16 +68,19 @@ def whitener(z, kind: str):
 
 
 def _fit_and_reconstruct(z_pairs, x_pairs, z_targets, *, whiten, steps, lr, batch_size, validation, eval_every,
-                         patience, seed, map_models, place):
+                         patience, seed, map_models, place, pairs=None):
     """One decoder per model on (z_pairs[k], x_pairs) with whitened z; -> ([x_hat_k (n_k, *x_shape)] * K, steps run).
-    z_targets: (K, n_t, ...), or a list of K arrays (ragged)."""
-    white = [whitener(z, whiten) for z in z_pairs]
+    z_targets: (K, n_t, ...), or a list of K arrays (ragged). pairs: increasing indices of the
+    pairs to fit on (default all); the whitening is fitted on them alone."""
+    chosen = slice(None) if pairs is None else np.asarray(pairs)
+    white = [whitener(z[chosen], whiten) for z in z_pairs]
     zw = np.stack([w(z) for w, z in zip(white, z_pairs)])
-    n = len(x_pairs)  # even a handful of pairs keeps two aside, so the decoder never loses to the mean image there
+    n = len(x_pairs) if pairs is None else len(chosen)  # even a handful of pairs keeps two aside, so the
+    # decoder never loses to the mean image there
     holdout = np.random.default_rng(seed).permutation(n)[: max(2, int(round(validation * n)))] if n >= 4 else None
     fitted = fit_decoders(zw, x_pairs, steps=steps, lr=lr, batch_size=batch_size, seed=seed, validation=validation,
                           eval_every=eval_every, patience=patience, map_models=map_models, place=place,
-                          log_every=min(100, steps), holdout=holdout)
+                          log_every=min(100, steps), holdout=holdout, pairs=pairs)
     if isinstance(z_targets, (list, tuple)):
         return [fitted.select(k).reconstruct(w(z)[None])[0] for k, (w, z) in enumerate(zip(white, z_targets))], \
             fitted.steps
@@ -114,10 +117,11 @@ def adaptive(x_leak, z_leak, z_target, *, x_pool=None, z_pool=None, whiten: str 
                for k in range(len(x_hat))]
     if x_pool is not None and z_pool is not None and len(leak_fractions):
         order = np.random.default_rng([seed, 1]).permutation(len(x_pool))
-        for fraction in leak_fractions:
+        x_pool, z_pool = np.asarray(x_pool, np.float32), np.asarray(z_pool, np.float32)
+        for fraction in leak_fractions:  # every share indexes the whole pool: one training program for the curve
             take = np.sort(order[: max(2, int(round(fraction * len(x_pool))))])
-            xs = np.asarray(x_pool)[take]
-            curve, ran = _fit_and_reconstruct(np.asarray(z_pool)[:, take], xs, z_target, **kw)
+            xs = x_pool[take]
+            curve, ran = _fit_and_reconstruct(z_pool, x_pool, z_target, pairs=take, **kw)
             for o in outputs:
                 o["curve_steps"] = o.get("curve_steps", 0) + ran
             for k, o in enumerate(outputs):

@@ -227,6 +227,7 @@ def fit_decoders(
     depth: int = 1,
     place=None,
     holdout=None,
+    pairs=None,
 ) -> DecoderAttack:
     """Train one decoder per target model on the attacker's pairs, all in one compiled step.
 
@@ -257,7 +258,10 @@ def fit_decoders(
       place: optional function applied to the stacked parameters, optimiser states and
         activations before training (e.g. to shard the K decoders over devices).
       holdout: optional indices of the pairs to hold out (instead of a random `validation`
-        share), e.g. real pairs among synthetic ones.
+        share), e.g. real pairs among synthetic ones (into `pairs` where it is given).
+      pairs: optional increasing indices (into z_stack's axis 1 and x) of the pairs to use;
+        the others are never read. The arrays stay whole, so decoders fitted on several
+        shares of one pool (a leak-fraction curve) train with one compiled step.
 
     Returns:
       DecoderAttack holding the K decoders (each at its best held-out loss).
@@ -269,6 +273,10 @@ def fit_decoders(
             f"z_stack must be (K, n, ...) with n = {x.shape[0]} attacker samples, got shape {z_stack.shape}"
         )
     k, n = z_stack.shape[:2]
+    chosen = np.arange(n) if pairs is None else np.asarray(pairs)
+    if chosen.ndim != 1 or not len(chosen) or np.any(np.diff(chosen) <= 0) or chosen[0] < 0 or chosen[-1] >= n:
+        raise ValueError(f"pairs must be increasing indices in [0, {n}), got {pairs!r}")
+    n = len(chosen)
     rng = np.random.default_rng(seed)
     n_val = int(round(validation * n)) if validation and n >= 20 else 0
     order = rng.permutation(n)
@@ -276,7 +284,7 @@ def fit_decoders(
         held = np.zeros(n, bool)
         held[np.asarray(holdout)] = True
         n_val, order = int(held.sum()), np.concatenate([np.flatnonzero(held), np.flatnonzero(~held)])
-    val_idx, train_idx = jnp.asarray(np.sort(order[:n_val])), np.sort(order[n_val:])
+    val_idx, train_idx = jnp.asarray(chosen[np.sort(order[:n_val])]), chosen[np.sort(order[n_val:])]
     z_shape, x_shape = z_stack.shape[2:], x.shape[1:]
     mean = np.asarray(x)[train_idx].mean(axis=0)
     graphdef, params = init_stacked(

@@ -135,6 +135,24 @@ def test_receiver_facts():
         ["fc1", "fc2", "head"]
 
 
+def test_decoders_on_a_share_of_a_pool_equal_decoders_on_the_share_alone(rng):
+    """`fit_decoders(..., pairs=take)` reads only the pairs `take` of the whole arrays (one
+    program for every share of a leak-fraction curve) and fits what the share alone fits,
+    bit for bit: the same held-out pairs, batches, mean image and reconstructions."""
+    x = rng.uniform(size=(120, 12)).astype(np.float32)
+    z = np.stack([np.tanh(x @ rng.normal(size=(12, 6))) for _ in range(2)]).astype(np.float32)
+    take = np.sort(rng.permutation(120)[:50])
+    kw = dict(steps=30, eval_every=5, patience=100, seed=3, holdout=np.arange(0, 50, 5))
+    pooled = attacks.fit_decoders(z, x, pairs=take, **kw)
+    alone = attacks.fit_decoders(z[:, take], x[take], **kw)
+    np.testing.assert_array_equal(pooled.val_history, alone.val_history)
+    np.testing.assert_array_equal(pooled.mean, alone.mean)
+    np.testing.assert_array_equal(pooled.reconstruct(z[:, :7]), alone.reconstruct(z[:, :7]))
+    for bad in ([3, 2], [0, 120], [], [[1, 2]]):
+        with pytest.raises(ValueError, match="pairs must be increasing"):
+            attacks.fit_decoders(z, x, pairs=bad, steps=1)
+
+
 def test_heldout_split():
     config = AttackConfig()
     none, everything = heldout_split(100, config, ["decoder"])
