@@ -13,7 +13,7 @@ from attacks.adaptive import shadow_clients, whitener
 from attacks.decoder import DecoderAttack, build_decoder, fit_decoders, spatial_stages
 from attacks.fora import fora as fora_attack
 from attacks.fora import gradient_penalty, mk_mmd
-from attacks.inversion import total_variation, unsplit_inversion, whitebox_inversion
+from attacks.inversion import total_variation, unsplit_inversion, whitebox_inversion, whitebox_inversions
 from attacks.label_leakage import direction_scores, label_leakage_auc, leak_null, norm_scores
 from attacks.probe import PROBES, probe_accuracy
 from attacks.nets import Discriminator, Head, LabelledDecoder, SubstituteClient
@@ -66,6 +66,7 @@ __all__ = [
     "total_variation",
     "unsplit_inversion",
     "whitebox_inversion",
+    "whitebox_inversions",
     "missing",
     "register",
     "run",

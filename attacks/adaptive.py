@@ -118,7 +118,9 @@ def adaptive(x_leak, z_leak, z_target, *, x_pool=None, z_pool=None, whiten: str 
     if x_pool is not None and z_pool is not None and len(leak_fractions):
         order = np.random.default_rng([seed, 1]).permutation(len(x_pool))
         x_pool, z_pool = np.asarray(x_pool, np.float32), np.asarray(z_pool, np.float32)
-        for fraction in leak_fractions:  # every share indexes the whole pool: one training program for the curve
+        # Every share indexes the whole pool: the shares of a batch or more train with one compiled
+        # step (a smaller share batches fewer pairs; the held-out loss compiles per share size).
+        for fraction in leak_fractions:
             take = np.sort(order[: max(2, int(round(fraction * len(x_pool))))])
             xs = x_pool[take]
             curve, ran = _fit_and_reconstruct(z_pool, x_pool, z_target, pairs=take, **kw)

@@ -274,7 +274,8 @@ def fit_decoders(
         )
     k, n = z_stack.shape[:2]
     chosen = np.arange(n) if pairs is None else np.asarray(pairs)
-    if chosen.ndim != 1 or not len(chosen) or np.any(np.diff(chosen) <= 0) or chosen[0] < 0 or chosen[-1] >= n:
+    if (chosen.ndim != 1 or not len(chosen) or not np.issubdtype(chosen.dtype, np.integer)
+            or np.any(np.diff(chosen) <= 0) or chosen[0] < 0 or chosen[-1] >= n):
         raise ValueError(f"pairs must be increasing indices in [0, {n}), got {pairs!r}")
     n = len(chosen)
     rng = np.random.default_rng(seed)

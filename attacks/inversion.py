@@ -16,7 +16,6 @@ Inputs are parametrised as sigmoid(u) so reconstructions stay in [0, 1].
 
 from __future__ import annotations
 
-import functools
 from functools import partial
 from typing import Callable
 
@@ -44,10 +43,9 @@ def _logit(x):
     return jnp.log(x) - jnp.log1p(-x)
 
 
-@functools.lru_cache(maxsize=8)
 def _inversion_step(client: Callable, lr: float, tv_weight: float):
-    """The jitted Adam step of `whitebox_inversion` for `client(params, x)`: one program per
-    client function (and shapes), whichever weights and messages it is given."""
+    """(optimizer, the jitted Adam step) of a white-box inversion of `client(params, x)`: one
+    program for every model it is given (weights and messages are its arguments)."""
     optimizer = optax.adam(lr)
 
     def loss(u, params, z):
@@ -63,8 +61,15 @@ def _inversion_step(client: Callable, lr: float, tv_weight: float):
     return optimizer, step
 
 
-def _closed(client):
-    return lambda _, x: client(x)
+def _invert(optimizer, step, params, z, x_shape, steps: int, init) -> np.ndarray:
+    z = jnp.asarray(z, jnp.float32)
+    start = jnp.full((z.shape[0], *x_shape), 0.5, jnp.float32) if init is None else jnp.asarray(init, jnp.float32)
+    u = _logit(start)
+    opt_state = optimizer.init(u)
+    # Steps driven from Python: XLA:CPU runs convolutions inside loops ~13x slower.
+    for _ in range(steps):
+        u, opt_state = step(u, opt_state, params, z)
+    return np.asarray(jax.nn.sigmoid(u))
 
 
 def whitebox_inversion(
@@ -82,11 +87,10 @@ def whitebox_inversion(
 
     Args:
       client: `client(params, x) -> z` with the weights `params` given, or `client(x) -> z`
-        (weights closed over: compiled for this call alone) without.
+        (weights closed over) without.
       z: (n, ...) observed activations.
       x_shape: shape of one input.
-      params: the client's weights (a pytree), an argument of the compiled step: the same
-        `client` inverts every model of a stack with one program.
+      params: the client's weights (a pytree), an argument of the compiled step.
       steps: Adam steps on all images together.
       lr: Adam's learning rate.
       tv_weight: weight of the total-variation prior (images only).
@@ -95,17 +99,21 @@ def whitebox_inversion(
     Returns:
       (n, *x_shape) reconstructions in [0, 1].
     """
-    z = jnp.asarray(z, jnp.float32)
-    n = z.shape[0]
-    start = jnp.full((n, *x_shape), 0.5, jnp.float32) if init is None else jnp.asarray(init, jnp.float32)
-    u = _logit(start)
-    optimizer, step = _inversion_step(client, float(lr), float(tv_weight)) if params is not None else \
-        _inversion_step.__wrapped__(_closed(client), float(lr), float(tv_weight))
-    opt_state = optimizer.init(u)
-    # Steps driven from Python: XLA:CPU runs convolutions inside loops ~13x slower.
-    for _ in range(steps):
-        u, opt_state = step(u, opt_state, params, z)
-    return np.asarray(jax.nn.sigmoid(u))
+    apply = client if params is not None else (lambda _, x: client(x))
+    optimizer, step = _inversion_step(apply, float(lr), float(tv_weight))
+    return _invert(optimizer, step, params, z, x_shape, steps, init)
+
+
+def whitebox_inversions(client: Callable, zs, x_shapes, params, *, steps: int = 500, lr: float = 0.05,
+                        tv_weight: float = 0.0) -> list[np.ndarray]:
+    """`whitebox_inversion` of K models of one architecture with one compiled step: model k's
+    messages zs[k] (n_k, ...) through `client(params[k], x)`, inputs of shape x_shapes[k].
+
+    Returns:
+      [(n_k, *x_shapes[k]) reconstructions in [0, 1]] * K.
+    """
+    optimizer, step = _inversion_step(client, float(lr), float(tv_weight))
+    return [_invert(optimizer, step, p, z, shape, steps, None) for p, z, shape in zip(params, zs, x_shapes)]
 
 
 def unsplit_inversion(
@@ -139,25 +147,25 @@ def unsplit_inversion(
     opt_x, opt_m = optax.adam(lr_input), optax.adam(lr_model)
     state_x, state_m = opt_x.init(u), opt_m.init(params)
 
-    def loss(params, u):
+    def loss(params, u, z):
         x_hat = jax.nn.sigmoid(u)
         return _matching_loss(apply_fn(params, x_hat), z) + tv_weight * total_variation(x_hat)
 
-    @jax.jit
-    def input_step(params, u, state_x):
-        grads = jax.grad(loss, argnums=1)(params, u)
+    @jax.jit  # the messages an argument, not a constant of the program
+    def input_step(params, u, state_x, z):
+        grads = jax.grad(loss, argnums=1)(params, u, z)
         updates, state_x = opt_x.update(grads, state_x, u)
         return optax.apply_updates(u, updates), state_x
 
     @jax.jit
-    def model_step(params, u, state_m):
-        grads = jax.grad(loss, argnums=0)(params, u)
+    def model_step(params, u, state_m, z):
+        grads = jax.grad(loss, argnums=0)(params, u, z)
         updates, state_m = opt_m.update(grads, state_m, params)
         return optax.apply_updates(params, updates), state_m
 
     for _ in range(rounds):
         for _ in range(input_steps):
-            u, state_x = input_step(params, u, state_x)
+            u, state_x = input_step(params, u, state_x, z)
         for _ in range(model_steps):
-            params, state_m = model_step(params, u, state_m)
+            params, state_m = model_step(params, u, state_m, z)
     return np.asarray(jax.nn.sigmoid(u)), params

@@ -34,7 +34,7 @@ from attacks.adaptive import adaptive, adaptive_alpha
 from attacks.fora import fora
 from attacks.sdar import Victim, sdar
 from attacks.decoder import vmap_models
-from attacks.inversion import unsplit_inversion, whitebox_inversion
+from attacks.inversion import unsplit_inversion, whitebox_inversions
 from attacks.label_leakage import label_leakage_auc
 from attacks.probe import PROBES, probe_accuracy
 from attacks.scoring import scores_with_baseline
@@ -282,13 +282,11 @@ def _decoder(inputs: AttackInputs, *, steps, lr, batch_size) -> list:
 
 
 def _whitebox(inputs: AttackInputs, *, steps, lr, tv_weight, n_targets) -> list:
-    out = []
-    for k, state in enumerate(inputs.message_states):
-        z = np.asarray(inputs.z_target[k])[:n_targets]
-        x_shape = np.shape(inputs.targets(k)[0])[1:]
-        out.append({"x_hat": whitebox_inversion(inputs.message_apply, z, x_shape, params=state, steps=steps, lr=lr,
-                                                tv_weight=tv_weight)})
-    return out
+    k = range(len(inputs.message_states))
+    x_hat = whitebox_inversions(inputs.message_apply, [np.asarray(inputs.z_target[i])[:n_targets] for i in k],
+                                [np.shape(inputs.targets(i)[0])[1:] for i in k], inputs.message_states,
+                                steps=steps, lr=lr, tv_weight=tv_weight)
+    return [{"x_hat": x} for x in x_hat]
 
 
 def _unsplit(inputs: AttackInputs, *, steps, lr, tv_weight, n_targets) -> list:

@@ -148,7 +148,7 @@ def test_decoders_on_a_share_of_a_pool_equal_decoders_on_the_share_alone(rng):
     np.testing.assert_array_equal(pooled.val_history, alone.val_history)
     np.testing.assert_array_equal(pooled.mean, alone.mean)
     np.testing.assert_array_equal(pooled.reconstruct(z[:, :7]), alone.reconstruct(z[:, :7]))
-    for bad in ([3, 2], [0, 120], [], [[1, 2]]):
+    for bad in ([3, 2], [0, 120], [], [[1, 2]], [True, False, True], [0.0, 1.0]):
         with pytest.raises(ValueError, match="pairs must be increasing"):
             attacks.fit_decoders(z, x, pairs=bad, steps=1)
 
