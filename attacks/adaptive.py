@@ -75,8 +75,8 @@ def _fit_and_reconstruct(z_pairs, x_pairs, z_targets, *, whiten, steps, lr, batc
     chosen = slice(None) if pairs is None else np.asarray(pairs)
     white = [whitener(z[chosen], whiten) for z in z_pairs]
     zw = np.stack([w(z) for w, z in zip(white, z_pairs)])
-    n = len(x_pairs) if pairs is None else len(chosen)  # even a handful of pairs keeps two aside, so the
-    # decoder never loses to the mean image there
+    n = len(x_pairs) if pairs is None else len(chosen)
+    # Even a handful of pairs keeps two aside, so the decoder never loses to the mean image there.
     holdout = np.random.default_rng(seed).permutation(n)[: max(2, int(round(validation * n)))] if n >= 4 else None
     fitted = fit_decoders(zw, x_pairs, steps=steps, lr=lr, batch_size=batch_size, seed=seed, validation=validation,
                           eval_every=eval_every, patience=patience, map_models=map_models, place=place,

@@ -282,9 +282,9 @@ def _decoder(inputs: AttackInputs, *, steps, lr, batch_size) -> list:
 
 
 def _whitebox(inputs: AttackInputs, *, steps, lr, tv_weight, n_targets) -> list:
-    k = range(len(inputs.message_states))
-    x_hat = whitebox_inversions(inputs.message_apply, [np.asarray(inputs.z_target[i])[:n_targets] for i in k],
-                                [np.shape(inputs.targets(i)[0])[1:] for i in k], inputs.message_states,
+    models = range(len(inputs.message_states))
+    x_hat = whitebox_inversions(inputs.message_apply, [np.asarray(inputs.z_target[k])[:n_targets] for k in models],
+                                [np.shape(inputs.targets(k)[0])[1:] for k in models], inputs.message_states,
                                 steps=steps, lr=lr, tv_weight=tv_weight)
     return [{"x_hat": x} for x in x_hat]
 
