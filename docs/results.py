@@ -297,6 +297,22 @@ def modern_attacks_curve() -> str:
     return leak_curve(rows("modern-attacks")) + "\n"
 
 
+@renderer("modern-attacks-digits")
+def modern_attacks_digits() -> str:
+    """The modern-attacks-digits preset (spatial 8x8x16 messages): every attack beside the free guesses."""
+    from nopeek.sweeps import attack_comparison
+
+    return attack_comparison(rows("modern-attacks-digits")) + "\n"
+
+
+@renderer("modern-attacks-digits-curve")
+def modern_attacks_digits_curve() -> str:
+    """The modern-attacks-digits preset: the adaptive attacker's leak-fraction curve."""
+    from nopeek.sweeps import leak_curve
+
+    return leak_curve(rows("modern-attacks-digits")) + "\n"
+
+
 def _ranking_tables() -> list[str]:
     """The markdown tables of the defences run's ranking (`nopeek.sweeps.format_ranking`)."""
     from nopeek.sweeps import format_ranking
