@@ -154,7 +154,7 @@ def shadow_clients(architecture, x_leak, z_leak, x_inputs, *, alphas, server_app
     apply = built[0][0]
     params = jax.tree.map(lambda *a: jnp.stack(a), *[b[1] for b in built])
     optimizer = optax.adam(lr)
-    opt = jax.vmap(optimizer.init)(params)
+    opt = jax.jit(jax.vmap(optimizer.init))(params)
     x_leak = jnp.asarray(x_leak, jnp.float32)
     z_leak = jnp.asarray(z_leak, jnp.float32)
     x_inputs = jnp.asarray(x_inputs, jnp.float32)

@@ -127,6 +127,12 @@ def build_decoder(z_shape, x_shape, *, seed: int = 0, upsample: str = "subpixel"
     return MLPDecoder(math.prod(z_shape), tuple(x_shape), rngs=rngs)
 
 
+@jax.jit
+def _copied(tree):
+    """A copy of every array of `tree` in new buffers, as one program."""
+    return jax.tree.map(jnp.copy, tree)
+
+
 def vmap_models(fn, in_axes):
     """The default way to run a function over a stack of models: `jax.vmap`."""
     return jax.vmap(fn, in_axes=in_axes)
@@ -291,7 +297,7 @@ def fit_decoders(
     graphdef, params = init_stacked(
         lambda s: build_decoder(z_shape, x_shape, seed=s, upsample=upsample, width=width, depth=depth), k, seed)
     optimizer = optax.adam(lr)
-    opt_state = jax.vmap(optimizer.init)(params)
+    opt_state = jax.jit(jax.vmap(optimizer.init))(params)  # one program, not one per parameter shape
     if place is not None:
         params, opt_state, z_stack = place(params), place(opt_state), place(z_stack)
     batch_size = min(batch_size, len(train_idx))
@@ -322,7 +328,7 @@ def fit_decoders(
     best, best_val, stale, val_history = params, None, np.zeros(k, int), []
     use_mean = np.zeros(k, bool)
     if n_val:
-        best = jax.tree.map(jnp.copy, params)
+        best = _copied(params)  # its own buffers: `step` donates params
         base = float(jnp.mean((jnp.asarray(mean)[None] - x[val_idx]) ** 2))
         best_val = np.full(k, base)
         use_mean[:] = True

@@ -85,7 +85,7 @@ def fora(x_aux, z_observed, z_target, *, steps: int = 3000, batch_size: int = 64
     sub, critic, dec = _apply(gs), _apply(gc), _apply(gd)
     opts = {"sub": optax.adam(lr), "critic": optax.adam(critic_lr), "dec": optax.adam(decoder_lr)}
     nets = {"sub": ps, "critic": pc, "dec": pd}
-    states = {n: jax.vmap(opts[n].init)(p) for n, p in nets.items()}
+    states = {n: jax.jit(jax.vmap(opts[n].init))(p) for n, p in nets.items()}
     if place is not None:
         nets, states, z_obs = place(nets), place(states), place(z_obs)
 

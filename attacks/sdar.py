@@ -164,7 +164,7 @@ class Simulation:
             trainable["dd"], applies["dd"], lrs["dd"] = p, _apply(g), s.dd_lr or s.decoder_lr * s.lambda2
         self.applies = applies
         opts = {name: optax.adam(lr, eps=EPS) for name, lr in lrs.items()}
-        states = {name: jax.vmap(opts[name].init)(p) for name, p in trainable.items()}
+        states = {name: jax.jit(jax.vmap(opts[name].init))(p) for name, p in trainable.items()}
         self.alpha = jnp.asarray(np.zeros(k) if alphas is None else np.asarray(alphas, np.float32), jnp.float32)
         if place is not None:
             trainable, states = place(trainable), place(states)

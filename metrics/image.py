@@ -9,6 +9,8 @@ structural similarity", IEEE TIP 13(4), 2004.
 
 from __future__ import annotations
 
+import functools
+
 import dm_pix
 import jax
 import jax.numpy as jnp
@@ -82,5 +84,11 @@ def ssim(x, x_hat, *, reduction: str = "mean", filter_size: int | None = None) -
     if filter_size is None:
         filter_size = min(11, x.shape[1], x.shape[2])
         filter_size -= 1 - filter_size % 2
-    per_sample = dm_pix.ssim(x, x_hat, max_val=1.0, filter_size=filter_size)
-    return _reduce(per_sample, reduction)
+    return _reduce(_ssim_per_sample(x, x_hat, filter_size), reduction)
+
+
+@functools.partial(jax.jit, static_argnames="filter_size")
+def _ssim_per_sample(x, x_hat, filter_size):
+    """dm-pix's SSIM of (n, H, W, C) images as one compiled program (op by op, each new
+    image shape compiled some twenty small programs)."""
+    return dm_pix.ssim(x, x_hat, max_val=1.0, filter_size=filter_size)

@@ -30,6 +30,7 @@ two-party split learning", ICLR 2022 (code: github.com/OscarcarLi/label-protecti
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 import jax
@@ -62,6 +63,7 @@ def max_norm(g: jax.Array, key: jax.Array, strength=1.0) -> jax.Array:
 # ---- Marvell ---------------------------------------------------------------------------
 
 
+@jax.jit
 def marvell_objective(lam10, lam11, lam20, lam21, *, p, u, v, g, d):
     """Twice the symmetric KL between the perturbed classes, plus 2d (Li et al.):
     (d-1)((l20+u)/(l21+v) + (l21+v)/(l20+u)) + (l10+u+g)/(l11+v) + (l11+v+g)/(l10+u)."""
@@ -105,9 +107,12 @@ def _solve_neg_iso(power, *, p, u, v, g, d, grid: int = 33):
     return lams[jnp.argmin(values)]
 
 
+@functools.partial(jax.jit, static_argnames="d")
 def marvell_solve(power, *, p, u, v, g, d):
     """Marvell's noise variances (lam10, lam11, lam20, lam21): along Delta and on its
-    complement, for negatives (0) and positives (1), spending `power` (see module docstring)."""
+    complement, for negatives (0) and positives (1), spending `power` (see module docstring).
+    One compiled program per dimension d (called on its own, as in an analysis, it would
+    otherwise run its two grid searches as a few hundred single operations)."""
     neg = _solve_neg_iso(power, p=p, u=u, v=v, g=g, d=d)
     pos = _solve_neg_iso(power, p=1 - p, u=v, v=u, g=g, d=d)  # the mirrored case: positives get the isotropic part
     pos = jnp.array([pos[1], pos[0], pos[3], pos[2]])

@@ -97,7 +97,8 @@ def init_stack(built: Built, seeds: Sequence[int], optimizer, mode: str = "vmap"
     one optimiser state per party and model. `defences`: the names in the program (their
     own parameters, `init_params`)."""
     params = [init_params(built, s, defences, settings, input_shape) for s in seeds]
-    opt = [{party: optimizer.init(p) for party, p in model.items()} for model in params]
+    init = jax.jit(optimizer.init)  # one program per party, not one per parameter shape
+    opt = [{party: init(p) for party, p in model.items()} for model in params]
     return StackState(stack_models(params, mode), stack_models(opt, mode))
 
 
