@@ -281,36 +281,26 @@ def noise_floor() -> str:
     return table(header, body)
 
 
-@renderer("modern-attacks")
-def modern_attacks() -> str:
-    """The modern-attacks preset: every attack's MSE / SSIM per (topology, defence) beside the free guesses."""
-    from nopeek.sweeps import attack_comparison
+def _modern_attack_tables(preset: str) -> None:
+    """Register PRESET's two tables: every attack's MSE / SSIM per (topology, defence) beside
+    the free guesses (`PRESET`), and the adaptive attacker's leak-fraction curve (`PRESET-curve`)."""
 
-    return attack_comparison(rows("modern-attacks")) + "\n"
+    def comparison() -> str:
+        from nopeek.sweeps import attack_comparison
 
+        return attack_comparison(rows(preset)) + "\n"
 
-@renderer("modern-attacks-curve")
-def modern_attacks_curve() -> str:
-    """The modern-attacks preset: the adaptive attacker's leak-fraction curve."""
-    from nopeek.sweeps import leak_curve
+    def curve() -> str:
+        from nopeek.sweeps import leak_curve
 
-    return leak_curve(rows("modern-attacks")) + "\n"
+        return leak_curve(rows(preset)) + "\n"
 
-
-@renderer("modern-attacks-digits")
-def modern_attacks_digits() -> str:
-    """The modern-attacks-digits preset (spatial 8x8x16 messages): every attack beside the free guesses."""
-    from nopeek.sweeps import attack_comparison
-
-    return attack_comparison(rows("modern-attacks-digits")) + "\n"
+    renderer(preset)(comparison)
+    renderer(f"{preset}-curve")(curve)
 
 
-@renderer("modern-attacks-digits-curve")
-def modern_attacks_digits_curve() -> str:
-    """The modern-attacks-digits preset: the adaptive attacker's leak-fraction curve."""
-    from nopeek.sweeps import leak_curve
-
-    return leak_curve(rows("modern-attacks-digits")) + "\n"
+_modern_attack_tables("modern-attacks")  # bundled mnist5k, flat cuts
+_modern_attack_tables("modern-attacks-digits")  # digits, spatial 8x8x16 messages
 
 
 def _ranking_tables() -> list[str]:
