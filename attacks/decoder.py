@@ -206,12 +206,20 @@ class DecoderAttack:
     def reconstruct(self, z_stack, chunk: int = 1024) -> np.ndarray:
         graphdef = self.graphdef
         apply = jax.jit(self.map_models(lambda p, z: nnx.merge(graphdef, p)(z), (0, 0)))
-        outs = [np.asarray(apply(self.params, jnp.asarray(z_stack[:, i : i + chunk], jnp.float32)))
+        outs = [np.asarray(apply(self.params, _on_device(z_stack[:, i : i + chunk])))
                 for i in range(0, z_stack.shape[1], chunk)]
         x_hat = np.concatenate(outs, axis=1)
         if self.use_mean is not None and np.any(self.use_mean):
             x_hat[np.asarray(self.use_mean)] = np.asarray(self.mean)
         return x_hat
+
+
+def _on_device(a):
+    """`a` as a float32 device array: a transfer for host arrays (`jnp.asarray` of a NumPy
+    array compiles a small program per shape), a cast only where a device array needs one."""
+    if isinstance(a, jax.Array):
+        return a if a.dtype == jnp.float32 else a.astype(jnp.float32)
+    return jax.device_put(np.asarray(a, np.float32))
 
 
 def fit_decoders(
@@ -272,8 +280,11 @@ def fit_decoders(
     Returns:
       DecoderAttack holding the K decoders (each at its best held-out loss).
     """
-    z_stack = jnp.asarray(z_stack, jnp.float32)
-    x = jnp.asarray(x, jnp.float32)
+    # On the host first: indexing and means there, then one transfer each (eager indexing of
+    # device arrays compiles a small program per shape).
+    z_host = z_stack if isinstance(z_stack, jax.Array) else np.asarray(z_stack, np.float32)
+    x_host = np.asarray(x, np.float32)
+    z_stack, x = _on_device(z_host), jax.device_put(x_host)
     if z_stack.ndim < 3 or z_stack.shape[1] != x.shape[0]:
         raise ValueError(
             f"z_stack must be (K, n, ...) with n = {x.shape[0]} attacker samples, got shape {z_stack.shape}"
@@ -291,9 +302,9 @@ def fit_decoders(
         held = np.zeros(n, bool)
         held[np.asarray(holdout)] = True
         n_val, order = int(held.sum()), np.concatenate([np.flatnonzero(held), np.flatnonzero(~held)])
-    val_idx, train_idx = jnp.asarray(chosen[np.sort(order[:n_val])]), chosen[np.sort(order[n_val:])]
+    val_idx, train_idx = chosen[np.sort(order[:n_val])], chosen[np.sort(order[n_val:])]
     z_shape, x_shape = z_stack.shape[2:], x.shape[1:]
-    mean = np.asarray(x)[train_idx].mean(axis=0)
+    mean = x_host[train_idx].mean(axis=0)
     graphdef, params = init_stacked(
         lambda s: build_decoder(z_shape, x_shape, seed=s, upsample=upsample, width=width, depth=depth), k, seed)
     optimizer = optax.adam(lr)
@@ -315,7 +326,8 @@ def fit_decoders(
     # program in the persistent cache (same shapes, other data).
     stacked = map_models(one_step, (0, 0, 0, None))
     held_out = jax.jit(map_models(mse, (0, 0, None)))
-    z_val, x_val = z_stack[:, val_idx], x[val_idx]
+    z_val = z_stack[:, val_idx] if isinstance(z_host, jax.Array) else jax.device_put(z_host[:, val_idx])
+    x_val = jax.device_put(x_host[val_idx])
 
     @partial(jax.jit, donate_argnums=(0, 1))
     def step(p, o, z_all, x_all, idx):
@@ -329,13 +341,13 @@ def fit_decoders(
     use_mean = np.zeros(k, bool)
     if n_val:
         best = _copied(params)  # its own buffers: `step` donates params
-        base = float(jnp.mean((jnp.asarray(mean)[None] - x[val_idx]) ** 2))
+        base = float(np.mean((mean[None] - x_host[val_idx]) ** 2))
         best_val = np.full(k, base)
         use_mean[:] = True
         val_history.append(best_val.copy())
     history, running, done = [], None, 0
     for i in range(steps):
-        idx = jnp.asarray(rng.choice(train_idx, batch_size, replace=False))
+        idx = jax.device_put(rng.choice(train_idx, batch_size, replace=False))
         params, opt_state, losses = step(params, opt_state, z_stack, x, idx)
         done = i + 1
         running = losses if running is None else running + losses

@@ -42,9 +42,23 @@ def stack_models(trees, mode: str):
     return ModelList(trees) if mode == "map" else stack_trees(trees)
 
 
+def _tracing(tree) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
+
+
+# Outside a trace, one program for a whole tree (k an argument), not one small program per leaf
+# shape that eager indexing and stacking compile.
+_slice_leaves = jax.jit(lambda tree, k: jax.tree.map(lambda a: a[k], tree))
+_stack_leaves = jax.jit(lambda trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees))
+
+
 def model_at(tree, k: int):
     """Model k of a stack (a ModelList entry, or slice k of every leaf)."""
-    return tree[k] if isinstance(tree, ModelList) else jax.tree.map(lambda a: a[k], tree)
+    if isinstance(tree, ModelList):
+        return tree[k]
+    if _tracing(tree):
+        return jax.tree.map(lambda a: a[k], tree)
+    return _slice_leaves(tree, k)
 
 
 def model_count(tree) -> int:
@@ -108,7 +122,10 @@ def shard_models(tree):
 
 def stack_trees(trees):
     """Stack a list of identical pytrees along a new leading axis."""
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+    trees = list(trees)
+    if _tracing(trees):
+        return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+    return _stack_leaves(trees)
 
 
 def take(tree, k: int):

@@ -218,11 +218,11 @@ def bucketed_readings(x, zs, labels, *, permutations: int, width: tuple[int, int
     def padded(a, lead: int, least: int):
         a = a.reshape(*a.shape[:lead], -1)
         if n > DENSE_NULL_MAX:
-            return jnp.asarray(a, jnp.float32)
+            return a.astype(jnp.float32) if isinstance(a, jax.Array) else jax.device_put(np.asarray(a, np.float32))
         extra = [(0, 0)] * lead + [(0, -(-max(a.shape[-1], least) // FEATURE_BUCKET) * FEATURE_BUCKET - a.shape[-1])]
         if isinstance(a, jax.Array):
             return jnp.pad(a.astype(jnp.float32), extra)
-        return jnp.asarray(np.pad(np.asarray(a, np.float32), extra))
+        return jax.device_put(np.pad(np.asarray(a, np.float32), extra))  # a transfer, not a compiled copy
 
     x = x if isinstance(x, jax.Array) else np.asarray(x)
     zs = zs if isinstance(zs, jax.Array) else np.asarray(zs)

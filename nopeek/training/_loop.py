@@ -97,8 +97,8 @@ def init_stack(built: Built, seeds: Sequence[int], optimizer, mode: str = "vmap"
     one optimiser state per party and model. `defences`: the names in the program (their
     own parameters, `init_params`)."""
     params = [init_params(built, s, defences, settings, input_shape) for s in seeds]
-    init = jax.jit(optimizer.init)  # one program per party, not one per parameter shape
-    opt = [{party: init(p) for party, p in model.items()} for model in params]
+    # One program for every party of every model, not one per parameter shape (or per party).
+    opt = jax.jit(lambda ps: [{party: optimizer.init(p) for party, p in model.items()} for model in ps])(params)
     return StackState(stack_models(params, mode), stack_models(opt, mode))
 
 
@@ -457,17 +457,18 @@ def train_stack(
                            warmup_steps=int(round(config.alpha_warmup * sum(len(s) // config.batch_size for s in shards))))
     entries = leak_entries(built, shards_test)
     eval_fn = make_eval_fn(built, config, mode, sorted({e.message for e in entries}))
-    data_test = built.prepare(jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test))
+    # Host arrays go over with device_put: a transfer, where `jnp.asarray` compiles a program per shape.
+    data_test = built.prepare(jax.device_put(dataset.x_test), jax.device_put(dataset.y_test))
 
-    x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
+    x_train, y_train = jax.device_put(dataset.x_train), jax.device_put(dataset.y_train)
     n_probe = min(config.dcor_batch, len(dataset.x_test))
     first = entries[0]
-    probe_x = jnp.asarray(first.source_view(np.asarray(data_test[first.source]))[:n_probe], jnp.float32)
+    probe_x = jax.device_put(np.asarray(first.source_view(np.asarray(data_test[first.source]))[:n_probe], np.float32))
     first_task = next(iter(built.tasks))
     labels_test = one_hot(np.asarray(data_test[first_task]), built.tasks[first_task])
-    probe_labels = jnp.asarray(labels_test[:n_probe])  # the probe is the first n_probe held-out samples
+    probe_labels = jax.device_put(np.asarray(labels_test[:n_probe]))  # the probe is the first n_probe held-out samples
     epoch_eval = make_epoch_eval(eval_fn, entries, data_test, n_probe, config.null_permutations)
-    x_test, y_test = jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test)
+    x_test, y_test = jax.device_put(dataset.x_test), jax.device_put(dataset.y_test)
     k_run = len(seed_list)
     diverged_epoch = np.zeros(k_run, np.int64)
     diverged_loss = np.full(k_run, np.nan)
@@ -480,7 +481,7 @@ def train_stack(
         orders = np.stack([batch_order(int(s), epoch, shards, config.batch_size) for s in seed_list], axis=1)
         stats = []
         for i, idx in enumerate(orders):
-            state, step_stats = step_fn(state, hparams, x_train, y_train, jnp.asarray(idx), epoch * len(orders) + i)
+            state, step_stats = step_fn(state, hparams, x_train, y_train, jax.device_put(idx), epoch * len(orders) + i)
             stats.append(step_stats)
         stats = jax.device_get(stats)  # one transfer per epoch, not per step
         if first_loss is None:

@@ -16,6 +16,7 @@ explodes (`exploded`), writes nothing and raises `TrainingDiverged`; a run that 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 import tempfile
@@ -111,9 +112,22 @@ class TrainedRun:
         (prepared: vertical slices, task labels), segment outputs; protected messages through
         the run's defences without their random part (`Defence.send_mean`: clipped, a
         bottleneck's mean; the noise baseline leaves them as computed)."""
-        x = jnp.asarray(x)
-        y = jnp.zeros(len(x), jnp.int32) if y is None else jnp.asarray(y)
-        return forward(self.built.topology, self.params, self.built.prepare(x, y), defence=self._defence()[1])
+        x = x if isinstance(x, jax.Array) else np.asarray(x)
+        y = np.zeros(len(x), np.int32) if y is None else y
+        return self._forward(self.params, self._defence()[0], x, y)
+
+    @functools.cached_property
+    def _forward(self):
+        """`values`' program (weights, hparams and inputs its arguments): compiled once per
+        input shape, not one small program per operation of an eager forward pass."""
+        topo, prepare, cfg = self.built.topology, self.built.prepare, self.config
+
+        @jax.jit
+        def run(params, hp, x, y):
+            defence = build_defence(hp["strength"], Context(hp["seed"], settings=cfg, evaluation=True))
+            return forward(topo, params, prepare(x, y), defence=defence)
+
+        return run
 
     def message(self, name: str | None, x) -> np.ndarray:
         """What the named message carries for inputs x: (n, ...) (one replica's share)."""
@@ -130,21 +144,29 @@ class TrainedRun:
         applied as at test time (sample i's noise from its position i in x), the same tensor
         `nopeek sweep` attacks. Without noise, equal to `message`."""
         e = self.entry(name)
-        cfg = self.config
+        run = self._sent_programs.get(_message_id(e))
+        if run is None:
+            cfg = self.config
+            topo, prepare = self.built.topology, self.built.prepare
+
+            @jax.jit  # the weights an argument, not constants of the program (which would match no other run's)
+            def run(params, hp, xb, index):
+                defence = build_defence(hp["strength"], Context(hp["seed"], settings=cfg, evaluation=True))
+                v = forward(topo, params, prepare(xb, jnp.zeros(xb.shape[0], jnp.int32)), defence=defence,
+                            sample_index=index)[e.message]
+                return e.view(v)
+
+            self._sent_programs[_message_id(e)] = run
         hp = self._defence()[0]
-        topo, params, prepare = self.built.topology, self.params, self.built.prepare
-
-        @jax.jit  # the weights an argument, not constants of the program (which would match no other run's)
-        def run(params, hp, xb, index):
-            defence = build_defence(hp["strength"], Context(hp["seed"], settings=cfg, evaluation=True))
-            v = forward(topo, params, prepare(xb, jnp.zeros(xb.shape[0], jnp.int32)), defence=defence,
-                        sample_index=index)[e.message]
-            return e.view(v)
-
         x = np.asarray(x)
-        return np.concatenate([np.asarray(run(params, hp, jnp.asarray(x[i : i + chunk]),
-                                              jnp.arange(i, min(i + chunk, len(x)))))
+        return np.concatenate([np.asarray(run(self.params, hp, jax.device_put(x[i : i + chunk]),
+                                              jax.device_put(np.arange(i, min(i + chunk, len(x)), dtype=np.int32))))
                                for i in range(0, len(x), chunk)])
+
+    @functools.cached_property
+    def _sent_programs(self) -> dict:
+        """`sent`'s compiled program per message entry (reused by every call)."""
+        return {}
 
     def message_apply(self, name: str | None):
         """(apply, state): `apply(state, x)` -> the named message (n, ...) without its random
