@@ -24,7 +24,7 @@
 # held-out targets beside what the attacker gets for free: the mean image and the
 # class-mean image (the label alone).
 #
-# Small version by default (digits, a small cnn at a spatial cut, a few steps). **Full
+# Small version by default (digits, a small cnn at a spatial cut, U-shaped only, a few steps). **Full
 # preset** (`NOPEEK_NOTEBOOK_SIZE=full`, or `nopeek sweep --preset modern-attacks --out
 # runs/modern-attacks`): bundled mnist5k, cnn 8/16/64/32, vanilla at cut 5 and U-shaped at
 # cuts 4-5, 20 epochs: 46 min on 2 CPU cores (shared with other work;

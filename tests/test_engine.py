@@ -25,7 +25,9 @@ def _built(topology, model, cuts, **kw):
 
 
 def _batch(rng, shape, n=N, classes=10):
-    return jnp.asarray(rng.uniform(size=(n, *shape)), jnp.float32), jnp.asarray(np.arange(n) % classes, jnp.int32)
+    # device_put, not jnp.asarray: a transfer, where jnp.asarray compiles a small program per shape
+    return (jax.device_put(rng.uniform(size=(n, *shape)).astype(np.float32)),
+            jax.device_put((np.arange(n) % classes).astype(np.int32)))
 
 
 def _apply(b, party, segment, params, x):
@@ -33,9 +35,10 @@ def _apply(b, party, segment, params, x):
 
 
 def _assert_close_trees(got, want, atol=2e-5):
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        scale = float(jnp.max(jnp.abs(w))) + 1e-12
-        np.testing.assert_allclose(np.asarray(g) / scale, np.asarray(w) / scale, atol=atol)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        g, w = np.asarray(g), np.asarray(w)  # compared on the host: no program per leaf shape
+        scale = float(np.max(np.abs(w))) + 1e-12
+        np.testing.assert_allclose(g / scale, w / scale, atol=atol)
 
 
 # The whole loss written by hand, one function of every party's parameters: the references.
