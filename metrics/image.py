@@ -81,8 +81,6 @@ def psnr(x, x_hat, *, reduction: str = "mean") -> jax.Array:
     return _reduce(_psnr_per_sample(*_pair(x, x_hat, "psnr")), reduction)
 
 
-
-
 def ssim(x, x_hat, *, reduction: str = "mean", filter_size: int | None = None) -> jax.Array:
     """Structural similarity (Gaussian window, sigma 1.5) for images in [0, 1].
 
