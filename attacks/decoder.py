@@ -219,7 +219,7 @@ def _on_device(a):
     array compiles a small program per shape), a cast only where a device array needs one."""
     if isinstance(a, jax.Array):
         return a if a.dtype == jnp.float32 else a.astype(jnp.float32)
-    return jax.device_put(np.asarray(a, np.float32))
+    return jax.device_put(np.asarray(a, np.float32), may_alias=False)  # a copy: the caller may change `a`
 
 
 def fit_decoders(
@@ -284,7 +284,7 @@ def fit_decoders(
     # device arrays compiles a small program per shape).
     z_host = z_stack if isinstance(z_stack, jax.Array) else np.asarray(z_stack, np.float32)
     x_host = np.asarray(x, np.float32)
-    z_stack, x = _on_device(z_host), jax.device_put(x_host)
+    z_stack, x = _on_device(z_host), jax.device_put(x_host, may_alias=False)
     if z_stack.ndim < 3 or z_stack.shape[1] != x.shape[0]:
         raise ValueError(
             f"z_stack must be (K, n, ...) with n = {x.shape[0]} attacker samples, got shape {z_stack.shape}"

@@ -43,7 +43,7 @@ def as_samples(x, name: str) -> jax.Array:
         # On the host, then one transfer: `jnp.asarray` of a NumPy array, a cast and a reshape
         # would each compile a small program per shape.
         dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.result_type(float)
-        return jax.device_put(np.asarray(x, jax.dtypes.canonicalize_dtype(dtype)).reshape(x.shape[0], -1))
+        return jax.device_put(np.asarray(x, jax.dtypes.canonicalize_dtype(dtype)).reshape(x.shape[0], -1), may_alias=False)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
     return x.reshape(x.shape[0], -1)

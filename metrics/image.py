@@ -28,7 +28,8 @@ def _on_device(a):
     if isinstance(a, jax.Array):
         return a
     a = np.asarray(a)
-    return jax.device_put(a.astype(jax.dtypes.canonicalize_dtype(a.dtype), copy=False))
+    # A copy, never the caller's memory: the result is computed asynchronously and the caller may change `a`.
+    return jax.device_put(a.astype(jax.dtypes.canonicalize_dtype(a.dtype), copy=False), may_alias=False)
 
 
 def _pair(x, x_hat, name):

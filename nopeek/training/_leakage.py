@@ -218,7 +218,7 @@ def bucketed_readings(x, zs, labels, *, permutations: int, width: tuple[int, int
     def padded(a, lead: int, least: int):
         a = a.reshape(*a.shape[:lead], -1)
         if n > DENSE_NULL_MAX:
-            return a.astype(jnp.float32) if isinstance(a, jax.Array) else jax.device_put(np.asarray(a, np.float32))
+            return a.astype(jnp.float32) if isinstance(a, jax.Array) else jax.device_put(np.asarray(a, np.float32), may_alias=False)
         extra = [(0, 0)] * lead + [(0, -(-max(a.shape[-1], least) // FEATURE_BUCKET) * FEATURE_BUCKET - a.shape[-1])]
         if isinstance(a, jax.Array):
             return jnp.pad(a.astype(jnp.float32), extra)

@@ -457,10 +457,12 @@ def train_stack(
                            warmup_steps=int(round(config.alpha_warmup * sum(len(s) // config.batch_size for s in shards))))
     entries = leak_entries(built, shards_test)
     eval_fn = make_eval_fn(built, config, mode, sorted({e.message for e in entries}))
-    # Host arrays go over with device_put: a transfer, where `jnp.asarray` compiles a program per shape.
-    data_test = built.prepare(jax.device_put(dataset.x_test), jax.device_put(dataset.y_test))
+    # Host arrays go over with device_put: a transfer (a copy, never aliasing the data set's memory),
+    # where `jnp.asarray` compiles a program per shape.
+    to_device = partial(jax.device_put, may_alias=False)
+    data_test = built.prepare(to_device(dataset.x_test), to_device(dataset.y_test))
 
-    x_train, y_train = jax.device_put(dataset.x_train), jax.device_put(dataset.y_train)
+    x_train, y_train = to_device(dataset.x_train), to_device(dataset.y_train)
     n_probe = min(config.dcor_batch, len(dataset.x_test))
     first = entries[0]
     probe_x = jax.device_put(np.asarray(first.source_view(np.asarray(data_test[first.source]))[:n_probe], np.float32))
@@ -468,7 +470,7 @@ def train_stack(
     labels_test = one_hot(np.asarray(data_test[first_task]), built.tasks[first_task])
     probe_labels = jax.device_put(np.asarray(labels_test[:n_probe]))  # the probe is the first n_probe held-out samples
     epoch_eval = make_epoch_eval(eval_fn, entries, data_test, n_probe, config.null_permutations)
-    x_test, y_test = jax.device_put(dataset.x_test), jax.device_put(dataset.y_test)
+    x_test, y_test = to_device(dataset.x_test), to_device(dataset.y_test)
     k_run = len(seed_list)
     diverged_epoch = np.zeros(k_run, np.int64)
     diverged_loss = np.full(k_run, np.nan)

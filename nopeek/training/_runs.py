@@ -159,7 +159,7 @@ class TrainedRun:
             self._sent_programs[_message_id(e)] = run
         hp = self._defence()[0]
         x = np.asarray(x)
-        return np.concatenate([np.asarray(run(self.params, hp, jax.device_put(x[i : i + chunk]),
+        return np.concatenate([np.asarray(run(self.params, hp, jax.device_put(x[i : i + chunk], may_alias=False),
                                               jax.device_put(np.arange(i, min(i + chunk, len(x)), dtype=np.int32))))
                                for i in range(0, len(x), chunk)])
 
