@@ -84,7 +84,7 @@ class TrainedRun:
     def _defence(self, evaluation: bool = True):
         """(hparams of the run's one model, its defence's hooks at evaluation)."""
         cfg = self.config
-        hp = jax.tree.map(lambda a: a[0], stack_hparams([strengths_of(cfg)], [cfg.seed]))
+        hp = model_at(stack_hparams([strengths_of(cfg)], [cfg.seed]), 0)  # one program, not one per leaf
         return hp, build_defence(hp["strength"], Context(hp["seed"], settings=cfg, evaluation=evaluation))
 
     @property
