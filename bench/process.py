@@ -11,7 +11,8 @@ epoch spent evaluating.
   line through the medians over E splits each into a fixed cost per run and a cost per epoch.
 - step: the median step of the training loop `nopeek train` runs (`train_stack`, its step
   function timed with a device sync after each call) at batch 64 and 256, against the median
-  step inside the PyTorch script at the same batch.
+  step inside the PyTorch script at the same batch; `--rounds` alternating rounds, the
+  median of their medians and its range.
 - fixed: a one-epoch `nopeek train` on digits (second run: the caches are warm) against
   `python -c "import jax, flax.nnx, optax"`, the floor any JAX program pays.
 - compile: nopeek's XLA flags (nopeek/core/_xla_flags.py: the classic fusion emitters)
@@ -175,21 +176,32 @@ def loop_step_ms(batch: int, epochs: int = 2) -> dict:
             "total_s": total}
 
 
-def step(batches=(64, 256)) -> None:
+def step(rounds: int = 3, batches=(64, 256)) -> None:
+    """The loop's median step against the PyTorch script's, `rounds` alternating rounds per
+    batch; the median of the rounds' medians and their range (the host's drift between
+    rounds is larger than the spread within one)."""
     have_torch = _torch_available()
-    print("\n## The step inside the training loop (median ms; nopeek: train_stack's step with a sync after each; "
+    print(f"\n## The step inside the training loop (median ms of {rounds} alternating round(s), each the median "
+          "step of a 2-epoch run; range in brackets; nopeek: train_stack's step with a sync after each; "
           "PyTorch: bench/torch_train.py's own step timer)")
     print("| batch | nopeek (ms) | PyTorch (ms) | nopeek speed relative to PyTorch |")
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="nopeek-bench-") as tmp:
         for batch in batches:
-            ours = loop_step_ms(batch)["step_ms"]
-            if have_torch:
-                _, out = _wall(torch_cmd(2, batch, tmp))
-                theirs = json.loads(out.strip().splitlines()[-1])["median_step_ms"]
-                print(f"| {batch} | {ours:.2f} | {theirs:.2f} | {theirs / ours:.2f}x |", flush=True)
+            ours, theirs = [], []
+            for _ in range(rounds):
+                ours.append(loop_step_ms(batch)["step_ms"])
+                if have_torch:
+                    _, out = _wall(torch_cmd(2, batch, tmp))
+                    theirs.append(json.loads(out.strip().splitlines()[-1])["median_step_ms"])
+            m_ours = statistics.median(ours)
+            cell = f"{m_ours:.2f} ({min(ours):.2f}-{max(ours):.2f})"
+            if theirs:
+                m_theirs = statistics.median(theirs)
+                print(f"| {batch} | {cell} | {m_theirs:.2f} ({min(theirs):.2f}-{max(theirs):.2f}) | "
+                      f"{m_theirs / m_ours:.2f}x |", flush=True)
             else:
-                print(f"| {batch} | {ours:.2f} | - | - |", flush=True)
+                print(f"| {batch} | {cell} | - | - |", flush=True)
 
 
 def fixed(rounds: int) -> None:
@@ -271,7 +283,7 @@ def main() -> None:
     if args.part in ("eval", "all"):
         eval_share()
     if args.part in ("step", "all"):
-        step()
+        step(args.rounds)
     if args.part in ("process", "all"):
         process(args.rounds, [int(e) for e in args.epochs.split(",")])
     if args.part == "compile":

@@ -26,9 +26,9 @@ def _env(cache: str | None, **extra) -> dict:
     return env
 
 
-def _train(out: str, env: dict) -> subprocess.Popen:
+def _train(out: str, env: dict, model: str = "mlp") -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "nopeek.cli", "train", "--dataset", "digits", "--model", "mlp", "--limit", "400",
+        [sys.executable, "-m", "nopeek.cli", "train", "--dataset", "digits", "--model", model, "--limit", "400",
          "--epochs", "2", "--alpha", "0.3", "--null-permutations", "20", "--out", out, "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -67,24 +67,27 @@ def test_runs_with_the_caches_cold_shared_warm_and_off_give_the_same_numbers(tmp
         assert params == reference[1], f"{name}: the trained parameters differ"
 
 
-def test_quick_compile_flags_are_defaults_the_user_can_override(monkeypatch):
-    from nopeek.core import QUICK_COMPILE_FLAGS, prefer_quick_compiles
+def test_xla_default_flags_are_defaults_the_user_can_override(monkeypatch):
+    from nopeek.core import FAST_CONVOLUTION_FLAGS, QUICK_COMPILE_FLAGS, XLA_DEFAULT_FLAGS, set_xla_defaults
     from nopeek.core import _xla_flags
 
-    ours = [f"{flag}={value}" for flag, value in QUICK_COMPILE_FLAGS.items()]
+    assert XLA_DEFAULT_FLAGS == {**QUICK_COMPILE_FLAGS, **FAST_CONVOLUTION_FLAGS} and len(XLA_DEFAULT_FLAGS) == 2
+    ours = [f"{flag}={value}" for flag, value in XLA_DEFAULT_FLAGS.items()]
     monkeypatch.delenv("NOPEEK_XLA_DEFAULTS", raising=False)
     monkeypatch.delenv("XLA_FLAGS", raising=False)
-    assert prefer_quick_compiles().split() == ours and os.environ["XLA_FLAGS"].split() == ours
+    assert set_xla_defaults().split() == ours and os.environ["XLA_FLAGS"].split() == ours
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")  # others' flags are kept
-    assert prefer_quick_compiles().split() == ["--xla_force_host_platform_device_count=4", *ours]
+    assert set_xla_defaults().split() == ["--xla_force_host_platform_device_count=4", *ours]
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")  # the user's value wins
-    assert prefer_quick_compiles() == "--xla_cpu_use_fusion_emitters=true"
+    assert set_xla_defaults().split() == ["--xla_cpu_use_fusion_emitters=true", *ours[1:]]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true --xla_cpu_experimental_ynn_fusion_type=dot")
+    assert set_xla_defaults() == "--xla_cpu_use_fusion_emitters=true --xla_cpu_experimental_ynn_fusion_type=dot"
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
     monkeypatch.setenv("NOPEEK_XLA_DEFAULTS", "0")  # the user's opt-out
-    assert prefer_quick_compiles() == "--xla_dump_to=/tmp/x"
+    assert set_xla_defaults() == "--xla_dump_to=/tmp/x"
     monkeypatch.delenv("NOPEEK_XLA_DEFAULTS")
     monkeypatch.setattr(_xla_flags, "CHECKED_JAXLIB", ((0, 1),))  # a jaxlib the flags were not checked on
-    assert prefer_quick_compiles() == "--xla_dump_to=/tmp/x"
+    assert set_xla_defaults() == "--xla_dump_to=/tmp/x"
     # a fresh `import nopeek` sets them before jax's backend starts, without importing jax
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "NOPEEK_XLA_DEFAULTS")}
     out = subprocess.run([sys.executable, "-c", "import nopeek, os, sys; print(os.environ['XLA_FLAGS'], 'jax' in sys.modules)"],
@@ -93,13 +96,14 @@ def test_quick_compile_flags_are_defaults_the_user_can_override(monkeypatch):
 
 
 def test_xla_own_defaults_give_the_same_numbers_to_float32_round_off(tmp_path):
-    """The quick compile flags change how XLA writes the programs, not what they compute: a
+    """nopeek's XLA flags change how XLA writes the programs, not what they compute: a
     run under XLA's own defaults (NOPEEK_XLA_DEFAULTS=0) matches one under nopeek's to float32
     round-off, metrics and trained parameters alike."""
     from flax import serialization
 
     env = {k: v for k, v in _env(None, NOPEEK_NO_CACHE="1").items() if k != "XLA_FLAGS"}
-    runs = {name: _train(str(tmp_path / name), dict(env, **extra))
+    # the cnn: its convolutions are what FAST_CONVOLUTION_FLAGS moves from YNNPACK to Eigen
+    runs = {name: _train(str(tmp_path / name), dict(env, **extra), model="cnn")
             for name, extra in (("ours", {}), ("xla", {"NOPEEK_XLA_DEFAULTS": "0"}))}
     for proc in runs.values():
         _finish(proc)

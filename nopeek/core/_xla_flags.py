@@ -1,5 +1,16 @@
-"""XLA's compile effort on the CPU: nopeek's programs compile with XLA's classic (LLVM IR)
-fusion emitters.
+"""XLA's CPU defaults nopeek changes: its classic (LLVM IR) fusion emitters, for less compile
+effort, and Eigen's convolutions instead of YNNPACK's, for faster training steps.
+
+Convolutions (`FAST_CONVOLUTION_FLAGS`). jaxlib 0.10's XLA:CPU hands every convolution to
+YNNPACK (an `__ynn_fusion` of kind "individual convolution") on hosts where it can. On a
+2-core Xeon with AVX-512 and AMX those ran on one core: the default cnn's mnist5k training
+step took 27.7 ms at batch 64 and 154 ms at 256, against PyTorch's 19.7 and 102 ms
+(0.71x, 0.66x). With `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`
+XLA keeps its own (Eigen, both cores) convolutions: 16.4 and 98.4 ms, 1.23x and 0.95x of
+PyTorch in the same run (bench/README.md, "What users run"). A convolution's kernel
+gradient written as nine offset matmuls was tried too (2.5x faster than YNNPACK's at batch
+64) and dropped: with this flag it no longer paid. Removing YNNPACK's other fusion types
+(dot, elementwise, reduce) changed nothing measurable, so they stay.
 
 Most of a short nopeek run is XLA compiling, not computing: 71% of the test suite's time
 (3,144 of 4,415 s of test bodies, `jax.monitoring`, 7,946 programs) and about half of a
@@ -36,10 +47,16 @@ from __future__ import annotations
 import os
 from importlib.metadata import PackageNotFoundError, version
 
-#: flag -> value nopeek asks for unless XLA_FLAGS already names the flag.
+#: flag -> value for less compile effort (the docstring's first part).
 QUICK_COMPILE_FLAGS = {
     "--xla_cpu_use_fusion_emitters": "false",
 }
+#: flag -> value for Eigen's multi-threaded convolutions instead of YNNPACK's (the docstring).
+FAST_CONVOLUTION_FLAGS = {
+    "--xla_cpu_experimental_ynn_fusion_type": "-individual_convolution",
+}
+#: every flag -> value nopeek asks for unless XLA_FLAGS already names the flag.
+XLA_DEFAULT_FLAGS = {**QUICK_COMPILE_FLAGS, **FAST_CONVOLUTION_FLAGS}
 #: jaxlib versions (major, minor) the flags were measured on; elsewhere XLA's defaults stand.
 CHECKED_JAXLIB = ((0, 10),)
 
@@ -76,15 +93,15 @@ def one_off_jit(fn, **jit_kwargs):
     return jax.jit(fn, compiler_options=one_off_compiler_options(), **jit_kwargs)
 
 
-def prefer_quick_compiles() -> str:
-    """Add QUICK_COMPILE_FLAGS to XLA_FLAGS, each unless the user set it (or set
+def set_xla_defaults() -> str:
+    """Add XLA_DEFAULT_FLAGS to XLA_FLAGS, each unless the user set it (or set
     NOPEEK_XLA_DEFAULTS=0, or jaxlib is not a checked version); returns XLA_FLAGS as it
     now reads."""
     flags = os.environ.get("XLA_FLAGS", "")
     if not _defaults_wanted():
         return flags
     named = {item.split("=", 1)[0] for item in flags.split()}
-    added = [f"{flag}={value}" for flag, value in QUICK_COMPILE_FLAGS.items() if flag not in named]
+    added = [f"{flag}={value}" for flag, value in XLA_DEFAULT_FLAGS.items() if flag not in named]
     if added:
         flags = " ".join([flags, *added]).strip()
         os.environ["XLA_FLAGS"] = flags
