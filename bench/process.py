@@ -15,7 +15,7 @@ epoch spent evaluating.
   median of their medians and its range.
 - fixed: a one-epoch `nopeek train` on digits (second run: the caches are warm) against
   `python -c "import jax, flax.nnx, optax"`, the floor any JAX program pays.
-- compile: nopeek's XLA flags (nopeek/core/_xla_flags.py: the classic fusion emitters)
+- compile: nopeek's XLA flags (nopeek/core/_xla_flags.py: the classic fusion emitters and Eigen's convolutions)
   against XLA's own defaults (`NOPEEK_XLA_DEFAULTS=0`), every program compiled
   (NOPEEK_NO_CACHE=1): a 2-epoch mnist5k `nopeek train`, the small modern-attacks sweep and
   FORA's 1,500 steps against that run (a long training loop), whole processes, alternating

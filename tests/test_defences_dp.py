@@ -59,8 +59,11 @@ def test_per_sample_rows_sum_to_the_batch_gradient(rng, model, shape, cuts):
     rows, _ = jax.jit(lambda p: protocol_gradients(b.topology, p, b.prepare(x, y), defence=SumOfRows()))(params)
     for g, w in zip(jax.tree.leaves(rows["client"]), jax.tree.leaves(plain["client"])):
         np.testing.assert_allclose(g, w, rtol=2e-4, atol=1e-6)
-    for g, w in zip(jax.tree.leaves(rows["server"]), jax.tree.leaves(plain["server"])):  # not a data holder
-        np.testing.assert_array_equal(g, w)
+    # the server is not a data holder: its gradients are the plain ones, to the round-off of
+    # the client's forward pass, which the per-sample program computes in another order
+    # (Eigen's convolutions: up to 2e-8 here, on gradients of 1e-4 to 1e-2; bit for bit under YNNPACK's)
+    for g, w in zip(jax.tree.leaves(rows["server"]), jax.tree.leaves(plain["server"])):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-7)
 
 
 def test_dp_sgd_is_the_mean_of_clipped_per_example_gradients(rng):
