@@ -11,11 +11,12 @@ epoch spent evaluating.
   line through the medians over E splits each into a fixed cost per run and a cost per epoch.
 - step: the median step of the training loop `nopeek train` runs (`train_stack`, its step
   function timed with a device sync after each call) at batch 64 and 256, against the median
-  step inside the PyTorch script at the same batch; `--rounds` alternating rounds, the
-  median of their medians and its range.
+  step inside the PyTorch script at the same batch; `--rounds` alternating rounds (nopeek's
+  in this process, the script's each in its own), the median of their medians and its range.
 - fixed: a one-epoch `nopeek train` on digits (second run: the caches are warm) against
   `python -c "import jax, flax.nnx, optax"`, the floor any JAX program pays.
-- compile: nopeek's XLA flags (nopeek/core/_xla_flags.py: the classic fusion emitters and Eigen's convolutions)
+- compile: nopeek's XLA flags (nopeek/core/_xla_flags.py: the classic fusion emitters and
+  Eigen's convolutions)
   against XLA's own defaults (`NOPEEK_XLA_DEFAULTS=0`), every program compiled
   (NOPEEK_NO_CACHE=1): a 2-epoch mnist5k `nopeek train`, the small modern-attacks sweep and
   FORA's 1,500 steps against that run (a long training loop), whole processes, alternating
@@ -176,7 +177,7 @@ def loop_step_ms(batch: int, epochs: int = 2) -> dict:
             "total_s": total}
 
 
-def step(rounds: int = 3, batches=(64, 256)) -> None:
+def step(rounds: int = 5, batches=(64, 256)) -> None:
     """The loop's median step against the PyTorch script's, `rounds` alternating rounds per
     batch; the median of the rounds' medians and their range (the host's drift between
     rounds is larger than the spread within one)."""

@@ -72,22 +72,34 @@ def test_xla_default_flags_are_defaults_the_user_can_override(monkeypatch):
     from nopeek.core import _xla_flags
 
     assert XLA_DEFAULT_FLAGS == {**QUICK_COMPILE_FLAGS, **FAST_CONVOLUTION_FLAGS} and len(XLA_DEFAULT_FLAGS) == 2
-    ours = [f"{flag}={value}" for flag, value in XLA_DEFAULT_FLAGS.items()]
+    emitters = [f"{flag}={value}" for flag, value in QUICK_COMPILE_FLAGS.items()]
+    convolutions = [f"{flag}={value}" for flag, value in FAST_CONVOLUTION_FLAGS.items()]
+    monkeypatch.setattr(_xla_flags, "_jaxlib_version", lambda: (0, 10, 2))  # the version both were checked on
+    ours = emitters + convolutions
     monkeypatch.delenv("NOPEEK_XLA_DEFAULTS", raising=False)
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     assert set_xla_defaults().split() == ours and os.environ["XLA_FLAGS"].split() == ours
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")  # others' flags are kept
     assert set_xla_defaults().split() == ["--xla_force_host_platform_device_count=4", *ours]
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")  # the user's value wins
-    assert set_xla_defaults().split() == ["--xla_cpu_use_fusion_emitters=true", *ours[1:]]
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true --xla_cpu_experimental_ynn_fusion_type=dot")
-    assert set_xla_defaults() == "--xla_cpu_use_fusion_emitters=true --xla_cpu_experimental_ynn_fusion_type=dot"
+    assert set_xla_defaults().split() == ["--xla_cpu_use_fusion_emitters=true", *convolutions]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution")
+    assert set_xla_defaults().split() == ["--xla_cpu_experimental_ynn_fusion_type=+individual_convolution", *emitters]
+    monkeypatch.setenv("XLA_FLAGS", "/home/me/xla_flags.txt")  # a file of flags, which XLA reads: left alone
+    assert set_xla_defaults() == "/home/me/xla_flags.txt"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    monkeypatch.setattr(_xla_flags, "_jaxlib_version", lambda: (0, 10, 1))  # the convolution flag: 0.10.2 only
+    assert set_xla_defaults().split() == ["--xla_dump_to=/tmp/x", *emitters]
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
     monkeypatch.setenv("NOPEEK_XLA_DEFAULTS", "0")  # the user's opt-out
     assert set_xla_defaults() == "--xla_dump_to=/tmp/x"
     monkeypatch.delenv("NOPEEK_XLA_DEFAULTS")
-    monkeypatch.setattr(_xla_flags, "CHECKED_JAXLIB", ((0, 1),))  # a jaxlib the flags were not checked on
+    monkeypatch.setattr(_xla_flags, "_jaxlib_version", lambda: (0, 11, 0))  # a jaxlib the flags were not checked on
     assert set_xla_defaults() == "--xla_dump_to=/tmp/x"
+    monkeypatch.undo()
+    ours = [f"{flag}={value}" for flag, value in QUICK_COMPILE_FLAGS.items()]
+    if _xla_flags._jaxlib_version() in _xla_flags.FAST_CONVOLUTION_JAXLIB:
+        ours += convolutions
     # a fresh `import nopeek` sets them before jax's backend starts, without importing jax
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "NOPEEK_XLA_DEFAULTS")}
     out = subprocess.run([sys.executable, "-c", "import nopeek, os, sys; print(os.environ['XLA_FLAGS'], 'jax' in sys.modules)"],

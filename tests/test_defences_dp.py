@@ -41,13 +41,14 @@ def _apply(b, party, segment, params, x):
     return nnx.merge(b.topology.graphdefs[(party, segment)], params[party][segment])(x)
 
 
-class SumOfRows(Defence):
-    """Returns the sum of the per-sample rows in place of the batch gradient."""
+class TwiceSumOfRows(Defence):
+    """Returns twice the sum of the per-sample rows in place of the batch gradient: the
+    factor 2 shows which parties' gradients went through the defence."""
 
     privatises_parameters = True
 
     def parameter_gradients(self, party, batch, per_sample):
-        return jax.tree.map(lambda a: jnp.sum(a, axis=0), per_sample())
+        return jax.tree.map(lambda a: 2 * jnp.sum(a, axis=0), per_sample())
 
 
 @pytest.mark.parametrize("model,shape,cuts", [("mlp", (8, 8, 1), (1,)), ("cnn", (12, 12, 1), (3,))])
@@ -56,13 +57,14 @@ def test_per_sample_rows_sum_to_the_batch_gradient(rng, model, shape, cuts):
     params = b.init(0)
     x, y = _batch(rng, shape)
     plain, _ = jax.jit(lambda p: protocol_gradients(b.topology, p, b.prepare(x, y)))(params)
-    rows, _ = jax.jit(lambda p: protocol_gradients(b.topology, p, b.prepare(x, y), defence=SumOfRows()))(params)
+    rows, _ = jax.jit(lambda p: protocol_gradients(b.topology, p, b.prepare(x, y), defence=TwiceSumOfRows()))(params)
     for g, w in zip(jax.tree.leaves(rows["client"]), jax.tree.leaves(plain["client"])):
-        np.testing.assert_allclose(g, w, rtol=2e-4, atol=1e-6)
-    # the server is not a data holder: its gradients are the plain ones, to the round-off of
-    # the client's forward pass, which the per-sample program computes in another order
-    # (Eigen's convolutions: up to 2e-8 here, on gradients of 1e-4 to 1e-2; bit for bit under YNNPACK's)
+        np.testing.assert_allclose(g, 2 * w, rtol=2e-4, atol=2e-6)
+    # the server is not a data holder: its gradients are the plain ones (not doubled), to the
+    # round-off of the client's forward pass, which the per-sample program computes in
+    # another order (Eigen's convolutions: up to 2e-8 here; bit for bit under YNNPACK's)
     for g, w in zip(jax.tree.leaves(rows["server"]), jax.tree.leaves(plain["server"])):
+        assert float(jnp.max(jnp.abs(w))) > 1e-4  # a real gradient, which doubling would move
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-7)
 
 

@@ -1,6 +1,6 @@
 """The ground floor of nopeek: typed config sections, atomic files and checkpoints, safe .npz
 reading, named random-key streams, bounded caches, the user's cache folder (compiled programs,
-parsed data), XLA's compile effort and relief before the kernel's limit on memory maps. Imports no other part of nopeek but its errors."""
+parsed data), XLA's CPU defaults (compile effort, Eigen's convolutions) and relief before the kernel's limit on memory maps. Imports no other part of nopeek but its errors."""
 
 from nopeek.core._cache import BoundedCache, fingerprint
 from nopeek.core._code_maps import map_count, map_limit, relieve_code_maps
@@ -12,11 +12,14 @@ from nopeek.core._io import (
 from nopeek.core._keys import Stream, seed_key, step_key
 from nopeek.core._npz import npz_array, open_npz
 from nopeek.core._persistent import caching_disabled, enable_compilation_cache, user_cache_dir
-from nopeek.core._xla_flags import ONE_OFF_COMPILE_OPTIONS, QUICK_COMPILE_FLAGS, FAST_CONVOLUTION_FLAGS, XLA_DEFAULT_FLAGS, one_off_compiler_options, one_off_init, one_off_jit, set_xla_defaults
+from nopeek.core._xla_flags import (
+    FAST_CONVOLUTION_FLAGS, FAST_CONVOLUTION_JAXLIB, ONE_OFF_COMPILE_OPTIONS, QUICK_COMPILE_FLAGS, XLA_DEFAULT_FLAGS,
+    one_off_compiler_options, one_off_init, one_off_jit, set_xla_defaults,
+)
 
 __all__ = [
-    "BoundedCache", "Composed", "ONE_OFF_COMPILE_OPTIONS", "QUICK_COMPILE_FLAGS", "FAST_CONVOLUTION_FLAGS", "XLA_DEFAULT_FLAGS", "Section", "Stream", "atomic_write_bytes", "atomic_write_text", "caching_disabled",
+    "BoundedCache", "Composed", "FAST_CONVOLUTION_FLAGS", "FAST_CONVOLUTION_JAXLIB", "ONE_OFF_COMPILE_OPTIONS", "QUICK_COMPILE_FLAGS", "Section", "Stream", "atomic_write_bytes", "atomic_write_text", "caching_disabled",
     "check_output_folder", "coerce", "enable_compilation_cache", "fingerprint", "finite", "load_params_into",
-    "make_output_folder", "map_count", "map_limit", "npz_array", "one_off_compiler_options", "one_off_init", "one_off_jit", "open_npz", "option", "set_xla_defaults", "raise_first_failure", "read_json", "relieve_code_maps", "save_params",
-    "seed_key", "step_key", "user_cache_dir", "user_umask", "write_json",
+    "make_output_folder", "map_count", "map_limit", "npz_array", "one_off_compiler_options", "one_off_init", "one_off_jit", "open_npz", "option", "raise_first_failure", "read_json", "relieve_code_maps", "save_params",
+    "seed_key", "set_xla_defaults", "step_key", "user_cache_dir", "user_umask", "write_json", "XLA_DEFAULT_FLAGS",
 ]

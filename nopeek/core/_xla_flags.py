@@ -6,11 +6,16 @@ YNNPACK (an `__ynn_fusion` of kind "individual convolution") on hosts where it c
 2-core Xeon with AVX-512 and AMX those ran on one core: the default cnn's mnist5k training
 step took 27.7 ms at batch 64 and 154 ms at 256, against PyTorch's 19.7 and 102 ms
 (0.71x, 0.66x). With `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`
-XLA keeps its own (Eigen, both cores) convolutions: 16.4 and 98.4 ms, 1.23x and 0.95x of
-PyTorch in the same run (bench/README.md, "What users run"). A convolution's kernel
-gradient written as nine offset matmuls was tried too (2.5x faster than YNNPACK's at batch
-64) and dropped: with this flag it no longer paid. Removing YNNPACK's other fusion types
-(dot, elementwise, reduce) changed nothing measurable, so they stay.
+XLA keeps its own (Eigen, both cores) convolutions: 15.8 and 99.3 ms, 1.25x and 0.98x of
+PyTorch's 19.7 and 97.1 ms in the same run (bench/README.md, "The same Xeon, Eigen's
+convolutions instead of YNNPACK's"). A convolution's kernel gradient written as nine offset
+matmuls was tried too (the step 1.45x faster under YNNPACK's convolutions) and dropped:
+with this flag it no longer paid. Removing YNNPACK's other fusion types (dot, elementwise,
+reduce) changed nothing measurable, so they stay. Checked on jaxlib 0.10.2 only
+(`FAST_CONVOLUTION_JAXLIB`): the flag is experimental, and an XLA that does not know it,
+or its value, aborts.
+
+Compile effort (`QUICK_COMPILE_FLAGS`).
 
 Most of a short nopeek run is XLA compiling, not computing: 71% of the test suite's time
 (3,144 of 4,415 s of test bodies, `jax.monitoring`, 7,946 programs) and about half of a
@@ -35,7 +40,7 @@ run thousands of times (the training step, the attacks' loops) keep XLA's full e
 level 1 or 0 for a whole mnist5k cnn run made its epochs 45-90% slower.
 
 A default only: a flag the user already put in XLA_FLAGS wins, and nothing is added where
-jaxlib is outside the versions the flag was checked on (an XLA that does not know a flag
+jaxlib is outside the versions each flag was checked on (an XLA that does not know a flag
 aborts the process). Nothing changes once jax's backend has started (XLA reads XLA_FLAGS
 when the first computation creates it); child processes (shards, Ray workers, notebook
 kernels) inherit it through the environment. `NOPEEK_XLA_DEFAULTS=0` leaves XLA_FLAGS as it
@@ -47,26 +52,34 @@ from __future__ import annotations
 import os
 from importlib.metadata import PackageNotFoundError, version
 
-#: flag -> value for less compile effort (the docstring's first part).
+#: flag -> value for less compile effort (the docstring's "Compile effort").
 QUICK_COMPILE_FLAGS = {
     "--xla_cpu_use_fusion_emitters": "false",
 }
-#: flag -> value for Eigen's multi-threaded convolutions instead of YNNPACK's (the docstring).
+#: flag -> value for Eigen's multi-threaded convolutions instead of YNNPACK's (the docstring's
+#: "Convolutions"); added only on the jaxlib versions in FAST_CONVOLUTION_JAXLIB.
 FAST_CONVOLUTION_FLAGS = {
     "--xla_cpu_experimental_ynn_fusion_type": "-individual_convolution",
 }
+#: jaxlib versions (major, minor, patch) FAST_CONVOLUTION_FLAGS was checked on.
+FAST_CONVOLUTION_JAXLIB = ((0, 10, 2),)
 #: every flag -> value nopeek asks for unless XLA_FLAGS already names the flag.
 XLA_DEFAULT_FLAGS = {**QUICK_COMPILE_FLAGS, **FAST_CONVOLUTION_FLAGS}
 #: jaxlib versions (major, minor) the flags were measured on; elsewhere XLA's defaults stand.
 CHECKED_JAXLIB = ((0, 10),)
 
 
-def _jaxlib_checked() -> bool:
+def _jaxlib_version() -> tuple[int, ...] | None:
+    """jaxlib's (major, minor, patch), or None when it is not installed or not numeric."""
     try:
-        parts = version("jaxlib").split(".")
-        return (int(parts[0]), int(parts[1])) in CHECKED_JAXLIB
-    except (PackageNotFoundError, ValueError, IndexError):
-        return False
+        return tuple(int(part) for part in version("jaxlib").split(".")[:3])
+    except (PackageNotFoundError, ValueError):
+        return None
+
+
+def _jaxlib_checked() -> bool:
+    found = _jaxlib_version()
+    return found is not None and found[:2] in CHECKED_JAXLIB
 
 
 #: jax `compiler_options` for a program that runs once per run (see `one_off_jit`).
@@ -95,13 +108,18 @@ def one_off_jit(fn, **jit_kwargs):
 
 def set_xla_defaults() -> str:
     """Add XLA_DEFAULT_FLAGS to XLA_FLAGS, each unless the user set it (or set
-    NOPEEK_XLA_DEFAULTS=0, or jaxlib is not a checked version); returns XLA_FLAGS as it
-    now reads."""
+    NOPEEK_XLA_DEFAULTS=0, or jaxlib is not a checked version: CHECKED_JAXLIB for all,
+    FAST_CONVOLUTION_JAXLIB for the convolution flag); returns XLA_FLAGS as it now reads.
+    An XLA_FLAGS that does not start with "-" names a file of flags (XLA reads it so) and is
+    left as it is."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if not _defaults_wanted():
+    if not _defaults_wanted() or (flags.strip() and not flags.strip().startswith("-")):
         return flags
     named = {item.split("=", 1)[0] for item in flags.split()}
-    added = [f"{flag}={value}" for flag, value in XLA_DEFAULT_FLAGS.items() if flag not in named]
+    wanted = dict(QUICK_COMPILE_FLAGS)
+    if _jaxlib_version() in FAST_CONVOLUTION_JAXLIB:
+        wanted.update(FAST_CONVOLUTION_FLAGS)
+    added = [f"{flag}={value}" for flag, value in wanted.items() if flag not in named]
     if added:
         flags = " ".join([flags, *added]).strip()
         os.environ["XLA_FLAGS"] = flags
