@@ -3,7 +3,7 @@ effort, and Eigen's convolutions instead of YNNPACK's, for faster training steps
 
 Convolutions (`FAST_CONVOLUTION_FLAGS`). jaxlib 0.10's XLA:CPU hands every convolution to
 YNNPACK (an `__ynn_fusion` of kind "individual convolution") on hosts where it can. On a
-2-core Xeon with AVX-512 and AMX those ran on one core: the default cnn's mnist5k training
+2-core Xeon with AVX-512 and AMX those ran one thread at a time: the default cnn's mnist5k training
 step took 27.7 ms at batch 64 and 154 ms at 256, against PyTorch's 19.7 and 102 ms
 (0.71x, 0.66x). With `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`
 XLA keeps its own (Eigen, both cores) convolutions: 15.8 and 99.3 ms, 1.25x and 0.98x of
