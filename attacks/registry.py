@@ -179,7 +179,9 @@ def register(name: str, run: Callable[..., list], *, kind: str, needs: Sequence[
       name: its name.
       run: `run(inputs: AttackInputs, **settings) -> list` of one output per target model
         (see the module docstring for each kind's output).
-      kind, needs, defaults, description, stacked, whole_input, uses: see `AttackSpec`.
+
+    The keyword arguments (`kind`, `needs`, `defaults`, `description`, `stacked`,
+    `whole_input`, `uses`) are the fields of `AttackSpec`, documented there.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"an attack name must be a non-empty string, got {name!r}")

@@ -387,6 +387,27 @@ def cost_measured() -> str:
     return table(header, body)
 
 
+def _ratio(x: float) -> str:
+    return f"{x:.3f} (1/{1 / x:.0f})" if x < 0.1 else f"{x:.3f}"
+
+
+@renderer("cost-sensitivity")
+def cost_sensitivity() -> str:
+    """`nopeek cost --preset seed-table`'s per-cut sensitivity (cost_sensitivity.csv): VGG-16's
+    split/federated compute ratio and ResNet-50's communication crossover at every cut."""
+    sens = rows("cost", "cost_sensitivity.csv")
+    vgg = [r for r in sens if r["model"] == "vgg16"]
+    resnet = [r for r in sens if r["model"] == "resnet50"]
+    header = ["cut", "VGG-16 block", "compute, split / federated", "ResNet-50 block", "crossover (clients)"]
+    body = []
+    for i in range(max(len(vgg), len(resnet))):
+        a = vgg[i] if i < len(vgg) else None
+        b = resnet[i] if i < len(resnet) else None
+        body.append([str(i + 1), a["block"] if a else "", _ratio(f(a["compute_ratio_sl_fl"])) if a else "",
+                     b["block"] if b else "", f"{f(b['crossover_clients']):.0f}" if b else ""])
+    return table(header, body)
+
+
 @renderer("audit")
 def audit() -> str:
     """bench/audit_example.py: `nopeek audit` of three digits models' saved activations (alpha 0,

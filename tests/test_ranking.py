@@ -102,6 +102,8 @@ def test_defences_preset_small_runs_and_each_defence_lowers_its_attack_score(tmp
     rows, out = run_preset("defences", str(tmp_path / "defences"))
     assert os.path.exists(os.path.join(out, "ranking.md")) and os.path.exists(os.path.join(out, "figures",
                                                                                            "defence_frontier.png"))
+    report = open(os.path.join(out, "report.html"), encoding="utf-8").read()  # written last: shows both
+    assert "Defences ranked at matched utility" in report and 'alt="defence_frontier.png"' in report
     rows = read_rows(os.path.join(out, "results.csv"))
     points = setting_points(rows)[("vanilla", "1", "client:z")]
     base = next(p for p in points if p["defense"] == "none")

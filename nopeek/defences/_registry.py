@@ -96,8 +96,10 @@ def register(name: str, make: Callable[[Any, Context], Defence], *, acts_on: str
       make: `make(strength, context) -> nopeek.protocol.Defence`, the hooks for one model;
         strength is a scalar (traced in a stacked step); at strength 0 the hooks must leave
         everything as it was.
-      acts_on, strength, config_field, always, check, description, owns_parameters,
-        combines, accounting: see `DefenceSpec`.
+
+    The keyword arguments (`acts_on`, `strength`, `config_field`, `always`, `check`,
+    `description`, `owns_parameters`, `combines`, `accounting`) are the fields of
+    `DefenceSpec`, documented there.
     """
     if not isinstance(name, str) or not name or name == NONE or "=" in name or "," in name:
         raise ConfigError(f"a defence name must be a non-empty string other than 'none', without '=' or ',', got {name!r}")

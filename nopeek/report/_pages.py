@@ -2,7 +2,8 @@
 
 - a sweep (`results.csv`): the results table, sortable by any column and filterable by
   topology, cut, defence and message, collapsed and diverged cells marked, each row's
-  reconstructions under its originals, the figures, the config and the timings;
+  reconstructions under its originals, the defences' ranking at matched utility (where the
+  sweep compares several), the figures, the config and the timings;
 - a training run (`metrics.json`): history curves, the transcript of one step, the leakage
   of every message with its readings, the config;
 - an audit (`scores.json` with `targets`) and a cost report (`cost.csv`): their tables and figures.
@@ -120,9 +121,10 @@ def sweep_page(folder: str) -> str:
             if originals is not None and recon is not None:
                 thumb = f"<img class=\"thumb\" alt=\"reconstructions\" src=\"{samples_png(originals, recon)}\">"
         cells = [f"<td class=\"text\">{esc(message)}</td>"]
-        cells += [f"<td class=\"text\" data-v=\"{esc(r.get(c, ''))}\">{esc(r.get(c, ''))}</td>" for c in KEY_TEXT]
+        cells += [f"<td class=\"text\" data-col=\"{c}\" data-v=\"{esc(r.get(c, ''))}\">{esc(r.get(c, ''))}</td>"
+                  for c in KEY_TEXT]
         cells += [f"<td>{thumb}</td>", f"<td class=\"text\">{note}</td>"]
-        cells += [f"<td data-v=\"{esc(r.get(c, ''))}\">{number(r.get(c))}</td>" for c, _ in columns]
+        cells += [f"<td data-col=\"{esc(c)}\" data-v=\"{esc(r.get(c, ''))}\">{number(r.get(c))}</td>" for c, _ in columns]
         body.append(f"<tr class=\"{state}\" data-key=\"{esc(_row_key(r))}\" data-topology=\"{esc(r['topology'])}\" "
                     f"data-cut=\"{esc(r['cut'])}\" data-defense=\"{esc(r['defense'])}\" data-message=\"{esc(message)}\">"
                     + "".join(cells) + "</tr>")
@@ -151,8 +153,20 @@ def sweep_page(folder: str) -> str:
                             r.get("attack_seconds", "")] for (t, c), r in sorted(groups.items())])
     config = read_json(os.path.join(folder, "config.json")) if os.path.isfile(os.path.join(folder, "config.json")) else {}
     n_bad = sum(r.get("collapsed") == "true" for r in rows), sum(r.get("diverged") == "true" for r in rows)
-    sections = [
-        section("Results", legend + table),
+    sections = [section("Results", legend + table)]
+    ranking = os.path.join(folder, "ranking.csv")  # several defences: written by the sweep before this page
+    if os.path.isfile(ranking):
+        with open(ranking, newline="", encoding="utf-8") as fh:
+            ranked = list(csv.reader(fh))
+        if ranked:
+            sections.append(section(
+                "Defences ranked at matched utility (ranking.csv)",
+                "<p class=\"legend\">For each accuracy margin below the undefended model, each defence's least "
+                "leaking setting within it and its strongest attack's score; see ranking.md.</p>"
+                + simple_table(ranked[0], [[number(v) if "." in v else v for v in r] for r in ranked[1:]],
+                               text_columns=tuple(i for i, h in enumerate(ranked[0])
+                                                  if h in ("topology", "message", "defense", "strongest")))))
+    sections += [
         section("Figures", figures(sorted(glob.glob(os.path.join(folder, "figures", "*.png")),
                                           key=lambda p: (not os.path.basename(p).startswith("tradeoff"), p)))),
         section("Timings (per group, shared by its cells)", timing),

@@ -223,8 +223,8 @@ def run_sweep_ray(config: SweepConfig, out: str, *, address: str | None = None, 
     rows = order_rows(read_rows(results_path), config)  # the local sweep's order: the two tables diff cleanly
     write_rows(results_path, rows)
     sweep_figures(rows, os.path.join(out, "figures"), samples_dir=samples_dir)
-    write_report(out)
     write_ranking(rows, out)
+    write_report(out)  # last: the page shows the ranking and every figure
     return rows
 
 

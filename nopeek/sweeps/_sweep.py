@@ -150,8 +150,8 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
     write_summary(os.path.join(out, "summary.csv"), rows)
     sweep_figures(rows, os.path.join(out, "figures"), samples_dir=samples_dir,
                   histories_dir=os.path.join(out, "histories"))
-    write_report(out)
     write_ranking(rows, out)  # ranking.md, ranking.csv, figures/defence_frontier.png: several defences only
+    write_report(out)  # last: the page shows the ranking and every figure
     return rows
 
 
