@@ -9,7 +9,7 @@ FORA, the adaptive decoder attacker).
 
 from attacks.adaptive import adaptive as adaptive_attack
 from attacks.adaptive import adaptive_alpha as adaptive_alpha_attack
-from attacks.adaptive import shadow_clients, whitener
+from attacks.adaptive import WHITENING, shadow_clients, whitener
 from attacks.decoder import DecoderAttack, build_decoder, fit_decoders, spatial_stages
 from attacks.fora import fora as fora_attack
 from attacks.fora import gradient_penalty, mk_mmd
@@ -36,6 +36,7 @@ __all__ = [
     "Simulation",
     "SubstituteClient",
     "Victim",
+    "WHITENING",
     "adaptive_alpha_attack",
     "adaptive_attack",
     "fora_attack",

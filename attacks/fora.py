@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from attacks.decoder import rngs_for, vmap_models
-from attacks.nets import Discriminator, SubstituteClient, decoder_for
+from attacks.nets import Discriminator, SubstituteClient, decoder_for, nonnegative_messages, with_relu_outputs
 from attacks.sdar import _apply, _module, reconstruct
 
 BANDWIDTHS = (0.125, 0.25, 0.5, 1.0, 2.0)
@@ -78,8 +78,8 @@ def fora(x_aux, z_observed, z_target, *, steps: int = 3000, batch_size: int = 64
     z_obs = jnp.asarray(z_observed, jnp.float32)
     k = z_obs.shape[0]
     x_shape, z_shape = tuple(x_aux.shape[1:]), tuple(z_obs.shape[2:])
-    nonnegative = bool(np.all(np.asarray(z_observed) >= 0))  # the substitute's design: ReLU output if z >= 0
-    gs, ps = _module(lambda i: SubstituteClient(x_shape, z_shape, nonnegative=nonnegative, rngs=rngs_for(i + 61)), k, seed)
+    gs, ps = _module(lambda i: SubstituteClient(x_shape, z_shape, rngs=rngs_for(i + 61)), k, seed)
+    ps = with_relu_outputs(ps, nonnegative_messages(z_observed))  # each substitute: ReLU output where its z >= 0
     gc, pc = _module(lambda i: Discriminator(z_shape, rate=0.0, rngs=rngs_for(i + 67)), k, seed)
     gd, pd = _module(lambda i: decoder_for(z_shape, x_shape, None, i + 71), k, seed)
     sub, critic, dec = _apply(gs), _apply(gc), _apply(gd)

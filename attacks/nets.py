@@ -28,6 +28,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from attacks.decoder import build_decoder, rngs_for, spatial_stages
@@ -54,12 +55,15 @@ class SubstituteClient(nnx.Module):
     resolution 2^k times z's, and a 3x3 convolution to z's channels; otherwise (flat z,
     or tabular x) a stride-2 convolution for images, a dense 128 and a dense layer to z's
     size. The output is linear, or ReLU'd when `nonnegative` (the messages the attacker
-    receives never go below 0).
+    receives never go below 0). `nonnegative` is a value of the module's state
+    (`relu_output`, 1.0 or 0.0, never trained), not of its structure, so the K clients of a
+    stack may differ in it (`with_relu_outputs`) and still share one program.
     """
 
     def __init__(self, x_shape, z_shape, *, width: int = 16, hidden: int = 128, nonnegative: bool = False,
                  rngs: nnx.Rngs):
-        self.x_shape, self.z_shape, self.nonnegative = tuple(x_shape), tuple(z_shape), nonnegative
+        self.x_shape, self.z_shape = tuple(x_shape), tuple(z_shape)
+        self.relu_output = nnx.Variable(jnp.asarray(1.0 if nonnegative else 0.0, jnp.float32))
         stages = spatial_stages(self.z_shape, self.x_shape) if _is_image(self.x_shape) else None
         self.spatial = stages is not None
         self.convs = nnx.List([])
@@ -85,7 +89,24 @@ class SubstituteClient(nnx.Module):
         else:
             h = nnx.relu(self.hidden(h.reshape(h.shape[0], -1)))
             z = self.out(h).reshape(h.shape[0], *self.z_shape)
-        return nnx.relu(z) if self.nonnegative else z
+        return jnp.where(self.relu_output[...] > 0, nnx.relu(z), z)
+
+
+def nonnegative_messages(z) -> np.ndarray:
+    """(K,) bool: whether each model's messages (K, n, ...) never go below 0."""
+    z = np.asarray(z)
+    return np.all(z.reshape(len(z), -1) >= 0, axis=1)
+
+
+def with_relu_outputs(params, nonnegative):
+    """`SubstituteClient` parameters stacked over K with each client's `relu_output` set from
+    `nonnegative` (K,) bool: one model's design never depends on the others of its stack."""
+    flags = jnp.asarray(np.asarray(nonnegative, np.float32))
+
+    def put(path, leaf):
+        return flags.reshape(leaf.shape) if any(getattr(p, "key", None) == "relu_output" for p in path) else leaf
+
+    return jax.tree_util.tree_map_with_path(put, params)
 
 
 class Head(nnx.Module):

@@ -45,7 +45,7 @@ from flax import nnx
 
 import metrics
 from attacks.decoder import init_stacked, rngs_for, vmap_models
-from attacks.nets import Discriminator, Head, SubstituteClient, decoder_for
+from attacks.nets import Discriminator, Head, SubstituteClient, decoder_for, nonnegative_messages, with_relu_outputs
 
 EPS = 1e-7  # Keras' Adam epsilon, which the SDAR code (and SecretFlow's port) uses
 
@@ -96,16 +96,15 @@ def _apply(graphdef):
     return lambda p, *a, **kw: nnx.merge(graphdef, p)(*a, **kw)
 
 
-def simulators(x_shape, z_shape, k: int, seed: int, architecture=None, nonnegative: bool = False):
+def simulators(x_shape, z_shape, k: int, seed: int, architecture=None, nonnegative=()):
     """(apply(params, x) -> z, params stacked over K): the client's architecture freshly
-    initialised (`architecture(seed) -> (apply, params)`), or a `SubstituteClient`
-    (`nonnegative`: with a ReLU output)."""
+    initialised (`architecture(seed) -> (apply, params)`), or a `SubstituteClient` per model
+    (`nonnegative`: (K,) bools, model k's with a ReLU output where true; () none)."""
     if architecture is not None:  # seeds far from the victims' own, which the attacker does not know
         built = [architecture(seed + 1000 + i) for i in range(k)]
         return built[0][0], stack([b[1] for b in built])
-    graphdef, params = _module(lambda s: SubstituteClient(x_shape, z_shape, nonnegative=nonnegative, rngs=rngs_for(s)),
-                               k, seed)
-    return _apply(graphdef), params
+    graphdef, params = _module(lambda s: SubstituteClient(x_shape, z_shape, rngs=rngs_for(s)), k, seed)
+    return _apply(graphdef), with_relu_outputs(params, np.asarray(nonnegative, bool) if len(nonnegative) else np.zeros(k, bool))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +121,7 @@ class Settings:
     flip: float
     conditional: bool
     known_alpha: bool
-    nonnegative: bool = False  # a substitute simulator's output is ReLU'd (the observed messages are >= 0)
+    nonnegative: tuple = ()  # (K,) bools: model k's substitute simulator ReLUs its output (its messages are >= 0)
     df_lr: float | None = None  # D_f's learning rate (None: lr * lambda1, the SDAR code's)
     dd_lr: float | None = None  # D_d's learning rate (None: decoder_lr * lambda2)
 
@@ -355,7 +354,7 @@ def sdar(x_aux, y_aux, z_observed, y_observed, z_target, y_target, victim: Victi
     conditional = victim.labels_at_server if conditional is None else bool(conditional)
     flip = (0.0 if victim.labels_at_server else 0.2) if flip is None else float(flip)
     settings = Settings(steps, batch_size, lr, decoder_lr, head_lr, lambda1, lambda2, flip, conditional,
-                        known_alpha and alphas is not None, bool(np.all(np.asarray(z_target) >= 0)), df_lr, dd_lr)
+                        known_alpha and alphas is not None, tuple(map(bool, nonnegative_messages(z_target))), df_lr, dd_lr)
     sim = train(x_aux, y_aux, np.shape(z_target)[2:], z_observed, y_observed, victim, settings,
                 architecture=architecture, alphas=alphas, seed=seed, map_models=map_models, place=place)
     return outputs(sim, z_target, y_target, map_models=map_models)

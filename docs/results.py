@@ -505,15 +505,18 @@ def splitguard() -> str:
 def labels() -> str:
     """The labels preset: per topology, label defence and strength, the means over seeds of test
     accuracy and of the norm and direction label attacks' AUC (in brackets the leak,
-    max(AUC, 1 - AUC)); the table `python bench/fsha.py --part labels` prints."""
+    max(AUC, 1 - AUC)) and chance at this n (the leak's 95% permutation null); the table
+    `python bench/fsha.py --part labels` prints, with the null added."""
     from nopeek.plots import label_tradeoff_points
     from nopeek.sweeps import read_rows
 
     points = label_tradeoff_points(read_rows(os.path.join(RESULTS, "labels", "results.csv")))
     order = {"none": 0, "maxnorm": 1, "marvell": 2}
-    header = ["topology", "defence", "strength", "seeds", "test accuracy", "norm AUC (leak)", "direction AUC (leak)"]
+    header = ["topology", "defence", "strength", "seeds", "test accuracy", "norm AUC (leak)", "direction AUC (leak)",
+              "chance: leak's null 95%"]
     body = [[p["topology"] or "-", p["defense"], f"{p['strength']:g}", str(p["n"]), f"{p['accuracy']:.3f}",
-             f"{p['norm_auc']:.3f} ({p['norm_leak']:.3f})", f"{p['direction_auc']:.3f} ({p['direction_leak']:.3f})"]
+             f"{p['norm_auc']:.3f} ({p['norm_leak']:.3f})", f"{p['direction_auc']:.3f} ({p['direction_leak']:.3f})",
+             f"{p['leak_null95']:.3f}"]
             for p in sorted(points, key=lambda p: (p["topology"], order.get(p["defense"], 3), p["strength"]))]
     return table(header, body)
 

@@ -149,6 +149,10 @@ def root(tmp_path_factory):
     np.save(p("strings.npy"), np.array(["a", "b", "c"]))
     np.save(p("empty.npy"), np.zeros((0, 3)))
     np.save(p("objects.npy"), np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with open(p("lie.npy"), "wb") as fh:  # a header announcing 1e13 values the file does not hold
+        fh.write(npy_bytes(np.zeros(12), shape=(10**13,)))
+    with open(p("pk.npy"), "wb") as fh:  # an .npz archive named .npy
+        fh.write(b"PK\x03\x04" + b"\0" * 60)
     np.save(p("nan.npy"), np.array([[1.0], [np.nan], [2.0]]))
 
     # One's own data, broken.
@@ -269,6 +273,9 @@ CASES = [
     ("dcor-empty-array", ["dcor", "{root}/empty.npy", "{root}/x.npy"], "nopeek dcor", r"empty\.npy.*shape \(0, 3\)"),
     ("dcor-object-array", ["dcor", "{root}/objects.npy", "{root}/x.npy"], "nopeek dcor", r"objects\.npy.*pickled"),
     ("dcor-nan", ["dcor", "{root}/nan.npy", "{root}/nan.npy"], "nopeek dcor", r"nan\.npy.*NaN"),
+    ("dcor-lying-header", ["dcor", "{root}/lie.npy", "{root}/x.npy"], "nopeek dcor",
+     r"lie\.npy: announces shape \(10000000000000,\) of float64 .* truncated or corrupt"),
+    ("dcor-npz-named-npy", ["dcor", "{root}/pk.npy", "{root}/x.npy"], "nopeek dcor", r"pk\.npy: an \.npz archive"),
     ("dcor-mismatched-lengths", ["dcor", "{root}/x.npy", "{root}/y_short.npy"], "nopeek dcor",
      r"x\.npy.*20.*y_short\.npy.*7"),
     ("dcor-block-size-0", ["dcor", "{root}/x.npy", "{root}/x.npy", "--block-size", "0"], "nopeek dcor",
@@ -340,6 +347,8 @@ CASES = [
                                  "--dirichlet-alpha", "0"], "nopeek train", r"--dirichlet-alpha must be > 0"),
     # -- attack
     ("attack-out-is-file", [*ATTACK, "--out", "{root}/afile.txt"], "nopeek attack", r"--out .*afile\.txt.*file"),
+    ("attack-out-unwritable", [*ATTACK, "--out", UNWRITABLE + "/a"], "nopeek attack",
+     r"--out /sys/nopeek-cannot-write-here/a: cannot write there"),
     ("attack-run-missing", ["attack", "--run", "{root}/norun"], "nopeek attack", r"--run .*norun"),
     ("attack-truncated-checkpoint", ["attack", "--run", "{root}/run_truncated"], "nopeek attack",
      r"run_truncated/checkpoint\.msgpack"),
@@ -360,6 +369,16 @@ CASES = [
     ("attack-probe-too-few-leaked", [*ATTACK, "--attack", "probe", "--leak-count", "6"], "nopeek attack",
      r"--leak-count.*MLP probe needs at least 11"),
     ("attack-steps-0", _set(ATTACK, "--attack-steps", "0"), "nopeek attack", r"--attack-steps must be >= 1"),
+    ("attack-whiten-unknown", [*ATTACK, "--attack", "adaptive", "--whiten", "pca"], "nopeek attack",
+     r"--whiten must be one of none, standard, zca"),
+    ("attack-whiten-not-taken", [*ATTACK, "--whiten", "none"], "nopeek attack",
+     r"--whiten: the decoder attack does not take it .*adaptive"),
+    ("attack-leak-fractions-0", [*ATTACK, "--attack", "adaptive", "--leak-fractions", "0,0.5"], "nopeek attack",
+     r"--leak-fractions must each be in \(0, 1\]"),
+    ("attack-leak-fractions-not-taken", [*ATTACK, "--attack", "sdar", "--leak-fractions", "0.1"], "nopeek attack",
+     r"--leak-fractions: the sdar attack does not take it"),
+    ("sweep-whiten-not-taken", [*SWEEP, "--whiten", "none"], "nopeek sweep",
+     r"--whiten: the decoder, label attacks do not take it \(attacks that do: adaptive, adaptive_alpha\)"),
     # -- sweep
     ("sweep-out-is-file", _set(SWEEP, "--out", "{root}/afile.txt"), "nopeek sweep", r"--out .*afile\.txt.*file"),
     ("sweep-out-other-config", _set(SWEEP, "--out", "{root}/sweep_badsample"), "nopeek sweep",

@@ -119,6 +119,15 @@ def test_attack_list_and_cli_scores_beside_baselines(tmp_path, capsys):
     assert scores["n_aux"] == 30 and scores["steps_run"] == 3
     assert {"mse", "baseline_mse", "class_mean_mse", "label_accuracy", "label_chance"} <= set(scores)
     assert "label accuracy" in capsys.readouterr().out
+    # the adaptive attacker's whitening and leak-fraction curve, from the command line
+    for whiten in ("none", "zca"):
+        out = tmp_path / f"adaptive-{whiten}"
+        assert main(["attack", "--run", str(run), "--attack", "adaptive", "--attack-steps", "3", "--whiten", whiten,
+                     "--leak-fractions", "0.5,0.05", "--out", str(out)]) == 0
+        scores = json.loads((out / "scores.json").read_text())
+        assert sorted(k for k in scores if k.startswith("leak") and k.endswith("_n_pairs")) == ["leak50_n_pairs",
+                                                                                               "leak5_n_pairs"]
+        assert scores["whiten"] == whiten and scores["leak_fractions"] == [0.05, 0.5]  # the settings it ran with
 
 
 def test_receiver_facts():
@@ -275,3 +284,29 @@ def test_the_committed_results_cover_every_attack_and_cell():
             assert all(math.isfinite(float(r[k])) for k in keys), (name, r["topology"], r["defense"])
         has_labels = math.isfinite(float(r.get("sdar_label_accuracy") or "nan"))
         assert has_labels == (r["topology"] == "u_shaped")
+
+
+@pytest.mark.parametrize("name,settings", [("adaptive", {"steps": 200, "leak_fractions": ()}),
+                                           ("fora", {"steps": 60})])
+def test_a_stacked_models_attack_is_its_attack_alone(name, settings, digits):
+    """Stacked over a sweep's models (`map_models`), model 0's result is the one it gets
+    attacked alone, whatever the other model of the stack sends."""
+    rng = np.random.default_rng(0)
+    x = digits.x_train[:300]
+    w = rng.normal(size=(int(np.prod(x.shape[1:])), 16)).astype(np.float32) / 8
+    z = np.maximum(x.reshape(len(x), -1) @ w, 0)
+    other = rng.normal(size=z.shape).astype(np.float32)
+    xt, zt = x[200:], z[200:]
+
+    def inputs(*zs):
+        return attacks.AttackInputs(
+            x_leak=x[:100], z_leak=np.stack([m[:100] for m in zs]), y_leak=digits.y_train[:100],
+            x_target=xt, z_target=np.stack([zt if m is z else m[200:] for m in zs]), y_target=digits.y_train[200:],
+            x_aux=x[100:200], y_aux=digits.y_train[100:200], z_train=np.stack([m[:200] for m in zs]),
+            x_train=x[:200], y_train=digits.y_train[:200])
+
+    alone = attacks.run(name, inputs(z), **settings)[0]["x_hat"]
+    stacked = attacks.run(name, inputs(z, other), **settings)
+    assert len(stacked) == 2
+    np.testing.assert_allclose(stacked[0]["x_hat"], alone, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(stacked[1]["x_hat"], alone, atol=1e-3)  # the other model's attack is its own

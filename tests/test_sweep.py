@@ -133,6 +133,35 @@ def test_tables_from_before_the_engine_resume(tmp_path, tiny_sweep):
     assert {(r["cut"], r["defense"]) for r in again} == {(r["cut"], r["defense"]) for r in rows}
 
 
+def test_a_folder_from_before_a_new_config_field_resumes(tmp_path, tiny_sweep):
+    """A sweep folder written by a nopeek without some config field (here the attack's
+    `whiten` and `leak_fractions`): its rows' config_hash is its config.json's, not this
+    version's digest of the same sweep, and it resumes without rerunning a cell."""
+    from nopeek.sweeps._config import dict_digest
+
+    old_out, rows = tiny_sweep
+    out = tmp_path / "older"
+    out.mkdir()
+    old_config = {k: v for k, v in json.load(open(os.path.join(old_out, "config.json"))).items()
+                  if k not in ("whiten", "leak_fractions")}
+    (out / "config.json").write_text(json.dumps(old_config))
+    old_hash = dict_digest(old_config)
+    assert old_hash != TINY.digest()
+    with open(os.path.join(old_out, "results.csv"), newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, table = reader.fieldnames, [{**r, "config_hash": old_hash} for r in reader]
+    with open(out / "results.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(table)
+    again = run_sweep(TINY, str(out), progress=False)
+    assert len(again) == len(rows) and {r["config_hash"] for r in again} == {old_hash}  # nothing rerun
+    # a config.json that does not hash to the rows' digest explains nothing: still refused
+    (out / "config.json").write_text(json.dumps(TINY.to_dict()))
+    with pytest.raises(ConfigError, match="rows of another sweep config"):
+        run_sweep(TINY, str(out), progress=False)
+
+
 def test_truncated_row_is_rerun(tmp_path, tiny_sweep):
     old_out, _ = tiny_sweep
     out = tmp_path / "trunc"

@@ -34,6 +34,8 @@ class AttackConfig(Section):
     attack_seed: int = field(default=0, metadata={"help": "the attacker's seed: which samples leak, decoder init"})
     aux_fraction: float | None = field(default=None, metadata={"help": "share of the held-out set that is the attacker's auxiliary labelled data, never trained on (attacks that use it: default 0.5); every attack is then scored on the rest"})
     aux_count: int | None = field(default=None, metadata={"help": "number of auxiliary held-out samples (overrides --aux-fraction)"})
+    whiten: str | None = field(default=None, metadata={"help": "how the adaptive attackers whiten the messages before decoding: none, standard (per feature) or zca; default: the attack's own (zca)", "choices": ("none", "standard", "zca")})
+    leak_fractions: tuple[float, ...] = field(default=(), metadata={"help": "the adaptive attacker's leak-fraction curve: shares of the training set, each in (0, 1]; default: the attack's own (0.01,0.05,0.1,0.25,0.5)"})
 
     def validate(self) -> "AttackConfig":
         checks = [
@@ -47,15 +49,28 @@ class AttackConfig(Section):
             (self.tv_weight is None or (finite(self.tv_weight) and self.tv_weight >= 0), f"--tv-weight must be finite and >= 0, got {self.tv_weight}"),
             (self.aux_fraction is None or (finite(self.aux_fraction) and 0 < self.aux_fraction < 1), f"--aux-fraction must be in (0, 1), got {self.aux_fraction}"),
             (self.aux_count is None or self.aux_count >= 2, f"--aux-count must be >= 2, got {self.aux_count}"),
+            (self.whiten is None or self.whiten in attacks.WHITENING, f"--whiten must be one of {', '.join(attacks.WHITENING)}, got {self.whiten!r}"),
+            (all(finite(v) and 0 < v <= 1 for v in self.leak_fractions), f"--leak-fractions must each be in (0, 1], got {','.join(map(str, self.leak_fractions))}"),
         ]
         raise_first_failure(checks)
         return self
+
+    def check_taken(self, names) -> None:
+        """Refuse `--whiten` or `--leak-fractions` where no attack of `names` takes it (they
+        would be silently ignored)."""
+        for option, value, setting in (("--whiten", self.whiten, "whiten"),
+                                       ("--leak-fractions", self.leak_fractions, "leak_fractions")):
+            if value not in (None, ()) and not any(setting in attacks.ATTACKS[n].defaults for n in names):
+                users = ", ".join(n for n, s in attacks.ATTACKS.items() if setting in s.defaults)
+                raise ConfigError(f"{option}: the {', '.join(names) or 'no'} attack{'s' if len(names) != 1 else ''} "
+                                  f"do{'es' if len(names) == 1 else ''} not take it (attacks that do: {users})")
 
     def settings(self, name: str | None = None) -> dict:
         """The settings given to attack `name` (default: this config's): explicit values
         only; the attack's own defaults fill the rest (`attacks.settings`)."""
         given = {"steps": self.attack_steps, "lr": self.attack_lr, "tv_weight": self.tv_weight,
-                 "n_targets": self.n_targets}
+                 "n_targets": self.n_targets, "whiten": self.whiten,
+                 "leak_fractions": tuple(sorted(set(self.leak_fractions))) or None}
         resolved = attacks.settings(name or self.attack, **given)
         resolved.pop("_ignored")
         return resolved

@@ -240,7 +240,8 @@ def audit_target(t: Bundle, p: Bundle, reconstructions: dict, config: AuditConfi
     }
     if t.g is not None:
         inputs = attacks.AttackInputs(gradients=t.g[None], y_target=y, seed=config.attack_seed)
-        scores["label_leakage"] = {**attacks.score("label", inputs, attacks.run("label", inputs)[0]), "chance": 0.5}
+        ll = attacks.score("label", inputs, attacks.run("label", inputs)[0])
+        scores["label_leakage"] = {**ll, "chance": ll["leak_null95"]}  # chance at this n, not 0.5
     return scores
 
 
@@ -289,8 +290,8 @@ def format_table(scores: dict) -> str:
     if any("label_leakage" in r for _, r in rows):
         def auc(lab, r):
             ll = r.get("label_leakage")
-            return "-" if ll is None else f"{_cell(ll['norm_auc'])} / {_cell(ll['direction_auc'])} (0.5)"
-        columns.append(("label AUC norm / direction (chance)", auc))
+            return "-" if ll is None else f"{_cell(ll['norm_auc'])} / {_cell(ll['direction_auc'])} ({_cell(ll['chance'])})"
+        columns.append(("label AUC norm / direction (null 95%)", auc))
     lines = ["| " + " | ".join(c[0] for c in columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
     lines += ["| " + " | ".join(fn(lab, r) for _, fn in columns) + " |" for lab, r in rows]
     return "\n".join(lines)
@@ -334,7 +335,8 @@ def _report(scores: dict, figures: list[str]) -> str:
                      "the targets; brackets: chance (the majority rate of the held-out labels).")
     if any("label_leakage" in r for r in results):
         lines.append("- Label AUC: the norm and direction attacks on the per-sample cut gradients g "
-                     "(Li et al., ICLR 2022); 0.5 is chance.")
+                     "(Li et al., ICLR 2022); brackets: chance at this n, the 95% permutation null of "
+                     "max(AUC, 1 - AUC) (0.5 only for endless samples).")
     notes = [f"- `{lab}`: {r['heldout_in_pairs']} held-out samples also appear among the attacker's pairs "
              "(their scores flatter the attacker)" for lab, r in scores["targets"].items() if r["heldout_in_pairs"]]
     notes += [f"- `{lab}`: probe for `{k}` skipped: {v['skipped']}" for lab, r in scores["targets"].items()

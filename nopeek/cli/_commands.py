@@ -20,15 +20,12 @@ FSHA_SKIP = ("epochs", "dcor_batch", "task_weight", "defenses")
 
 
 def _load_npy(path: str, prog: str) -> np.ndarray:
+    from nopeek.core import npy_array
+
     try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        fail(prog, f"{path}: a pickled or object array; refusing to load it ({err})")
-    except OSError as err:
-        fail(prog, f"cannot read {path}: expected a .npy array ({err})")
-    if not isinstance(array, np.ndarray):
-        fail(prog, f"{path}: expected a .npy array, got an .npz archive")
-    return array
+        return npy_array(path, ConfigError)  # the header checked first: a lying one allocates nothing
+    except ConfigError as err:
+        fail(prog, str(err))
 
 
 def cmd_dcor(args: argparse.Namespace) -> int:
@@ -243,6 +240,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         raise ConfigError(f"--attack {args.attack}: {args.attack} is a server's training policy, not an attack on a "
                           f"trained model; run `nopeek train --server {args.attack} ...`")
     config = dataclass_from_args(AttackConfig, args).validate()
+    config.check_taken([config.attack])
     if args.run is None:
         raise ConfigError(f"--run is required for --attack {config.attack}: the run folder `nopeek train` wrote")
     if not os.path.isdir(args.run) or not os.path.exists(os.path.join(args.run, "config.json")):

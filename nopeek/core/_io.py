@@ -32,7 +32,9 @@ def user_umask() -> int:
 
 def check_output_folder(out: str, option: str = "--out") -> None:
     """Refuse an output folder that cannot be made, before any work: a file where the folder
-    (or one of its parents) should be, or a parent the user may not write in. Writes nothing.
+    (or one of its parents) should be, or a parent the user may not write in. Leaves nothing
+    behind: the last check makes an empty folder in the deepest existing parent and removes
+    it (permission bits do not tell for root, read-only mounts, sysfs, ACLs or NFS).
 
     Raises:
       ConfigError: naming `option` and the path.
@@ -47,6 +49,15 @@ def check_output_folder(out: str, option: str = "--out") -> None:
         raise ConfigError(f"{option} {out}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{option} {out}: cannot write in {existing} (permission denied)")
+    before = os.stat(existing)
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".nopeek-probe-", dir=existing))
+    except OSError as err:
+        raise ConfigError(f"{option} {out}: cannot write there ({err.strerror or err})") from None
+    try:  # the parent's times as they were: a refused command leaves no trace at all
+        os.utime(existing, ns=(before.st_atime_ns, before.st_mtime_ns))
+    except OSError:
+        pass  # a folder the user may write in but does not own
 
 
 def make_output_folder(out: str, option: str = "--out") -> None:

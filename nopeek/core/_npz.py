@@ -47,14 +47,15 @@ def _member(archive, key: str) -> str:
 
 def _header(fp, key: str, path: str, error):
     """(shape, dtype) from an .npy header, or None when its version has no public reader."""
+    what = f"array {key!r}" if key else "the file"
     try:
         version = np.lib.format.read_magic(fp)
     except ValueError:
-        raise error(f"{path}: array {key!r} is not an .npy array; refused unread, nothing was unpickled") from None
+        raise error(f"{path}: {what} is not an .npy array; refused unread, nothing was unpickled") from None
     try:
         return _read_header(fp, version)
     except ValueError as err:
-        raise error(f"{path}: array {key!r} has an unreadable .npy header ({err})") from None
+        raise error(f"{path}: {what} has an unreadable .npy header ({err})") from None
 
 
 def _read_header(fp, version):
@@ -65,6 +66,38 @@ def _read_header(fp, version):
     else:
         return None
     return shape, dtype
+
+
+def npy_array(path: str, error: type[Exception]) -> np.ndarray:
+    """The array of an .npy file, its header checked before anything is allocated (as
+    `npz_array` does for an archive's members); no pickle is ever loaded.
+
+    Raises:
+      error: not an .npy file (an .npz archive, text, raw bytes), an object array, a header
+        that announces more data than the file holds, or an unreadable file.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fp:
+            if fp.read(4) == b"PK\x03\x04":
+                raise error(f"{path}: an .npz archive; expected a .npy array")
+            fp.seek(0)
+            header = _header(fp, "", path, error)
+            header_bytes = fp.tell()
+    except OSError as err:
+        raise error(f"cannot read {path}: expected a .npy array ({err.strerror or err})") from None
+    if header is not None:
+        shape, dtype = header
+        if dtype.hasobject:
+            raise error(f"{path}: an object (pickled) array; refused without loading it (save numeric arrays)")
+        declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if declared > size - header_bytes:
+            raise error(f"{path}: announces shape {tuple(shape)} of {dtype} ({declared:,} bytes) but holds "
+                        f"{size - header_bytes:,} bytes; the file is truncated or corrupt")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise error(f"{path}: not a readable .npy array ({err})") from None
 
 
 def npz_array(archive, key: str, path: str, error: type[Exception]) -> np.ndarray:

@@ -58,7 +58,9 @@ def reconstruction_grid(rows, row_labels, path: str, *, title: str | None = None
 
 
 def label_leakage_figure(norms, cosines, labels, scores: dict, path: str) -> str:
-    """Histograms of cut-gradient norms and cosines per true label, with the AUCs."""
+    """Histograms of cut-gradient norms and cosines per true label, with the AUCs and, in the
+    title, chance at this n (`scores["leak_null95"]`, the permutation null; 0.5 only for
+    endless samples)."""
     labels = np.asarray(labels)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for ax, values, name, auc in (
@@ -72,7 +74,10 @@ def label_leakage_figure(norms, cosines, labels, scores: dict, path: str) -> str
         ax.set_title(f"AUC {auc:.3f}", fontsize=9)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("samples")
-    fig.suptitle("Label leakage from cut gradients (0.5 = chance)", fontsize=10)
+    null = scores.get("leak_null95")
+    chance = (f"chance at n = {len(labels)}: AUC up to {null:.3f}, the 95% permutation null"
+              if null is not None and np.isfinite(null) else "0.5 = chance for endless samples")
+    fig.suptitle(f"Label leakage from cut gradients ({chance})", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
 

@@ -358,9 +358,12 @@ def load_histories(folder: str, rows=None) -> list[dict]:
     if not folder or not os.path.isdir(folder):
         return []
     keep = None
-    if rows is not None:
-        keep = {(r.get("topology"), str(r["cut"]), r["defense"], _f(r["alpha"]), _f(r["noise_scale"]),
-                 _f(r.get("strength", 0.0)), int(_f(r["seed"]))) for r in rows}
+    if rows is not None:  # cell -> whether it collapsed (any of its rows says so)
+        keep = {}
+        for r in rows:
+            k = (r.get("topology"), str(r["cut"]), r["defense"], _f(r["alpha"]), _f(r["noise_scale"]),
+                 _f(r.get("strength", 0.0)), int(_f(r["seed"])))
+            keep[k] = keep.get(k, False) or str(r.get("collapsed", "")).lower() == "true"
     out = []
     for name in sorted(os.listdir(folder)):
         if not name.endswith(".json"):
@@ -374,27 +377,37 @@ def load_histories(folder: str, rows=None) -> list[dict]:
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not a history file of ours
         if keep is None or key in keep:
-            out.append(h)
+            out.append({**h, "collapsed": bool(keep and keep[key])})
     return out
 
 
 def history_figure(histories, metric: str, ylabel: str, path: str, *, title: str | None = None) -> str:
     """`metric` of the history ("heldout_dcor", "test_accuracy", "train_loss", ...) over epochs:
-    one line per (topology, cut, defence level), the mean over seeds with a 95% band."""
+    one line per (topology, cut, defence level), the mean over seeds with a 95% band. Collapsed
+    seeds (`collapsed` of `load_histories`) are left out of the mean and counted in the label;
+    a level whose every seed collapsed has no line."""
     groups: dict = {}
+    dropped: dict = {}
     for h in histories:
         family, level = _family(h)
-        groups.setdefault((h["topology"], str(h["cut"]), family, float(level)), []).append(h["history"])
+        key = (h["topology"], str(h["cut"]), family, float(level))
+        if h.get("collapsed"):
+            dropped[key] = dropped.get(key, 0) + 1
+            continue
+        groups.setdefault(key, []).append(h["history"])
     fig, ax = plt.subplots(figsize=(6.5, 4))
     several = len({k[:2] for k in groups}) > 1
     for (topology, cut, family, level), runs in sorted(groups.items()):
+        gone = dropped.get((topology, cut, family, level), 0)
         epochs = min(len(r) for r in runs)
         xs = [r["epoch"] for r in runs[0][:epochs]]
         stats = [mean_ci([_f(run[e].get(metric)) for run in runs]) for e in range(epochs)]
         mean = np.array([m for m, _ in stats])
         ci = np.array([c for _, c in stats])
         label = ((f"{topology} cut {cut}, " if several else "") + f"{family} {level:g}"
-                 + (f" ({len(runs)} seeds)" if len(runs) > 1 else ""))
+                 + (f" ({len(runs)} seeds)" if len(runs) > 1 and not gone else "")
+                 + (f" ({len(runs)} seed{'s' * (len(runs) > 1)}; collapsed {gone} of {len(runs) + gone}: left out)"
+                    if gone else ""))
         line, = ax.plot(xs, mean, "-o", markersize=3, label=label)
         if len(runs) > 1:
             ax.fill_between(xs, np.maximum(mean - ci, 0.0), np.minimum(mean + ci, 1.0), color=line.get_color(), alpha=0.2)

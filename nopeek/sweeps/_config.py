@@ -125,8 +125,7 @@ class SweepConfig(Composed):
         """A short hash of the whole config (`to_dict`), written into every row of its
         results as `config_hash`, so a row of another config (a shard file copied or left in
         another sweep's folder) is told apart from this config's."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        return dict_digest(self.to_dict())
 
     def groups(self) -> list[tuple[str, str]]:
         """(topology, cut spec) pairs, each trained as one stack: every cut list goes to every
@@ -137,6 +136,7 @@ class SweepConfig(Composed):
         """Every section's values, then the grid against the data and the configurations:
         each cut list fits some topology, each defence applies, every group builds."""
         super().validate()
+        self.attack_config.check_taken(self.attacks)
         for spec in self.cuts:
             if not any(TOPOLOGIES[t].takes(parse_cut_spec(spec)) for t in self.topologies):
                 raise ConfigError(f"--cuts {spec}: no topology of {','.join(self.topologies)} takes "
@@ -175,6 +175,13 @@ class SweepConfig(Composed):
             model_config=dataclasses.replace(self.model_config, topology=topology, cuts=parse_cut_spec(spec)),
             training_config=self.training_config,
         )
+
+
+def dict_digest(d: dict) -> str:
+    """The short hash `SweepConfig.digest` takes of a config's dict (as `to_dict` gives it, or
+    as a config.json holds it)."""
+    text = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclasses.dataclass(frozen=True)

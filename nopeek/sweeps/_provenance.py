@@ -11,7 +11,7 @@ import os
 
 from nopeek.core import read_json
 from nopeek.errors import ConfigError
-from nopeek.sweeps._config import SweepConfig
+from nopeek.sweeps._config import SweepConfig, dict_digest
 
 
 def config_copy_path(out: str, digest: str) -> str:
@@ -20,13 +20,26 @@ def config_copy_path(out: str, digest: str) -> str:
     return os.path.join(out, "shards", f"config-{digest}.json")
 
 
+def _config_of(out: str, digest: str) -> dict | None:
+    """The config whose digest is `digest`, read back (`to_dict`, so fields added since it was
+    written take their defaults): the copy a sharded folder keeps, else `out`/config.json
+    when that file, as written, hashes to `digest`; None where neither does."""
+    for path, must_hash in ((config_copy_path(out, digest), False), (os.path.join(out, "config.json"), True)):
+        try:
+            raw = read_json(path)
+            if must_hash and dict_digest(raw) != digest:
+                continue
+            return SweepConfig.from_dict(raw).to_dict()
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def _differences(out: str, digest: str, row: dict, config: SweepConfig) -> tuple[bool, str]:
-    """(whether config `digest` is `config` after all, written by another nopeek version;
-    what differs): from the copy of that config in `out`, else from the row's own columns."""
-    try:
-        other = SweepConfig.from_dict(read_json(config_copy_path(out, digest))).to_dict()
-    except (OSError, ValueError):
-        other = None
+    """(whether config `digest` is `config` after all, written by another nopeek version (a
+    field added since, at its default, changes the digest, not the sweep); what differs): from
+    that config's copy in `out` (`_config_of`), else from the row's own columns."""
+    other = _config_of(out, digest)
     mine = config.to_dict()
     if other is not None:
         fields = [k for k in sorted(set(mine) | set(other)) if mine.get(k) != other.get(k)]

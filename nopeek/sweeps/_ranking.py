@@ -86,12 +86,14 @@ def _optional(members, suffix: str) -> float:
 
 
 def setting_points(rows) -> dict:
-    """{(topology, cut, party:message): [point per setting]}: means over the live seeds.
+    """{(topology, cut, party:message): [point per setting]}: means over the live seeds (neither
+    diverged nor collapsed; a setting every seed of which collapsed has no point).
 
     A point: defense, strength, seeds, accuracy (and _ci), per-attack "ssim" {name: mean},
     strongest (attack name), ssim (and _ci) and classifier of the strongest attack,
     baseline_ssim, baseline_classifier (the mean image's), beyond_label_ssim, dcor (and
-    _ci), dcor_null95, dp_epsilon, dp_epsilon_epoch, dp_delta, dp_covers, collapsed (seeds),
+    _ci), dcor_null95, dp_epsilon, dp_epsilon_epoch, dp_delta, dp_covers, seeds (the live
+    ones), collapsed (seeds left out),
     and dcs, dcs_ssim (set once the undefended accuracy is known)."""
     names = reconstruction_attacks(rows)
     groups: dict = {}
@@ -102,11 +104,13 @@ def setting_points(rows) -> dict:
     for key, settings in groups.items():
         points = []
         for (defense, strength), members in settings.items():
-            live = [m for m in members if str(m.get("diverged", "")).lower() != "true"]
+            trained = [m for m in members if str(m.get("diverged", "")).lower() != "true"]
+            # collapsed seeds (no model: accuracy at chance or a constant message) are counted, never averaged in
+            live = [m for m in trained if str(m.get("collapsed", "")).lower() != "true"]
             if not live:
                 continue
             p = {"defense": defense, "strength": 0.0 if defense == "none" else strength, "seeds": len(live),
-                 "collapsed": sum(str(m.get("collapsed", "")).lower() == "true" for m in live)}
+                 "collapsed": len(trained) - len(live)}
             p["accuracy"], p["accuracy_ci"] = _mean(live, "accuracy")
             p["ssim"] = {n: _mean(live, column(f"{n}_ssim"))[0] for n in names}
             p["mse"] = {n: _mean(live, column(f"{n}_mse"))[0] for n in names}
@@ -238,7 +242,7 @@ def format_ranking(rows, margins=MARGINS) -> str:
                    "classifier (best attack) | dCor | epsilon | DCS (1-MSE / SSIM) |")
         out.append("| --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- | --- | --- | --- |")
         for p in points:
-            note = f" ({p['collapsed']} collapsed)" if p["collapsed"] else ""
+            note = f" (collapsed {p['collapsed']} of {p['seeds'] + p['collapsed']}: left out)" if p["collapsed"] else ""
             out.append(f"| {p['defense']} | {p['strength']:g} | {p['seeds']}{note} | {_pm(p['accuracy'], p['accuracy_ci'])} | "
                        + " | ".join(_num(p["ssim"][n]) for n in names)
                        + f" | {_num(p['strongest_classifier'])} | {_num(p['dcor'])} | {_epsilon(p)} | "

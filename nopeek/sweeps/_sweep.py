@@ -99,7 +99,8 @@ def prepare_output(out: str, config: SweepConfig, force: bool) -> None:
     `force` moves the old results.csv aside (`results.csv.discarded`) and deletes the old
     samples and figures, so nothing of the old sweep mixes with the new one."""
     config_path = os.path.join(out, "config.json")
-    if check_output(out, config, force):
+    discarded = check_output(out, config, force)
+    if discarded:
         results = os.path.join(out, "results.csv")
         if os.path.exists(results):
             os.replace(results, results + ".discarded")
@@ -110,7 +111,10 @@ def prepare_output(out: str, config: SweepConfig, force: bool) -> None:
             shutil.rmtree(shards + ".discarded", ignore_errors=True)
             os.replace(shards, shards + ".discarded")
     make_output_folder(out)
-    write_json(config_path, config.to_dict())
+    if discarded or not os.path.exists(config_path):
+        # the same config written by an older nopeek (fewer fields) is kept as written: its
+        # rows' config_hash is that file's digest (`nopeek.sweeps._provenance`)
+        write_json(config_path, config.to_dict())
 
 
 # ---- running ---------------------------------------------------------------------------
