@@ -17,7 +17,7 @@ attacker gets without attacking (`score`):
   "extra" {name: {"x_hat", "x_mean"}} more reconstructions (scored `name_*` beside the mean
   image `x_mean` of their own attacker's data, `name_baseline_*`), and numbers (kept as they are).
 - "attribute": outputs {"probes": [{"probe", "accuracy", "chance"}]}: a label read from z.
-- "label": outputs {"norm_auc", "direction_auc", ...}: labels read from cut gradients (0.5 is chance).
+- "label": outputs {"norm_auc", "direction_auc", ...}: labels read from cut gradients (chance at this n: `leak_null95`, the permutation null; 0.5 only for endless samples).
 
 `register` adds one's own attack; `nopeek attack --list`, the audit and sweeps read `ATTACKS`.
 """

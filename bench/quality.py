@@ -76,7 +76,11 @@ def topologies(out=None):
                       "task_accuracies_alpha0": json.dumps({k: float(a[0]) for k, a in r.task_accuracy.items()})
                       if len(r.task_accuracy) > 1 else ""})
         leakage += [{"configuration": name, "party": p, "message": m, "dcor_alpha0": float(d[0]),
-                     "dcor_alpha1": float(d[1])} for (p, m), d in r.leakage.items()]
+                     "dcor_alpha1": float(d[1]),
+                     **{f"{reading}_alpha{a}": float(r.readings[(p, m)][reading][k])
+                        for reading in ("dcor_null95", "dcor_u", "pdcor_label") for k, a in ((0, 0), (1, 1))},
+                     "dcor_label": float(r.readings[(p, m)]["dcor_label"][0])}
+                    for (p, m), d in r.leakage.items()]
         tasks = "" if len(r.task_accuracy) == 1 else " (" + ", ".join(
             f"{k} {float(a[0]):.3f}" for k, a in r.task_accuracy.items()) + ")"
         print(f"| {name} | {dataset} | {acc[0]:.3f}{tasks} | {versus} | {acc[1]:.3f} |", flush=True)

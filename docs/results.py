@@ -352,10 +352,14 @@ def topologies() -> str:
 def _topology_messages(topology: str):
     def render() -> str:
         """bench/quality.py --part topologies: the held-out dCor(x, m) of each message of one
-        configuration, at alpha 0 and NoPeek alpha 1."""
-        body = [[f"{r['party']}:{r['message']}", num(r["dcor_alpha0"]), num(r["dcor_alpha1"])]
+        configuration, at alpha 0 and NoPeek alpha 1, each with its permutation null's 95%
+        quantile, and the partial dCor given the label beside the label's own dCor."""
+        body = [[f"{r['party']}:{r['message']}", f"{num(r['dcor_alpha0'])} ({num(r['dcor_null95_alpha0'])})",
+                 f"{num(r['dcor_alpha1'])} ({num(r['dcor_null95_alpha1'])})",
+                 f"{num(r['pdcor_label_alpha0'])} / {num(r['pdcor_label_alpha1'])}", num(r["dcor_label"])]
                 for r in rows("topologies", "leakage.csv") if r["configuration"].split()[0] == topology]
-        return table(["message", "alpha 0", "alpha 1"], body)
+        return table(["message", "dCor, alpha 0 (null 95%)", "dCor, alpha 1 (null 95%)",
+                      "pdCor given y, alpha 0 / 1", "dCor(x, y)"], body)
     return render
 
 
@@ -418,15 +422,17 @@ def audit() -> str:
     def cell(value, base, fmt=".3f"):
         return f"{format(value, fmt)} ({format(base, fmt)})"
 
-    header = ["target", "accuracy", "dCor(x, z) (shuffled)", "linear CKA (shuffled)", "HSIC (shuffled)",
-              "decoder SSIM (mean input)", "decoder MSE (mean input)", "classifier on x_hat (on mean input)",
-              "y probe linear / MLP (chance)"]
+    header = ["target", "accuracy", "dCor(x, z) (null 95%)", "dCor_u^2", "pdCor given y (y's own dCor)",
+              "linear CKA (shuffled)", "HSIC (shuffled)", "decoder SSIM (mean input; class mean)",
+              "decoder MSE (mean input)", "classifier on x_hat (on mean input)", "y probe linear / MLP (chance)"]
     body = []
     for label, t in targets.items():
         dep, dec, y = t["dependence"], t["decoder"], t["probes"]["y"]
-        body.append([f"`{label}`", num(t["accuracy"]), cell(dep["dcor"], dep["dcor_shuffled"]),
+        body.append([f"`{label}`", num(t["accuracy"]), cell(dep["dcor"], dep["dcor_null95"]), num(dep["dcor_u"]),
+                     cell(dep["pdcor_label"], dep["dcor_label"]),
                      cell(dep["linear_cka"], dep["linear_cka_shuffled"]), cell(dep["hsic"], dep["hsic_shuffled"], ".3g"),
-                     cell(dec["ssim"], dec["baseline_ssim"]), cell(dec["mse"], dec["baseline_mse"], ".4f"),
+                     f"{num(dec['ssim'])} ({num(dec['baseline_ssim'])}; {num(dec['class_mean_ssim'])})",
+                     cell(dec["mse"], dec["baseline_mse"], ".4f"),
                      cell(dec["classifier_accuracy"], dec["baseline_classifier_accuracy"]),
                      f"{num(y['linear']['accuracy'])} / {num(y['mlp']['accuracy'])} ({num(y['linear']['chance'])})"])
     return table(header, body)

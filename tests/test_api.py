@@ -20,7 +20,7 @@ from nopeek.protocol import Defence
 from nopeek.training import TrainConfig, train_stack
 
 PACKAGES = ["nopeek.core", "nopeek.data", "nopeek.protocol", "nopeek.defences", "nopeek.training", "nopeek.attacking",
-            "nopeek.dishonest", "nopeek.audit", "nopeek.cost", "nopeek.sweeps", "nopeek.plots", "nopeek.cli"]
+            "nopeek.dishonest", "nopeek.audit", "nopeek.cost", "nopeek.sweeps", "nopeek.plots", "nopeek.report", "nopeek.cli"]
 
 
 def test_the_top_level_api_resolves_and_stays_cheap_to_import():
@@ -87,7 +87,7 @@ def own_registrations():
 
     def mean_attack(inputs, *, steps):
         x = np.asarray(inputs.x_leak).mean(axis=0)
-        return [{"x_hat": np.broadcast_to(x, np.shape(inputs.x_target)).copy()} for _ in range(inputs.models)]
+        return [{"x_hat": np.broadcast_to(x, np.shape(inputs.targets(k)[0])).copy()} for k in range(inputs.models)]
 
     attacks.register("meanguess", mean_attack, kind="reconstruction", needs=("pairs", "targets"),
                      defaults={"steps": 1}, description="the attacker's mean input, for every target")
@@ -125,3 +125,31 @@ def test_own_attack_and_defence_in_a_sweep_and_the_cli(own_registrations, tmp_pa
                  "--out", run, "--quiet"]) == 0
     assert main(["attack", "--run", run, "--attack", "meanguess"]) == 0
     assert "mse" in capsys.readouterr().out
+
+
+def test_own_attacks_run_in_the_audit(own_registrations, tmp_path):
+    """The audit runs every registered attack its arrays can feed, by kind: a reconstruction
+    attack gets its table columns, an attribute attack its probes (named "NAME:probe")."""
+    from nopeek.audit import AuditConfig, run_audit
+
+    def majority(inputs):
+        y = np.asarray(inputs.y_leak)
+        guess = np.bincount(y).argmax()
+        chance = float(np.mean(np.asarray(inputs.y_target) == guess))
+        return [{"probes": [{"probe": "majority", "accuracy": chance, "chance": chance}]}]
+
+    attacks.register("guess", majority, kind="attribute", needs=("pairs", "targets", "labels"), defaults={})
+    try:
+        rng = np.random.default_rng(0)
+        x = rng.random((120, 4, 4, 1)).astype(np.float32)
+        z = x.reshape(120, -1) @ rng.normal(size=(16, 6)).astype(np.float32)
+        y = (x.reshape(120, -1).mean(axis=1) > 0.5).astype(np.int64)
+        result = run_audit({"x": x[:80], "z": z[:80], "y": y[:80]}, [{"x": x[80:], "z": z[80:], "y": y[80:]}],
+                           str(tmp_path / "audit"), AuditConfig(attack_steps=5), progress=False)
+    finally:
+        attacks.ATTACKS.pop("guess")
+    target = next(iter(result["targets"].values()))
+    assert target["meanguess"]["mse"] == pytest.approx(target["meanguess"]["baseline_mse"])
+    assert "meanguess SSIM (mean input)" in result["table"]
+    assert target["probes"]["y"]["guess:majority"]["accuracy"] == target["probes"]["y"]["guess:majority"]["chance"]
+    assert {"linear", "mlp"} <= set(target["probes"]["y"])

@@ -36,22 +36,39 @@ def _modules():
 MODULES = _modules()
 
 
-def _imports(path: str) -> list[str]:
+def _from_module(module: str, path: str, node: ast.ImportFrom) -> str:
+    """The absolute name of the module a `from ... import` reads, relative imports resolved."""
+    if node.level == 0:
+        return node.module or ""
+    package = module.split(".") if path.endswith("__init__.py") else module.split(".")[:-1]
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _imports(module: str, path: str) -> list[str]:
     """The absolute module names a file imports (for `from a.b import c`: a.b.c when that is a
-    module, else a.b)."""
+    module, else a.b; relative imports resolved)."""
     tree = ast.parse(open(path, encoding="utf-8").read(), path)
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom):
+            source = _from_module(module, path, node)
             for a in node.names:
-                full = f"{node.module}.{a.name}"
-                out.append(full if full in MODULES else node.module)
+                full = f"{source}.{a.name}"
+                out.append(full if full in MODULES else source)
     return [m for m in out if m.split(".")[0] in ("metrics", "attacks", "nopeek")]
 
 
-GRAPH = {name: sorted(set(_imports(path))) for name, path in MODULES.items()}
+def _private_names(module: str, path: str) -> list[tuple[str, str]]:
+    """(source module, name) of every `_name` (not a dunder) a file imports with `from`."""
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    return [(_from_module(module, path, node), a.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+            for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+
+
+GRAPH = {name: sorted(set(_imports(name, path))) for name, path in MODULES.items()}
 
 
 def _package(module: str) -> str | None:
@@ -101,6 +118,26 @@ def test_no_private_module_is_imported_across_a_package():
             if not (module == owner or module.startswith(owner + ".")):
                 crossing.append(f"{module} -> {imported}")
     assert not crossing, crossing
+
+
+def _unit(module: str) -> str:
+    """What a private name is private to: a nopeek sub-package, or the whole of metrics or attacks."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "nopeek" and len(parts) > 1 else parts[0]
+
+
+def test_no_private_name_is_imported_across_a_package():
+    crossing = [f"{module} imports {name} from {source}" for module, path in MODULES.items()
+                for source, name in _private_names(module, path)
+                if source.split(".")[0] in ("metrics", "attacks", "nopeek") and _unit(source) != _unit(module)]
+    assert not crossing, crossing
+
+
+def test_relative_imports_are_resolved():
+    """The checks above see `from ..training import x` as nopeek.training (a test of the test)."""
+    node = ast.parse("from ..training import x\nfrom . import y").body
+    assert _from_module("nopeek.core._keys", "nopeek/core/_keys.py", node[0]) == "nopeek.training"
+    assert _from_module("nopeek.core", "nopeek/core/__init__.py", node[1]) == "nopeek.core"
 
 
 def test_no_import_cycle():

@@ -9,7 +9,7 @@ from dataclasses import field
 import numpy as np
 
 import attacks
-from nopeek.core import Section, finite, raise_first_failure
+from nopeek.core import NumpyStream, Section, finite, numpy_rng, raise_first_failure
 from nopeek.errors import ConfigError
 
 
@@ -99,7 +99,7 @@ def heldout_split(n_heldout: int, config, names) -> tuple[np.ndarray | None, np.
         option = f"--aux-count {config.aux_count}" if config.aux_count is not None else f"--aux-fraction {fraction:g}"
         raise ConfigError(f"{option}: {count} auxiliary samples of the {n_heldout} held-out ones; "
                           "between 2 and all but 2 (the targets) are needed")
-    order = np.random.default_rng([config.attack_seed, 22]).permutation(n_heldout)
+    order = numpy_rng(config.attack_seed, NumpyStream.HELDOUT_SPLIT).permutation(n_heldout)
     return np.sort(order[:count]), np.sort(order[count:])
 
 

@@ -213,7 +213,9 @@ def _reference_classifier(p: Bundle):
 
 
 def probe_scores(p: Bundle, t: Bundle, seed: int) -> dict:
-    """Linear and MLP probes for every label both files carry (y, attr_*); chance beside each."""
+    """Every registered attribute attack (kind "attribute": the built-in `probe`'s linear and
+    MLP probes, and any registered from Python, whose probes are named "NAME:probe") for
+    every label both files carry (y, attr_*); chance beside each."""
     out = {}
     for key in sorted(set(p.labels) & set(t.labels), key=lambda k: (k != "y", k)):
         if len(np.unique(p.labels[key])) < 2:
@@ -221,8 +223,28 @@ def probe_scores(p: Bundle, t: Bundle, seed: int) -> dict:
             continue
         inputs = attacks.AttackInputs(x_leak=p.x, z_leak=p.z[None], y_leak=p.labels[key], x_target=t.x,
                                       z_target=t.z[None], y_target=t.labels[key], seed=seed)
-        out[key] = {r["probe"]: {"accuracy": r["accuracy"], "chance": r["chance"]}
-                    for r in attacks.run("probe", inputs)[0]["probes"]}
+        out[key] = {}
+        for name, spec in attacks.ATTACKS.items():
+            if spec.kind != "attribute" or attacks.missing(name, inputs):
+                continue
+            out[key].update({(r["probe"] if name == "probe" else f"{name}:{r['probe']}"):
+                             {"accuracy": r["accuracy"], "chance": r["chance"]}
+                             for r in attacks.run(name, inputs)[0]["probes"]})
+    return out
+
+
+def label_scores(t: Bundle, seed: int) -> dict:
+    """Every registered label attack (kind "label") on the target's per-sample gradients g:
+    {"label_leakage": the built-in `label` attack's scores, "NAME_label_leakage": another's},
+    each with `chance`, the permutation null at this n."""
+    inputs = attacks.AttackInputs(gradients=t.g[None], y_target=t.labels.get("y"), seed=seed)
+    out = {}
+    for name, spec in attacks.ATTACKS.items():
+        if spec.kind != "label" or attacks.missing(name, inputs):
+            continue
+        ll = attacks.score(name, inputs, attacks.run(name, inputs)[0])
+        chance = ll.get("leak_null95", attacks.leak_null(t.labels["y"]))  # chance at this n, not 0.5
+        out["label_leakage" if name == "label" else f"{name}_label_leakage"] = {**ll, "chance": chance}
     return out
 
 
@@ -239,9 +261,7 @@ def audit_target(t: Bundle, p: Bundle, reconstructions: dict, config: AuditConfi
         "probes": probe_scores(p, t, config.attack_seed),
     }
     if t.g is not None:
-        inputs = attacks.AttackInputs(gradients=t.g[None], y_target=y, seed=config.attack_seed)
-        ll = attacks.score("label", inputs, attacks.run("label", inputs)[0])
-        scores["label_leakage"] = {**ll, "chance": ll["leak_null95"]}  # chance at this n, not 0.5
+        scores.update(label_scores(t, config.attack_seed))
     return scores
 
 
@@ -271,15 +291,24 @@ def format_table(scores: dict) -> str:
         ("linear CKA (shuffled)", lambda lab, r: _cell(r["dependence"]["linear_cka"], r["dependence"]["linear_cka_shuffled"])),
         ("HSIC (shuffled)", lambda lab, r: _cell(r["dependence"]["hsic"], r["dependence"]["hsic_shuffled"], ".3g")),
     ]
-    if any(not math.isnan(r["decoder"]["ssim"]) for _, r in rows):
-        columns.append(("decoder SSIM (mean input)", lambda lab, r: _cell(r["decoder"]["ssim"], r["decoder"]["baseline_ssim"])))
-        if any("class_mean_ssim" in r["decoder"] for _, r in rows):
-            columns.append(("SSIM beyond the label (class mean's SSIM)", lambda lab, r: _cell(
-                r["decoder"].get("beyond_label_ssim"), r["decoder"].get("class_mean_ssim"))))
-    columns.append(("decoder MSE (mean input)", lambda lab, r: _cell(r["decoder"]["mse"], r["decoder"]["baseline_mse"], ".4f")))
-    if any(not math.isnan(r["decoder"]["classifier_accuracy"]) for _, r in rows):
-        columns.append(("classifier on x_hat (on mean input)", lambda lab, r: _cell(
-            r["decoder"]["classifier_accuracy"], r["decoder"]["baseline_classifier_accuracy"])))
+    # every reconstruction attack the audit ran (the registry's order): the decoder's columns, then each other's
+    ran = [n for n, spec in attacks.ATTACKS.items() if spec.kind == "reconstruction" and any(n in r for _, r in rows)]
+    for name in ran:
+        def get(r, key, name=name):
+            return r.get(name, {}).get(key, float("nan"))
+
+        head = "decoder" if name == "decoder" else name
+        if any(not math.isnan(get(r, "ssim")) for _, r in rows):
+            columns.append((f"{head} SSIM (mean input)", lambda lab, r, get=get: _cell(get(r, "ssim"), get(r, "baseline_ssim"))))
+            if any("class_mean_ssim" in r.get(name, {}) for _, r in rows):
+                columns.append((f"{head} SSIM beyond the label (class mean's SSIM)" if name != "decoder" else
+                                "SSIM beyond the label (class mean's SSIM)",
+                                lambda lab, r, get=get: _cell(get(r, "beyond_label_ssim"), get(r, "class_mean_ssim"))))
+        columns.append((f"{head} MSE (mean input)", lambda lab, r, get=get: _cell(get(r, "mse"), get(r, "baseline_mse"), ".4f")))
+        if any(not math.isnan(get(r, "classifier_accuracy")) for _, r in rows):
+            columns.append(("classifier on x_hat (on mean input)" if name == "decoder" else
+                            f"classifier on {head}'s x_hat (on mean input)", lambda lab, r, get=get: _cell(
+                get(r, "classifier_accuracy"), get(r, "baseline_classifier_accuracy"))))
     for key in probe_keys:
         def probe(lab, r, key=key):
             v = r["probes"].get(key)

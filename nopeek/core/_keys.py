@@ -33,6 +33,27 @@ class Stream(enum.IntEnum):
     DEFENCE_PARAMETERS = 8  # the initialisation of parameters a defence owns (MID's bottleneck)
 
 
+class NumpyStream(enum.IntEnum):
+    """NumPy's draws on the host (sample picks, batch orders), `numpy_rng(seed, stream)`:
+    `numpy.random.default_rng([seed, stream])`. A generator apart from JAX's keys, so these
+    numbers never meet `Stream`'s; they are the numbers earlier versions used, so the same
+    samples are drawn as before. (`attacks`, which never imports nopeek, names its own in
+    each module: adaptive 1, 2; sdar 3; fora 4.)"""
+
+    FSHA_PUBLIC = 1  # which training samples are the FSHA server's public data (from the client's seed)
+    FSHA_PUBLIC_BATCHES = 2  # the order the FSHA server draws its public batches in (attacker's seed)
+    SPLITGUARD = 5  # SplitGuard's fake batches and label flips
+    DISHONEST_NETS = 12  # the dishonest server's networks' host-side draws
+    HELDOUT_SPLIT = 22  # which held-out samples are an attacker's auxiliary data (attacker's seed)
+
+
+def numpy_rng(seed: int, stream: NumpyStream):
+    """`numpy.random.default_rng([seed, stream])`: the host-side draws of one purpose."""
+    import numpy as np
+
+    return np.random.default_rng([int(seed), int(stream)])
+
+
 def seed_key(seed, stream: Stream):
     """`fold_in(key(seed), stream)`: the stream's key for a seed (seed may be traced)."""
     import jax

@@ -188,10 +188,11 @@ def _handoff_state(params, optimizer: str):
     return {p: jax.eval_shape(lambda q: (q, opt.init(q)), params[p]) for p in params}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=64)
 def split_profile(topology: str, setup: Setup, batch: int, *, nopeek: str | None = None,
                   handoff_optimizer: str = "adam", measure: bool = False, flops_for: str = "all") -> Profile:
-    """Per-step costs of every party of `topology` built for `setup`, at `batch` samples.
+    """Per-step costs of every party of `topology` built for `setup`, at `batch` samples
+    (cached: the 64 most recent calls; a cost report asks for the same profile per client count).
 
     nopeek: None, or the leakage kind ("dcor", "log_dcor") whose term the data holder adds.
     handoff_optimizer: the optimiser state handed on with the client weights ("none": weights only).
@@ -238,12 +239,12 @@ def split_profile(topology: str, setup: Setup, batch: int, *, nopeek: str | None
     return Profile(label, batch, tuple(parties), holders[0], messages)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=64)
 def whole_profile(model: str, widths: tuple[int, ...], input_shape: tuple[int, ...], num_classes: int, batch: int,
                   *, measure: bool = False, flops: bool = True) -> Profile:
     """Per-step cost of the unsplit model for one client that holds all of it, its data and
     labels (federated learning, large-batch SGD): forward, loss, backward. No messages.
-    flops=False: parameters only (FLOPs NaN), nothing compiled."""
+    flops=False: parameters only (FLOPs NaN), nothing compiled. Cached: the 64 most recent calls."""
     blocks = model_blocks(model, num_classes, widths)
     holder = {}
 

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 import attacks
 import metrics
-from nopeek.core import BoundedCache, Stream, fingerprint, step_key
+from nopeek.core import BoundedCache, NumpyStream, Stream, fingerprint, numpy_rng, step_key
 from nopeek.data import Dataset
 from nopeek.defences import DEFENCES, Context, build_defence
 from nopeek.dishonest._config import FSHAConfig
@@ -86,7 +86,7 @@ def split_public(y_train, *, public_fraction: float, public_classes=(), seed: in
     if count < 2 or len(y_train) - count < 2:
         raise ConfigError(f"--public-fraction {public_fraction:g}: {count} public and {len(y_train) - count} private "
                           "samples; each needs at least 2")
-    public = np.sort(np.random.default_rng([seed, 1]).choice(pool, count, replace=False))
+    public = np.sort(numpy_rng(seed, NumpyStream.FSHA_PUBLIC).choice(pool, count, replace=False))
     return public, np.setdiff1d(np.arange(len(y_train)), public)
 
 
@@ -402,7 +402,7 @@ def run_protocol(protocol: Protocol, dataset: Dataset, private, public, steps: i
     cfg = protocol.config
     state = protocol.init(cfg.seed)
     x_train, y_train = jnp.asarray(dataset.x_train), np.asarray(dataset.y_train)
-    rng_pub = np.random.default_rng([attack_seed, 2])
+    rng_pub = numpy_rng(attack_seed, NumpyStream.FSHA_PUBLIC_BATCHES)
     pub_batch = min(cfg.batch_size, len(public))
     private = np.asarray(private)
     if len(private) < cfg.batch_size:

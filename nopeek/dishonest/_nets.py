@@ -21,10 +21,10 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from attacks import spatial_stages
+from nopeek.core import NumpyStream, numpy_rng
 
 PILOT_OUTPUTS = ("auto", "linear", "relu")
 
@@ -149,7 +149,7 @@ def attacker_networks(z_shape, x_shape, *, width: int = 32, res_blocks: int = 2,
     # Built from shapes only and initialised with NumPy (LeCun normal kernels, zero biases, as
     # Flax's defaults): compiling JAX's random initialisers took seconds per layer shape here.
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: _networks(z_shape, x_shape, width, res_blocks, pilot_output)))
-    rng = np.random.default_rng([seed, 12])
+    rng = numpy_rng(seed, NumpyStream.DISHONEST_NETS)
 
     def init(path, leaf):
         names = [str(getattr(k, "key", getattr(k, "name", ""))) for k in path]

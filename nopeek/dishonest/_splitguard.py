@@ -44,7 +44,7 @@ from dataclasses import field
 
 import numpy as np
 
-from nopeek.core import Section, finite, raise_first_failure
+from nopeek.core import NumpyStream, Section, finite, numpy_rng, raise_first_failure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +132,7 @@ class SplitGuard:
         if num_classes < 2:
             raise ValueError("SplitGuard needs at least 2 classes")
         self.num_classes = num_classes
-        self.rng = np.random.default_rng([seed, 5])
+        self.rng = numpy_rng(seed, NumpyStream.SPLITGUARD)
         self.fake, self.r1, self.r2 = _Set(), _Set(), _Set()
         self.regular: list[np.ndarray] = []  # the last 2 * window regular vectors
         self.scores: list[tuple[int, float]] = []  # (iteration, SG score)

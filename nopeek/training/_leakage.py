@@ -146,7 +146,8 @@ def null_key():
 def null_permutations(n: int, count: int):
     """The (count, n) permutations of every null over n held-out samples (`null_key()`'s
     draws; None when count is 0): drawn once per (n, count) and passed to `stack_readings`,
-    not drawn inside each of its programs (the draws' sort doubled their compile time)."""
+    not drawn inside each of its programs (the draws' sort doubled their compile time).
+    Cached: the 8 most recent (n, count)."""
     return metrics.permutations(n, count, null_key()) if count else None
 
 
