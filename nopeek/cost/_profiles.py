@@ -226,7 +226,7 @@ def split_profile(topology: str, setup: Setup, batch: int, *, nopeek: str | None
             if seconds is not None:
                 seconds += s
         member = party.member_names()[0]
-        first = f"{party.name}1"  # hand-offs name the clients of a turn-taking party 1..N
+        first = party.turn_names(1)[0]  # hand-offs name the clients of a turn-taking party 1..N
         parties.append(PartyCost(
             name=party.name, replicas=party.replicas, params=_count(params[party.name]) // party.replicas,
             forward_flops=fwd / party.replicas, step_flops=total / party.replicas,

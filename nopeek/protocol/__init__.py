@@ -9,7 +9,7 @@ from nopeek.errors import TopologyError
 from nopeek.protocol._config import ModelConfig
 from nopeek.protocol._engine import NO_DEFENCE, Composite, Defence, Penalty, end_to_end_loss, forward, protocol_gradients
 from nopeek.protocol._graph import (
-    LOSS_KINDS, MERGES, Handoff, Loss, Message, Party, Segment, Topology, is_raw_input, segment_fn,
+    LOSS_KINDS, MERGES, Handoff, Loss, Message, Party, Segment, Topology, is_raw_input, merged_name, segment_fn,
 )
 from nopeek.protocol._losses import LEAKAGE_TERMS, cross_entropy, leakage
 from nopeek.protocol._models import (
@@ -37,7 +37,7 @@ __all__ = [
     "BlockStack", "Built", "Capture", "Composite", "Conv", "CutInfo", "Defence", "Dense", "Handoff", "Log", "Loss",
     "MaxPool", "Message", "ModelConfig", "ModelList", "ModelSpec", "Party", "Penalty", "Receiver", "Recorder", "Segment", "Setup",
     "Topology", "TopologyError", "TopologySpec", "Transport", "block_key", "build", "build_model", "build_multi_hop", "build_multi_task",
-    "build_round_robin", "build_segment", "build_u_shaped", "build_vanilla", "build_vertical", "check_logits", "conv",
+    "build_round_robin", "build_segment", "merged_name", "build_u_shaped", "build_vanilla", "build_vertical", "check_logits", "conv",
     "cross_entropy", "default_cuts", "dense", "device_count", "end_to_end_loss", "format_transcript", "forward",
     "gradient_name", "is_raw_input", "leakage", "list_cuts", "max_pool_2x2", "model_at", "model_blocks", "model_count",
     "out_shape", "over_stack", "padded_size", "partition", "protocol_gradients", "register_model",

@@ -43,7 +43,18 @@ class Party:
 
     def member_names(self) -> list[str]:
         """The names of the individual parties: `name` alone, or name1..nameN for replicas."""
-        return [self.name] if self.replicas == 1 else [f"{self.name}{i + 1}" for i in range(self.replicas)]
+        return [self.name] if self.replicas == 1 else self.turn_names(self.replicas)
+
+    def turn_names(self, count: int) -> list[str]:
+        """name1..name`count`: the clients that take turns as this one party (round robin's
+        data shards, the hand-offs between them), as replicas are named."""
+        return [f"{self.name}{i + 1}" for i in range(count)]
+
+
+def merged_name(tensor: str) -> str:
+    """The name of the view that merges every replica's `tensor` (vertical's server sees
+    "z[all]"): how tables and `--message` name it."""
+    return f"{tensor}[all]"
 
 
 @dataclasses.dataclass(frozen=True)

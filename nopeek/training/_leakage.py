@@ -36,7 +36,7 @@ import numpy as np
 
 import metrics
 from nopeek.core import Stream, seed_key
-from nopeek.protocol import Built
+from nopeek.protocol import Built, merged_name
 
 DCOR_BLOCK = 1024  # rows per block for held-out dCor over a whole test set
 FEATURE_BUCKET = 128  # readings' inputs are zero-padded to a multiple of this many features
@@ -63,7 +63,7 @@ class LeakEntry:
     @property
     def label(self) -> str:
         """The message's name in tables: the tensor, or "z[all]" for the merged view."""
-        return f"{self.message}[all]" if self.merged else self.message
+        return merged_name(self.message) if self.merged else self.message
 
     def view(self, value, models_axis: bool = False):
         """The entry's tensor from the message's value (N, n, ...) for a replicated sender
@@ -102,7 +102,8 @@ def leak_entries(built: Built, shards_test=None) -> list[LeakEntry]:
             # What the receiver can rebuild of client i's slice from everything it received.
             out += [LeakEntry(name, tensor, source, replica=i, merged=True) for i, name in enumerate(party.member_names())]
         elif shards_test is not None and len(shards_test) > 1:
-            out += [LeakEntry(f"{sender}{i + 1}", tensor, source, subset=np.asarray(s)) for i, s in enumerate(shards_test)]
+            out += [LeakEntry(name, tensor, source, subset=np.asarray(s))
+                    for name, s in zip(party.turn_names(len(shards_test)), shards_test)]
         else:
             out.append(LeakEntry(sender, tensor, source))
     return out
