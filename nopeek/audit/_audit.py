@@ -133,7 +133,7 @@ def _stacks(pairs: list[Bundle]) -> list[list[int]]:
     return groups
 
 
-def reconstruction_attacks(pairs: list[Bundle], targets: list[Bundle], which: list[int], config: "AuditConfig",
+def run_reconstruction_attacks(pairs: list[Bundle], targets: list[Bundle], which: list[int], config: "AuditConfig",
                            log) -> dict[str, list]:
     """{attack: per target (scores, x_hat)} for every registered reconstruction attack that
     arrays alone can run (`attacks.missing`): fitted once per stack of pairs bundles, on
@@ -496,7 +496,7 @@ def run_audit(
     names = target_labels(target_bundles, labels)
     tmp = _make_tmp(out)
     try:
-        recon = reconstruction_attacks(pair_bundles, target_bundles, which, config, log)
+        recon = run_reconstruction_attacks(pair_bundles, target_bundles, which, config, log)
         results, x_hats = {}, []
         for j, (lab, t, i) in enumerate(zip(names, target_bundles, which)):
             log(f"scoring {lab} ({t.n} held-out samples)")
