@@ -507,6 +507,37 @@ def splitguard() -> str:
     return table(header, body)
 
 
+@renderer("fsha-vs-nopeek")
+def fsha_vs_nopeek() -> str:
+    """bench/fsha_nopeek.py: FSHA against the authors' dCor client (its NoPeek step separate), per
+    (alpha, attacker weight): means over seeds with 95% intervals of FSHA's held-out MSE (the
+    mean image's and the class-mean image's beside it), the client's held-out dCor (its
+    null's 95% quantile) and partial dCor given the label, and a linear probe's label
+    accuracy on the client's messages (chance beside it): is the client still learning?"""
+    from nopeek.plots import mean_ci
+
+    study = rows("fsha_vs_nopeek")
+    header = ["alpha", "attacker weight", "seeds", "FSHA MSE (mean image; class mean)", "FSHA SSIM",
+              "client dCor (null 95%)", "client pdCor given y", "probe on z: label accuracy (chance)"]
+
+    def stat(members, key, digits=3):
+        m, ci = mean_ci([f(r[key]) for r in members])
+        return f"{m:.{digits}f} ± {ci:.{digits}f}" if len(members) > 1 else f"{m:.{digits}f}"
+
+    def mean(members, key):
+        return sum(f(r[key]) for r in members) / len(members)
+
+    body = []
+    for alpha, weight in sorted({(f(r["alpha"]), f(r["fsha_weight"])) for r in study}):
+        mine = [r for r in study if f(r["alpha"]) == alpha and f(r["fsha_weight"]) == weight]
+        body.append([f"{alpha:g}", f"{weight:g}", str(len(mine)),
+                     f"{stat(mine, 'mse', 4)} ({mean(mine, 'baseline_mse'):.4f}; {mean(mine, 'class_mean_mse'):.4f})",
+                     stat(mine, "ssim"), f"{stat(mine, 'client_dcor')} ({mean(mine, 'client_dcor_null95'):.3f})",
+                     stat(mine, "client_pdcor_label"),
+                     f"{stat(mine, 'task_probe_accuracy')} ({mean(mine, 'task_probe_chance'):.3f})"])
+    return table(header, body)
+
+
 @renderer("labels")
 def labels() -> str:
     """The labels preset: per topology, label defence and strength, the means over seeds of test
