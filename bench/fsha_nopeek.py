@@ -32,18 +32,25 @@ def figure(rows, path):
     import matplotlib.pyplot as plt
     import numpy as np
 
+    rows = [{k: (float(v) if k != "client_nopeek_step" else v) for k, v in r.items()} for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for weight in sorted({r["fsha_weight"] for r in rows}):
+    for i, weight in enumerate(sorted({r["fsha_weight"] for r in rows})):
         mine = [r for r in rows if r["fsha_weight"] == weight]
+        color = f"C{i}"
         for ax, y, ylabel in ((axes[0], "mse", "FSHA reconstruction MSE (held out)"),
                               (axes[1], "task_probe_accuracy", "linear probe on z: label accuracy")):
-            line = ax.plot([r["client_dcor"] for r in mine], [r[y] for r in mine], "o", alpha=0.7,
-                           label=f"attacker weight {weight:g}")[0]
-            for r in mine:
+            for r in mine:  # hollow: the client collapsed (constant messages, or the probe at chance)
+                dead = r["client_dcor"] < 1e-3 or r["task_probe_accuracy"] <= r["task_probe_chance"] + 0.02
+                ax.plot(r["client_dcor"], r[y], "o", color=color, alpha=0.8, mfc="none" if dead else color)
                 ax.annotate(f"{r['alpha']:g}", (r["client_dcor"], r[y]), fontsize=6, xytext=(3, 2),
-                            textcoords="offset points", color=line.get_color())
+                            textcoords="offset points", color=color)
+            ax.plot([], [], "o", color=color, label=f"attacker weight {weight:g}")
             ax.set_xlabel("client's held-out dCor(x, z)")
             ax.set_ylabel(ylabel)
+    null = np.median([r["client_dcor_null95"] for r in rows if r["client_dcor"] > 1e-3])  # live clients' nulls
+    for ax in axes:
+        ax.axvline(null, color="0.4", ls="-.", lw=1, label=f"dCor null 95% ({null:.2f})")
+        ax.plot([], [], "o", color="0.4", mfc="none", label="client collapsed")
     base = np.mean([r["baseline_mse"] for r in rows])
     label = np.mean([r["class_mean_mse"] for r in rows])
     axes[0].axhline(base, color="gray", ls="--", label=f"mean image ({base:.3f})")

@@ -513,24 +513,38 @@ def fsha_vs_nopeek() -> str:
     (alpha, attacker weight): means over seeds with 95% intervals of FSHA's held-out MSE (the
     mean image's and the class-mean image's beside it), the client's held-out dCor (its
     null's 95% quantile) and partial dCor given the label, and a linear probe's label
-    accuracy on the client's messages (chance beside it): is the client still learning?"""
+    accuracy on the client's messages (chance beside it): is the client still learning?
+    Seeds whose client collapsed (a constant message, or the probe at chance) are counted
+    and left out of the means."""
     from nopeek.plots import mean_ci
 
     study = rows("fsha_vs_nopeek")
     header = ["alpha", "attacker weight", "seeds", "FSHA MSE (mean image; class mean)", "FSHA SSIM",
               "client dCor (null 95%)", "client pdCor given y", "probe on z: label accuracy (chance)"]
 
-    def stat(members, key, digits=3):
+    def collapsed(r):  # the client's messages carry nothing: a constant z, or a probe at chance
+        return f(r["client_dcor"]) < 1e-3 or f(r["task_probe_accuracy"]) <= f(r["task_probe_chance"]) + 0.02
+
+    def stat(members, key, digits=3):  # 3 or more seeds: mean ± 95% interval; fewer: each seed's value
+        if len(members) < 3:
+            return ", ".join(f"{f(r[key]):.{digits}f}" for r in members)
         m, ci = mean_ci([f(r[key]) for r in members])
-        return f"{m:.{digits}f} ± {ci:.{digits}f}" if len(members) > 1 else f"{m:.{digits}f}"
+        return f"{m:.{digits}f} ± {ci:.{digits}f}"
 
     def mean(members, key):
         return sum(f(r[key]) for r in members) / len(members)
 
     body = []
     for alpha, weight in sorted({(f(r["alpha"]), f(r["fsha_weight"])) for r in study}):
-        mine = [r for r in study if f(r["alpha"]) == alpha and f(r["fsha_weight"]) == weight]
-        body.append([f"{alpha:g}", f"{weight:g}", str(len(mine)),
+        every = [r for r in study if f(r["alpha"]) == alpha and f(r["fsha_weight"]) == weight]
+        mine = [r for r in every if not collapsed(r)]
+        gone = len(every) - len(mine)
+        seeds = str(len(every)) + (f" (collapsed {gone} of {len(every)}: left out)" if gone else "")
+        if not mine:
+            body.append([f"{alpha:g}", f"{weight:g}", seeds, f"{mean(every, 'mse'):.4f}: the client sends a constant",
+                         "-", "-", "-", f"chance ({mean(every, 'task_probe_chance'):.3f})"])
+            continue
+        body.append([f"{alpha:g}", f"{weight:g}", seeds,
                      f"{stat(mine, 'mse', 4)} ({mean(mine, 'baseline_mse'):.4f}; {mean(mine, 'class_mean_mse'):.4f})",
                      stat(mine, "ssim"), f"{stat(mine, 'client_dcor')} ({mean(mine, 'client_dcor_null95'):.3f})",
                      stat(mine, "client_pdcor_label"),
