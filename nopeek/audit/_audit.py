@@ -13,7 +13,7 @@ baseline:
   classifier trained on the attacker's pairs only (never on held-out data);
 - linear and MLP probes for y and every attr_<name> (baseline: chance);
 - the norm and direction label-leakage attacks when a target carries g and binary y
-  (baseline: AUC 0.5).
+  (baseline: chance at this n, the 95% permutation null of max(AUC, 1 - AUC)).
 
 Pairing: one pairs file serves every target (then one decoder is fitted), or one pairs
 file per target, in the same order (decoders whose pairs share x and z shape are fitted

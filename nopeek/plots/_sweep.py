@@ -91,13 +91,13 @@ def _readings_lines(ax, points, color, *, vertical: bool) -> None:
         line(label, color=color, linestyle=":", linewidth=1, alpha=0.7)
 
 
-def _key_handles():
-    """Legend entries for what every trade-off figure draws the same way."""
+def _key_handles(hollow: str = "hollow: every seed collapsed"):
+    """Legend entries for what every trade-off figure draws the same way (`hollow`: what a
+    hollow marker means in this figure)."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    return [Line2D([], [], marker="o", linestyle="", color="0.3", markerfacecolor="white",
-                   label="hollow: every seed collapsed"),
+    return [Line2D([], [], marker="o", linestyle="", color="0.3", markerfacecolor="white", label=hollow),
             Patch(color="0.5", alpha=0.25, label="dCor of independent samples (null 95%)"),
             Line2D([], [], color="0.3", linestyle=":", label="dCor(x, label): the label alone")]
 
@@ -331,7 +331,8 @@ def compare_figure(named_rows: dict, path: str, *, title: str | None = None) -> 
     from matplotlib.lines import Line2D
 
     handles, labels = axes[0].get_legend_handles_labels()
-    keys = [Line2D([], [], marker=".", linestyle="", color="0.3", alpha=0.5, label="one seed"), *_key_handles()]
+    keys = [Line2D([], [], marker=".", linestyle="", color="0.3", alpha=0.5, label="one seed"),
+            *_key_handles("hollow: a seed collapsed there (left out of the mean)")]
     axes[0].legend(handles + keys[:2], labels + [k.get_label() for k in keys[:2]], fontsize=7)
     axes[1].legend(keys[2:], [k.get_label() for k in keys[2:]], fontsize=7)
     if title:

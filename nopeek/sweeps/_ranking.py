@@ -231,7 +231,8 @@ def format_ranking(rows, margins=MARGINS) -> str:
                            "| | | | | | |")
                 continue
             out.append(
-                f"| {within} | {e['rank']} | {p['defense']} | {p['strength']:g} | {_pm(p['accuracy'], p['accuracy_ci'])} | "
+                f"| {within} | {e['rank']} | {p['defense']} | {p['strength']:g} | {_pm(p['accuracy'], p['accuracy_ci'])}"
+                f"{_collapsed_note(p)} | "
                 f"{p['strongest']} {_pm(p['strongest_ssim'], p['strongest_ssim_ci'])} ({_num(p['baseline_ssim'])}) | "
                 f"{_num(p['beyond_label_ssim'])} | {_num(p['strongest_classifier'])} ({_num(p['baseline_classifier'])}) | "
                 f"{_num(p['dcor'])} ({_num(p['dcor_null95'])}) | {_epsilon(p)} | "
@@ -252,9 +253,17 @@ def format_ranking(rows, margins=MARGINS) -> str:
 
 
 RANKING_COLUMNS = ["topology", "cut", "message", "margin", "rank", "reference_accuracy", "defense", "strength",
-                   "seeds", "accuracy", "accuracy_ci", "strongest", "strongest_ssim", "strongest_ssim_ci",
+                   "seeds", "collapsed", "accuracy", "accuracy_ci", "strongest", "strongest_ssim", "strongest_ssim_ci",
                    "baseline_ssim", "beyond_label_ssim", "strongest_classifier", "baseline_classifier", "dcor",
                    "dcor_null95", "dp_epsilon", "dp_epsilon_epoch", "dp_delta", "dp_covers", "dcs", "dcs_ssim"]
+
+
+def _collapsed_note(p: dict) -> str:
+    """" (1 seed; collapsed 1 of 2: left out)" where seeds of the setting collapsed, else ""."""
+    if not p.get("collapsed"):
+        return ""
+    n = p["seeds"] + p["collapsed"]
+    return f" ({p['seeds']} seed{'s' * (p['seeds'] > 1)}; collapsed {p['collapsed']} of {n}: left out)"
 
 
 def ranking_rows(rows, margins=MARGINS) -> list[dict]:
