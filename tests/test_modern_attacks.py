@@ -310,3 +310,27 @@ def test_a_stacked_models_attack_is_its_attack_alone(name, settings, digits):
     assert len(stacked) == 2
     np.testing.assert_allclose(stacked[0]["x_hat"], alone, rtol=1e-4, atol=1e-5)
     assert not np.allclose(stacked[1]["x_hat"], alone, atol=1e-3)  # the other model's attack is its own
+
+
+def test_a_stacked_sdar_is_its_sdar_alone(vanilla):
+    """SDAR with a substitute simulator, stacked with a model whose messages go negative (so
+    its substitute has a linear output while model 0's keeps its ReLU): model 0 gets what it
+    gets alone."""
+    rng = np.random.default_rng(3)
+    z = np.asarray(vanilla.z_train)
+    assert np.all(z >= 0)  # the digits cnn's cut is after a ReLU: model 0's substitute ReLUs its output
+
+    def noisy(a):
+        return rng.normal(size=np.shape(a)).astype(np.float32)
+
+    fields = vars(vanilla)
+    stacked = attacks.AttackInputs(**{**fields, "z_leak": np.concatenate([vanilla.z_leak, noisy(vanilla.z_leak)]),
+                                      "z_train": np.concatenate([vanilla.z_train, noisy(vanilla.z_train)]),
+                                      "z_target": np.concatenate([vanilla.z_target, noisy(vanilla.z_target)]),
+                                      "server_params": [vanilla.server_params[0]] * 2,
+                                      "alphas": np.zeros(2, np.float32)})
+    settings = dict(steps=40, simulator="substitute")
+    alone = attacks.run("sdar", vanilla, **settings)[0]["x_hat"]
+    both = attacks.run("sdar", stacked, **settings)
+    np.testing.assert_allclose(both[0]["x_hat"], alone, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(both[1]["x_hat"], alone, atol=1e-3)
