@@ -41,11 +41,11 @@ def present(rows: list[dict]) -> list[str]:
 
 
 def attack_comparison(rows: list[dict]) -> str:
-    """The markdown table: per row acc, dCor, the free guesses and every attack's MSE / SSIM,
+    """The markdown table: per row acc, dCor (with its null's 95% quantile), the free guesses and every attack's MSE / SSIM,
     and label inference (SDAR's in U-shaped) beside chance."""
     names = present(rows)
     labels = [n for n in names if any(math.isfinite(f(r.get(f"{PREFIXES[n]}_label_accuracy"))) for r in rows)]
-    head = (["topology", "cut", "defence", "seed", "acc", "dCor", "mean image", "class mean"]
+    head = (["topology", "cut", "defence", "seed", "acc", "dCor (null 95%)", "mean image", "class mean"]
             + [TITLES[n] for n in names] + [f"{TITLES[n]} labels (chance)" for n in labels])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     guess = next((PREFIXES[n] for n in ("adaptive", "sdar", "fora", "adaptive_alpha") if n in names), None)
@@ -56,7 +56,9 @@ def attack_comparison(rows: list[dict]) -> str:
         mean = f"{_num(f(r.get(base + '_baseline_mse')), 4)} / {_num(f(r.get(base + '_baseline_ssim')), 3)}"
         cm_mse, cm_ssim = f(r.get(f"{guess}_class_mean_mse")), f(r.get(f"{guess}_class_mean_ssim"))
         class_mean = "-" if not math.isfinite(cm_mse) else f"{_num(cm_mse, 4)} / {_num(cm_ssim, 3)}"
-        cells = [r["topology"], r["cut"], _defence(r), r["seed"], _num(f(r.get("accuracy")), 3), _num(f(r.get("dcor")), 3),
+        cells = [r["topology"], r["cut"], _defence(r), r["seed"], _num(f(r.get("accuracy")), 3),
+                 _num(f(r.get("dcor")), 3) + (f" ({_num(f(r.get('dcor_null95')), 3)})"
+                                               if math.isfinite(f(r.get("dcor_null95"))) else ""),
                  mean, class_mean] + [_cell(r, PREFIXES[n]) for n in names]
         for n in labels:
             acc, chance = f(r.get(f"{PREFIXES[n]}_label_accuracy")), f(r.get(f"{PREFIXES[n]}_label_chance"))
