@@ -240,13 +240,13 @@ def format_ranking(rows, margins=MARGINS) -> str:
         out.append("")
         out.append("Every setting (means over seeds; SSIM per attack):\n")
         out.append(f"| defence | strength | seeds | accuracy | {' | '.join(f'{n} SSIM' for n in names)} | "
-                   "classifier (best attack) | dCor | epsilon | DCS (1-MSE / SSIM) |")
+                   "classifier (best attack) | dCor (null 95%) | epsilon | DCS (1-MSE / SSIM) |")
         out.append("| --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- | --- | --- | --- |")
         for p in points:
             note = f" (collapsed {p['collapsed']} of {p['seeds'] + p['collapsed']}: left out)" if p["collapsed"] else ""
             out.append(f"| {p['defense']} | {p['strength']:g} | {p['seeds']}{note} | {_pm(p['accuracy'], p['accuracy_ci'])} | "
                        + " | ".join(_num(p["ssim"][n]) for n in names)
-                       + f" | {_num(p['strongest_classifier'])} | {_num(p['dcor'])} | {_epsilon(p)} | "
+                       + f" | {_num(p['strongest_classifier'])} | {_num(p['dcor'])} ({_num(p['dcor_null95'])}) | {_epsilon(p)} | "
                        f"{_num(p['dcs'])} / {_num(p['dcs_ssim'])} |")
         out.append("")
     return "\n".join(out)
