@@ -348,7 +348,7 @@ CASES = [
     # -- attack
     ("attack-out-is-file", [*ATTACK, "--out", "{root}/afile.txt"], "nopeek attack", r"--out .*afile\.txt.*file"),
     ("attack-out-unwritable", [*ATTACK, "--out", UNWRITABLE + "/a"], "nopeek attack",
-     r"--out /sys/nopeek-cannot-write-here/a: cannot write there"),
+     r"--out /sys/nopeek-cannot-write-here/a: cannot write"),
     ("attack-run-missing", ["attack", "--run", "{root}/norun"], "nopeek attack", r"--run .*norun"),
     ("attack-truncated-checkpoint", ["attack", "--run", "{root}/run_truncated"], "nopeek attack",
      r"run_truncated/checkpoint\.msgpack"),
