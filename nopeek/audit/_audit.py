@@ -243,7 +243,7 @@ def label_scores(t: Bundle, seed: int) -> dict:
         if spec.kind != "label" or attacks.missing(name, inputs):
             continue
         ll = attacks.score(name, inputs, attacks.run(name, inputs)[0])
-        chance = ll.get("leak_null95", attacks.leak_null(t.labels["y"]))  # chance at this n, not 0.5
+        chance = ll["leak_null95"] if "leak_null95" in ll else attacks.leak_null(t.labels["y"])  # at this n, not 0.5
         out["label_leakage" if name == "label" else f"{name}_label_leakage"] = {**ll, "chance": chance}
     return out
 
@@ -297,17 +297,16 @@ def format_table(scores: dict) -> str:
         def get(r, key, name=name):
             return r.get(name, {}).get(key, float("nan"))
 
-        head = "decoder" if name == "decoder" else name
         if any(not math.isnan(get(r, "ssim")) for _, r in rows):
-            columns.append((f"{head} SSIM (mean input)", lambda lab, r, get=get: _cell(get(r, "ssim"), get(r, "baseline_ssim"))))
+            columns.append((f"{name} SSIM (mean input)", lambda lab, r, get=get: _cell(get(r, "ssim"), get(r, "baseline_ssim"))))
             if any("class_mean_ssim" in r.get(name, {}) for _, r in rows):
-                columns.append((f"{head} SSIM beyond the label (class mean's SSIM)" if name != "decoder" else
+                columns.append((f"{name} SSIM beyond the label (class mean's SSIM)" if name != "decoder" else
                                 "SSIM beyond the label (class mean's SSIM)",
                                 lambda lab, r, get=get: _cell(get(r, "beyond_label_ssim"), get(r, "class_mean_ssim"))))
-        columns.append((f"{head} MSE (mean input)", lambda lab, r, get=get: _cell(get(r, "mse"), get(r, "baseline_mse"), ".4f")))
+        columns.append((f"{name} MSE (mean input)", lambda lab, r, get=get: _cell(get(r, "mse"), get(r, "baseline_mse"), ".4f")))
         if any(not math.isnan(get(r, "classifier_accuracy")) for _, r in rows):
             columns.append(("classifier on x_hat (on mean input)" if name == "decoder" else
-                            f"classifier on {head}'s x_hat (on mean input)", lambda lab, r, get=get: _cell(
+                            f"classifier on {name}'s x_hat (on mean input)", lambda lab, r, get=get: _cell(
                 get(r, "classifier_accuracy"), get(r, "baseline_classifier_accuracy"))))
     for key in probe_keys:
         def probe(lab, r, key=key):

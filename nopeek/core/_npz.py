@@ -68,6 +68,23 @@ def _read_header(fp, version):
     return shape, dtype
 
 
+def _check_declared(header, held: int, path: str, key: str | None, error) -> None:
+    """Refuse, from its header alone, an object array or one announcing more bytes than the
+    `held` bytes after its header (truncated, corrupt or hostile: nothing that size is
+    allocated). `key`: the archive member's name, None for an .npy file."""
+    if header is None:
+        return
+    shape, dtype = header
+    subject = f"{path}: array {key!r} " if key is not None else f"{path}: "
+    if dtype.hasobject:
+        raise error(subject + ("is an object" if key is not None else "an object")
+                    + " (pickled) array; refused without loading it (save numeric arrays)")
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared > held:
+        raise error(f"{subject}announces shape {tuple(shape)} of {dtype} ({declared:,} bytes) but holds "
+                    f"{held:,} bytes; the file is truncated or corrupt")
+
+
 def npy_array(path: str, error: type[Exception]) -> np.ndarray:
     """The array of an .npy file, its header checked before anything is allocated (as
     `npz_array` does for an archive's members); no pickle is ever loaded.
@@ -86,14 +103,7 @@ def npy_array(path: str, error: type[Exception]) -> np.ndarray:
             header_bytes = fp.tell()
     except OSError as err:
         raise error(f"cannot read {path}: expected a .npy array ({err.strerror or err})") from None
-    if header is not None:
-        shape, dtype = header
-        if dtype.hasobject:
-            raise error(f"{path}: an object (pickled) array; refused without loading it (save numeric arrays)")
-        declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
-        if declared > size - header_bytes:
-            raise error(f"{path}: announces shape {tuple(shape)} of {dtype} ({declared:,} bytes) but holds "
-                        f"{size - header_bytes:,} bytes; the file is truncated or corrupt")
+    _check_declared(header, size - header_bytes, path, None, error)
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
@@ -116,16 +126,7 @@ def npz_array(archive, key: str, path: str, error: type[Exception]) -> np.ndarra
             header_bytes = fp.tell()
     except (OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
         raise error(f"{path}: cannot read array {key!r} ({err})") from None
-    if header is not None:
-        shape, dtype = header
-        if dtype.hasobject:
-            raise error(f"{path}: array {key!r} is an object (pickled) array; refused without loading it "
-                        "(save numeric arrays)")
-        declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
-        held = info.file_size - header_bytes
-        if declared > held:
-            raise error(f"{path}: array {key!r} announces shape {tuple(shape)} of {dtype} ({declared:,} bytes) "
-                        f"but holds {held:,} bytes; the file is truncated or corrupt")
+    _check_declared(header, info.file_size - header_bytes, path, key, error)
     try:
         value = archive[key]
     except ValueError as err:
