@@ -35,11 +35,11 @@ import tempfile
 
 from IPython.display import Image, display
 
-from nopeek.cost import PRESETS, run_cost, sensitivity_figure
+from nopeek.cost import COST_PRESETS, run_cost, sensitivity_figure
 
 FULL = os.environ.get("NOPEEK_NOTEBOOK_SIZE") == "full"
 out = os.path.join(os.environ.get("NOPEEK_NOTEBOOK_OUT") or tempfile.mkdtemp(prefix="nopeek-"), "cost")
-report = run_cost(PRESETS["seed-table" if FULL else "bundled"], out, reference=FULL)
+report = run_cost(COST_PRESETS["seed-table" if FULL else "bundled"], out, reference=FULL)
 print(report.text)
 
 # %% [markdown]

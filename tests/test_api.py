@@ -3,11 +3,15 @@ own attack and defence registered from Python and used by training, sweeps and t
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
+import os
 import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -15,7 +19,9 @@ import attacks
 import nopeek
 from nopeek import data
 from nopeek.cli import build_parser, main
-from nopeek.defences import DEFENCES, register
+from nopeek.core import Section
+from nopeek.defences import DEFENCES, Context, build_defence, register
+from nopeek.errors import ConfigError
 from nopeek.protocol import Defence
 from nopeek.training import TrainConfig, train_stack
 
@@ -42,7 +48,7 @@ def test_each_package_exports_public_names_only(package):
 
 
 def test_presets_are_records_with_command_time_and_result():
-    from nopeek.sweeps import PRESET_INFO
+    from nopeek.sweeps import PRESET_INFO, check_sweep
 
     parser = build_parser()
     for name, preset in PRESET_INFO.items():
@@ -52,7 +58,8 @@ def test_presets_are_records_with_command_time_and_result():
         assert preset.seconds is None or preset.seconds > 0, name
         if preset.seconds is None:
             assert "not run" in preset.result, name  # the reason it has no measured time
-        preset.small.validate()
+        preset.config.validate()
+        check_sweep(preset.small)
         assert preset.small.dataset == "digits" or preset.small.dataset == "breast_cancer", name
 
 
@@ -66,24 +73,36 @@ def test_list_commands_read_the_registries(capsys):
 
 
 class Scale(Defence):
-    """A toy defence: the data holder multiplies what it sends by (1 + strength)."""
+    """A toy defence: the data holder multiplies what it sends by (1 + gain * strength)."""
 
     transforms_messages = True
 
-    def __init__(self, strength):
-        self.strength = strength
+    def __init__(self, strength, gain=1.0):
+        self.strength, self.gain = strength, gain
 
     def send(self, message, index, z, replicas):
-        return z * (1.0 + self.strength)
+        return z * (1.0 + self.gain * self.strength)
 
     def send_eval(self, message, index, z, sample_index, replicas):
-        return z * (1.0 + self.strength)
+        return z * (1.0 + self.gain * self.strength)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleSettings(Section):
+    """The toy defence's setting besides its strength."""
+
+    scale_gain: float = dataclasses.field(default=1.0, metadata={"help": "scale: the gain on its strength"})
+
+    def validate(self):
+        if not self.scale_gain > 0:
+            raise ConfigError(f"--scale-gain must be > 0, got {self.scale_gain}")
+        return self
 
 
 @pytest.fixture
 def own_registrations():
-    register("scale", lambda s, ctx: Scale(s), acts_on="message", strength="factor - 1",
-             description="multiplies the message")
+    register("scale", lambda s, ctx: Scale(s, ctx.setting("scale_gain", 1.0)), acts_on="message",
+             strength="factor - 1", description="multiplies the message", settings=ScaleSettings)
 
     def mean_attack(inputs, *, steps):
         x = np.asarray(inputs.x_leak).mean(axis=0)
@@ -122,9 +141,31 @@ def test_own_attack_and_defence_in_a_sweep_and_the_cli(own_registrations, tmp_pa
         assert np.isfinite(float(r["attack_mse"]))
     run = str(tmp_path / "run")
     assert main(["train", "--dataset", "digits", "--limit", "300", "--epochs", "1", "--defenses", "scale=0.5",
-                 "--out", run, "--quiet"]) == 0
+                 "--scale-gain", "3", "--out", run, "--quiet"]) == 0
+    with open(os.path.join(run, "config.json"), encoding="utf-8") as fh:
+        assert json.load(fh)["scale_gain"] == 3.0
     assert main(["attack", "--run", run, "--attack", "meanguess"]) == 0
     assert "mse" in capsys.readouterr().out
+
+
+def test_own_defence_settings_are_config_fields_from_the_registry(own_registrations):
+    """A defence's own settings section joins TrainConfig and SweepConfig when it registers
+    (fields, flat dicts, checks) and reaches its hooks through the context; a setting name
+    another defence already owns is refused."""
+    from nopeek.sweeps import PRESETS
+
+    config = TrainConfig(dataset="digits", scale_gain=2.0)
+    assert TrainConfig.from_dict(config.to_dict()) == config and config.to_dict()["scale_gain"] == 2.0
+    assert PRESETS["quick"].replace(scale_gain=2.0).train_config("vanilla", "1").scale_gain == 2.0
+    with pytest.raises(ConfigError, match="--scale-gain must be > 0"):
+        config.replace(scale_gain=0.0).validate()
+    made = build_defence({"scale": 0.5}, Context(0, settings=config))
+    z = jnp.ones((2, 3))
+    np.testing.assert_allclose(np.asarray(made.send("z", 0, z, 1)), 2.0)  # 1 + 2 * 0.5
+    with pytest.raises(ConfigError, match="dp_clip are already settings_DPSettings's"):
+        register("clash", lambda s, ctx: Scale(s), acts_on="message", strength="-",
+                 settings=dataclasses.make_dataclass("Clash", [("dp_clip", float, 1.0)], bases=(Section,), frozen=True))
+    assert "clash" not in DEFENCES
 
 
 def test_own_attacks_run_in_the_audit(own_registrations, tmp_path):

@@ -379,6 +379,9 @@ CASES = [
      r"--leak-fractions: the sdar attack does not take it"),
     ("sweep-whiten-not-taken", [*SWEEP, "--whiten", "none"], "nopeek sweep",
      r"--whiten: the decoder, label attacks do not take it \(attacks that do: adaptive, adaptive_alpha\)"),
+    ("sweep-fsha-option-without-server", [*SWEEP, "--fsha-steps", "30"], "nopeek sweep",
+     r"--fsha-steps: an FSHA option; it applies with --servers fsha"),
+    ("sweep-server-unknown", [*SWEEP, "--servers", "honest"], "nopeek sweep", r"--servers must be among fsha, got honest"),
     # -- sweep
     ("sweep-out-is-file", _set(SWEEP, "--out", "{root}/afile.txt"), "nopeek sweep", r"--out .*afile\.txt.*file"),
     ("sweep-out-other-config", _set(SWEEP, "--out", "{root}/sweep_badsample"), "nopeek sweep",

@@ -14,7 +14,7 @@ from flax import nnx
 
 from nopeek import protocol as T
 from nopeek.cli import main
-from nopeek.cost import PRESETS, CostConfig, crossover, method_costs, profiles
+from nopeek.cost import COST_PRESETS, CostConfig, crossover, method_costs, profiles
 from nopeek.cost import compiled_flops
 from nopeek.cost import CSV_COLUMNS, sensitivity_rows
 from nopeek.protocol import transcript
@@ -180,7 +180,7 @@ def test_compute_per_client_and_the_crossover():
 def test_seed_table_preset_has_the_seeds_shape():
     """Compute: SL/FL between 1/400 and 1/95 (seed ~1/190); communication: SL above FL at
     100 clients and below at 500. The real preset's configs (VGG-16 and ResNet-50 shapes)."""
-    compute, communication = PRESETS["seed-table"]
+    compute, communication = COST_PRESETS["seed-table"]
     split, whole = profiles(compute.validate(), 100, "holder")
     ratio = split.data_holder.step_flops / whole.data_holder.step_flops
     assert 1 / 400 <= ratio <= 1 / 95

@@ -229,11 +229,11 @@ def test_splitout_is_quiet_on_an_honest_server_and_fires_on_fsha(digits):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--fsha-steps", "-1"], "--fsha-steps must be >= 0"),
+    (["--fsha-steps", "-1"], "--fsha-steps must be >= 1, got -1"),
     (["--public-fraction", "0"], "--public-fraction must be in (0, 1)"),
     (["--public-classes", "42"], "--public-classes 42: no training samples"),
     (["--public-classes", "3,42"], "--public-classes 3,42: no training samples of class 42"),
-    (["--fsha-steps", "0"], "--fsha-steps must be >= 1 for --server fsha"),
+    (["--fsha-steps", "0"], "--fsha-steps must be >= 1, got 0"),
     (["--alpha-warmup", "2"], "--alpha-warmup does not apply to --server fsha"),
     (["--fsha-lr", "nan"], "--fsha-lr must be finite"),
     (["--gp-weight", "-1"], "--gp-weight must be finite and >= 0"),
@@ -286,7 +286,7 @@ def test_sweep_fsha_column(tmp_path):
     from nopeek.sweeps import PRESETS, run_sweep
 
     config = PRESETS["quick"].replace(model="cnn", widths=CLIENT["widths"], cuts=("2",), alphas=(0.0,), noise_scales=(),
-                                      epochs=1, attacks=(), fsha_steps=30, gp_weight=10.0, fsha_lr_critic=3e-3)
+                                      epochs=1, attacks=(), servers=("fsha",), fsha_steps=30, gp_weight=10.0, fsha_lr_critic=3e-3)
     rows = run_sweep(config, str(tmp_path / "sweep"), progress=False)
     assert len(rows) == 1
     r = rows[0]

@@ -214,7 +214,7 @@ def test_label_defences_lower_the_attack_auc_toward_one_half(breast_cancer_model
 
 
 def test_training_with_a_label_defence_and_the_sweep_cells(tmp_path, breast_cancer_model):
-    from nopeek.sweeps import PRESETS, cells, run_sweep
+    from nopeek.sweeps import PRESETS, cells, check_sweep, run_sweep
 
     config = PRESETS["quick"].replace(dataset="breast_cancer", cuts=("1",), alphas=(0.0,), noise_scales=(), epochs=3,
                                       attacks=("label",), defenses=("maxnorm=8.0", "marvell=8.0"))
@@ -229,7 +229,7 @@ def test_training_with_a_label_defence_and_the_sweep_cells(tmp_path, breast_canc
     assert leak["marvell"] < leak["none"] and leak["maxnorm"] < leak["none"]
     assert (out / "figures" / "label_tradeoff.png").stat().st_size > 5000
     with pytest.raises(ConfigError, match="marvell needs a binary task"):
-        PRESETS["quick"].replace(defenses=("marvell=1.0",)).validate()
+        check_sweep(PRESETS["quick"].replace(defenses=("marvell=1.0",)))
     with pytest.raises(ConfigError, match="not NAME=STRENGTH"):
         config.replace(defenses=("marvell",)).validate()
 
@@ -251,16 +251,18 @@ def test_cli_label_defence_errors_and_attack(tmp_path, capsys):
 
 def test_sweep_refuses_what_its_dishonest_columns_cannot_take():
     from nopeek.errors import ConfigError
-    from nopeek.sweeps import PRESETS
+    from nopeek.sweeps import PRESETS, check_sweep
 
     quick = PRESETS["quick"]
     for changes, message in ((dict(topologies=("multi_task",), cuts=("1",), defenses=("maxnorm=1.0",)),
                               "multi_task sends the labels"),
-                             (dict(fsha_steps=10, alpha_warmup=1.0), "does not ramp alpha"),
-                             (dict(fsha_steps=10, public_classes=(3, 42)), "the data has 10 classes")):
+                             (dict(servers=("fsha",), alpha_warmup=1.0), "does not ramp alpha"),
+                             (dict(servers=("fsha",), public_classes=(3, 42)), "the data has 10 classes"),
+                             (dict(fsha_steps=10), "--fsha-steps: an FSHA option; it applies with --servers fsha"),
+                             (dict(servers=("honest",)), "--servers must be among fsha")):
         with pytest.raises(ConfigError, match=message):
-            quick.replace(**changes).validate()
-    quick.replace(fsha_steps=10, public_classes=(3, 4)).validate()  # fine
+            check_sweep(quick.replace(**changes))
+    check_sweep(quick.replace(servers=("fsha",), fsha_steps=10, public_classes=(3, 4)))  # fine
 
 
 def test_cli_label_defence_attack(tmp_path, capsys):

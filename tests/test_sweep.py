@@ -15,7 +15,7 @@ import pytest
 from nopeek.cli import main
 from nopeek.errors import ConfigError
 from nopeek.sweeps import KEY_COLUMNS, RESULT_COLUMNS, read_rows
-from nopeek.sweeps import PRESETS, SweepConfig, cells, run_sweep
+from nopeek.sweeps import PRESETS, SweepConfig, cells, check_sweep, run_sweep
 
 # The quick preset, made smaller still: 2 cuts x (none, nopeek 2, noise 1) = 6 cells.
 TINY = PRESETS["quick"].replace(alphas=(0.0, 2.0), noise_scales=(1.0,), epochs=2, attack_steps=100)
@@ -209,6 +209,30 @@ def test_cli_overrides_config_file_and_errors(tmp_path):
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     with pytest.raises(ConfigError, match="unknown SweepConfig keys"):
         SweepConfig.from_dict({"cutz": [1]})
+
+
+def test_config_judges_values_and_check_sweep_the_data_and_models():
+    """`SweepConfig.validate` reads no data and builds no model: what needs the data set's
+    shapes or the models (a cut past the model's blocks, a defence the task cannot take) is
+    refused by `check_sweep`, which every sweep entry point runs before any training."""
+    for changes, message in ((dict(cuts=("9",)), "out of range: mlp has cuts 1..2"),
+                             (dict(defenses=("marvell=1.0",)), "marvell needs a binary task")):
+        config = TINY.replace(**changes)
+        assert config.validate() is config
+        with pytest.raises(ConfigError, match=message):
+            check_sweep(config)
+
+
+def test_fsha_steps_means_iterations_everywhere():
+    """`fsha_steps` is FSHA's iterations in train and sweep alike (2000 by default); a sweep's
+    FSHA column is `servers`. A config.json written before reads back as it ran."""
+    from nopeek.dishonest import DEFAULT_STEPS, FSHAConfig
+
+    assert FSHAConfig().fsha_steps == DEFAULT_STEPS == TINY.fsha_steps and TINY.servers == ()
+    old = {k: v for k, v in TINY.to_dict().items() if k != "servers"}
+    for steps, servers, read in ((None, (), DEFAULT_STEPS), (0, (), DEFAULT_STEPS), (30, ("fsha",), 30)):
+        config = SweepConfig.from_dict({**old, "fsha_steps": steps})
+        assert (config.servers, config.fsha_steps) == (servers, read)
 
 
 def test_default_preset_is_the_documented_grid():

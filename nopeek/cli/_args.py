@@ -38,8 +38,8 @@ def _parse_tuple(elem_type):
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, skip=()) -> None:
     """Add one option per field of dataclass `cls`, or of every used field of a composed
     config's sections (defaults None: the config decides)."""
-    if hasattr(cls, "SECTIONS"):
-        for name, section in cls.SECTIONS:
+    if hasattr(cls, "sections"):
+        for name, section in cls.sections():
             excluded = {f for s, f in cls.EXCLUDED if s == name}
             add_dataclass_arguments(parser, section, skip=set(skip) | excluded)
         return
@@ -74,7 +74,7 @@ def _show(value: Any) -> str:
 def dataclass_from_args(cls, namespace: argparse.Namespace, base=None):
     """A `cls` instance (dataclass or composed config) from parsed options: given options
     override `base` (or the defaults)."""
-    if hasattr(cls, "SECTIONS"):
+    if hasattr(cls, "sections"):
         base = base if base is not None else cls()
         given = {n: getattr(namespace, n) for n in cls.field_names() if getattr(namespace, n, None) is not None}
         return base.replace(**given)

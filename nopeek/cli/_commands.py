@@ -192,8 +192,6 @@ def _train_dishonest(args: argparse.Namespace) -> int:
     if config.alpha_warmup > 0:
         raise ConfigError(f"--alpha-warmup does not apply to --server {args.server}: its client uses --alpha from the "
                           "first step")
-    if fsha.fsha_steps == 0:
-        raise ConfigError(f"--fsha-steps must be >= 1 for --server {args.server} (0 means off only in nopeek sweep)")
     sg = dataclass_from_args(SplitGuardConfig, args).validate()
     sg_given = given_options(args, [f.name for f in dataclasses.fields(SplitGuardConfig)])
     if not args.splitguard and sg_given:
@@ -284,7 +282,9 @@ def _log(line: str) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a leakage sweep: topologies x cuts x defences x seeds, resumable, with figures."""
-    from nopeek.sweeps import PRESET_INFO, SweepConfig, format_attack_table, format_table, load_config_file, run_sweep
+    from nopeek.sweeps import (
+        PRESET_INFO, SweepConfig, check_sweep, format_attack_table, format_table, load_config_file, run_sweep,
+    )
 
     if args.merge_shards is not None:
         return _sweep_merge(args)
@@ -297,7 +297,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             base = SweepConfig.from_dict({**base.to_dict(), **loaded})
         except ConfigError as err:
             raise ConfigError(f"{args.config}: {err}") from None
-    config = dataclass_from_args(SweepConfig, args, base=base).validate()
+    config = check_sweep(dataclass_from_args(SweepConfig, args, base=base))
     out = args.out or time.strftime("runs/%Y%m%d-%H%M%S")
     t0 = time.perf_counter()
     if args.shard is not None or args.ray is not None:
@@ -412,10 +412,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_cost(args: argparse.Namespace) -> int:
     """Per-client compute and communication of split learning, federated learning and large-batch SGD."""
-    from nopeek.cost import PRESETS, CostConfig, run_cost
+    from nopeek.cost import COST_PRESETS, CostConfig, check_cost, run_cost
 
-    base = PRESETS[args.preset] if args.preset else (CostConfig(),)
-    configs = [dataclass_from_args(CostConfig, args, base=c).validate() for c in base]
+    base = COST_PRESETS[args.preset] if args.preset else (CostConfig(),)
+    configs = [check_cost(dataclass_from_args(CostConfig, args, base=c)) for c in base]
     report = run_cost(configs, args.out, reference=args.preset == "seed-table")
     print(report.text)
     if report.files:

@@ -114,7 +114,7 @@ def _sweep_parser(sub) -> None:
 
 
 def _cost_parser(sub) -> None:
-    from nopeek.cost import PRESETS as COST_PRESETS, CostConfig
+    from nopeek.cost import COST_PRESETS, CostConfig
 
     p = sub.add_parser("cost", help=SUMMARIES["cost"],
                        description=CostConfig.__doc__)

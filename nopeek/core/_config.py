@@ -121,26 +121,43 @@ class Composed:
 
     Subclasses set SECTIONS = ((attribute, SectionClass), ...) and EXCLUDED, the
     (section, field) pairs this composition does not use: fields another section's lists
-    drive, or that do not apply. They are left out of the flat dict and the CLI.
+    drive, or that do not apply. They are left out of the flat dict and the CLI. A
+    subclass whose sections come from a registry as well (the defences' own settings)
+    overrides `extra_sections`; `sections()` is the whole list.
     """
 
     SECTIONS: tuple = ()
     EXCLUDED: frozenset = frozenset()
 
+    @classmethod
+    def extra_sections(cls) -> tuple:
+        """Sections added to SECTIONS at call time ((attribute, SectionClass), ...)."""
+        return ()
+
+    @classmethod
+    def sections(cls) -> tuple:
+        """((attribute, SectionClass), ...): SECTIONS, then `extra_sections()`."""
+        return tuple(cls.SECTIONS) + tuple(cls.extra_sections())
+
     def __init__(self, **values):
         """Sections by name (`data_config=DataConfig(...)`), or fields by name (`epochs=3`)."""
-        for name, cls in self.SECTIONS:
+        for name, cls in self.sections():
             object.__setattr__(self, name, values.pop(name, None) or cls())
         if values:
             changed = self.replace(**values)
-            for name, _ in self.SECTIONS:
+            for name, _ in self.sections():
                 object.__setattr__(self, name, getattr(changed, name))
 
+    def section(self, name: str):
+        """Section `name`: this config's, or the section's defaults where the config was made
+        before the section was registered."""
+        obj = self.__dict__.get(name)
+        return obj if obj is not None else dict(self.sections())[name]()
+
     def __getattr__(self, name):
-        for section, _ in type(self).SECTIONS:
-            obj = self.__dict__.get(section)
-            if obj is not None and name in obj.field_names() and (section, name) not in type(self).EXCLUDED:
-                return getattr(obj, name)
+        for section, sc in type(self).sections():
+            if name in sc.field_names() and (section, name) not in type(self).EXCLUDED:
+                return getattr(self.section(section), name)
         raise AttributeError(f"{type(self).__name__} has no field {name!r}")
 
     def __setattr__(self, name, value):
@@ -155,18 +172,18 @@ class Composed:
     @classmethod
     def section_fields(cls, section: str) -> set[str]:
         """The fields of `section` this composition uses."""
-        sc = dict(cls.SECTIONS)[section]
+        sc = dict(cls.sections())[section]
         return {n for n in sc.field_names() if (section, n) not in cls.EXCLUDED}
 
     @classmethod
     def field_names(cls) -> set[str]:
-        return {n for name, _ in cls.SECTIONS for n in cls.section_fields(name)}
+        return {n for name, _ in cls.sections() for n in cls.section_fields(name)}
 
     def to_dict(self) -> dict:
         out = {}
-        for name, _ in self.SECTIONS:
+        for name, _ in self.sections():
             mine = self.section_fields(name)
-            out.update({k: v for k, v in getattr(self, name).to_dict().items() if k in mine})
+            out.update({k: v for k, v in self.section(name).to_dict().items() if k in mine})
         return out
 
     @classmethod
@@ -175,7 +192,7 @@ class Composed:
         if unknown:
             raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(sorted(unknown))}")
         sections = {}
-        for name, sc in cls.SECTIONS:
+        for name, sc in cls.sections():
             mine = cls.section_fields(name)
             sections[name] = sc.from_dict({k: v for k, v in d.items() if k in mine})
         return cls(**sections)
@@ -186,12 +203,12 @@ class Composed:
         if unknown:
             raise ConfigError(f"unknown {type(self).__name__} fields: {', '.join(sorted(unknown))}")
         sections = {}
-        for name, sc in self.SECTIONS:
+        for name, _ in self.sections():
             mine = {k: v for k, v in changes.items() if k in self.section_fields(name)}
-            sections[name] = dataclasses.replace(getattr(self, name), **mine) if mine else getattr(self, name)
+            sections[name] = dataclasses.replace(self.section(name), **mine) if mine else self.section(name)
         return type(self)(**sections)
 
     def validate(self):
-        for name, _ in self.SECTIONS:
-            getattr(self, name).validate()
+        for name, _ in self.sections():
+            self.section(name).validate()
         return self

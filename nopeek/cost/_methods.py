@@ -74,6 +74,7 @@ class CostConfig(Section):
     measure: bool = field(default=False, metadata={"help": "also time each party's compiled step on this machine"})
 
     def validate(self) -> "CostConfig":
+        """The values alone (no data read, no model built; `check_cost` adds those)."""
         cuts = ",".join(map(str, self.cuts))
         raise_first_failure([
             (self.model in MODELS, f"unknown model {self.model!r}; choose from {', '.join(MODELS)}"),
@@ -104,16 +105,6 @@ class CostConfig(Section):
                     raise ConfigError(f"unknown dataset {self.dataset!r}; choose from {', '.join(KNOWN_DATA)}, another nopeek "
                                       "data set with --dataset-size, or give --input-shape and --num-classes") from err
                 raise
-        size = cost_data(self)[2]
-        if size is None:
-            raise ConfigError(f"--dataset-size: the size of {self.dataset!r} is not known here; give it")
-        if size < max(self.client_counts):
-            what = f"--dataset-size {size}" if self.dataset_size is not None else f"{self.dataset} ({size} samples)"
-            raise ConfigError(f"{what}: fewer samples than --client-counts {max(self.client_counts)}; each client "
-                              "needs at least one sample of its own")
-        blocks = len(model_blocks(self.model, cost_data(self)[1], self.widths))
-        if not all(1 <= c < blocks for c in self.cuts):
-            raise ConfigError(f"--cuts must be between 1 and {blocks - 1} for {self.model} ({blocks} blocks), got {cuts}")
         topology = spec(self.topology)
         if self.cuts and not topology.takes(self.cuts):
             raise ConfigError(f"--cuts: {self.topology} takes {topology.cuts_text}, got {cuts}")
@@ -128,6 +119,25 @@ class CostConfig(Section):
 
 
 # ---- what the config's values mean ---------------------------------------------------
+
+
+def check_cost(config: CostConfig) -> CostConfig:
+    """`config.validate()`, then what needs the data set's shapes and the model: the data
+    set's size is known and covers every client, the cuts lie inside the model. Raises
+    ConfigError before any program is compiled; returns `config`."""
+    config.validate()
+    shape, classes, size = cost_data(config)
+    if size is None:
+        raise ConfigError(f"--dataset-size: the size of {config.dataset!r} is not known here; give it")
+    if size < max(config.client_counts):
+        what = f"--dataset-size {size}" if config.dataset_size is not None else f"{config.dataset} ({size} samples)"
+        raise ConfigError(f"{what}: fewer samples than --client-counts {max(config.client_counts)}; each client "
+                          "needs at least one sample of its own")
+    blocks = len(model_blocks(config.model, classes, config.widths))
+    if not all(1 <= c < blocks for c in config.cuts):
+        raise ConfigError(f"--cuts must be between 1 and {blocks - 1} for {config.model} ({blocks} blocks), got "
+                          f"{','.join(map(str, config.cuts))}")
+    return config
 
 
 def cost_data(config: CostConfig) -> tuple[tuple[int, ...], int, int | None]:
@@ -254,7 +264,7 @@ SEED_TABLE = {
     ("communication", "split_learning", 100): 6.0, ("communication", "split_learning", 500): 1.2,
 }
 
-PRESETS: dict[str, tuple[CostConfig, ...]] = {
+COST_PRESETS: dict[str, tuple[CostConfig, ...]] = {
     # The seed's table: `nopeek cost --preset seed-table --out docs/results/cost` (89 s on 2 CPU
     # cores with the per-cut sensitivity: docs/results/cost/run.json). Compute: VGG-16 on
     # CIFAR-10; communication: ResNet-50 on CIFAR-100; both cut after their first block
@@ -274,5 +284,5 @@ PRESETS: dict[str, tuple[CostConfig, ...]] = {
     ),
 }
 
-__all__ = ["CostConfig", "KNOWN_DATA", "METHODS", "MethodCost", "PRESETS", "SEED_TABLE", "client_samples", "crossover",
+__all__ = ["CostConfig", "KNOWN_DATA", "METHODS", "MethodCost", "COST_PRESETS", "SEED_TABLE", "check_cost", "client_samples", "crossover",
            "method_costs", "profiles", "split_step_bytes"]

@@ -16,7 +16,7 @@ import numpy as np
 
 from nopeek.core import atomic_write_text, check_output_folder, make_output_folder, write_json
 from nopeek.cost._methods import (
-    METHODS, SEED_TABLE, CostConfig, cost_cuts, cost_data, crossover, fl_rounds, method_costs, profiles, split_step_bytes,
+    METHODS, SEED_TABLE, CostConfig, check_cost, cost_cuts, cost_data, crossover, fl_rounds, method_costs, profiles, split_step_bytes,
 )
 from nopeek.protocol import TOPOLOGIES, model_blocks, spec
 
@@ -310,10 +310,10 @@ def sensitivity_figure(rows: list[dict], path: str) -> str:
 
 
 def run_cost(configs, out: str | None = None, *, reference: bool = False) -> CostReport:
-    """Cost every config (validated `CostConfig`s); print-ready text; files in `out` if given.
+    """Cost every config (`CostConfig`s, each checked by `check_cost`); print-ready text; files in `out` if given.
 
     reference: compare with the seed's table (the `seed-table` preset)."""
-    configs = tuple(c.validate() for c in configs)
+    configs = tuple(check_cost(c) for c in configs)
     if out is not None:
         check_output_folder(out)  # before any work: a file in the way, or a place the user cannot write in
     rows = [r for c in configs for r in cost_rows(c)]

@@ -25,12 +25,14 @@ Gaussian mechanism); Abadi et al., "Deep learning with differential privacy", CC
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
+from dataclasses import field
 
 import jax
 import jax.numpy as jnp
 
-from nopeek.core import Stream, seed_key, step_key
+from nopeek.core import Section, Stream, finite, raise_first_failure, seed_key, step_key
 from nopeek.defences._accounting import dpsgd_events, message_events
 from nopeek.defences._registry import DEFENCES, Context, register
 from nopeek.errors import ConfigError
@@ -120,7 +122,7 @@ def _clip(ctx: Context) -> float:
 
 
 def _check_holders(strength, num_classes, topology_spec):
-    if topology_spec is not None and not topology_spec.dp_sgd:
+    if topology_spec is not None and not topology_spec.one_sample_holder:
         raise ConfigError(f"--defenses dp_sgd: {topology_spec.name} shares each sample or the samples among several "
                           "data holders; DP-SGD's per-sample clipping and its accounting need one holder of whole samples")
 
@@ -132,11 +134,26 @@ def _alone(others):
                           "parameters of a defence's own break the per-sample sensitivity DP-SGD's epsilon rests on)")
 
 
-register("dp_message", lambda s, ctx: GaussianMessage(s, _clip(ctx), ctx), acts_on="message",
+@dataclasses.dataclass(frozen=True)
+class DPSettings(Section):
+    """dp_message's and dp_sgd's settings besides their noise multiplier."""
+
+    dp_clip: float = field(default=1.0, metadata={"help": "dp_message and dp_sgd: the clipping norm C of each sample's message or parameter gradient"})
+    dp_delta: float = field(default=1e-5, metadata={"help": "dp_message and dp_sgd: the delta their epsilon is reported at"})
+
+    def validate(self) -> "DPSettings":
+        raise_first_failure([
+            (finite(self.dp_clip) and self.dp_clip > 0, f"--dp-clip must be finite and > 0, got {self.dp_clip}"),
+            (finite(self.dp_delta) and 0 < self.dp_delta < 1, f"--dp-delta must be in (0, 1), got {self.dp_delta}"),
+        ])
+        return self
+
+
+register("dp_message", lambda s, ctx: GaussianMessage(s, _clip(ctx), ctx), acts_on="message", settings=DPSettings,
          strength="noise multiplier sigma: noise std sigma * C after clipping each message to C (--dp-clip)",
          accounting=lambda s, settings, releases: message_events(s, releases),
          description="the Gaussian mechanism on the messages: per-sample clipping and noise, with its (epsilon, delta)")
-register("dp_sgd", lambda s, ctx: DPSGD(s, _clip(ctx), ctx), acts_on="parameters",
+register("dp_sgd", lambda s, ctx: DPSGD(s, _clip(ctx), ctx), acts_on="parameters", settings=DPSettings,
          strength="noise multiplier sigma of DP-SGD on the data holder's parameters (clip C: --dp-clip)",
          check=_check_holders, combines=_alone, accounting=lambda s, settings, releases: dpsgd_events(s, releases),
          description="DP-SGD on the client's parameters: per-example clipping (vmap) and noise, with its (epsilon, delta)")

@@ -30,12 +30,14 @@ ICLR 2017.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import field
 
 import jax
 import jax.numpy as jnp
 
-from nopeek.core import Stream, seed_key, step_key
+from nopeek.core import Section, Stream, raise_first_failure, seed_key, step_key
 from nopeek.defences._registry import Context, register
 from nopeek.errors import ConfigError
 from nopeek.protocol import Defence, Penalty
@@ -134,6 +136,17 @@ def _make(weight, ctx: Context) -> MID:
     return MID(weight, dim, ctx)
 
 
-register("mid", _make, acts_on="message", owns_parameters=True,
+@dataclasses.dataclass(frozen=True)
+class MIDSettings(Section):
+    """MID's setting besides its weight."""
+
+    mid_dim: int = field(default=64, metadata={"help": "mid: the bottleneck's size k (at most the message's size)"})
+
+    def validate(self) -> "MIDSettings":
+        raise_first_failure([(self.mid_dim >= 1, f"--mid-dim must be >= 1, got {self.mid_dim}")])
+        return self
+
+
+register("mid", _make, acts_on="message", owns_parameters=True, settings=MIDSettings,
          strength="lambda, the weight on the bottleneck's KL (nats per sample); bottleneck size --mid-dim",
          description="MID: a variational information bottleneck at the cut, run by the data holder (Zou et al. 2023)")

@@ -8,7 +8,11 @@ stack of models with different defences and strengths side by side.
 
 Adding a defence is one file: a `make` function that builds its hooks and a `register`
 call at its bottom (import it in `nopeek/defences/__init__.py`, or call `register` from
-your own code).
+your own code). A defence with settings besides its strength (DP's clipping norm, MID's
+bottleneck size) declares them in that file as a config section (`nopeek.core.Section`)
+passed as `register(..., settings=ThatSection)`: they become fields of `TrainConfig` and
+`SweepConfig` and options of `nopeek train` and `nopeek sweep`, and its `make` reads them
+with `context.setting(name, default)`.
 """
 
 from __future__ import annotations
@@ -67,6 +71,9 @@ class DefenceSpec:
       defences a model uses ({name: strength > 0}).
     accounting(strength, settings, releases) -> `Accounting` or None: its differential-privacy
       events (`nopeek.defences.dp_guarantee`); None: it claims no guarantee.
+    settings: a config section (a frozen dataclass deriving `nopeek.core.Section`) of its
+      settings besides the strength, or None; defences may share one (dp_message and dp_sgd
+      share their clipping norm and delta).
     """
 
     name: str
@@ -80,6 +87,7 @@ class DefenceSpec:
     owns_parameters: bool = False
     combines: Callable[[Mapping[str, float]], None] | None = None
     accounting: Callable[..., Any] | None = None
+    settings: type | None = None
 
 
 DEFENCES: dict[str, DefenceSpec] = {}
@@ -88,7 +96,7 @@ NONE = "none"  # the cell without a defence
 
 def register(name: str, make: Callable[[Any, Context], Defence], *, acts_on: str, strength: str,
              config_field: str | None = None, always: bool = False, check=None, description: str = "",
-             owns_parameters: bool = False, combines=None, accounting=None) -> None:
+             owns_parameters: bool = False, combines=None, accounting=None, settings: type | None = None) -> None:
     """Make defence `name` available to `nopeek train --defenses`, sweeps and the Python API.
 
     Args:
@@ -98,15 +106,34 @@ def register(name: str, make: Callable[[Any, Context], Defence], *, acts_on: str
         everything as it was.
 
     The keyword arguments (`acts_on`, `strength`, `config_field`, `always`, `check`,
-    `description`, `owns_parameters`, `combines`, `accounting`) are the fields of
+    `description`, `owns_parameters`, `combines`, `accounting`, `settings`) are the fields of
     `DefenceSpec`, documented there.
     """
     if not isinstance(name, str) or not name or name == NONE or "=" in name or "," in name:
         raise ConfigError(f"a defence name must be a non-empty string other than 'none', without '=' or ',', got {name!r}")
     if acts_on not in ACTS_ON:
         raise ConfigError(f"acts_on must be one of {', '.join(ACTS_ON)}, got {acts_on!r}")
+    if settings is not None:
+        if not (dataclasses.is_dataclass(settings) and hasattr(settings, "field_names")):
+            raise ConfigError(f"{name}: settings must be a config section (a dataclass deriving nopeek.core.Section), "
+                              f"got {settings!r}")
+        for other_name, other in defence_settings():
+            clash = settings.field_names() & other.field_names() if other is not settings else set()
+            if clash:
+                raise ConfigError(f"{name}: its settings {', '.join(sorted(clash))} are already {other_name}'s")
     DEFENCES[name] = DefenceSpec(name, acts_on, strength, make, config_field, always, check, description,
-                                 owns_parameters, combines, accounting)
+                                 owns_parameters, combines, accounting, settings)
+
+
+def defence_settings() -> tuple[tuple[str, type], ...]:
+    """((attribute, section class), ...): each registered defence's settings section once, in
+    registration order; the attribute is "settings_" and the class's name. `TrainConfig` and
+    `SweepConfig` hold one of each (`Composed.extra_sections`)."""
+    seen: dict[type, str] = {}
+    for spec in DEFENCES.values():
+        if spec.settings is not None and spec.settings not in seen:
+            seen[spec.settings] = f"settings_{spec.settings.__name__}"
+    return tuple((attribute, cls) for cls, attribute in seen.items())
 
 
 def defence_spec(name: str) -> DefenceSpec:

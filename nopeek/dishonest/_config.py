@@ -16,7 +16,7 @@ CLIENT_NOPEEK_STEPS = ("joint", "separate")
 class FSHAConfig(Section):
     """The malicious server: its public data, its networks and how it trains them."""
 
-    fsha_steps: int | None = field(default=None, metadata={"help": "FSHA iterations (attack: 2000; sweep: 0 = no FSHA column)"})
+    fsha_steps: int = field(default=DEFAULT_STEPS, metadata={"help": "FSHA iterations (in a sweep: with --servers fsha)"})
     public_fraction: float = field(default=0.2, metadata={"help": "FSHA: share of the training samples (of --public-classes) the server holds as public data; the client trains on the rest"})
     public_classes: tuple[int, ...] = field(default=(), metadata={"help": "FSHA: the public data holds only these classes (default: all)"})
     checkpoint_every: int = field(default=250, metadata={"help": "FSHA: score and draw the reconstructions every N iterations"})
@@ -31,7 +31,7 @@ class FSHAConfig(Section):
 
     def validate(self) -> "FSHAConfig":
         checks = [
-            (self.fsha_steps is None or self.fsha_steps >= 0, f"--fsha-steps must be >= 0, got {self.fsha_steps}"),
+            (self.fsha_steps >= 1, f"--fsha-steps must be >= 1, got {self.fsha_steps}"),
             (finite(self.public_fraction) and 0 < self.public_fraction < 1, f"--public-fraction must be in (0, 1), got {self.public_fraction}"),
             (all(c >= 0 for c in self.public_classes), f"--public-classes must be >= 0, got {self.public_classes}"),
             (self.checkpoint_every >= 1, f"--checkpoint-every must be >= 1, got {self.checkpoint_every}"),
@@ -47,5 +47,9 @@ class FSHAConfig(Section):
         raise_first_failure(checks)
         return self
 
-    def steps(self, default: int = DEFAULT_STEPS) -> int:
-        return default if self.fsha_steps is None else self.fsha_steps
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        if d.get("fsha_steps", 1) in (None, 0):  # written before one meaning: None or 0 was "no FSHA column"
+            d.pop("fsha_steps")
+        return super().from_dict(d)

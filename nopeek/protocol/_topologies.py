@@ -534,9 +534,8 @@ class TopologySpec:
       data holder and one server that owns the rest of the network.
     cost_clients(n): how many data holders to build to cost a collaboration of n (the
       per-client messages do not depend on more).
-    dp_sgd: whether DP-SGD's per-sample clipping and accounting apply: each sample's data
-      sits whole with one data holder that trains on all of them (not feature slices, not
-      shards trained in turns).
+    `one_sample_holder` (derived from splits and shard): each sample's data sits whole with
+    one data holder that trains on all of them (not feature slices, not shards).
     """
 
     name: str
@@ -548,7 +547,12 @@ class TopologySpec:
     label_defences: bool = True
     malicious_server: bool = False
     cost_clients: Callable[[int], int] = lambda n: 1
-    dp_sgd: bool = True
+
+    @property
+    def one_sample_holder(self) -> bool:
+        """Whether one data holder holds every sample whole and trains on all of them (what
+        per-sample clipping and its accounting need)."""
+        return self.splits == "samples" and self.shard is _one_party
 
     def takes(self, cuts) -> bool:
         """Whether the configuration takes this many cuts."""
@@ -572,7 +576,7 @@ def register(name: str, build: Callable[[Setup], Built], *, cuts: str = "1", des
       build: `build(setup) -> Built` (see the builders of this module).
       cuts: "1", "2" or ">=2", the number of cuts it takes.
       facts: the other fields of `TopologySpec` (splits, shard, label_defences,
-        malicious_server, cost_clients, dp_sgd).
+        malicious_server, cost_clients).
     """
     if not isinstance(name, str) or not name:
         raise TopologyError(f"a topology name must be a non-empty string, got {name!r}")
@@ -585,12 +589,12 @@ register("vanilla", build_vanilla, cuts="1", description="client -> server; labe
          malicious_server=True)
 register("u_shaped", build_u_shaped, cuts="2", description="client <-> server <-> client; labels stay with the client")
 register("vertical", build_vertical, cuts="1", description="N clients, one feature slice each -> server (merge, labels)",
-         splits="features", cost_clients=lambda n: n, dp_sgd=False)
+         splits="features", cost_clients=lambda n: n)
 register("multi_task", build_multi_task, cuts="1", description="one client -> server with one head per task",
          label_defences=False)
 register("multi_hop", build_multi_hop, cuts=">=2", description="client -> relay(s) -> server")
 register("round_robin", build_round_robin, cuts="1", description="N clients in turns -> server; client weights handed on",
-         shard=_shared_in_turns, cost_clients=lambda n: 2 if n > 1 else 1, dp_sgd=False)
+         shard=_shared_in_turns, cost_clients=lambda n: 2 if n > 1 else 1)
 
 
 def spec(topology: str) -> TopologySpec:

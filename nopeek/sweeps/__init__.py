@@ -4,7 +4,9 @@ defences ranked at matched utility."""
 
 from nopeek.sweeps._columns import format_table as format_attack_table
 from nopeek.sweeps._comparison import attack_comparison, leak_curve
-from nopeek.sweeps._config import Cell, GridConfig, SweepConfig, cell_defences, cells, cut_spec, load_config_file, parse_cut_spec
+from nopeek.sweeps._config import (
+    DISHONEST, Cell, GridConfig, SweepConfig, cell_defences, cells, check_sweep, cut_spec, load_config_file, parse_cut_spec,
+)
 from nopeek.sweeps._operating import RULE, operating_points
 from nopeek.sweeps._presets import PRESET_INFO, PRESETS, Preset, run_preset
 from nopeek.sweeps._provenance import check_rows
@@ -30,7 +32,7 @@ __all__ = [
     "CELL_COLUMNS", "KEY_COLUMNS", "PRESETS", "PRESET_INFO", "RESULT_COLUMNS", "SUMMARY_METRICS", "TIMING_COLUMNS",
     "Cell", "GridConfig", "GroupInputs", "MergeStatus", "Preset", "ShardResult", "SweepConfig", "append_rows",
     "attack_comparison", "leak_curve",
-    "RULE", "cell_defences", "cell_key", "cells", "check_rows", "cut_spec", "fmt_number", "format_attack_table",
+    "DISHONEST", "RULE", "cell_defences", "cell_key", "cells", "check_rows", "check_sweep", "cut_spec", "fmt_number", "format_attack_table",
     "format_summary", "format_table", "group_task", "import_ray", "load_config_file", "load_inputs", "merge",
     "merge_report", "operating_points", "parse_cut_spec", "parse_shard", "prepare_output", "prepare_shard_output",
     "read_config", "read_rows", "row_key", "run_group", "run_preset", "run_shard", "run_sweep", "run_sweep_ray",

@@ -194,12 +194,12 @@ def label_columns(config, ds, group, result, alive) -> dict[int, dict]:
 
 
 def fsha_columns(config, ds, group, log=print) -> dict[int, dict]:
-    """{model index: FSHA columns} ({} when `fsha_steps` is 0, or the configuration has no
+    """{model index: FSHA columns} ({} unless `servers` holds "fsha" and the configuration has a
     server a dishonest protocol applies to): one FSHA run per cell whose defence is the data
     holder's (none, or one acting on its messages or loss), with the cell's defence and seed."""
-    steps = config.fsha_config.steps(default=0)
-    if not steps or not spec(group[0].topology).malicious_server:
+    if "fsha" not in config.servers or not spec(group[0].topology).malicious_server:
         return {}
+    steps = config.fsha_steps
     from nopeek.dishonest import fsha_attack
 
     out = {}

@@ -18,12 +18,15 @@ import attacks
 from nopeek.attacking import AttackConfig
 from nopeek.core import Composed, Section, finite, raise_first_failure
 from nopeek.data import DataConfig, sample_shape
-from nopeek.defences import DEFENCES, NONE, check_defence, parse_defences
-from nopeek.dishonest import FSHAConfig
+from nopeek.defences import DEFENCES, NONE, check_defence, defence_settings, parse_defences
+from nopeek.dishonest import SERVERS, FSHAConfig
 from nopeek.errors import ConfigError, TopologyError
 from nopeek.protocol import DEFAULT_TOPOLOGY, TOPOLOGIES, ModelConfig, model_blocks
 from nopeek.sweeps._results import fmt_number
 from nopeek.training import TrainConfig, TrainingConfig, build_topology
+
+
+DISHONEST = tuple(s for s in SERVERS if s != "honest")  # the `servers` a sweep can run against its cells
 
 
 def parse_cut_spec(spec: str) -> tuple[int, ...]:
@@ -52,6 +55,7 @@ class GridConfig(Section):
     seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "model seeds (initialisation, data order, noise)"})
     attacks: tuple[str, ...] = field(default=("decoder", "label"), metadata={"help": "attacks run on every cell where they apply (`nopeek attack --list`); empty: none"})
     max_stack: int = field(default=0, metadata={"help": "train a group's cells in stacks of at most N models (0: one stack per group); bounds a large grid's compile time and memory"})
+    servers: tuple[str, ...] = field(default=(), metadata={"help": f"dishonest-server protocols run against every cell where they apply ({', '.join(DISHONEST)}: its fsha_* columns, --fsha-steps iterations); empty: none"})
 
     @classmethod
     def from_dict(cls, d: dict):
@@ -79,6 +83,8 @@ class GridConfig(Section):
             (all(a in attacks.ATTACKS for a in self.attacks), f"--attacks must be among {', '.join(attacks.ATTACKS)}, got {','.join(self.attacks)}"),
             (len(set(self.attacks)) == len(self.attacks), f"--attacks must be distinct, got {','.join(self.attacks)}"),
             (self.max_stack >= 0, f"--max-stack must be >= 0, got {self.max_stack}"),
+            (all(s in DISHONEST for s in self.servers), f"--servers must be among {', '.join(DISHONEST)}, got {','.join(self.servers)}"),
+            (len(set(self.servers)) == len(self.servers), f"--servers must be distinct, got {','.join(self.servers)}"),
         ]
         raise_first_failure(checks)
         for spec in self.cuts:
@@ -107,8 +113,14 @@ class SweepConfig(Composed):
     })
 
     @classmethod
+    def extra_sections(cls) -> tuple:
+        return defence_settings()
+
+    @classmethod
     def from_dict(cls, d: dict):
         d = dict(d)
+        if "fsha_steps" in d and "servers" not in d:  # sweeps written before `servers`: N > 0 steps meant an FSHA column
+            d["servers"] = ["fsha"] if d["fsha_steps"] else []
         if "data_seed" in d and "split_seed" not in d:  # sweeps written before the engine
             d["split_seed"] = d.pop("data_seed")
         # Sweeps written before the attack and defence registries: attack_steps 0 meant no
@@ -133,10 +145,18 @@ class SweepConfig(Composed):
         return [(t, spec) for t in self.topologies for spec in self.cuts if TOPOLOGIES[t].takes(parse_cut_spec(spec))]
 
     def validate(self) -> "SweepConfig":
-        """Every section's values, then the grid against the data and the configurations:
-        each cut list fits some topology, each defence applies, every group builds."""
+        """Every section's values and how they fit together: the attack options given are
+        taken by a chosen attack, the FSHA options by `servers`, each cut list fits some
+        topology. What needs the data or the models is `check_sweep`'s."""
         super().validate()
         self.attack_config.check_taken(self.attacks)
+        if "fsha" not in self.servers:
+            unused = [f.name for f in dataclasses.fields(FSHAConfig) if ("fsha_config", f.name) not in self.EXCLUDED
+                      and getattr(self.fsha_config, f.name) != f.default]
+            if unused:
+                raise ConfigError(f"--{unused[0].replace('_', '-')}: an FSHA option; it applies with --servers fsha")
+        elif self.alpha_warmup > 0:
+            raise ConfigError("--servers fsha: the FSHA client does not ramp alpha; drop --alpha-warmup or the FSHA column")
         for spec in self.cuts:
             if not any(TOPOLOGIES[t].takes(parse_cut_spec(spec)) for t in self.topologies):
                 raise ConfigError(f"--cuts {spec}: no topology of {','.join(self.topologies)} takes "
@@ -145,27 +165,8 @@ class SweepConfig(Composed):
             if not any(TOPOLOGIES[t].takes(parse_cut_spec(s)) for s in self.cuts):
                 raise ConfigError(f"--topologies {t}: takes {TOPOLOGIES[t].cuts_text}; none of --cuts "
                                   f"{','.join(self.cuts)} fits (e.g. 2-4 for two cuts)")
-        shape, classes = sample_shape(self.dataset, self.data_dir)
-        for t in self.topologies:
-            for defense, strength in cell_defences(self):
-                if defense != NONE:
-                    check_defence(defense, strength, classes, TOPOLOGIES[t])
-        if self.fsha_steps:
-            if self.alpha_warmup > 0:
-                raise ConfigError("--fsha-steps: the FSHA client does not ramp alpha; drop --alpha-warmup or the FSHA column")
-            bad = [c for c in self.public_classes if c >= classes]
-            if bad:
-                raise ConfigError(f"--public-classes {','.join(map(str, self.public_classes))}: the data has "
-                                  f"{classes} classes (0-{classes - 1})")
-        n_blocks = len(model_blocks(self.model, classes, self.widths))
         for topology, spec in self.groups():
-            try:
-                self.train_config(topology, spec).validate()
-                if not all(1 <= c < n_blocks for c in parse_cut_spec(spec)):
-                    raise ConfigError(f"--cuts {spec} out of range: {self.model} has cuts 1..{n_blocks - 1}")
-                build_topology(self.train_config(topology, spec), shape, classes)
-            except TopologyError as err:
-                raise ConfigError(f"{topology} at cuts {spec}: {err}") from err
+            self.train_config(topology, spec).validate()
         return self
 
     def train_config(self, topology: str, spec: str) -> TrainConfig:
@@ -174,7 +175,35 @@ class SweepConfig(Composed):
             data_config=self.data_config,
             model_config=dataclasses.replace(self.model_config, topology=topology, cuts=parse_cut_spec(spec)),
             training_config=self.training_config,
+            **{name: self.section(name) for name, _ in defence_settings()},
         )
+
+
+def check_sweep(config: SweepConfig) -> SweepConfig:
+    """`config.validate()`, then the grid against the data set's shapes and the models (what
+    a config's values alone cannot tell): each defence applies to the data and every
+    configuration, the FSHA public classes exist, each cut is inside the model, every group
+    builds. Raises ConfigError before any training; returns `config`."""
+    config.validate()
+    shape, classes = sample_shape(config.dataset, config.data_dir)
+    for t in config.topologies:
+        for defense, strength in cell_defences(config):
+            if defense != NONE:
+                check_defence(defense, strength, classes, TOPOLOGIES[t])
+    if "fsha" in config.servers:
+        bad = [c for c in config.public_classes if c >= classes]
+        if bad:
+            raise ConfigError(f"--public-classes {','.join(map(str, config.public_classes))}: the data has "
+                              f"{classes} classes (0-{classes - 1})")
+    n_blocks = len(model_blocks(config.model, classes, config.widths))
+    for topology, spec in config.groups():
+        try:
+            if not all(1 <= c < n_blocks for c in parse_cut_spec(spec)):
+                raise ConfigError(f"--cuts {spec} out of range: {config.model} has cuts 1..{n_blocks - 1}")
+            build_topology(config.train_config(topology, spec), shape, classes)
+        except TopologyError as err:
+            raise ConfigError(f"{topology} at cuts {spec}: {err}") from err
+    return config
 
 
 def dict_digest(d: dict) -> str:

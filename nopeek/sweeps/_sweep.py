@@ -43,7 +43,7 @@ from nopeek.errors import ConfigError
 from nopeek.protocol import model_blocks
 from nopeek.report import write_report
 from nopeek.sweeps._columns import cell_columns, message_attacks
-from nopeek.sweeps._config import Cell, SweepConfig, cells
+from nopeek.sweeps._config import Cell, SweepConfig, cells, check_sweep
 from nopeek.sweeps._provenance import check_rows
 from nopeek.sweeps._results import CELL_COLUMNS, append_rows, cell_key, read_rows
 from nopeek.sweeps._ranking import write_ranking
@@ -175,7 +175,7 @@ class GroupInputs:
 def load_inputs(config: SweepConfig) -> GroupInputs:
     """Check the config and load the data, checking every group against it: everything a
     sweep can refuse is refused here, before anything is written."""
-    config.validate()
+    check_sweep(config)
     ds = data_lib.load_config(config)
     leak_idx = attacker_indices(ds.y_train, leak_fraction=config.leak_fraction, leak_count=config.leak_count,
                                 aux_classes=config.aux_classes, seed=config.attack_seed)

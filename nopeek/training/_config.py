@@ -15,7 +15,7 @@ import optax
 
 from nopeek.core import Composed, Section, finite, raise_first_failure
 from nopeek.data import DataConfig
-from nopeek.defences import DEFENCES, NOISE_KINDS, check_combination, parse_defences
+from nopeek.defences import DEFENCES, NOISE_KINDS, check_combination, defence_settings, parse_defences
 from nopeek.errors import ConfigError
 from nopeek.protocol import LEAKAGE_TERMS, ModelConfig, resolve_cuts
 
@@ -55,9 +55,6 @@ class TrainingConfig(Section):
     epoch_readings: bool = field(default=False, metadata={"help": "the held-out readings (U-statistic dCor, its permutation null and p-value, partial dCor given the label) after every epoch, not only the last: the history's null over epochs, at about an evaluation's cost more per epoch"})
     alpha_warmup: float = field(default=0.0, metadata={"help": "epochs over which alpha ramps linearly from 0 to its value (0: from the start)"})
     defenses: tuple[str, ...] = field(default=(), metadata={"help": "other defences, NAME=STRENGTH each (e.g. maxnorm=1; `nopeek train --list-defenses`)"})
-    dp_clip: float = field(default=1.0, metadata={"help": "dp_message and dp_sgd: the clipping norm C of each sample's message or parameter gradient"})
-    dp_delta: float = field(default=1e-5, metadata={"help": "dp_message and dp_sgd: the delta their epsilon is reported at"})
-    mid_dim: int = field(default=64, metadata={"help": "mid: the bottleneck's size k (at most the message's size)"})
 
     def validate(self) -> "TrainingConfig":
         checks = [
@@ -74,9 +71,6 @@ class TrainingConfig(Section):
             (self.dcor_batch >= 2, f"--dcor-batch must be >= 2, got {self.dcor_batch}"),
             (self.null_permutations >= 0, f"--null-permutations must be >= 0, got {self.null_permutations}"),
             (finite(self.alpha_warmup) and self.alpha_warmup >= 0, f"--alpha-warmup must be finite and >= 0, got {self.alpha_warmup}"),
-            (finite(self.dp_clip) and self.dp_clip > 0, f"--dp-clip must be finite and > 0, got {self.dp_clip}"),
-            (finite(self.dp_delta) and 0 < self.dp_delta < 1, f"--dp-delta must be in (0, 1), got {self.dp_delta}"),
-            (self.mid_dim >= 1, f"--mid-dim must be >= 1, got {self.mid_dim}"),
         ]
         raise_first_failure(checks)
         given = {name: float(getattr(self, spec.config_field)) for name, spec in DEFENCES.items()
@@ -86,9 +80,14 @@ class TrainingConfig(Section):
 
 
 class TrainConfig(Composed):
-    """One split model trained with the NoPeek loss task_weight * CE + alpha * D(x, z)."""
+    """One split model trained with the NoPeek loss task_weight * CE + alpha * D(x, z); the
+    registered defences' own settings are sections of their own (`defence_settings`)."""
 
     SECTIONS = (("data_config", DataConfig), ("model_config", ModelConfig), ("training_config", TrainingConfig))
+
+    @classmethod
+    def extra_sections(cls) -> tuple:
+        return defence_settings()
 
     @classmethod
     def from_dict(cls, d: dict):
