@@ -26,6 +26,7 @@ modes) is exempted by the line `<!-- not results -->` just before its first row.
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import json
 import math
@@ -257,12 +258,12 @@ def papers_notebooks() -> str:
     return table(["notebook", "paper figure", "full preset, run time", "what it gives"], body)
 
 
-@renderer("region-constant")
-def region_constant() -> str:
-    """The region-constant preset: per alpha, how many seeds collapsed and the others' test readings."""
+def _region(preset: str) -> str:
+    """A region preset (`region-constant`, `-warmup`, `-linear`): per alpha, how many seeds
+    collapsed and the others' test readings."""
     header = ["alpha", "seeds", "test accuracy", "dCor (null 95%)", "decoder SSIM (class mean)"]
     body = []
-    for r in rows("region-constant", "summary.csv"):
+    for r in rows(preset, "summary.csv"):
         collapsed = int(f(r["collapsed"]))
         if collapsed == int(r["seeds"]):
             body.append([f"{f(r['alpha']):g}", f"{r['seeds']}, all collapsed", "-", "-", "-"])
@@ -270,6 +271,10 @@ def region_constant() -> str:
         body.append([f"{f(r['alpha']):g}", _seeds(r), pm(r, "accuracy"), f"{pm(r, 'dcor')} ({num(r['dcor_null95'])})",
                      f"{pm(r, 'best_ssim')} ({num(r['class_mean_ssim'])})"])
     return table(header, body)
+
+
+for _preset_name in ("region-constant", "region-warmup", "region-linear"):
+    renderer(_preset_name)(functools.partial(_region, _preset_name))
 
 
 @renderer("noise-floor")
