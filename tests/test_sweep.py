@@ -266,3 +266,12 @@ def test_sweep_and_attack_use_the_same_leaked_samples_and_tensor(tmp_path, monke
     np.testing.assert_array_equal(x_sweep, x_attack)
     np.testing.assert_allclose(z_sweep[1], z_attack[0], rtol=1e-4, atol=1e-5)  # the noise cell of the stack
     assert not np.allclose(z_sweep[0], z_attack[0], atol=1e-2)  # and the noise is really in it
+
+
+def test_sweep_shows_the_attack_being_fitted(tmp_path, capsys):
+    """A long attack phase is not silent: with progress on, a bar over (message, attack)
+    pairs names the attack being fitted and on how many models."""
+    config = TINY.replace(alphas=(0.0, 1.0), noise_scales=(), epochs=1, attack_steps=5, limit=200)
+    run_sweep(config, str(tmp_path / "sweep"), progress=True)
+    err = capsys.readouterr().err
+    assert "vanilla cut 1: attacks" in err and "decoder on z (2 models)" in err

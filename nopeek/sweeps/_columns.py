@@ -26,6 +26,7 @@ cell, scored beside its free baseline; and a dishonest server's column (FSHA).
 from __future__ import annotations
 
 import numpy as np
+from tqdm.auto import tqdm
 
 import attacks
 from nopeek.defences import DEFENCES, NONE, received_gradients
@@ -94,7 +95,7 @@ def attribute_columns(name: str, output: dict) -> dict:
 
 
 def message_attacks(config, ds, entries, result, alive, sent_leak, prepared, prepared_test, leak_idx, *,
-                    sent_train=None, aux_idx=None, target_idx=None) -> dict:
+                    sent_train=None, aux_idx=None, target_idx=None, progress: bool = False, desc: str = "attacks") -> dict:
     """{(model index, party, label): columns (and "samples", the first reconstruction
     attack's first 16)} of every reconstruction and attribute attack of the grid, for every
     attacked message of the models that did not diverge; an attack's K models are fitted
@@ -103,11 +104,13 @@ def message_attacks(config, ds, entries, result, alive, sent_leak, prepared, pre
     sent_train: every training input's messages {name: (K, n_train, ...)} (for attacks that
     read what the server observed, or a leak-fraction curve), or None. aux_idx: the held-out
     samples that are the attacker's auxiliary data (None: none); target_idx: those every
-    attack is scored on (None: all)."""
+    attack is scored on (None: all). progress: a bar over (message, attack) pairs, named
+    `desc`, showing the attack being fitted."""
     names = [n for n in config.attacks if attacks.ATTACKS[n].kind in ("reconstruction", "attribute")]
     out: dict = {}
     if not names or not len(alive):
         return out
+    bar = tqdm(total=len(entries) * len(names), desc=desc, unit="attack", leave=False, disable=not progress)
     target_idx = np.arange(len(ds.x_test)) if target_idx is None else np.asarray(target_idx)
     first_reconstruction = next((n for n in names if attacks.ATTACKS[n].kind == "reconstruction"), None)
     classifiers: dict = {}
@@ -146,10 +149,13 @@ def message_attacks(config, ds, entries, result, alive, sent_leak, prepared, pre
         subset = e.subset if e.subset is not None else np.arange(len(ds.x_test))
         covered_all = np.flatnonzero(np.isin(target_idx, subset))  # positions among the targets
         for name in names:
+            bar.set_postfix_str(f"{name} on {e.label} ({len(alive)} models)")
             if attacks.missing(name, inputs) or (attacks.ATTACKS[name].whole_input and not whole):
+                bar.update(1)
                 continue
             if (name, fit_key) not in outputs:
                 outputs[(name, fit_key)] = attacks.run(name, inputs, **config.attack_config.settings(name))
+            bar.update(1)
             for j, i in enumerate(alive):
                 cols = out.setdefault((int(i), e.party, e.label), {})
                 output = outputs[(name, fit_key)][j]
@@ -162,6 +168,7 @@ def message_attacks(config, ds, entries, result, alive, sent_leak, prepared, pre
                 if name == first_reconstruction:
                     cols["classifier_clean_accuracy"] = classifiers[key].accuracy(src_test[subset], ds.y_test[subset])
                     cols["samples"] = np.asarray(output["x_hat"])[covered][:16]
+    bar.close()
     return out
 
 

@@ -231,7 +231,8 @@ def _run_stack(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, prog
     t0 = time.perf_counter()
     target_idx = inputs.target_idx if inputs.target_idx is not None else np.arange(len(ds.x_test))
     scores = message_attacks(config, ds, entries, result, alive, sent_leak, prepared, prepared_test, leak_idx,
-                             sent_train=sent_train, aux_idx=inputs.aux_idx, target_idx=target_idx)
+                             sent_train=sent_train, aux_idx=inputs.aux_idx, target_idx=target_idx, progress=progress,
+                             desc=f"{topology} cut {spec}: attacks")
     extra = cell_columns(config, ds, group, result, alive, log)  # label attacks, FSHA
     attack_seconds = time.perf_counter() - t0
     timing = {"train_seconds": round(train_seconds, 2), "attack_seconds": round(attack_seconds, 2),
