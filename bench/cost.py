@@ -30,7 +30,7 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from bench._host import docs_results  # noqa: E402
-from nopeek.cost import CostConfig, profiles  # noqa: E402
+from nopeek.cost import CostConfig, check_cost, profiles  # noqa: E402
 
 # model -> (data set whose shapes it runs on, cut)
 SETTINGS = {"mlp": ("digits", 1), "cnn": ("mnist5k", 4), "cnn_nopeek": ("mnist5k", 4), "resnet": ("cifar10", 2),
@@ -64,7 +64,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for model in args.models.split(","):
         dataset, cut = SETTINGS[model]
-        config = CostConfig(model=model, dataset=dataset, cuts=(cut,), batch_size=args.batch, client_counts=(2,), measure=True).validate()
+        config = check_cost(CostConfig(model=model, dataset=dataset, cuts=(cut,), batch_size=args.batch, client_counts=(2,), measure=True))
         split, whole = profiles(config, 2)
         steps = [(f"SL {p.name}", p) for p in split.parties] + [("FL client", whole.data_holder)]
         for label, p in steps:

@@ -6,7 +6,9 @@
 Runs `nopeek sweep --preset P` with this checkout, and with git revision REV (checked out
 in a temporary worktree; or compares with a sweep folder DIR made earlier), one after the
 other on this machine, then compares the two `results.csv` cell by cell on every column
-the earlier table has, timing columns aside, and every saved sample file byte for byte.
+the earlier table has, timing columns and `config_hash` aside (a digest of the config's
+fields: a field added since changes it, not the sweep), and every saved sample file byte
+for byte.
 Prints the CPU and the verdict; exits 1 when anything differs. Columns the new table adds
 are listed, not compared.
 """
@@ -25,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench._host import host_line  # noqa: E402
-TIMING = {"train_seconds", "attack_seconds", "eval_seconds"}
+SKIPPED = {"train_seconds", "attack_seconds", "eval_seconds", "config_hash"}
 
 
 def run_sweep(tree: str, preset: str, out: str) -> None:
@@ -51,7 +53,7 @@ def compare(before: str, after: str) -> list[str]:
         problems.append(f"cells differ: {sorted(set(old) ^ set(new))}")
     for key in sorted(set(old) & set(new)):
         for column in old_header:
-            if column in TIMING:
+            if column in SKIPPED:
                 continue
             if old[key].get(column, "") != new[key].get(column, ""):
                 problems.append(f"{key}: {column}: {old[key].get(column)!r} != {new[key].get(column)!r}")
@@ -90,7 +92,7 @@ def main() -> int:
     problems = compare(before, after)
     for p in problems[:40]:
         print(p)
-    print(f"preset {args.preset}: " + ("IDENTICAL (timing columns aside)" if not problems else f"{len(problems)} differences"))
+    print(f"preset {args.preset}: " + ("IDENTICAL (timing columns and config_hash aside)" if not problems else f"{len(problems)} differences"))
     return 1 if problems else 0
 
 

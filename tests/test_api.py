@@ -162,10 +162,40 @@ def test_own_defence_settings_are_config_fields_from_the_registry(own_registrati
     made = build_defence({"scale": 0.5}, Context(0, settings=config))
     z = jnp.ones((2, 3))
     np.testing.assert_allclose(np.asarray(made.send("z", 0, z, 1)), 2.0)  # 1 + 2 * 0.5
-    with pytest.raises(ConfigError, match="dp_clip are already settings_DPSettings's"):
+    with pytest.raises(ConfigError, match="dp_clip are already dp_message_settings's"):
         register("clash", lambda s, ctx: Scale(s), acts_on="message", strength="-",
                  settings=dataclasses.make_dataclass("Clash", [("dp_clip", float, 1.0)], bases=(Section,), frozen=True))
     assert "clash" not in DEFENCES
+
+
+def test_defence_settings_registered_late_or_clashing(own_registrations):
+    """A config made before a defence registers reads its settings at their defaults and
+    equals one made after; two settings classes of one class name both count; a setting
+    named like a field of the training config is refused when the config is used, naming
+    the class (else it would shadow that field, or break every command's options)."""
+    import nopeek.defences._registry as registry
+
+    def settings_class(name, field):
+        return dataclasses.make_dataclass(name, [(field, float, 1.0)], bases=(Section,), frozen=True)
+
+    before = TrainConfig(dataset="digits")
+    register("late", lambda s, ctx: Scale(s), acts_on="message", strength="-", settings=settings_class("Settings", "late_a"))
+    register("later", lambda s, ctx: Scale(s), acts_on="message", strength="-", settings=settings_class("Settings", "late_b"))
+    try:
+        assert before.late_a == 1.0 and before == TrainConfig(dataset="digits")
+        both = TrainConfig(late_a=2.0, late_b=3.0)
+        assert (both.late_a, both.late_b) == (2.0, 3.0) and TrainConfig.from_dict(both.to_dict()) == both
+        register("shadow", lambda s, ctx: Scale(s), acts_on="message", strength="-", settings=settings_class("S", "epochs"))
+        with pytest.raises(ConfigError, match="S \\(shadow_settings\\): its field 'epochs' is already training_config's"):
+            TrainConfig()
+        registry.DEFENCES.pop("shadow")
+        register("hidden", lambda s, ctx: Scale(s), acts_on="message", strength="-", settings=settings_class("H", "replace"))
+        with pytest.raises(ConfigError, match="its field 'replace' is already a name of TrainConfig"):
+            TrainConfig()
+    finally:
+        for name in ("late", "later", "shadow", "hidden"):
+            registry.DEFENCES.pop(name, None)
+    assert TrainConfig().epochs == 30
 
 
 def test_own_attacks_run_in_the_audit(own_registrations, tmp_path):

@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import math
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from nopeek.cli import main
 from nopeek.cost import COST_PRESETS, CostConfig, crossover, method_costs, profiles
 from nopeek.cost import compiled_flops
 from nopeek.cost import CSV_COLUMNS, sensitivity_rows
+from nopeek.errors import ConfigError
 from nopeek.protocol import transcript
 from nopeek.protocol import Conv, Dense, build_model
 
@@ -244,3 +246,17 @@ def test_bad_input_is_one_error_line(capsys, args, message):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("nopeek cost: error: ") and message in err
     assert "Traceback" not in err
+
+
+def test_cost_config_judges_values_and_check_cost_the_data_and_model():
+    """`CostConfig.validate` builds no model and reads no data set's size: a cut past the
+    model and more clients than samples pass it, and `check_cost` (which `run_cost` and
+    `nopeek cost` call first) refuses them."""
+    from nopeek.cost import check_cost
+
+    for changes, message in ((dict(cuts=(99,)), "--cuts must be between 1 and 2 for mlp"),
+                             (dict(client_counts=(5000,)), "fewer samples than --client-counts 5000")):
+        config = CostConfig(model="mlp", dataset="digits", **changes)
+        assert config.validate() is config
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            check_cost(config)

@@ -275,6 +275,8 @@ def test_a_runs_epsilon_uses_its_own_steps_and_samples(digits):
     (dict(alpha=1.0, defenses=("dp_sgd=1",)), "dp_sgd: cannot be combined with nopeek"),
     (dict(defenses=("dp_sgd=1", "mid=0.1")), "dp_sgd: cannot be combined with mid"),
     (dict(topology="vertical", defenses=("dp_sgd=1",)), "vertical shares each sample"),
+    (dict(topology="round_robin", defenses=("dp_sgd=1",)), "round_robin shares each sample or the samples"),
+    (dict(noise_kind="laplace"), "unknown noise kind 'laplace'; choose from gaussian, uniform"),
     (dict(dp_clip=0.0), "--dp-clip must be finite and > 0"),
     (dict(dp_delta=1.0), "--dp-delta must be in (0, 1)"),
     (dict(mid_dim=0), "--mid-dim must be >= 1"),
@@ -284,6 +286,14 @@ def test_what_cannot_apply_is_refused(digits, changes, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         config.validate()
         train_stack(config, digits, progress=False)
+
+
+def test_dp_sgd_applies_where_one_holder_trains_on_whole_samples():
+    """The topology fact DP-SGD's check reads: one data holder of whole samples that trains
+    on all of them; not feature slices (vertical), not shards taken in turns (round robin)."""
+    from nopeek.protocol import TOPOLOGIES
+
+    assert {n for n, s in TOPOLOGIES.items() if not s.one_sample_holder} == {"vertical", "round_robin"}
 
 
 def test_run_folder_keeps_the_bottleneck_and_reports_epsilon(tmp_path):

@@ -233,6 +233,8 @@ def test_fsha_steps_means_iterations_everywhere():
     for steps, servers, read in ((None, (), DEFAULT_STEPS), (0, (), DEFAULT_STEPS), (30, ("fsha",), 30)):
         config = SweepConfig.from_dict({**old, "fsha_steps": steps})
         assert (config.servers, config.fsha_steps) == (servers, read)
+    # A --config file is upgraded alone, before the command line's fields are merged in.
+    assert SweepConfig.upgrade({"fsha_steps": 30}) == {"fsha_steps": 30, "servers": ["fsha"]}
 
 
 def test_default_preset_is_the_documented_grid():

@@ -46,7 +46,7 @@ def heldout_gradients(run: TrainedRun, x, y) -> tuple[np.ndarray, str, dict]:
         raise ConfigError(f"the label attack scores one gradient defence at a time; the run uses {', '.join(used)}")
     (name, strength), = used.items() if used else ((None, 0.0),)
     grads = received_gradients(run.built, run.params, x, y, tensor, defense=name, strength=strength, seed=cfg.seed,
-                               batch_size=cfg.batch_size, carried=carried)
+                               batch_size=cfg.batch_size, carried=carried, settings=cfg)
     return grads, tensor, used
 
 

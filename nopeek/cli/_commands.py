@@ -294,7 +294,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.config:
         loaded = load_config_file(args.config)
         try:
-            base = SweepConfig.from_dict({**base.to_dict(), **loaded})
+            base = SweepConfig.from_dict({**base.to_dict(), **SweepConfig.upgrade(loaded)})
         except ConfigError as err:
             raise ConfigError(f"{args.config}: {err}") from None
     config = check_sweep(dataclass_from_args(SweepConfig, args, base=base))

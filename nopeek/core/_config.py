@@ -13,6 +13,7 @@ type-checked on reading. The CLI's options are generated from the fields (`nopee
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -116,6 +117,21 @@ class Section:
 # ---- composed configs -------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)  # one entry per composition and set of registered sections
+def _checked_sections(cls, sections: tuple) -> tuple:
+    owner: dict[str, str] = {}
+    for attribute, sc in sections:
+        for name in sc.field_names():
+            if (attribute, name) in cls.EXCLUDED:
+                continue
+            if name in owner or hasattr(cls, name):
+                where = f"{owner[name]}'s" if name in owner else f"a name of {cls.__name__}"
+                raise ConfigError(f"{sc.__name__} ({attribute}): its field {name!r} is already {where}; "
+                                  "rename the field")
+            owner[name] = attribute
+    return sections
+
+
 class Composed:
     """A config made of sections; attribute access and flat dicts reach every section's fields.
 
@@ -136,8 +152,9 @@ class Composed:
 
     @classmethod
     def sections(cls) -> tuple:
-        """((attribute, SectionClass), ...): SECTIONS, then `extra_sections()`."""
-        return tuple(cls.SECTIONS) + tuple(cls.extra_sections())
+        """((attribute, SectionClass), ...): SECTIONS, then `extra_sections()`; ConfigError
+        where an extra section's field is another section's or a name of the class."""
+        return _checked_sections(cls, tuple(cls.SECTIONS) + tuple(cls.extra_sections()))
 
     def __init__(self, **values):
         """Sections by name (`data_config=DataConfig(...)`), or fields by name (`epochs=3`)."""

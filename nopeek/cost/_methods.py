@@ -74,7 +74,8 @@ class CostConfig(Section):
     measure: bool = field(default=False, metadata={"help": "also time each party's compiled step on this machine"})
 
     def validate(self) -> "CostConfig":
-        """The values alone (no data read, no model built; `check_cost` adds those)."""
+        """The values, and that a named data set exists (no data is read and no model built:
+        `check_cost` adds what needs them)."""
         cuts = ",".join(map(str, self.cuts))
         raise_first_failure([
             (self.model in MODELS, f"unknown model {self.model!r}; choose from {', '.join(MODELS)}"),

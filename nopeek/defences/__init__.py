@@ -11,7 +11,7 @@ from nopeek.defences._registry import (
     defence_settings, defence_spec, parse_defences, register, with_defence_parameters,
 )
 from nopeek.defences._accounting import ADJACENCY, EPSILON_RESOLUTION, Accounting, Releases, dp_guarantee, dpsgd_events, epsilon, message_events
-from nopeek.defences._noise import NOISE_KINDS, NoiseDefence, add_noise, add_noise_per_sample  # noqa: E402 (registers)
+from nopeek.defences._noise import NOISE_KINDS, NoiseDefence, NoiseSettings, add_noise, add_noise_per_sample  # noqa: E402 (registers)
 from nopeek.defences._nopeek import NoPeek  # noqa: E402 (registers)
 # MID registers before the DP defences: one model's message passes through the defences in
 # registration order, so MID's KL is on what its encoder reads and the Gaussian mechanism is
@@ -23,7 +23,7 @@ from nopeek.defences._labels import (  # noqa: E402 (registers)
 )
 
 __all__ = [
-    "ACTS_ON", "ADJACENCY", "DEFENCES", "DPSGD", "DPSettings", "MIDSettings", "defence_settings", "EPSILON_RESOLUTION", "LABEL_DEFENSES", "MID", "NOISE_KINDS", "NONE", "Accounting", "Context",
+    "ACTS_ON", "ADJACENCY", "DEFENCES", "DPSGD", "DPSettings", "MIDSettings", "NoiseSettings", "defence_settings", "EPSILON_RESOLUTION", "LABEL_DEFENSES", "MID", "NOISE_KINDS", "NONE", "Accounting", "Context",
     "DefenceSpec", "GaussianMessage", "LabelDefence", "NoPeek", "NoiseDefence", "Releases", "add_noise",
     "add_noise_per_sample", "build_defence", "check_combination", "check_defence", "clip_rows", "decode",
     "defence_parameters", "defence_spec", "dp_guarantee", "dpsgd_events", "encode", "epsilon", "init_bottleneck",

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nopeek.core import BoundedCache, Stream, step_key
-from nopeek.defences._registry import Context, build_defence, register
+from nopeek.defences._registry import Context, build_defence, defence_settings, register
 from nopeek.errors import ConfigError
 from nopeek.protocol import Capture, Defence, gradient_name, protocol_gradients
 
@@ -194,10 +194,26 @@ register("marvell", lambda s, ctx: LabelDefence(marvell, s, ctx), acts_on="gradi
 
 # ---- what a defended label holder returns for held-out samples -------------------------------
 
-_RECEIVED = BoundedCache(8)  # (the built configuration's key, tensor, defences) -> jitted batch function
+_RECEIVED = BoundedCache(8)  # (the built configuration's key, tensor, defences, settings) -> jitted batch function
 
 
-def _received_fn(built, tensor: str, defense: str | None, carried: tuple = ()):
+class _Settings:
+    """The defences' own settings as attributes (what `Context.setting` reads), from
+    (name, value) pairs: hashable, so a compiled function is kept per set of values."""
+
+    def __init__(self, pairs: tuple):
+        self.__dict__.update(dict(pairs))
+
+
+def _settings_key(settings) -> tuple:
+    """(name, value) of every registered defence's own setting in `settings` (() for None)."""
+    if settings is None:
+        return ()
+    names = sorted(n for _, sc in defence_settings() for n in sc.field_names())
+    return tuple((n, getattr(settings, n)) for n in names if hasattr(settings, n))
+
+
+def _received_fn(built, tensor: str, defense: str | None, carried: tuple = (), settings: tuple = ()):
     def make():
         name = gradient_name(tensor)
         topology, prepare = built.topology, built.prepare
@@ -208,7 +224,8 @@ def _received_fn(built, tensor: str, defense: str | None, carried: tuple = ()):
             strengths = dict(zip(carried, carried_strengths))
             if defense is not None:
                 strengths[defense] = strength
-            defence = build_defence(strengths, Context(seed, batch, evaluation=True)) if strengths else None
+            context = Context(seed, batch, settings=_Settings(settings) if settings else None, evaluation=True)
+            defence = build_defence(strengths, context) if strengths else None
             protocol_gradients(topology, params, prepare(xb, yb), defence=defence, transport=capture)
             if name not in capture.values:
                 raise ValueError(f"no gradient of {tensor!r} crosses between parties")
@@ -216,11 +233,11 @@ def _received_fn(built, tensor: str, defense: str | None, carried: tuple = ()):
 
         return one
 
-    return _RECEIVED.get((built.key, tensor, defense, carried), make)
+    return _RECEIVED.get((built.key, tensor, defense, carried, settings), make)
 
 
 def received_gradients(built, params, x, y, tensor: str, *, defense: str | None = None, strength: float = 0.0,
-                       seed: int = 0, batch_size: int = 64, carried=None) -> np.ndarray:
+                       seed: int = 0, batch_size: int = 64, carried=None, settings=None) -> np.ndarray:
     """The per-sample gradients dCE_i/dm_i the producer of message `tensor` receives for
     samples x (n, ...), batch by batch in order as in training, with the label holder's
     `defense` (a gradient defence's name, or None) at `strength` acting on each batch
@@ -228,9 +245,11 @@ def received_gradients(built, params, x, y, tensor: str, *, defense: str | None 
     batch's size (the batch loss is a mean); (N, n, ...) for a producer with N replicas.
     `carried` ({name: strength}): the sender's defences whose own parameters the model holds
     (MID's bottleneck), so that the label holder computes its gradient on the message it was
-    trained on. Compiled functions are kept for the 8 most recent (configuration, tensor, defences)."""
+    trained on. `settings`: the run's config (the defences' own settings, such as MID's
+    `mid_dim`; None: their defaults). Compiled functions are kept for the 8 most recent
+    (configuration, tensor, defences, settings)."""
     carried = dict(carried or {})
-    one = _received_fn(built, tensor, defense, tuple(carried))
+    one = _received_fn(built, tensor, defense, tuple(carried), _settings_key(settings))
     values = jnp.asarray(list(carried.values()), jnp.float32)
     out = []
     for b, i in enumerate(range(0, len(x), batch_size)):

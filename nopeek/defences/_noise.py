@@ -8,10 +8,13 @@ draws the noise of the whole batch; at test time the noise of sample i is drawn 
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import field
+
 import jax
 import jax.numpy as jnp
 
-from nopeek.core import Stream, seed_key, step_key
+from nopeek.core import Section, Stream, raise_first_failure, seed_key, step_key
 from nopeek.defences._registry import Context, register
 from nopeek.protocol import Defence
 
@@ -66,6 +69,18 @@ class NoiseDefence(Defence):
         return add_noise_per_sample(z, k, self.scale, self.kind, sample_index)
 
 
+@dataclasses.dataclass(frozen=True)
+class NoiseSettings(Section):
+    """The noise defence's setting besides its scale."""
+
+    noise_kind: str = field(default="gaussian", metadata={"help": "noise distribution", "choices": NOISE_KINDS})
+
+    def validate(self) -> "NoiseSettings":
+        raise_first_failure([(self.noise_kind in NOISE_KINDS, f"unknown noise kind {self.noise_kind!r}; choose from "
+                                                               f"{', '.join(NOISE_KINDS)}")])
+        return self
+
+
 register("noise", lambda scale, ctx: NoiseDefence(scale, ctx.setting("noise_kind", "gaussian"), ctx),
-         acts_on="message", strength="scale of the noise added to what the data holder sends", config_field="noise_scale",
+         acts_on="message", settings=NoiseSettings, strength="scale of the noise added to what the data holder sends", config_field="noise_scale",
          description="the papers' baseline: Gaussian (or uniform, --noise-kind) noise on the activations, train and test")

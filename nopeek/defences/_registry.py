@@ -32,8 +32,9 @@ class Context:
 
     seed: the model's seed (its random streams, `nopeek.core.Stream`), may be traced.
     step: the training step (or the batch index at evaluation), may be traced.
-    settings: the run's training config (fields such as `leakage`, `noise_kind`,
-      `alpha_warmup`), or None for the defaults.
+    settings: the run's training config (`TrainConfig`: fields such as `leakage` and
+      `alpha_warmup`, and every registered defence's own settings, such as `dp_clip`), or
+      None for the defaults; read them with `setting(name, default)`.
     evaluation: hooks for evaluation (held-out messages, held-out gradients) rather than
       training: defences draw from their evaluation streams.
     warmup_steps: steps over which a defence that ramps up does so (0: from the start).
@@ -127,12 +128,14 @@ def register(name: str, make: Callable[[Any, Context], Defence], *, acts_on: str
 
 def defence_settings() -> tuple[tuple[str, type], ...]:
     """((attribute, section class), ...): each registered defence's settings section once, in
-    registration order; the attribute is "settings_" and the class's name. `TrainConfig` and
-    `SweepConfig` hold one of each (`Composed.extra_sections`)."""
+    registration order; the attribute is "NAME_settings", NAME the first defence registered
+    with it (`dp_message_settings` for DP's, which dp_sgd shares). `TrainConfig` and
+    `SweepConfig` hold one of each (`Composed.extra_sections`, which refuses a field name
+    another section already has)."""
     seen: dict[type, str] = {}
     for spec in DEFENCES.values():
         if spec.settings is not None and spec.settings not in seen:
-            seen[spec.settings] = f"settings_{spec.settings.__name__}"
+            seen[spec.settings] = f"{spec.name}_settings"
     return tuple((attribute, cls) for cls, attribute in seen.items())
 
 

@@ -255,7 +255,7 @@ def pilot_output_for(config: TrainConfig, fsha: FSHAConfig, dataset: Dataset, pr
 _PROTOCOLS = BoundedCache(16)  # compiled protocols, reused by runs that differ only in the client's seed
 # What a step depends on: the client's model and defence, its optimiser; the server's settings.
 # (the registered defences' own settings count too: `_step_fields`).
-_STEP_FIELDS = ("model", "widths", "topology", "cuts", "cut_activation", "alpha", "leakage", "noise_scale", "noise_kind", "defenses",
+_STEP_FIELDS = ("model", "widths", "topology", "cuts", "cut_activation", "alpha", "leakage", "noise_scale", "defenses",
                 "lr", "optimizer")
 
 

@@ -18,7 +18,7 @@ cell, scored beside its free baseline; and a dishonest server's column (FSHA).
 - Label attacks (per cell, binary tasks): `NAME_norm_auc`, `NAME_direction_auc` on the
   per-sample gradients the party without the labels received for the held-out set, batch by
   batch with the cell's gradient defence (a replicated sender: its first replica).
-- FSHA (`--fsha-steps N`, 0 = off): for every cell of a configuration a dishonest server's
+- FSHA (`--servers fsha`, `--fsha-steps` iterations): for every cell of a configuration a dishonest server's
   protocol applies to, whose defence is the data holder's, a client with the cell's defence
   and seed trained under FSHA; the server's final scores `fsha_*` and `fsha_baseline_*`.
 """
@@ -186,7 +186,7 @@ def label_columns(config, ds, group, result, alive) -> dict[int, dict]:
         carried = {n: v for n, v in cell.strengths.items() if DEFENCES[n].owns_parameters}
         grads = received_gradients(built, result.model_params(int(i)), ds.x_test, ds.y_test, tensor, carried=carried,
                                    defense=gradient_defence, strength=cell.strength, seed=cell.seed,
-                                   batch_size=config.batch_size)
+                                   batch_size=config.batch_size, settings=result.config)
         if built.topology.party(built.topology.producer(tensor)).replicas > 1:
             grads = grads[0]
         if not np.all(np.isfinite(grads)):

@@ -19,14 +19,14 @@ from nopeek.attacking import AttackConfig
 from nopeek.core import Composed, Section, finite, raise_first_failure
 from nopeek.data import DataConfig, sample_shape
 from nopeek.defences import DEFENCES, NONE, check_defence, defence_settings, parse_defences
-from nopeek.dishonest import SERVERS, FSHAConfig
+from nopeek.dishonest import FSHAConfig
 from nopeek.errors import ConfigError, TopologyError
 from nopeek.protocol import DEFAULT_TOPOLOGY, TOPOLOGIES, ModelConfig, model_blocks
 from nopeek.sweeps._results import fmt_number
 from nopeek.training import TrainConfig, TrainingConfig, build_topology
 
 
-DISHONEST = tuple(s for s in SERVERS if s != "honest")  # the `servers` a sweep can run against its cells
+DISHONEST = ("fsha",)  # the `servers` a sweep can run against its cells (their columns: nopeek.sweeps._columns)
 
 
 def parse_cut_spec(spec: str) -> tuple[int, ...]:
@@ -118,6 +118,14 @@ class SweepConfig(Composed):
 
     @classmethod
     def from_dict(cls, d: dict):
+        return super().from_dict(cls.upgrade(d))
+
+    @staticmethod
+    def upgrade(d: dict) -> dict:
+        """A (possibly partial) dict of fields as an older nopeek wrote it, in today's
+        fields: applied by `from_dict`, and to a `--config` file before the command line's
+        fields are merged in. A `fsha_steps` without `servers` (written before `servers`)
+        means an FSHA column where it is > 0."""
         d = dict(d)
         if "fsha_steps" in d and "servers" not in d:  # sweeps written before `servers`: N > 0 steps meant an FSHA column
             d["servers"] = ["fsha"] if d["fsha_steps"] else []
@@ -131,7 +139,7 @@ class SweepConfig(Composed):
         if "label_defenses" in d or "label_strengths" in d:
             names, strengths = d.pop("label_defenses", []) or [], d.pop("label_strengths", []) or []
             d.setdefault("defenses", [f"{n}={fmt_number(s)}" for n in names for s in strengths])
-        return super().from_dict(d)
+        return d
 
     def digest(self) -> str:
         """A short hash of the whole config (`to_dict`), written into every row of its
@@ -191,6 +199,10 @@ def check_sweep(config: SweepConfig) -> SweepConfig:
             if defense != NONE:
                 check_defence(defense, strength, classes, TOPOLOGIES[t])
     if "fsha" in config.servers:
+        if not any(TOPOLOGIES[t].malicious_server for t in config.topologies):
+            takes = ", ".join(n for n, s in TOPOLOGIES.items() if s.malicious_server)
+            raise ConfigError(f"--servers fsha: none of --topologies {','.join(config.topologies)} has a server FSHA "
+                              f"applies to (those that do: {takes})")
         bad = [c for c in config.public_classes if c >= classes]
         if bad:
             raise ConfigError(f"--public-classes {','.join(map(str, config.public_classes))}: the data has "

@@ -45,7 +45,7 @@ RESULT_COLUMNS = KEY_COLUMNS + [
     "classifier_clean_accuracy", "collapsed", "collapse_reason", "diverged", "diverged_epoch",
     "cut_block", "cut_bytes_per_sample", "leakage", "epochs", "group_size", "acts_on",
     *PRIVACY_COLUMNS,  # a defence's differential-privacy guarantee (nopeek.defences.dp_guarantee)
-    *DISHONEST_COLUMNS,  # label AUCs and FSHA scores (nopeek.sweep_dishonest)
+    *DISHONEST_COLUMNS,  # label AUCs and FSHA scores (nopeek.sweeps._columns)
     "config_hash",  # SweepConfig.digest() of the sweep that wrote the row
     "train_seconds", "attack_seconds", "eval_seconds", "samples_file", "originals_file",
 ]

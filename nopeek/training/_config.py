@@ -15,7 +15,7 @@ import optax
 
 from nopeek.core import Composed, Section, finite, raise_first_failure
 from nopeek.data import DataConfig
-from nopeek.defences import DEFENCES, NOISE_KINDS, check_combination, defence_settings, parse_defences
+from nopeek.defences import DEFENCES, check_combination, defence_settings, parse_defences
 from nopeek.errors import ConfigError
 from nopeek.protocol import LEAKAGE_TERMS, ModelConfig, resolve_cuts
 
@@ -45,7 +45,6 @@ class TrainingConfig(Section):
     seed: int = field(default=0, metadata={"help": "seed of the model's initialisation, the data order and the noise"})
     task_weight: float = field(default=1.0, metadata={"help": "weight on the cross-entropy"})
     leakage: str = field(default="dcor", metadata={"help": "D: dCor, or its log", "choices": LEAKAGE_TERMS})
-    noise_kind: str = field(default="gaussian", metadata={"help": "noise distribution", "choices": NOISE_KINDS})
     epochs: int = field(default=30, metadata={"help": "passes over the training set"})
     batch_size: int = field(default=64, metadata={"help": "samples per step"})
     lr: float = field(default=1e-3, metadata={"help": "learning rate"})
@@ -67,7 +66,6 @@ class TrainingConfig(Section):
             (finite(self.lr) and self.lr > 0, f"--lr must be finite and > 0, got {self.lr}"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"),
             (self.leakage in LEAKAGE_TERMS, f"unknown leakage {self.leakage!r}; choose from {', '.join(LEAKAGE_TERMS)}"),
-            (self.noise_kind in NOISE_KINDS, f"unknown noise kind {self.noise_kind!r}"),
             (self.dcor_batch >= 2, f"--dcor-batch must be >= 2, got {self.dcor_batch}"),
             (self.null_permutations >= 0, f"--null-permutations must be >= 0, got {self.null_permutations}"),
             (finite(self.alpha_warmup) and self.alpha_warmup >= 0, f"--alpha-warmup must be finite and >= 0, got {self.alpha_warmup}"),
