@@ -21,7 +21,7 @@ def _row(defense, strength, seed, accuracy, ssim, **more):
            "strength": str(strength), "seed": str(seed), "party": "client", "message": "z", "accuracy": str(accuracy),
            "dcor": "0.5", "attack_ssim": str(ssim), "attack_mse": "0.05", "baseline_ssim": "0.3",
            "baseline_mse": "0.07", "attack_classifier_accuracy": "0.8", "baseline_classifier_accuracy": "0.1",
-           "diverged": "false", "collapsed": "false", "acts_on": "message"}
+           "class_mean_classifier_accuracy": "0.95", "diverged": "false", "collapsed": "false", "acts_on": "message"}
     row.update({k: str(v) for k, v in more.items()})
     return row
 
@@ -52,6 +52,8 @@ def test_matched_table_picks_the_least_leaking_setting_within_each_margin():
     assert "Within 2 points of the undefended accuracy (0.900), the defence that leaks least is **dp_message**" in text
     assert "epsilon 12.5 (δ 1e-05; 4/epoch)" in text
     assert "beyond-label SSIM" in text and "| n/a |" in text  # readings the rows lack are shown as n/a
+    # the classifier's reading beside the mean image's and what the label alone gives (class means)
+    assert "| 0.800 (0.100 / 0.950) |" in text and "(mean image 10.0%, class-mean image 95.0%)" in text
 
 
 def test_dcs_is_vflairs_formula():

@@ -5,7 +5,8 @@ From a sweep's rows (any grid with several defence families), per (topology, cut
 
 - each setting (defence, strength) averaged over its seeds: accuracy; every reconstruction
   attack's SSIM, the strongest of them (the highest mean SSIM) beside the mean image's
-  (the free baseline); the same for the clean classifier's accuracy on the reconstructions;
+  (the free baseline); the same for the clean classifier's accuracy on the reconstructions,
+  beside the mean image's and the class-mean image's (what the label alone gives it);
   the beyond-label SSIM where the rows have it (`*beyond_label_ssim`, else "n/a"); dCor(x, z)
   beside its permutation null's 95% quantile where the rows have `dcor_null95`; the
   (epsilon, delta) of a defence that claims one; VFLAIR's defence capability score.
@@ -91,7 +92,8 @@ def setting_points(rows) -> dict:
 
     A point: defense, strength, seeds, accuracy (and _ci), per-attack "ssim" {name: mean},
     strongest (attack name), ssim (and _ci) and classifier of the strongest attack,
-    baseline_ssim, baseline_classifier (the mean image's), beyond_label_ssim, dcor (and
+    baseline_ssim, baseline_classifier (the mean image's), class_mean_classifier (the
+    class-mean image's: the label alone), beyond_label_ssim, dcor (and
     _ci), dcor_null95, dp_epsilon, dp_epsilon_epoch, dp_delta, dp_covers, seeds (the live
     ones), collapsed (seeds left out),
     and dcs, dcs_ssim (set once the undefended accuracy is known)."""
@@ -125,6 +127,9 @@ def setting_points(rows) -> dict:
             p["baseline_ssim"] = _mean(live, column(f"{strongest}_baseline_ssim"))[0] if strongest else float("nan")
             p["baseline_classifier"] = (_mean(live, column(f"{strongest}_baseline_classifier_accuracy"))[0]
                                         if strongest else float("nan"))
+            # what the label alone gives the classifier: its accuracy on each target's class-mean image
+            p["class_mean_classifier"] = (_mean(live, "class_mean_classifier_accuracy")[0]
+                                          if any(m.get("class_mean_classifier_accuracy") for m in live) else float("nan"))
             p["beyond_label_ssim"] = _optional(live, "beyond_label_ssim")
             p["dcor"], p["dcor_ci"] = _mean(live, "dcor")
             p["dcor_null95"] = _mean(live, "dcor_null95")[0] if any("dcor_null95" in m for m in live) else float("nan")
@@ -203,7 +208,8 @@ def headline(table: list[dict], margin: float) -> str:
             f"**{p['defense']}** at strength {p['strength']:g} (accuracy {p['accuracy']:.3f}): its strongest attack "
             f"({p['strongest']}) reaches SSIM {p['strongest_ssim']:.3f} (mean image {p['baseline_ssim']:.3f}), a clean "
             f"classifier reads {p['strongest_classifier'] * 100:.1f}% of the reconstructions (mean image "
-            f"{p['baseline_classifier'] * 100:.1f}%), dCor {p['dcor']:.3f}; "
+            f"{p['baseline_classifier'] * 100:.1f}%, class-mean image {p['class_mean_classifier'] * 100:.1f}%), "
+            f"dCor {p['dcor']:.3f}; "
             + ("epsilon " + eps + "." if eps != "-" else "no formal guarantee (no epsilon)."))
 
 
@@ -220,7 +226,7 @@ def format_ranking(rows, margins=MARGINS) -> str:
         out += [f"- {headline(table, m)}" for m in margins]
         out.append("")
         out.append("| within | rank | defence | strength | accuracy | strongest attack: SSIM (mean image) | "
-                   "beyond-label SSIM | classifier on reconstructions (mean image) | dCor (null 95%) | epsilon | "
+                   "beyond-label SSIM | classifier on reconstructions (mean image / class mean) | dCor (null 95%) | epsilon | "
                    "DCS (AP 1-MSE / SSIM) |")
         out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for e in table:
@@ -234,19 +240,21 @@ def format_ranking(rows, margins=MARGINS) -> str:
                 f"| {within} | {e['rank']} | {p['defense']} | {p['strength']:g} | {_pm(p['accuracy'], p['accuracy_ci'])}"
                 f"{_collapsed_note(p)} | "
                 f"{p['strongest']} {_pm(p['strongest_ssim'], p['strongest_ssim_ci'])} ({_num(p['baseline_ssim'])}) | "
-                f"{_num(p['beyond_label_ssim'])} | {_num(p['strongest_classifier'])} ({_num(p['baseline_classifier'])}) | "
+                f"{_num(p['beyond_label_ssim'])} | {_num(p['strongest_classifier'])} ({_num(p['baseline_classifier'])} / "
+                f"{_num(p['class_mean_classifier'])}) | "
                 f"{_num(p['dcor'])} ({_num(p['dcor_null95'])}) | {_epsilon(p)} | "
                 f"{_num(p['dcs'])} / {_num(p['dcs_ssim'])} |")
         out.append("")
         out.append("Every setting (means over seeds; SSIM per attack):\n")
         out.append(f"| defence | strength | seeds | accuracy | {' | '.join(f'{n} SSIM' for n in names)} | "
-                   "classifier (best attack) | dCor (null 95%) | epsilon | DCS (1-MSE / SSIM) |")
+                   "classifier, best attack (class mean) | dCor (null 95%) | epsilon | DCS (1-MSE / SSIM) |")
         out.append("| --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- | --- | --- | --- |")
         for p in points:
             note = f" (collapsed {p['collapsed']} of {p['seeds'] + p['collapsed']}: left out)" if p["collapsed"] else ""
             out.append(f"| {p['defense']} | {p['strength']:g} | {p['seeds']}{note} | {_pm(p['accuracy'], p['accuracy_ci'])} | "
                        + " | ".join(_num(p["ssim"][n]) for n in names)
-                       + f" | {_num(p['strongest_classifier'])} | {_num(p['dcor'])} ({_num(p['dcor_null95'])}) | {_epsilon(p)} | "
+                       + f" | {_num(p['strongest_classifier'])} ({_num(p['class_mean_classifier'])}) | {_num(p['dcor'])} "
+                       f"({_num(p['dcor_null95'])}) | {_epsilon(p)} | "
                        f"{_num(p['dcs'])} / {_num(p['dcs_ssim'])} |")
         out.append("")
     return "\n".join(out)
@@ -254,7 +262,7 @@ def format_ranking(rows, margins=MARGINS) -> str:
 
 RANKING_COLUMNS = ["topology", "cut", "message", "margin", "rank", "reference_accuracy", "defense", "strength",
                    "seeds", "collapsed", "accuracy", "accuracy_ci", "strongest", "strongest_ssim", "strongest_ssim_ci",
-                   "baseline_ssim", "beyond_label_ssim", "strongest_classifier", "baseline_classifier", "dcor",
+                   "baseline_ssim", "beyond_label_ssim", "strongest_classifier", "baseline_classifier", "class_mean_classifier", "dcor",
                    "dcor_null95", "dp_epsilon", "dp_epsilon_epoch", "dp_delta", "dp_covers", "dcs", "dcs_ssim"]
 
 
