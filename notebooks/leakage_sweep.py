@@ -39,9 +39,9 @@ print(format_table(rows))
 # ## How to read the table
 #
 # * `acc`: test accuracy of the split model (the utility).
-# * `dCor`: distance correlation between held-out raw inputs and what crosses the cut (0 = independent, 1 = a rotation/scaling of the input).
-# * `atk SSIM`: how well a decoder trained on 10% leaked (x, z) pairs rebuilds held-out inputs; `base SSIM` is what the attacker gets by guessing the mean image. An attack only leaks what it wins over the baseline.
-# * `atk clf`: accuracy of a clean classifier shown the reconstructions: is the digit still legible?
+# * `dCor`: distance correlation between held-out raw inputs and what crosses the cut (0 = independent, 1 = a rotation/scaling of the input), beside `null95`, the 95% quantile of its permutation null (what independent data reads at this sample size), and `pdCor|y`, the partial dCor given the label (what leaks beyond the label the task needs).
+# * `best SSIM`: how well the best attack (a decoder trained on 10% leaked (x, z) pairs) rebuilds held-out inputs; `>label`: its margin over the class-mean image, what the label alone gives the attacker. An attack only leaks what it wins over that.
+# * `atk clf` / `lbl clf`: accuracy of a clean classifier shown the reconstructions / the class-mean images. Reconstructions read below `lbl clf` show the label crossing, not the image.
 #
 # A lower dCor alone does not prove protection: read it next to the attack's scores.
 

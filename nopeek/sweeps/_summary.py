@@ -75,13 +75,15 @@ def format_table(rows: list[dict]) -> str:
     """A compact text table of the results: one line per row (cell and message), or with
     several seeds one line per setting with means and 95% intervals over the seeds. Each dCor
     is shown with its reading: the permutation null's 95% quantile and the partial dCor
-    given the label; the decoder's SSIM with its margin over the class-mean image."""
+    given the label; the decoder's SSIM with its margin over the class-mean image; the
+    classifier's reading on reconstructions beside its reading of the class-mean images (what
+    the label alone gives)."""
     if len({r["seed"] for r in rows}) > 1:
         return format_summary(summarize(rows))
     several = len({(r["topology"], r["party"], r["message"]) for r in rows}) > 1
     head = (f"{'topology':11} {'cut':>5} " if several else f"{'cut':>5} ") + (f"{'message':15} " if several else "")
     head += (f"{'defense':8} {'strength':>8} {'seed':>4} {'acc':>6} {'dCor':>6} {'null95':>6} {'pdCor|y':>7} "
-             f"{'best SSIM':>9} {'>label':>6} {'atk clf':>7}  note")
+             f"{'best SSIM':>9} {'>label':>6} {'atk clf':>7} {'lbl clf':>7}  note")
     lines = [head, "-" * len(head)]
 
     def order(r):
@@ -95,10 +97,12 @@ def format_table(rows: list[dict]) -> str:
         line += (f"{r['defense']:8} {float(r['strength']):>8g} {r['seed']:>4} {_num_text(r.get('accuracy'), 6)} "
                  f"{_num_text(r.get('dcor'), 6)} {_num_text(r.get('dcor_null95'), 6)} {_num_text(r.get('pdcor_label'), 7)} "
                  f"{_num_text(r.get('best_ssim'), 9)} {_num_text(r.get('beyond_label_ssim'), 6)} "
-                 f"{_num_text(r.get('attack_classifier_accuracy'), 7)}  {note}")
+                 f"{_num_text(r.get('attack_classifier_accuracy'), 7)} "
+                 f"{_num_text(r.get('class_mean_classifier_accuracy'), 7)}  {note}")
         lines.append(line.rstrip())
     lines.append("null95: dCor of independent samples at this n (95%); pdCor|y: partial dCor given the label; "
-                 ">label: SSIM beyond the class-mean image")
+                 ">label: SSIM beyond the class-mean image; atk clf / lbl clf: a clean classifier on the "
+                 "reconstructions / on the class-mean images (the label alone)")
     return "\n".join(lines)
 
 
@@ -107,7 +111,7 @@ def format_summary(summary: list[dict]) -> str:
     several = len({(r["topology"], r["party"], r["message"]) for r in summary}) > 1
     head = (f"{'topology':11} {'cut':>5} {'message':15} " if several else f"{'cut':>5} ")
     head += (f"{'defense':8} {'strength':>8} {'seeds':>5} {'acc':>13} {'dCor':>13} {'null95':>6} {'pdCor|y':>7} "
-             f"{'best SSIM':>13} {'atk clf':>13}  note")
+             f"{'best SSIM':>13} {'atk clf':>13} {'lbl clf':>7}  note")
     lines = [head, "-" * len(head)]
 
     def pm(r, m):
@@ -124,6 +128,9 @@ def format_summary(summary: list[dict]) -> str:
         line = (f"{r['topology']:11} {r['cut']:>5} {r['party'] + ':' + r['message']:15} " if several else f"{r['cut']:>5} ")
         line += (f"{r['defense']:8} {float(r['strength']):>8g} {r['seeds']:>5} {pm(r, 'accuracy')} {pm(r, 'dcor')} "
                  f"{_num_text(r['dcor_null95'], 6)} {_num_text(r['pdcor_label'], 7)} {pm(r, 'best_ssim')} "
-                 f"{pm(r, 'attack_classifier_accuracy')}  {note}")
+                 f"{pm(r, 'attack_classifier_accuracy')} {_num_text(r.get('class_mean_classifier_accuracy'), 7)}  {note}")
         lines.append(line.rstrip())
+    lines.append("null95: dCor of independent samples at this n (95%); pdCor|y: partial dCor given the label; "
+                 "atk clf / lbl clf: a clean classifier on the reconstructions / on the class-mean images (the "
+                 "label alone)")
     return "\n".join(lines)
