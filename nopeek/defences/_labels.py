@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nopeek.core import BoundedCache, Stream, step_key
-from nopeek.defences._registry import Context, build_defence, defence_settings, register
+from nopeek.defences._registry import Context, build_defence, defence_setting_names, register
 from nopeek.errors import ConfigError
 from nopeek.protocol import Capture, Defence, gradient_name, protocol_gradients
 
@@ -209,8 +209,7 @@ def _settings_key(settings) -> tuple:
     """(name, value) of every registered defence's own setting in `settings` (() for None)."""
     if settings is None:
         return ()
-    names = sorted(n for _, sc in defence_settings() for n in sc.field_names())
-    return tuple((n, getattr(settings, n)) for n in names if hasattr(settings, n))
+    return tuple((n, getattr(settings, n)) for n in defence_setting_names() if hasattr(settings, n))
 
 
 def _received_fn(built, tensor: str, defense: str | None, carried: tuple = (), settings: tuple = ()):

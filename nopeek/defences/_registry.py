@@ -139,6 +139,12 @@ def defence_settings() -> tuple[tuple[str, type], ...]:
     return tuple((attribute, cls) for cls, attribute in seen.items())
 
 
+def defence_setting_names() -> tuple[str, ...]:
+    """Every field of the registered defences' settings sections, sorted (what a compiled
+    function that builds defences from a config depends on besides their strengths)."""
+    return tuple(sorted(n for _, sc in defence_settings() for n in sc.field_names()))
+
+
 def defence_spec(name: str) -> DefenceSpec:
     if name not in DEFENCES:
         raise ConfigError(f"unknown defence {name!r}; choose from {', '.join(DEFENCES)}")

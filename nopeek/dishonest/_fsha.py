@@ -47,7 +47,7 @@ import attacks
 import metrics
 from nopeek.core import BoundedCache, NumpyStream, Stream, fingerprint, numpy_rng, step_key
 from nopeek.data import Dataset
-from nopeek.defences import DEFENCES, Context, build_defence, defence_settings
+from nopeek.defences import DEFENCES, Context, build_defence, defence_setting_names
 from nopeek.dishonest._config import FSHAConfig
 from nopeek.dishonest._nets import attacker_networks, gradient_penalty
 from nopeek.errors import ConfigError
@@ -254,13 +254,9 @@ def pilot_output_for(config: TrainConfig, fsha: FSHAConfig, dataset: Dataset, pr
 
 _PROTOCOLS = BoundedCache(16)  # compiled protocols, reused by runs that differ only in the client's seed
 # What a step depends on: the client's model and defence, its optimiser; the server's settings.
-# (the registered defences' own settings count too: `_step_fields`).
+# (the registered defences' own settings count too: `defence_setting_names`).
 _STEP_FIELDS = ("model", "widths", "topology", "cuts", "cut_activation", "alpha", "leakage", "noise_scale", "defenses",
                 "lr", "optimizer")
-
-
-def _step_fields() -> tuple[str, ...]:
-    return _STEP_FIELDS + tuple(sorted(n for _, sc in defence_settings() for n in sc.field_names()))
 
 
 def _draws_from_seed(config: TrainConfig) -> bool:
@@ -279,7 +275,7 @@ def build_protocol(server: str, config: TrainConfig, dataset: Dataset, fsha: FSH
     fsha = (fsha or FSHAConfig()).validate()
     seeded = _draws_from_seed(config)
     step_config = config if seeded else config.replace(seed=0)
-    client = tuple(getattr(config, k) for k in _step_fields()) + ((config.seed,) if seeded else ())
+    client = tuple(getattr(config, k) for k in _STEP_FIELDS + defence_setting_names()) + ((config.seed,) if seeded else ())
     server_key = tuple(getattr(fsha, k) for k in _SERVER_FIELDS) if server == "fsha" else None
     key = (server, client, server_key, fsha.client_nopeek_step, attack_seed, pilot_output, splitguard,
            tuple(dataset.input_shape), dataset.num_classes)
