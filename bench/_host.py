@@ -35,15 +35,38 @@ def load() -> float:
         return float("nan")
 
 
+def accelerators() -> str:
+    """What JAX and PyTorch compute on: 'jax: N x KIND (platform)', 'torch: cuda NAME' (a GPU
+    only); 'none' on a CPU-only host."""
+    found = []
+    try:
+        import jax
+
+        devices = jax.devices()
+        if devices[0].platform != "cpu":
+            found.append(f"jax: {len(devices)} x {devices[0].device_kind} ({devices[0].platform})")
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            found.append(f"torch: cuda {torch.cuda.get_device_name(0)}")
+    except ImportError:
+        pass
+    return "; ".join(found) or "none"
+
+
 def host_line() -> str:
-    """One line: CPU, its extensions, the load, and the versions that decide speed."""
+    """One line: CPU, its extensions, the load, the accelerators (a GPU's name) and the
+    versions that decide speed."""
     versions = []
     for name in ("jax", "jaxlib", "torch"):
         try:
             versions.append(f"{name} {__import__(name).__version__}")
         except ImportError:
             pass
-    return f"CPU: {cpu()}; load {load():.1f}; {', '.join(versions)}"
+    return f"CPU: {cpu()}; load {load():.1f}; accelerator: {accelerators()}; {', '.join(versions)}"
 
 
 def docs_results():
