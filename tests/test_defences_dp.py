@@ -288,6 +288,17 @@ def test_what_cannot_apply_is_refused(digits, changes, message):
         train_stack(config, digits, progress=False)
 
 
+def test_guarantee_settings_are_those_of_the_defences_that_claim_one():
+    """The settings reported beside an epsilon: the DP section's fields, read from the config,
+    for a model that uses a DP defence at strength > 0; nothing for MID, noise or strength 0."""
+    from nopeek.defences import guarantee_settings
+
+    config = TrainConfig(dataset="digits").replace(dp_clip=2.5, dp_delta=1e-6, mid_dim=8)
+    assert guarantee_settings({"dp_sgd": 1.0, "mid": 0.1}, config) == {"dp_clip": 2.5, "dp_delta": 1e-6}
+    assert guarantee_settings({"dp_message": 0.5}, config) == {"dp_clip": 2.5, "dp_delta": 1e-6}
+    assert guarantee_settings({"dp_message": 0.0, "mid": 0.1, "nopeek": 1.0}, config) == {}
+
+
 def test_dp_sgd_applies_where_one_holder_trains_on_whole_samples():
     """The topology fact DP-SGD's check reads: one data holder of whole samples that trains
     on all of them; not feature slices (vertical), not shards taken in turns (round robin)."""
@@ -305,6 +316,7 @@ def test_run_folder_keeps_the_bottleneck_and_reports_epsilon(tmp_path):
     metrics = json.load(open(f"{out}/metrics.json"))
     assert metrics["dp_epsilon"] > metrics["dp_epsilon_epoch"] > 0 and metrics["dp_delta"] == 1e-5
     assert metrics["dp_adjacency"] == "replace-one" and metrics["dp_epochs"] == 2
+    assert metrics["dp_clip"] == 1.0 and "mid_dim" not in metrics  # MID claims no guarantee
     run = load(out)
     assert set(run.params["client"]) == {"bottom", "defence"}
     ds = data.load("digits", limit=300)

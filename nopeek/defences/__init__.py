@@ -8,7 +8,8 @@ the label holder). `register` adds one's own; `DEFENCES` lists them.
 
 from nopeek.defences._registry import (
     ACTS_ON, DEFENCES, NONE, Context, DefenceSpec, build_defence, check_combination, check_defence, defence_parameters,
-    defence_setting_names, defence_settings, defence_spec, parse_defences, register, with_defence_parameters,
+    defence_setting_names, defence_settings, defence_spec, guarantee_settings, parse_defences, register,
+    with_defence_parameters,
 )
 from nopeek.defences._accounting import ADJACENCY, EPSILON_RESOLUTION, Accounting, Releases, dp_guarantee, dpsgd_events, epsilon, message_events
 from nopeek.defences._noise import NOISE_KINDS, NoiseDefence, NoiseSettings, add_noise, add_noise_per_sample  # noqa: E402 (registers)
@@ -26,7 +27,7 @@ __all__ = [
     "ACTS_ON", "ADJACENCY", "DEFENCES", "DPSGD", "DPSettings", "MIDSettings", "NoiseSettings", "defence_setting_names", "defence_settings", "EPSILON_RESOLUTION", "LABEL_DEFENSES", "MID", "NOISE_KINDS", "NONE", "Accounting", "Context",
     "DefenceSpec", "GaussianMessage", "LabelDefence", "NoPeek", "NoiseDefence", "Releases", "add_noise",
     "add_noise_per_sample", "build_defence", "check_combination", "check_defence", "clip_rows", "decode",
-    "defence_parameters", "defence_spec", "dp_guarantee", "dpsgd_events", "encode", "epsilon", "init_bottleneck",
+    "defence_parameters", "defence_spec", "dp_guarantee", "dpsgd_events", "encode", "epsilon", "guarantee_settings", "init_bottleneck",
     "kl_divergence", "marvell", "marvell_objective", "marvell_solve", "max_norm", "message_events", "parse_defences",
     "received_gradients", "register", "with_defence_parameters",
 ]

@@ -145,6 +145,19 @@ def defence_setting_names() -> tuple[str, ...]:
     return tuple(sorted(n for _, sc in defence_settings() for n in sc.field_names()))
 
 
+def guarantee_settings(strengths: Mapping[str, float], settings) -> dict[str, Any]:
+    """{field: value} of the settings sections of the defences in `strengths` ({name:
+    strength}; those > 0 count) that claim a differential-privacy guarantee, read from
+    `settings` (a TrainConfig or SweepConfig): what a reader needs beside the epsilon to
+    know what was guaranteed (DP's `dp_clip`, `dp_delta`); {} when none claims one."""
+    out: dict[str, Any] = {}
+    for name, strength in strengths.items():
+        spec = DEFENCES.get(name)
+        if strength > 0 and spec is not None and spec.accounting is not None and spec.settings is not None:
+            out.update({field: getattr(settings, field) for field in spec.settings.field_names()})
+    return out
+
+
 def defence_spec(name: str) -> DefenceSpec:
     if name not in DEFENCES:
         raise ConfigError(f"unknown defence {name!r}; choose from {', '.join(DEFENCES)}")

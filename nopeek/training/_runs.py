@@ -28,7 +28,7 @@ import numpy as np
 
 from nopeek import data as data_lib
 from nopeek.core import check_output_folder, load_params_into, read_json, save_params, user_umask, write_json
-from nopeek.defences import ADJACENCY, DEFENCES, Context, build_defence
+from nopeek.defences import ADJACENCY, DEFENCES, Context, build_defence, guarantee_settings
 from nopeek.errors import ConfigError, DataError, RunFolderError, TrainingDiverged
 from nopeek.protocol import Built, forward, model_at, transcript
 from nopeek.training._config import TrainConfig, cuts_of, strengths_of
@@ -232,14 +232,16 @@ def run_metrics(result: StackResult, dataset, k: int = 0) -> dict:
 
 def privacy_metrics(result: StackResult, k: int = 0) -> dict:
     """Model k's differential-privacy guarantee as metrics: dp_epsilon (the run), dp_epsilon_epoch,
-    dp_delta, dp_covers, and the accounting's terms (adjacency, accountant, releases); {}
-    when none of its defences claims one."""
+    dp_delta, dp_covers, the accounting's terms (adjacency, accountant, releases) and the
+    settings of the defences that claim it (`guarantee_settings`: DP's dp_clip); {} when none
+    of its defences claims one."""
     guarantee = result.privacy(k)
     if not guarantee:
         return {}
     r = result.releases
-    return {**guarantee, "dp_adjacency": ADJACENCY, "dp_accountant": "pld", "dp_clip": result.config.dp_clip,
-            "dp_epochs": r.epochs, "dp_steps_per_epoch": r.steps_per_epoch, "dp_sampling_rate": r.sampling_rate}
+    return {**guarantee_settings(result.strengths[k], result.config), **guarantee, "dp_adjacency": ADJACENCY,
+            "dp_accountant": "pld", "dp_epochs": r.epochs, "dp_steps_per_epoch": r.steps_per_epoch,
+            "dp_sampling_rate": r.sampling_rate}
 
 
 def _check_out(out: str, force: bool) -> None:
