@@ -206,7 +206,8 @@ def _all() -> dict[str, Preset]:
             "values), no defence and NoPeek, noise, the Gaussian mechanism (dp_message), DP-SGD (dp_sgd) and MID at 4 "
             "strengths each, 5 seeds, 4 epochs, every image attack of the registry; writes ranking.md, ranking.csv and "
             "figures/defence_frontier.png.",
-            seconds=None, result="seeds 0-2 of 5 run in full (all 7 attacks; 49-62 min per seed on 2 cores), in "
+            seconds=None, result="not run in full yet (no time for the whole run): seeds 0-2 of 5, with all 7 attacks "
+            "(49-62 min per seed on 2 cores), are in "
             "docs/results/defences: at 2 points of accuracy dp_message 0.1 leaks least (strongest attack SSIM 0.286, "
             "at the class-mean image's level; epsilon 971), then MID 0.001 (0.440), noise 1 (0.567), NoPeek 1 "
             "(0.610); DP-SGD has no setting within 5 points.",
