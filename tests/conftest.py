@@ -28,6 +28,27 @@ import pytest  # noqa: E402
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
+#: jax's flag (and environment variable, for `nopeek` subprocesses, Ray workers and notebook
+#: kernels) for XLA's least compile effort: LLVM at level 0, no expensive passes.
+QUICK_COMPILE = "jax_disable_most_optimizations"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before the test's fixtures: compile at XLA's least effort unless the test is marked
+    `full_compile`. Most tests run each program a few times, and compiling is most of their
+    time (the engine's gradient checks: 79%); the programs compute the same functions either
+    way, to float32 round-off. Tests that run long loops (attack fits, training to an accuracy,
+    the notebooks) keep XLA's full effort, as users run. Where the mode changes, jax's
+    in-memory programs are dropped, so that no test mixes programs of both modes (the
+    persistent cache keys them apart by their compile options)."""
+    quick = item.get_closest_marker("full_compile") is None
+    os.environ[QUICK_COMPILE.upper()] = "1" if quick else "0"
+    if jax.config.read(QUICK_COMPILE) != quick:
+        jax.clear_caches()
+        jax.config.update(QUICK_COMPILE, quick)
+
+
 @pytest.fixture(autouse=True)
 def _below_the_map_limit():
     """After each test, drop jax's compiled programs if the process holds many memory maps:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -288,3 +289,16 @@ def test_a_models_initialisation_is_one_program_compiled_at_level_0(monkeypatch)
     again, other = built.init(3), built.init(4)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(again)))
     assert not np.allclose(jax.tree.leaves(params["client"])[1], jax.tree.leaves(other["client"])[1])
+
+
+def test_unmarked_tests_compile_at_xlas_least_effort_and_tell_their_subprocesses():
+    """tests/conftest.py: a test without the `full_compile` mark compiles at XLA's least
+    effort, in this process and in the `nopeek` processes it starts."""
+    assert jax.config.read("jax_disable_most_optimizations") is True
+    assert os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "1"
+
+
+@pytest.mark.full_compile
+def test_marked_tests_compile_at_full_effort_as_users_run():
+    assert jax.config.read("jax_disable_most_optimizations") is False
+    assert os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "0"

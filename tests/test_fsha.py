@@ -143,6 +143,7 @@ def test_gradient_penalty_is_zero_for_a_unit_slope_critic():
     assert float(gradient_penalty(lambda v: jnp.sum(v, axis=(1, 2, 3))[:, None] / 3.0, z, 0 * z, jax.random.key(0))) < 1e-10
 
 
+@pytest.mark.full_compile  # long loops: compiled as users run them (conftest.py)
 def test_fsha_reconstructs_far_better_than_the_mean_image(digits):
     """300 iterations on digits: the server's decoder reads the client's held-out images."""
     config = TrainConfig(**CLIENT)
@@ -177,6 +178,7 @@ def test_sg_score_separates_label_use_from_label_ignorance():
     assert 0.3 < np.mean(ps) < 0.8 and rank_p_value(regular[0], regular[:19], 10) is None
 
 
+@pytest.mark.full_compile  # long loops: compiled as users run them (conftest.py)
 def test_splitguard_is_quiet_on_an_honest_server_and_fires_on_fsha(digits):
     config = TrainConfig(**CLIENT)
     rows = detection_study(config, FAST, SplitGuardConfig(), digits, seeds=(0, 1), honest_steps=150, fsha_steps=150)
@@ -210,6 +212,7 @@ def test_splitout_fires_on_a_strict_majority_of_outliers_in_its_window(rng):
         SplitOut(SplitOutConfig(), reference[:2])
 
 
+@pytest.mark.full_compile  # long loops: compiled as users run them (conftest.py)
 def test_splitout_is_quiet_on_an_honest_server_and_fires_on_fsha(digits):
     """Calibrated on the client's own honest simulation (12 batches, a server of another
     initialisation), watching the first epoch as the paper does."""
@@ -266,6 +269,7 @@ def test_other_attacks_still_need_a_run(capsys):
         assert message in capsys.readouterr().err
 
 
+@pytest.mark.full_compile  # long loops: compiled as users run them (conftest.py)
 def test_cli_writes_scores_grids_and_curves(tmp_path, capsys):
     out = tmp_path / "fsha"
     main(["train", "--server", "fsha", "--dataset", "digits", "--model", "cnn", "--widths", "8,16,32,16", "--cut", "2",
@@ -282,6 +286,7 @@ def test_cli_writes_scores_grids_and_curves(tmp_path, capsys):
         assert os.path.getsize(out / name) > 0
 
 
+@pytest.mark.full_compile  # long loops: compiled as users run them (conftest.py)
 def test_sweep_fsha_column(tmp_path):
     from nopeek.sweeps import PRESETS, run_sweep
 
@@ -303,6 +308,7 @@ def test_compiled_protocols_are_shared_only_by_identical_clients(digits):
         assert build_protocol("honest", TrainConfig(**{**CLIENT, **change}), digits).step is not base.step, change
 
 
+@pytest.mark.full_compile  # long loops: compiled as users run them (conftest.py)
 def test_the_authors_separate_nopeek_step_acts_against_fsha(digits):
     """With its NoPeek step separate from the step on what the server sent (the FSHA authors'
     dCor client: one optimiser stepping twice), a large weight drives the client's messages to

@@ -213,6 +213,7 @@ def test_label_defences_lower_the_attack_auc_toward_one_half(breast_cancer_model
     assert leaks[-1][0] < 0.65, leaks  # the norm attack at the strongest setting
 
 
+@pytest.mark.full_compile  # long loops: compiled as users run them (conftest.py)
 def test_training_with_a_label_defence_and_the_sweep_cells(tmp_path, breast_cancer_model):
     from nopeek.sweeps import PRESETS, cells, check_sweep, run_sweep
 

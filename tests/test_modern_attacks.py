@@ -68,6 +68,7 @@ def _score(name, inputs, **settings):
     return attacks.score(name, inputs, attacks.run(name, inputs, **settings)[0])
 
 
+@pytest.mark.full_compile  # long loops: compiled as users run them (conftest.py)
 def test_sdar_reconstructs_and_reads_u_shaped_labels(vanilla, u_shaped):
     s = _score("sdar", vanilla, steps=STEPS["sdar"])
     # Vanilla: the labels are sent, so the label-only guess is the bar to beat, and it is beaten.
@@ -78,6 +79,7 @@ def test_sdar_reconstructs_and_reads_u_shaped_labels(vanilla, u_shaped):
     assert u["label_accuracy"] > u["label_chance"] + 0.3
 
 
+@pytest.mark.full_compile  # long loops: compiled as users run them (conftest.py)
 def test_fora_and_the_adaptive_attackers_beat_the_mean_image(vanilla):
     fora = _score("fora", vanilla, steps=STEPS["fora"])  # MSE 0.019 at 600 steps, 0.013 at 800 (baseline 0.074)
     assert fora["mse"] < 0.5 * fora["baseline_mse"]
@@ -94,6 +96,7 @@ def test_fora_and_the_adaptive_attackers_beat_the_mean_image(vanilla):
     assert known["mse"] < 0.3 * known["baseline_mse"]
 
 
+@pytest.mark.full_compile  # long loops: compiled as users run them (conftest.py)
 @pytest.mark.parametrize("name", ["sdar", "fora", "adaptive", "adaptive_alpha"])
 def test_each_attack_stays_at_its_baseline_against_noise(name, vanilla, u_shaped):
     noise = _noise(u_shaped if name == "sdar" else vanilla)
@@ -312,6 +315,7 @@ def test_a_stacked_models_attack_is_its_attack_alone(name, settings, digits):
     assert not np.allclose(stacked[1]["x_hat"], alone, atol=1e-3)  # the other model's attack is its own
 
 
+@pytest.mark.full_compile  # long loops: compiled as users run them (conftest.py)
 def test_a_stacked_sdar_is_its_sdar_alone(vanilla):
     """SDAR with a substitute simulator, stacked with a model whose messages go negative (so
     its substitute has a linear output while model 0's keeps its ReLU): model 0 gets what it

@@ -92,6 +92,7 @@ def test_write_ranking_needs_several_defences(tmp_path):
     assert len(table) == 3 * 3 and {r["defense"] for r in table} == {"none", "nopeek", "dp_message"}
 
 
+@pytest.mark.full_compile  # long loops: compiled as users run them (conftest.py)
 def test_defences_preset_small_runs_and_each_defence_lowers_its_attack_score(tmp_path):
     """The `defences` preset's small version (digits): every defence, two attacks (the decoder
     and white-box inversion; the full preset runs every image attack of the registry, and the

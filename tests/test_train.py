@@ -190,6 +190,7 @@ def test_list_cuts_cli(capsys):
     assert "(14, 14, 32)" in out and "25088" in out and "fc2" in out
 
 
+@pytest.mark.full_compile  # long loops: compiled as users run them (conftest.py)
 @pytest.mark.slow
 def test_mnist5k_cnn_accuracy():
     """The issue's target: mnist5k, cnn, default cut, alpha 0 -> test accuracy >= 0.95."""
