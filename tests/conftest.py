@@ -37,11 +37,14 @@ QUICK_COMPILE = "jax_disable_most_optimizations"
 def pytest_runtest_setup(item):
     """Before the test's fixtures: compile at XLA's least effort unless the test is marked
     `full_compile`. Most tests run each program a few times, and compiling is most of their
-    time (the engine's gradient checks: 79%); the programs compute the same functions either
+    time (tests/test_engine.py: 103 of 131 s); the programs compute the same functions either
     way, to float32 round-off. Tests that run long loops (attack fits, training to an accuracy,
-    the notebooks) keep XLA's full effort, as users run. Where the mode changes, jax's
+    two notebooks) keep XLA's full effort, as users run. Where the mode changes, jax's
     in-memory programs are dropped, so that no test mixes programs of both modes (the
-    persistent cache keys them apart by their compile options)."""
+    persistent cache keys them apart by their compile options). A module-scoped fixture is
+    built in the mode of the first test that asks for it. Child processes read the variable
+    unless a test clears jax's variables on purpose (tests/test_caches.py's `_env`, to start
+    `nopeek` as a user would). The mode is bench/README.md's "The test suite"."""
     quick = item.get_closest_marker("full_compile") is None
     os.environ[QUICK_COMPILE.upper()] = "1" if quick else "0"
     if jax.config.read(QUICK_COMPILE) != quick:

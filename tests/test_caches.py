@@ -291,14 +291,40 @@ def test_a_models_initialisation_is_one_program_compiled_at_level_0(monkeypatch)
     assert not np.allclose(jax.tree.leaves(params["client"])[1], jax.tree.leaves(other["client"])[1])
 
 
-def test_unmarked_tests_compile_at_xlas_least_effort_and_tell_their_subprocesses():
-    """tests/conftest.py: a test without the `full_compile` mark compiles at XLA's least
-    effort, in this process and in the `nopeek` processes it starts."""
-    assert jax.config.read("jax_disable_most_optimizations") is True
+#: Compiled first by the unmarked test below, then called again by the marked one.
+_PROBE = jax.jit(lambda a: 2.0 * a + 1.0)
+_CHILD_MODE = [sys.executable, "-c", "import jax; print(jax.config.read('jax_disable_most_optimizations'))"]
+
+
+@pytest.fixture
+def mode_at_fixture():
+    """The compile mode a test's fixtures run in."""
+    return jax.config.read("jax_disable_most_optimizations")
+
+
+def test_unmarked_tests_compile_at_xlas_least_effort_and_tell_their_subprocesses(mode_at_fixture):
+    """tests/conftest.py: a test without the `full_compile` mark, and its fixtures, compile at
+    XLA's least effort, in this process and in the processes it starts."""
+    assert mode_at_fixture is True and jax.config.read("jax_disable_most_optimizations") is True
     assert os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "1"
+    assert subprocess.run(_CHILD_MODE, capture_output=True, text=True, check=True).stdout.strip() == "True"
+    _PROBE(np.ones(3, np.float32)).block_until_ready()
 
 
 @pytest.mark.full_compile
-def test_marked_tests_compile_at_full_effort_as_users_run():
-    assert jax.config.read("jax_disable_most_optimizations") is False
+def test_marked_tests_compile_at_full_effort_and_reuse_no_program_of_the_other_mode(mode_at_fixture):
+    """A `full_compile` test runs at XLA's full effort, fixtures and children too, and compiles
+    again a program an unmarked test compiled (jax's in-memory programs were dropped)."""
+    assert mode_at_fixture is False and jax.config.read("jax_disable_most_optimizations") is False
     assert os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "0"
+    assert subprocess.run(_CHILD_MODE, capture_output=True, text=True, check=True).stdout.strip() == "False"
+    from jax import monitoring
+
+    lowered = []
+    listener = lambda event, secs, **kw: lowered.append(event) if event.endswith("jaxpr_to_mlir_module_duration") else None  # noqa: E731
+    monitoring.register_event_duration_secs_listener(listener)
+    try:
+        _PROBE(np.ones(3, np.float32)).block_until_ready()
+    finally:
+        monitoring.unregister_event_duration_listener(listener)
+    assert len(lowered) == 1
