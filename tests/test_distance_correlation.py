@@ -219,7 +219,7 @@ def test_properties(x, seed, scale, shift):
             np.testing.assert_allclose(metrics.distance_correlation(x, scale * x + shift), 1.0, atol=1e-6)
 
 
-@pytest.mark.full_compile  # long loops: compiled as users run them (conftest.py)
+@pytest.mark.full_compile  # n = 47,000: the computation, not the compile, is its time (conftest.py)
 def test_large_n_does_not_overflow(rng):
     """n^2 > 2^31: counts must not overflow int32. dcor's O(n log n) 1-D algorithm is the reference."""
     n = 47_000
