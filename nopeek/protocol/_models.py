@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nopeek.errors import ModelError
+from nopeek.protocol._conv import conv_same
 
 
 # ---- blocks ----------------------------------------------------------------
@@ -65,7 +66,9 @@ class Conv(nnx.Module):
         self.activation = _activation_name(activation)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return ACTIVATIONS[self.activation](self.conv(x))
+        # self.conv holds the parameters (kernel, bias) under flax's names; conv_same is the
+        # same convolution with the CPU's kernel gradient taken by slices of the batch.
+        return ACTIVATIONS[self.activation](conv_same(x, self.conv.kernel[...]) + self.conv.bias[...].reshape(1, 1, 1, -1))
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
