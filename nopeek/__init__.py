@@ -15,7 +15,8 @@ XLA_FLAGS, each unless the user named the flag; `NOPEEK_XLA_DEFAULTS=0` leaves X
 alone): the classic fusion emitters, a fifth less compile time, and Eigen's convolutions
 instead of YNNPACK's (jaxlib 0.10.2), training steps of the cnn 1.75x faster at batch 64
 and 1.55x at 256 on an AVX-512/AMX Xeon; the same results to float32 round-off
-(nopeek/core/_xla_flags.py).
+(nopeek/core/_xla_flags.py). Imported after a jax computation has run, nopeek warns that
+the flags cannot apply in that process.
 """
 
 from __future__ import annotations
@@ -23,12 +24,17 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 
-from nopeek.core import enable_compilation_cache, set_xla_defaults
+import os
+
+from nopeek.core import enable_compilation_cache, set_xla_defaults, warn_if_backend_started
 
 # Compiled programs persist in the user's cache folder (NOPEEK_NO_CACHE=1: off): a second
 # run of the same job skips XLA's compilations. See nopeek/core/_persistent.py.
 enable_compilation_cache()
-set_xla_defaults()
+# Too late once jax has started its backend (a computation ran before `import nopeek`): warned.
+_flags_before = os.environ.get("XLA_FLAGS", "")
+warn_if_backend_started(_flags_before, set_xla_defaults())
+del _flags_before
 
 try:
     __version__ = version("nopeek")

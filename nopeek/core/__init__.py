@@ -14,12 +14,12 @@ from nopeek.core._npz import npy_array, npz_array, open_npz
 from nopeek.core._persistent import caching_disabled, enable_compilation_cache, user_cache_dir
 from nopeek.core._xla_flags import (
     FAST_CONVOLUTION_FLAGS, FAST_CONVOLUTION_JAXLIB, ONE_OFF_COMPILE_OPTIONS, QUICK_COMPILE_FLAGS, XLA_DEFAULT_FLAGS,
-    one_off_compiler_options, one_off_init, one_off_jit, set_xla_defaults,
+    one_off_compiler_options, one_off_init, one_off_jit, set_xla_defaults, warn_if_backend_started,
 )
 
 __all__ = [
     "BoundedCache", "Composed", "FAST_CONVOLUTION_FLAGS", "FAST_CONVOLUTION_JAXLIB", "ONE_OFF_COMPILE_OPTIONS", "QUICK_COMPILE_FLAGS", "NumpyStream", "Section", "Stream", "atomic_write_bytes", "atomic_write_text", "caching_disabled",
     "check_output_folder", "coerce", "enable_compilation_cache", "fingerprint", "finite", "load_params_into",
     "make_output_folder", "map_count", "map_limit", "npy_array", "numpy_rng", "npz_array", "one_off_compiler_options", "one_off_init", "one_off_jit", "open_npz", "option", "raise_first_failure", "read_json", "relieve_code_maps", "save_params",
-    "seed_key", "set_xla_defaults", "step_key", "user_cache_dir", "user_umask", "write_json", "XLA_DEFAULT_FLAGS",
+    "seed_key", "set_xla_defaults", "warn_if_backend_started", "step_key", "user_cache_dir", "user_umask", "write_json", "XLA_DEFAULT_FLAGS",
 ]

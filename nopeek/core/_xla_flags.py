@@ -42,7 +42,8 @@ level 1 or 0 for a whole mnist5k cnn run made its epochs 45-90% slower.
 A default only: a flag the user already put in XLA_FLAGS wins, and nothing is added where
 jaxlib is outside the versions each flag was checked on (an XLA that does not know a flag
 aborts the process). Nothing changes once jax's backend has started (XLA reads XLA_FLAGS
-when the first computation creates it); child processes (shards, Ray workers, notebook
+when the first computation creates it): `import nopeek` then warns (`warn_if_backend_started`),
+since that process runs under XLA's own defaults (the cnn's step 1.5x slower); child processes (shards, Ray workers, notebook
 kernels) inherit it through the environment. `NOPEEK_XLA_DEFAULTS=0` leaves XLA_FLAGS as it
 is, and `one_off_jit` then compiles with XLA's own effort too.
 """
@@ -50,6 +51,7 @@ is, and `one_off_jit` then compiles with XLA's own effort too.
 from __future__ import annotations
 
 import os
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 
 #: flag -> value for less compile effort (the docstring's "Compile effort").
@@ -153,3 +155,31 @@ def _call_top_level(jitted, fn, *args):
         if "compiler_options" not in str(err):
             raise
         return fn(*args)
+
+
+def _backend_started() -> bool:
+    """Whether jax has created its backend (False where this jax does not say)."""
+    import sys
+
+    if "jax" not in sys.modules:  # not imported: certainly not started
+        return False
+    try:
+        from jax._src import xla_bridge
+    except ImportError:
+        return False
+    started = getattr(xla_bridge, "backends_are_initialized", None)
+    return bool(started()) if callable(started) else False
+
+
+def warn_if_backend_started(before: str, after: str) -> bool:
+    """Warn (RuntimeWarning) when set_xla_defaults changed XLA_FLAGS from `before` to `after`
+    but jax's backend had already started, so this process does not get the flags; True if
+    it warned. Import nopeek before running any jax computation."""
+    if before == after or not _backend_started():
+        return False
+    added = " ".join(after.split()[len(before.split()):])
+    warnings.warn(f"nopeek's XLA flags ({added}) do not apply in this process: jax had already started its "
+                  "backend when nopeek was imported, so its programs run under XLA's own defaults (the cnn's "
+                  "training step was 1.5x slower on an AVX-512 Xeon). Import nopeek before running any jax "
+                  "computation (child processes get the flags either way).", RuntimeWarning, stacklevel=3)
+    return True
