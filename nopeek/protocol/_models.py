@@ -59,7 +59,11 @@ class Dense(nnx.Module):
 
 
 class Conv(nnx.Module):
-    """3x3 'SAME' convolution and an activation (ReLU by default): (n, H, W, c_in) -> (n, H, W, c_out)."""
+    """3x3 'SAME' convolution and an activation (ReLU by default): (n, H, W, c_in) -> (n, H, W, c_out).
+
+    Parameters are flax's `nnx.Conv`'s (`conv.kernel`, `conv.bias`); the convolution is
+    `conv_same`, whose kernel gradient on the CPU is summed over slices of the batch.
+    """
 
     def __init__(self, c_in: int, c_out: int, *, activation: str = "relu", rngs: nnx.Rngs):
         self.conv = nnx.Conv(c_in, c_out, kernel_size=(3, 3), padding="SAME", rngs=rngs)
