@@ -26,12 +26,19 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+# XLA_FLAGS as the user set it, before host_line imports nopeek (which adds its own flags to
+# it): each tree's sweep gets the user's and then that tree's nopeek adds its own.
+USER_XLA_FLAGS = os.environ.get("XLA_FLAGS")
+
 from bench._host import host_line  # noqa: E402
+
 SKIPPED = {"train_seconds", "attack_seconds", "eval_seconds", "config_hash"}
 
 
 def run_sweep(tree: str, preset: str, out: str) -> None:
-    env = {**os.environ, "PYTHONPATH": tree}
+    env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "PYTHONPATH": tree}
+    if USER_XLA_FLAGS is not None:
+        env["XLA_FLAGS"] = USER_XLA_FLAGS
     subprocess.run([sys.executable, "-m", "nopeek.cli", "sweep", "--preset", preset, "--quiet", "--out", out],
                    cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
 
