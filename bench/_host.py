@@ -42,7 +42,8 @@ def accelerators() -> str:
     try:
         # nopeek first: it adds its XLA flags only before jax starts its backend, which
         # jax.devices() below does (without this, every later nopeek program in the process
-        # ran under XLA's defaults: the cnn's step 30.5 ms instead of 20.1 on the Xeon).
+        # ran under XLA's defaults: the cnn's step 22.35 ms instead of 17.08 on the Xeon,
+        # bench/records/xeon-2026-12-04-slices).
         import nopeek  # noqa: F401
         import jax
 

@@ -15,8 +15,8 @@ XLA_FLAGS, each unless the user named the flag; `NOPEEK_XLA_DEFAULTS=0` leaves X
 alone): the classic fusion emitters, a fifth less compile time, and Eigen's convolutions
 instead of YNNPACK's (jaxlib 0.10.2), training steps of the cnn 1.75x faster at batch 64
 and 1.55x at 256 on an AVX-512/AMX Xeon; the same results to float32 round-off
-(nopeek/core/_xla_flags.py). Imported after a jax computation has run, nopeek warns that
-the flags cannot apply in that process.
+(nopeek/core/_xla_flags.py). Imported after jax has started its backend (any computation, or
+`jax.devices()`), nopeek warns that the flags it adds cannot apply in that process.
 """
 
 from __future__ import annotations

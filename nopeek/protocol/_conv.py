@@ -3,10 +3,10 @@
 XLA:CPU computes a convolution's kernel gradient as one more convolution over the whole
 batch: the activations and the output gradient are transposed so that the batch becomes the
 contracted feature axis, and the window is the size of the image. On a 2-core AVX-512/AMX
-Xeon the kernel gradient of the cnn's 16-to-32 convolution cost about 7 times as much at
-batch 256 as at batch 64, and about half as much again when summed over slices of the batch
-(`python bench/conv_slices.py --part kernel`; figures in bench/README, "kernel gradients by
-slices of the batch"). So on the CPU `conv_same` defines its derivative (a `jax.custom_jvp`)
+Xeon the kernel gradient of the cnn's 16-to-32 convolution took 6.2 times as long at batch
+256 as at batch 64 (36.8 against 5.9 ms), and 20.7 ms at 256 as the sum over slices of 32
+(`python bench/conv_slices.py --part kernel`; bench/README, "kernel gradients by slices of
+the batch"). So on the CPU `conv_same` defines its derivative (a `jax.custom_jvp`)
 with the kernel's part written slice by slice: the tangent is conv(dx, kernel) plus the
 concatenation over slices of conv(x_slice, dkernel). Forward mode works as for any
 convolution; reverse mode transposes that into the input gradient, computed whole, and the
