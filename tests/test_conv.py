@@ -43,9 +43,15 @@ def _plain(x, k):
     return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+# Counts of convolutions in XLA:CPU's compiled text (a GPU's libraries rewrite them).
+cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu", reason="counts XLA:CPU's compiled convolutions")
+
+
 @pytest.fixture
 def slices(monkeypatch):
-    """Set NOPEEK_CONV_SLICE for the test."""
+    """Set NOPEEK_CONV_SLICE for the test; the slicing taken as on the CPU whatever the backend."""
+    monkeypatch.setattr(_conv, "_on_cpu", lambda: True)
+
     def set_slice(value):
         monkeypatch.setenv("NOPEEK_CONV_SLICE", str(value))
     return set_slice
@@ -99,11 +105,12 @@ def test_slice_choice(slices, monkeypatch):
     assert kernel_gradient_slice(256, jnp.bfloat16) == 0  # a sum of bf16 slices would round more
     assert kernel_gradient_slice(256, jnp.float16) == 0
     assert kernel_gradient_slice(256, np.float64) == 32
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(_conv, "_on_cpu", lambda: False)
     slices(32)
     assert kernel_gradient_slice(256) == 0  # accelerators: XLA's own kernel gradient
 
 
+@cpu_only
 def test_the_program_holds_one_kernel_gradient_per_slice(rng, slices):
     """The slicing is real: with slices of 10, the backward pass of a batch of 40 holds four
     kernel-gradient convolutions (plus the forward and the input gradient); with slicing off, one.
@@ -167,6 +174,24 @@ def test_conv_block_is_flaxs_convolution(rng, slices):
     g_ours, g_flax = (nnx.grad(f)(block, x) for f in (ours, flaxs))
     np.testing.assert_allclose(g_ours["conv"]["kernel"][...], g_flax["conv"]["kernel"][...], rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(g_ours["conv"]["bias"][...], g_flax["conv"]["bias"][...], rtol=1e-5, atol=1e-4)
+
+
+@cpu_only
+def test_the_model_blocks_take_the_kernel_gradient_by_slices(rng, slices):
+    """The cnn's Conv blocks run conv_same, not flax's convolution: at batch 48 with slices of 16
+    the block's parameter gradient holds three kernel-gradient convolutions (plus the forward),
+    with slicing off one."""
+    block = Conv(3, 8, rngs=nnx.Rngs(0))
+    x = jnp.asarray(rng.normal(size=(48, 10, 10, 3)), jnp.float32)
+    graph, params = nnx.split(block)
+
+    def convolutions(size):
+        slices(size)
+        grad = jax.jit(jax.grad(lambda p, x: jnp.sum(nnx.merge(graph, p)(x) ** 2)))
+        return grad.lower(params, x).compile().as_text().count(" convolution(")
+
+    assert convolutions(0) == 2
+    assert convolutions(16) == 4
 
 
 def test_bad_shapes_raise():

@@ -43,7 +43,8 @@ A default only: a flag the user already put in XLA_FLAGS wins, and nothing is ad
 jaxlib is outside the versions each flag was checked on (an XLA that does not know a flag
 aborts the process). Nothing changes once jax's backend has started (XLA reads XLA_FLAGS
 when the first computation creates it): `import nopeek` then warns (`warn_if_backend_started`),
-since that process runs under XLA's own defaults (the cnn's step 1.3-1.4x slower on an AVX-512 Xeon); child processes (shards, Ray workers, notebook
+since that process runs under XLA's own defaults (on the Xeon of bench/README, YNNPACK's
+convolutions, the slower ones there); child processes (shards, Ray workers, notebook
 kernels) inherit it through the environment. `NOPEEK_XLA_DEFAULTS=0` leaves XLA_FLAGS as it
 is, and `one_off_jit` then compiles with XLA's own effort too.
 """
@@ -179,7 +180,7 @@ def warn_if_backend_started(before: str, after: str) -> bool:
         return False
     added = " ".join(after.split()[len(before.split()):])
     warnings.warn(f"nopeek's XLA flags ({added}) do not apply in this process: jax had already started its "
-                  "backend when nopeek was imported, so its programs run under XLA's own defaults (the cnn's "
-                  "training step was 1.3-1.4x slower on an AVX-512 Xeon). Import nopeek before running any jax "
+                  "backend when nopeek was imported, so its programs run under XLA's own defaults (on some CPUs "
+                  "slower convolutions). Import nopeek before running any jax "
                   "computation (child processes get the flags either way).", RuntimeWarning, stacklevel=3)
     return True

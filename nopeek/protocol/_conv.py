@@ -46,10 +46,14 @@ def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMENSIONS)
 
 
+def _on_cpu() -> bool:
+    return jax.default_backend() == "cpu"
+
+
 def kernel_gradient_slice(batch: int, dtype=jnp.float32) -> int:
     """Samples per slice for a batch of `batch` in `dtype` on this backend; 0: the kernel
     gradient whole (not the CPU, not float32/float64, slicing off, or batch <= the slice)."""
-    if jax.default_backend() != "cpu" or jnp.dtype(dtype) not in [jnp.dtype(d) for d in SLICED_DTYPES]:
+    if not _on_cpu() or jnp.dtype(dtype) not in [jnp.dtype(d) for d in SLICED_DTYPES]:
         return 0
     raw = os.environ.get("NOPEEK_CONV_SLICE", "").strip()
     try:
