@@ -12,8 +12,8 @@ XLA's whole-batch one, and the alternatives that were tried.
   rounds' medians, their range, and the speed-up. PyTorch's step is `bench/process.py
   --part step`.
 - alternatives: a stand-alone copy of the cnn's step at batch 256 (the same layers, NoPeek's
-  dCor on the cut, plain SGD) with the kernel gradient computed as XLA's, by slices of 32 (as
-  nopeek does), as nine offset matmuls (whole batch; unrolled slices of 16 and 32; a
+  dCor on the cut by `metrics.distance_correlation`, plain SGD) with the kernel gradient
+  computed as XLA's, by nopeek's `conv_same` (slices of 32), as nine offset matmuls (whole batch; unrolled slices of 16 and 32; a
   `lax.scan` over slices of 8, 16, 32), and the client's layers in a `lax.map` over slices of
   64; median ms of 20 steps.
 
@@ -39,6 +39,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import metrics  # noqa: E402
 from nopeek.protocol import _conv  # noqa: E402
 
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -123,8 +124,6 @@ def _variant_kernel_gradient(kind: str, size: int):
         n = x.shape[0]
         if kind == "xla":
             return _kernel_gradient(x, g, kernel, 0)
-        if kind == "slices":
-            return _kernel_gradient(x, g, kernel, size)
         if kind == "matmuls":
             return _nine_matmuls(x, g)
         if kind == "matmuls, unrolled slices":
@@ -162,11 +161,6 @@ def _standalone_step(conv, map_slices: int = 0):
         h = h.reshape(n, 14, 2, 14, 2, 32).max(axis=(2, 4))
         return jax.nn.relu(h.reshape(n, -1) @ p["f1"] + p["g1"])
 
-    def centred(a):
-        sq = jnp.sum(a * a, -1)
-        d = jnp.sqrt(jnp.maximum(sq[:, None] + sq[None] - 2 * a @ a.T, 1e-12))
-        return d - d.mean(0) - d.mean(1)[:, None] + d.mean()
-
     def loss(p, x, y):
         if map_slices:
             z = jax.lax.map(lambda part: client(p, part), x.reshape(-1, map_slices, *x.shape[1:]))
@@ -175,8 +169,7 @@ def _standalone_step(conv, map_slices: int = 0):
             z = client(p, x)
         logits = jax.nn.relu(z @ p["f2"] + p["g2"]) @ p["h"] + p["hb"]
         ce = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
-        a, b = centred(x.reshape(x.shape[0], -1)), centred(z)
-        return ce + jnp.sqrt(jnp.mean(a * b) / jnp.sqrt(jnp.mean(a * a) * jnp.mean(b * b)))
+        return ce + metrics.distance_correlation(x.reshape(x.shape[0], -1), z)
 
     @jax.jit
     def step(p, x, y):
@@ -197,11 +190,13 @@ def alternatives_part() -> None:
               jnp.asarray(rng.normal(size=s) / np.sqrt(np.prod(s[:-1])), jnp.float32) for k, s in shapes.items()}
     x = jnp.asarray(rng.normal(size=(256, 28, 28, 1)), jnp.float32)
     y = jnp.asarray(rng.integers(0, 10, 256), jnp.int32)
-    variants = [("XLA's (whole batch)", "xla", 0), ("slices of 32 (as nopeek does; here a custom_vjp)", "slices", 32),
-                ("nine offset matmuls, whole batch", "matmuls", 0)]
+    variants = [("XLA's (whole batch)", "xla", 0), ("nine offset matmuls, whole batch", "matmuls", 0)]
     variants += [(f"nine offset matmuls, unrolled slices of {s}", "matmuls, unrolled slices", s) for s in (16, 32)]
     variants += [(f"nine offset matmuls, lax.scan over slices of {s}", "matmuls, lax.scan over slices", s)
                  for s in (8, 16, 32)]
+    os.environ["NOPEEK_CONV_SLICE"] = str(_conv.DEFAULT_SLICE)  # read when conv_same is traced
+    step = _standalone_step(_conv.conv_same)
+    print(f"| nopeek's conv_same (slices of {_conv.DEFAULT_SLICE}) | {_median_ms(step, params, x, y):.2f} |", flush=True)
     for label, kind, size in variants:
         step = _standalone_step(_conv_with(_variant_kernel_gradient(kind, size)))
         print(f"| {label} | {_median_ms(step, params, x, y):.2f} |", flush=True)

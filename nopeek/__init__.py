@@ -22,9 +22,8 @@ and 1.55x at 256 on an AVX-512/AMX Xeon; the same results to float32 round-off
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
-
 import os
+from importlib.metadata import PackageNotFoundError, version
 
 from nopeek.core import enable_compilation_cache, set_xla_defaults, warn_if_backend_started
 

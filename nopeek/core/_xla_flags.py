@@ -52,6 +52,7 @@ is, and `one_off_jit` then compiles with XLA's own effort too.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 
@@ -160,8 +161,6 @@ def _call_top_level(jitted, fn, *args):
 
 def _backend_started() -> bool:
     """Whether jax has created its backend (False where this jax does not say)."""
-    import sys
-
     if "jax" not in sys.modules:  # not imported: certainly not started
         return False
     try:

@@ -37,7 +37,7 @@ DEFAULT_SLICE = 32
 #: At most this many slices: a larger batch gets larger slices, so a program stays small.
 MAX_SLICES = 32
 #: The dtypes whose kernel gradient is sliced.
-SLICED_DTYPES = (jnp.float32, jnp.float64)
+SLICED_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
@@ -53,7 +53,7 @@ def _on_cpu() -> bool:
 def kernel_gradient_slice(batch: int, dtype=jnp.float32) -> int:
     """Samples per slice for a batch of `batch` in `dtype` on this backend; 0: the kernel
     gradient whole (not the CPU, not float32/float64, slicing off, or batch <= the slice)."""
-    if not _on_cpu() or jnp.dtype(dtype) not in [jnp.dtype(d) for d in SLICED_DTYPES]:
+    if not _on_cpu() or jnp.dtype(dtype) not in SLICED_DTYPES:
         return 0
     raw = os.environ.get("NOPEEK_CONV_SLICE", "").strip()
     try:
@@ -75,14 +75,13 @@ def _sliced(x: jax.Array, kernel: jax.Array, size: int) -> jax.Array:
 def _sliced_jvp(size, primals, tangents):
     x, kernel = primals
     dx, dkernel = tangents
-    out = _conv(x, kernel)
+    # jax calls this with at least one tangent that is not a symbolic zero
     parts = []
     if not isinstance(dx, SymbolicZero):
         parts.append(_conv(dx, kernel))
     if not isinstance(dkernel, SymbolicZero):
         parts.append(jnp.concatenate([_conv(x[i:i + size], dkernel) for i in range(0, x.shape[0], size)]))
-    tangent = sum(parts[1:], parts[0]) if parts else jnp.zeros_like(out)
-    return out, tangent
+    return _conv(x, kernel), sum(parts[1:], parts[0])
 
 
 _sliced.defjvp(_sliced_jvp, symbolic_zeros=True)
