@@ -1,21 +1,24 @@
 """The Conv block's kernel gradient by slices of the batch (nopeek/protocol/_conv.py) against
 XLA's whole-batch one, and the alternatives that were tried.
 
-    python bench/conv_slices.py [--part kernel|step|alternatives|all] [--rounds 5]
+    python bench/conv_slices.py [--part kernel|step|alternatives|resnet|all] [--rounds 5] [--sizes 8,16,32]
 
 - kernel: the kernel gradient of the cnn's 16-to-32 3x3 convolution (28x28 images) alone,
   at batch 64 and 256: XLA's (one convolution over the whole batch) against the sum over
   slices of 8, 16, 32 and 64 samples; median ms of 20 jitted calls.
 - step: the median step of the loop `nopeek train` runs (`bench.process.loop_step_ms`, the
-  mnist5k cnn job) with `NOPEEK_CONV_SLICE=0` (XLA's kernel gradient) and with nopeek's
-  default slice, each in its own process, alternating round by round; the median of the
+  mnist5k cnn job) with `NOPEEK_CONV_SLICE=0` (XLA's kernel gradient) and with each slice of
+  `--sizes` (default: nopeek's default slice), each in its own process, alternating round by round; the median of the
   rounds' medians, their range, and the speed-up. PyTorch's step is `bench/process.py
   --part step`.
 - alternatives: a stand-alone copy of the cnn's step at batch 256 (the same layers, NoPeek's
   dCor on the cut by `metrics.distance_correlation`, plain SGD) with the kernel gradient
-  computed as XLA's, by nopeek's `conv_same` (slices of 32), as nine offset matmuls (whole batch; unrolled slices of 16 and 32; a
+  computed as XLA's, by nopeek's `conv_general_dilated` (slices of 32), as nine offset matmuls (whole batch; unrolled slices of 16 and 32; a
   `lax.scan` over slices of 8, 16, 32), and the client's layers in a `lax.map` over slices of
   64; median ms of 20 steps.
+- resnet: the kernel gradients of the resnet's convolutions (3x3 and 1x1, strided or not, at
+  mnist5k's 28x28) alone, whole against slices of 16, 32 and 64; then the step part for
+  `--model resnet --cut 2` (the same job otherwise).
 
 The host is printed first: the gain depends on the CPU's caches and XLA's convolution path.
 """
@@ -55,15 +58,20 @@ def _median_ms(fn, *args, calls: int = 20) -> float:
     return 1000 * statistics.median(times)
 
 
-def _plain(x, kernel):
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=DIMENSIONS)
+def _plain(x, kernel, stride: int = 1):
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "SAME", dimension_numbers=DIMENSIONS)
 
 
-def _kernel_gradient(x, g, kernel, size: int):
+def _sliced(x, kernel):
+    """nopeek's drop-in, as the models call it (stride 1, 'SAME')."""
+    return _conv.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=DIMENSIONS)
+
+
+def _kernel_gradient(x, g, kernel, size: int, stride: int = 1):
     """d(sum(conv(x, kernel) * g))/d kernel, whole (size 0) or summed over slices of `size`."""
     if not size:
-        return jax.vjp(lambda k: _plain(x, k), kernel)[1](g)[0]
-    return sum(jax.vjp(lambda k: _plain(x[i:i + size], k), kernel)[1](g[i:i + size])[0]
+        return jax.vjp(lambda k: _plain(x, k, stride), kernel)[1](g)[0]
+    return sum(jax.vjp(lambda k: _plain(x[i:i + size], k, stride), kernel)[1](g[i:i + size])[0]
                for i in range(0, x.shape[0], size))
 
 
@@ -87,27 +95,59 @@ def kernel_part() -> None:
         print(f"| {batch} | " + " | ".join(cells) + " |", flush=True)
 
 
-def step_part(rounds: int) -> None:
-    print(f"\n## The loop's step, XLA's kernel gradient (NOPEEK_CONV_SLICE=0) against slices of "
-          f"{_conv.DEFAULT_SLICE} (each in its own process, {rounds} alternating rounds; median ms, range)")
-    print("| batch | XLA's whole-batch kernel gradient | by slices | speed-up |")
-    print("|---|---|---|---|")
+# The resnet's convolutions on 28x28 mnist5k images: (H, c_in, c_out, kernel, stride).
+RESNET_CONVS = ((28, 1, 16, 3, 1), (28, 16, 16, 3, 1), (28, 16, 32, 3, 2), (14, 32, 32, 3, 1),
+                (28, 16, 32, 1, 2), (14, 32, 64, 3, 2), (7, 64, 64, 3, 1), (14, 32, 64, 1, 2))
+
+
+def resnet_kernel_part() -> None:
+    print("\n## The kernel gradients of the resnet's convolutions (mnist5k's 28x28 images) alone "
+          "(median ms of 20 calls)")
+    sizes = (0, 16, 32, 64)
+    print("| batch | input H, channels, kernel, stride | "
+          + " | ".join("whole (XLA)" if s == 0 else f"slices of {s}" for s in sizes) + " |")
+    print("|---" * (len(sizes) + 2) + "|")
+    rng = np.random.default_rng(0)
+    for batch in (64, 256):
+        for h, c_in, c_out, k, stride in RESNET_CONVS:
+            x = jnp.asarray(rng.normal(size=(batch, h, h, c_in)), jnp.float32)
+            kernel = jnp.asarray(rng.normal(size=(k, k, c_in, c_out)) / (k * np.sqrt(c_in)), jnp.float32)
+            g = jnp.asarray(rng.normal(size=_plain(x, kernel, stride).shape), jnp.float32)
+            cells = []
+            for size in sizes:
+                if size >= batch:
+                    cells.append("-")
+                    continue
+                fn = jax.jit(lambda x, g, kernel, size=size, stride=stride: _kernel_gradient(x, g, kernel, size, stride))
+                cells.append(f"{_median_ms(fn, x, g, kernel):.2f}")
+            print(f"| {batch} | {h}x{h}, {c_in} to {c_out}, {k}x{k}, {stride} | " + " | ".join(cells) + " |", flush=True)
+
+
+def step_part(rounds: int, sizes: tuple[int, ...] = (), model: str = "cnn", cut: int = 4) -> None:
+    sizes = sizes or (_conv.DEFAULT_SLICE,)
+    print(f"\n## The loop's step ({model}, cut {cut}), XLA's kernel gradient (NOPEEK_CONV_SLICE=0) against slices of "
+          f"{', '.join(map(str, sizes))} (each in its own process, {rounds} alternating rounds; median ms, range)")
+    print("| batch | XLA's whole-batch kernel gradient | " + " | ".join(f"slices of {s}" for s in sizes) + " | "
+          + " | ".join(f"speed-up ({s})" for s in sizes) + " |")
+    print("|---" * (2 + 2 * len(sizes)) + "|")
     code = ("import sys, json; sys.path.insert(0, %r); import nopeek; from bench.process import loop_step_ms; "
-            "print(json.dumps(loop_step_ms(int(sys.argv[1]))['step_ms']))" % ROOT)
+            "print(json.dumps(loop_step_ms(int(sys.argv[1]), model=sys.argv[2], cut=int(sys.argv[3]))['step_ms']))"
+            % ROOT)
     base = {k: v for k, v in os.environ.items() if k != "NOPEEK_CONV_SLICE"}
-    settings = {"whole": dict(base, NOPEEK_CONV_SLICE="0"), "slices": base}
+    settings = {0: dict(base, NOPEEK_CONV_SLICE="0")}
+    settings.update({size: dict(base, NOPEEK_CONV_SLICE=str(size)) for size in sizes})
     for batch in (64, 256):
         times = {key: [] for key in settings}
         for _ in range(rounds):
             for key, env in settings.items():
-                done = subprocess.run([sys.executable, "-c", code, str(batch)], capture_output=True, text=True,
+                done = subprocess.run([sys.executable, "-c", code, str(batch), model, str(cut)], capture_output=True, text=True,
                                       env=env, cwd=ROOT)
                 if done.returncode != 0:
                     raise RuntimeError(done.stderr[-1500:])
                 times[key].append(float(done.stdout.strip().splitlines()[-1]))
         cells = [f"{statistics.median(t):.2f} ({min(t):.2f}-{max(t):.2f})" for t in times.values()]
-        ratio = statistics.median(times["whole"]) / statistics.median(times["slices"])
-        print(f"| {batch} | {cells[0]} | {cells[1]} | {ratio:.2f}x |", flush=True)
+        ratios = [f"{statistics.median(times[0]) / statistics.median(times[s]):.2f}x" for s in sizes]
+        print(f"| {batch} | " + " | ".join(cells + ratios) + " |", flush=True)
 
 
 def _nine_matmuls(x, g):
@@ -194,9 +234,9 @@ def alternatives_part() -> None:
     variants += [(f"nine offset matmuls, unrolled slices of {s}", "matmuls, unrolled slices", s) for s in (16, 32)]
     variants += [(f"nine offset matmuls, lax.scan over slices of {s}", "matmuls, lax.scan over slices", s)
                  for s in (8, 16, 32)]
-    os.environ["NOPEEK_CONV_SLICE"] = str(_conv.DEFAULT_SLICE)  # read when conv_same is traced
-    step = _standalone_step(_conv.conv_same)
-    print(f"| nopeek's conv_same (slices of {_conv.DEFAULT_SLICE}) | {_median_ms(step, params, x, y):.2f} |", flush=True)
+    os.environ["NOPEEK_CONV_SLICE"] = str(_conv.DEFAULT_SLICE)  # read when the convolution is traced
+    step = _standalone_step(_sliced)
+    print(f"| nopeek's conv_general_dilated (slices of {_conv.DEFAULT_SLICE}) | {_median_ms(step, params, x, y):.2f} |", flush=True)
     for label, kind, size in variants:
         step = _standalone_step(_conv_with(_variant_kernel_gradient(kind, size)))
         print(f"| {label} | {_median_ms(step, params, x, y):.2f} |", flush=True)
@@ -208,16 +248,27 @@ def alternatives_part() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("kernel", "step", "alternatives", "all"), default="all")
+    parser.add_argument("--part", choices=("kernel", "step", "alternatives", "resnet", "all"), default="all")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sizes", default=str(_conv.DEFAULT_SLICE),
+                        help="step part: comma-separated slice sizes to time against XLA's whole gradient")
     args = parser.parse_args()
+    try:
+        sizes = tuple(int(s) for s in args.sizes.split(","))
+    except ValueError:
+        parser.error(f"--sizes takes whole numbers separated by commas, got {args.sizes!r}")
+    if any(s <= 0 for s in sizes):
+        parser.error("--sizes: each slice must be > 0 (the whole gradient is always timed)")
     print(host_line())
     if args.part in ("kernel", "all"):
         kernel_part()
     if args.part in ("step", "all"):
-        step_part(args.rounds)
+        step_part(args.rounds, sizes)
     if args.part in ("alternatives", "all"):
         alternatives_part()
+    if args.part in ("resnet", "all"):
+        resnet_kernel_part()
+        step_part(args.rounds, sizes, model="resnet", cut=2)
     print(json.dumps({"slice": _conv.DEFAULT_SLICE, "max_slices": _conv.MAX_SLICES}))
 
 

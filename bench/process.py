@@ -120,8 +120,9 @@ def _line(xs, ys):
     return slope, my - slope * mx
 
 
-def loop_step_ms(batch: int, epochs: int = 2) -> dict:
-    """The median step (ms) of `train_stack` on the mnist5k job, each step followed by a sync,
+def loop_step_ms(batch: int, epochs: int = 2, model: str = "cnn", cut: int = 4) -> dict:
+    """The median step (ms) of `train_stack` on the mnist5k job (by default the cnn cut at 4,
+    NoPeek's alpha 1), each step followed by a sync,
     the median per-epoch evaluation (ms; accuracy and the probe's dCor) and the last epoch's
     (with the readings: U-statistic, permutation null, partial dCor), from the loop nopeek
     train runs."""
@@ -158,7 +159,7 @@ def loop_step_ms(batch: int, epochs: int = 2) -> dict:
 
     _loop.make_step_fn, _loop.make_epoch_eval = timed_step, timed_eval
     try:
-        config = TrainConfig(dataset="mnist5k", model="cnn", cuts=(4,), alpha=1.0, epochs=epochs, batch_size=batch)
+        config = TrainConfig(dataset="mnist5k", model=model, cuts=(cut,), alpha=1.0, epochs=epochs, batch_size=batch)
         dataset = load("mnist5k")
         _loop.train_stack(config, dataset, progress=False)  # compiles (or loads from the cache)
         steps.clear()

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nopeek.errors import ModelError
-from nopeek.protocol._conv import conv_same
+from nopeek.protocol._conv import conv_layer
 
 
 # ---- blocks ----------------------------------------------------------------
@@ -61,18 +61,16 @@ class Dense(nnx.Module):
 class Conv(nnx.Module):
     """3x3 'SAME' convolution and an activation (ReLU by default): (n, H, W, c_in) -> (n, H, W, c_out).
 
-    Parameters are flax's `nnx.Conv`'s (`conv.kernel`, `conv.bias`); the convolution is
-    `conv_same`, whose kernel gradient on the CPU is summed over slices of the batch.
+    `conv` is flax's `nnx.Conv` (parameters `conv.kernel`, `conv.bias`) built by `conv_layer`:
+    its kernel gradient on the CPU is summed over slices of the batch.
     """
 
     def __init__(self, c_in: int, c_out: int, *, activation: str = "relu", rngs: nnx.Rngs):
-        self.conv = nnx.Conv(c_in, c_out, kernel_size=(3, 3), padding="SAME", rngs=rngs)
+        self.conv = conv_layer(c_in, c_out, kernel_size=(3, 3), padding="SAME", rngs=rngs)
         self.activation = _activation_name(activation)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        # self.conv holds the parameters (kernel, bias) under flax's names; conv_same is the
-        # same convolution with the CPU's kernel gradient taken by slices of the batch.
-        return ACTIVATIONS[self.activation](conv_same(x, self.conv.kernel[...]) + self.conv.bias[...].reshape(1, 1, 1, -1))
+        return ACTIVATIONS[self.activation](self.conv(x))
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -100,7 +98,7 @@ def _projection(c_in: int, c_out: int, stride: int, rngs: nnx.Rngs):
     """The shortcut of a residual block: a strided 1x1 convolution when the shape changes, else None."""
     if stride == 1 and c_in == c_out:
         return None
-    return nnx.Conv(c_in, c_out, (1, 1), strides=stride, use_bias=False, rngs=rngs)
+    return conv_layer(c_in, c_out, (1, 1), strides=stride, use_bias=False, rngs=rngs)
 
 
 class ResidualBlock(nnx.Module):
@@ -108,9 +106,9 @@ class ResidualBlock(nnx.Module):
 
     def __init__(self, c_in: int, c_out: int, *, stride: int = 1, rngs: nnx.Rngs):
         groups = min(8, c_out)
-        self.conv1 = nnx.Conv(c_in, c_out, (3, 3), strides=stride, padding="SAME", use_bias=False, rngs=rngs)
+        self.conv1 = conv_layer(c_in, c_out, (3, 3), strides=stride, padding="SAME", use_bias=False, rngs=rngs)
         self.norm1 = nnx.GroupNorm(c_out, num_groups=groups, rngs=rngs)
-        self.conv2 = nnx.Conv(c_out, c_out, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
+        self.conv2 = conv_layer(c_out, c_out, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
         self.norm2 = nnx.GroupNorm(c_out, num_groups=groups, rngs=rngs)
         self.project = _projection(c_in, c_out, stride, rngs)
 
@@ -126,11 +124,11 @@ class Bottleneck(nnx.Module):
 
     def __init__(self, c_in: int, c_out: int, *, stride: int = 1, rngs: nnx.Rngs):
         mid = c_out // 4
-        self.conv1 = nnx.Conv(c_in, mid, (1, 1), use_bias=False, rngs=rngs)
+        self.conv1 = conv_layer(c_in, mid, (1, 1), use_bias=False, rngs=rngs)
         self.norm1 = nnx.GroupNorm(mid, num_groups=min(32, mid), rngs=rngs)
-        self.conv2 = nnx.Conv(mid, mid, (3, 3), strides=stride, padding="SAME", use_bias=False, rngs=rngs)
+        self.conv2 = conv_layer(mid, mid, (3, 3), strides=stride, padding="SAME", use_bias=False, rngs=rngs)
         self.norm2 = nnx.GroupNorm(mid, num_groups=min(32, mid), rngs=rngs)
-        self.conv3 = nnx.Conv(mid, c_out, (1, 1), use_bias=False, rngs=rngs)
+        self.conv3 = conv_layer(mid, c_out, (1, 1), use_bias=False, rngs=rngs)
         self.norm3 = nnx.GroupNorm(c_out, num_groups=min(32, c_out), rngs=rngs)
         self.project = _projection(c_in, c_out, stride, rngs)
 
@@ -146,7 +144,7 @@ class Stem(nnx.Module):
     """3x3 convolution, GroupNorm, ReLU: the ResNets' first block."""
 
     def __init__(self, c_in: int, c_out: int, *, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(c_in, c_out, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
+        self.conv = conv_layer(c_in, c_out, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
         self.norm = nnx.GroupNorm(c_out, num_groups=min(8, c_out), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
