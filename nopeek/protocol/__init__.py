@@ -7,6 +7,7 @@ Registries: models (`register_model`, `MODELS`) and configurations (`register_to
 
 from nopeek.errors import TopologyError
 from nopeek.protocol._config import ModelConfig
+from nopeek.protocol._conv import conv_layer
 from nopeek.protocol._engine import NO_DEFENCE, Composite, Defence, Penalty, end_to_end_loss, forward, protocol_gradients
 from nopeek.protocol._graph import (
     LOSS_KINDS, MERGES, Handoff, Loss, Message, Party, Segment, Topology, is_raw_input, merged_name, segment_fn,
@@ -38,7 +39,7 @@ __all__ = [
     "MaxPool", "Message", "ModelConfig", "ModelList", "ModelSpec", "Party", "Penalty", "Receiver", "Recorder", "Segment", "Setup",
     "Topology", "TopologyError", "TopologySpec", "Transport", "block_key", "build", "build_model", "build_multi_hop", "build_multi_task",
     "build_round_robin", "build_segment", "merged_name", "build_u_shaped", "build_vanilla", "build_vertical", "check_logits", "conv",
-    "cross_entropy", "default_cuts", "dense", "device_count", "end_to_end_loss", "format_transcript", "forward",
+    "conv_layer", "cross_entropy", "default_cuts", "dense", "device_count", "end_to_end_loss", "format_transcript", "forward",
     "gradient_name", "is_raw_input", "leakage", "list_cuts", "max_pool_2x2", "model_at", "model_blocks", "model_count",
     "out_shape", "over_stack", "padded_size", "partition", "protocol_gradients", "register_model",
     "register_topology", "resolve_cuts", "resolve_stack_mode", "segment_fn", "shard_models", "spec", "stack_models",
