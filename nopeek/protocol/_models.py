@@ -28,6 +28,7 @@ from flax import nnx
 
 from nopeek.errors import ModelError
 from nopeek.protocol._conv import conv_layer
+from nopeek.protocol._norm import GroupNorm
 
 
 # ---- blocks ----------------------------------------------------------------
@@ -107,9 +108,9 @@ class ResidualBlock(nnx.Module):
     def __init__(self, c_in: int, c_out: int, *, stride: int = 1, rngs: nnx.Rngs):
         groups = min(8, c_out)
         self.conv1 = conv_layer(c_in, c_out, (3, 3), strides=stride, padding="SAME", use_bias=False, rngs=rngs)
-        self.norm1 = nnx.GroupNorm(c_out, num_groups=groups, rngs=rngs)
+        self.norm1 = GroupNorm(c_out, num_groups=groups, rngs=rngs)
         self.conv2 = conv_layer(c_out, c_out, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
-        self.norm2 = nnx.GroupNorm(c_out, num_groups=groups, rngs=rngs)
+        self.norm2 = GroupNorm(c_out, num_groups=groups, rngs=rngs)
         self.project = _projection(c_in, c_out, stride, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -125,11 +126,11 @@ class Bottleneck(nnx.Module):
     def __init__(self, c_in: int, c_out: int, *, stride: int = 1, rngs: nnx.Rngs):
         mid = c_out // 4
         self.conv1 = conv_layer(c_in, mid, (1, 1), use_bias=False, rngs=rngs)
-        self.norm1 = nnx.GroupNorm(mid, num_groups=min(32, mid), rngs=rngs)
+        self.norm1 = GroupNorm(mid, num_groups=min(32, mid), rngs=rngs)
         self.conv2 = conv_layer(mid, mid, (3, 3), strides=stride, padding="SAME", use_bias=False, rngs=rngs)
-        self.norm2 = nnx.GroupNorm(mid, num_groups=min(32, mid), rngs=rngs)
+        self.norm2 = GroupNorm(mid, num_groups=min(32, mid), rngs=rngs)
         self.conv3 = conv_layer(mid, c_out, (1, 1), use_bias=False, rngs=rngs)
-        self.norm3 = nnx.GroupNorm(c_out, num_groups=min(32, c_out), rngs=rngs)
+        self.norm3 = GroupNorm(c_out, num_groups=min(32, c_out), rngs=rngs)
         self.project = _projection(c_in, c_out, stride, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -145,7 +146,7 @@ class Stem(nnx.Module):
 
     def __init__(self, c_in: int, c_out: int, *, rngs: nnx.Rngs):
         self.conv = conv_layer(c_in, c_out, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
-        self.norm = nnx.GroupNorm(c_out, num_groups=min(8, c_out), rngs=rngs)
+        self.norm = GroupNorm(c_out, num_groups=min(8, c_out), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return nnx.relu(self.norm(self.conv(x)))

@@ -1,0 +1,58 @@
+"""GroupNorm with its statistics taken per channel first: flax's `nnx.GroupNorm`, faster on the CPU.
+
+flax's `nnx.GroupNorm` reshapes (n, H, W, C) to (n, H, W, groups, C/groups) and reduces over
+(H, W, C/groups) at once. On a 2-core AVX-512/AMX Xeon, XLA:CPU ran that, forward and
+backward, at 3.01 ms for (64, 28, 28, 16) in 8 groups and 21.63 ms at batch 256; summing each
+channel over (H, W) first (a reduction over the leading spatial axes, channels kept) and
+then the channels of a group took 1.55 and 9.52 ms (`python bench/group_norm.py --part
+alone`). Removing the resnet's GroupNorms outright halved its step at batch 64, so they
+were most of what the step spent outside its convolutions.
+
+`GroupNorm` is `nnx.GroupNorm` (same arguments, parameters `scale` and `bias`, and values to
+float32 round-off) whose call takes that route for float32/float64 inputs of rank 3 or more
+with the default reduction axes, no mask, no `axis_name` and the fast variance
+(E[x^2] - E[x]^2, clamped at 0, flax's default). Anything else goes to flax's own call.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+_FAST_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
+
+
+class GroupNorm(nnx.GroupNorm):
+    """flax's `nnx.GroupNorm`: (n, *spatial, C) -> the same shape, each sample's channels
+    normalised in `num_groups` groups over the spatial axes, then scaled and shifted per
+    channel; the statistics are summed per channel first (see the module's docstring)."""
+
+    def _fast_path(self, x: jax.Array, mask) -> bool:
+        return (mask is None and self.reduction_axes is None and self.axis_name is None and self.use_fast_variance
+                and x.ndim >= 3 and jnp.dtype(x.dtype) in _FAST_DTYPES
+                and (self.dtype is None or jnp.dtype(self.dtype) == jnp.dtype(x.dtype)))
+
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        if not self._fast_path(x, mask):
+            return super().__call__(x, mask=mask)
+        scale = self.scale[...] if self.scale else None
+        bias = self.bias[...] if self.bias else None
+        x, scale, bias = self.promote_dtype((x, scale, bias), dtype=self.dtype)
+        n, channels = x.shape[0], x.shape[-1]
+        spatial = tuple(range(1, x.ndim - 1))
+        count = math.prod(x.shape[1:-1]) * self.group_size
+        # per channel over the spatial axes, then per group: (n, C) -> (n, groups)
+        sums = jnp.sum(x, axis=spatial).reshape(n, self.num_groups, self.group_size).sum(-1)
+        squares = jnp.sum(x * x, axis=spatial).reshape(n, self.num_groups, self.group_size).sum(-1)
+        mean = sums / count
+        var = jnp.maximum(squares / count - mean * mean, 0.0)
+        inverse = jax.lax.rsqrt(var + self.epsilon)
+        # back to channels, (n, C), then one multiply-add on x
+        mean, inverse = (jnp.repeat(v, self.group_size, axis=1) for v in (mean, inverse))
+        multiplier = inverse if scale is None else inverse * scale[None, :]
+        shift = -mean * multiplier if bias is None else bias[None, :] - mean * multiplier
+        broadcast = (n,) + (1,) * len(spatial) + (channels,)
+        return x * multiplier.reshape(broadcast) + shift.reshape(broadcast)
