@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from nopeek.protocol import _norm
 from nopeek.protocol._models import Bottleneck, ResidualBlock, Stem
 from nopeek.protocol._norm import GroupNorm
+
+
+@pytest.fixture(autouse=True)
+def as_on_the_cpu(monkeypatch):
+    """The per-channel route is the CPU's: take it whatever the backend."""
+    monkeypatch.setattr(_norm, "_on_cpu", lambda: True)
 
 
 def _numpy_group_norm(x, groups, scale, bias, eps=1e-6):
@@ -83,6 +90,14 @@ def test_what_it_leaves_to_flax(rng):
     ours, theirs = _pair(8, num_groups=4)
     np.testing.assert_array_equal(ours(x.astype(jnp.bfloat16)), theirs(x.astype(jnp.bfloat16)))
     assert not ours._fast_path(x.astype(jnp.bfloat16), None) and ours._fast_path(x, None)
+
+
+def test_accelerators_get_flaxs_call(rng, monkeypatch):
+    monkeypatch.setattr(_norm, "_on_cpu", lambda: False)
+    ours, theirs = _pair(8, num_groups=4)
+    x = jnp.asarray(rng.normal(size=(8, 5, 5, 8)), jnp.float32)
+    assert not ours._fast_path(x, None)
+    np.testing.assert_array_equal(ours(x), theirs(x))
 
 
 def test_parameters_are_flaxs():

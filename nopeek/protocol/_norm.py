@@ -2,16 +2,16 @@
 
 flax's `nnx.GroupNorm` reshapes (n, H, W, C) to (n, H, W, groups, C/groups) and reduces over
 (H, W, C/groups) at once. On a 2-core AVX-512/AMX Xeon, XLA:CPU ran that, forward and
-backward, at 3.01 ms for (64, 28, 28, 16) in 8 groups and 21.63 ms at batch 256; summing each
-channel over (H, W) first (a reduction over the leading spatial axes, channels kept) and
-then the channels of a group took 1.55 and 9.52 ms (`python bench/group_norm.py --part
-alone`). Removing the resnet's GroupNorms outright halved its step at batch 64, so they
-were most of what the step spent outside its convolutions.
+backward, in 2.93 ms for (64, 28, 28, 16) in 8 groups and 10.84 ms at batch 256; summing each
+channel over (H, W) first (channels kept) and then the channels of a group took 1.66 and
+5.34 ms (`python bench/group_norm.py --part alone`; bench/README, "The resnets' GroupNorm",
+with the resnet's step before and after).
 
 `GroupNorm` is `nnx.GroupNorm` (same arguments, parameters `scale` and `bias`, and values to
 float32 round-off) whose call takes that route for float32/float64 inputs of rank 3 or more
 with the default reduction axes, no mask, no `axis_name` and the fast variance
-(E[x^2] - E[x]^2, clamped at 0, flax's default). Anything else goes to flax's own call.
+(E[x^2] - E[x]^2, clamped at 0, flax's default), on the CPU. Anything else, and every
+accelerator (not measured there), goes to flax's own call.
 """
 
 from __future__ import annotations
@@ -25,13 +25,17 @@ from flax import nnx
 _FAST_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
 
 
+def _on_cpu() -> bool:
+    return jax.default_backend() == "cpu"
+
+
 class GroupNorm(nnx.GroupNorm):
     """flax's `nnx.GroupNorm`: (n, *spatial, C) -> the same shape, each sample's channels
     normalised in `num_groups` groups over the spatial axes, then scaled and shifted per
     channel; the statistics are summed per channel first (see the module's docstring)."""
 
     def _fast_path(self, x: jax.Array, mask) -> bool:
-        return (mask is None and self.reduction_axes is None and self.axis_name is None and self.use_fast_variance
+        return (_on_cpu() and mask is None and self.reduction_axes is None and self.axis_name is None and self.use_fast_variance
                 and x.ndim >= 3 and jnp.dtype(x.dtype) in _FAST_DTYPES
                 and (self.dtype is None or jnp.dtype(self.dtype) == jnp.dtype(x.dtype)))
 
