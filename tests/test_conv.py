@@ -163,29 +163,34 @@ def test_composes_with_vmap_and_second_order(rng, slices):
 
 
 def test_conv_block_is_flaxs_convolution(rng, slices):
-    """The Conv block keeps flax's parameters (names and shapes) and computes nnx.Conv's values
-    and gradients."""
+    """The Conv block keeps flax's parameters (names and shapes) and computes what a plain
+    nnx.Conv with the same parameters computes: values and gradients."""
     slices(16)
     block = Conv(3, 8, rngs=nnx.Rngs(0))
     params = nnx.state(block, nnx.Param)
     assert {tuple(p) for p, _ in nnx.to_flat_state(params)} == {("conv", "kernel"), ("conv", "bias")}
+    plain = nnx.Conv(3, 8, (3, 3), padding="SAME", rngs=nnx.Rngs(1))
+    assert plain.conv_general_dilated is jax.lax.conv_general_dilated
+    plain.kernel[...] = block.conv.kernel[...]
+    plain.bias[...] = jnp.asarray(rng.normal(size=8), jnp.float32)
+    block.conv.bias[...] = plain.bias[...]
     x = jnp.asarray(rng.normal(size=(48, 10, 10, 3)), jnp.float32)
 
     def ours(block, x):
         return jnp.sum(block(x) ** 2)
 
-    def flaxs(block, x):
-        return jnp.sum(jax.nn.relu(block.conv(x)) ** 2)
+    def flaxs(conv, x):
+        return jnp.sum(jax.nn.relu(conv(x)) ** 2)
 
-    np.testing.assert_allclose(block(x), jax.nn.relu(block.conv(x)), rtol=1e-6, atol=1e-6)
-    g_ours, g_flax = (nnx.grad(f)(block, x) for f in (ours, flaxs))
-    np.testing.assert_allclose(g_ours["conv"]["kernel"][...], g_flax["conv"]["kernel"][...], rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(g_ours["conv"]["bias"][...], g_flax["conv"]["bias"][...], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(block(x), jax.nn.relu(plain(x)), rtol=1e-6, atol=1e-5)
+    g_ours, g_flax = nnx.grad(ours)(block, x), nnx.grad(flaxs)(plain, x)
+    np.testing.assert_allclose(g_ours["conv"]["kernel"][...], g_flax["kernel"][...], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(g_ours["conv"]["bias"][...], g_flax["bias"][...], rtol=1e-5, atol=1e-4)
 
 
 @cpu_only
 def test_the_model_blocks_take_the_kernel_gradient_by_slices(rng, slices):
-    """The cnn's Conv blocks run conv_same, not flax's convolution: at batch 48 with slices of 16
+    """The cnn's Conv blocks take the sliced kernel gradient (conv_layer), not XLA's: at batch 48 with slices of 16
     the block's parameter gradient holds three kernel-gradient convolutions (plus the forward),
     with slicing off one."""
     block = Conv(3, 8, rngs=nnx.Rngs(0))
