@@ -1,5 +1,5 @@
-"""The Conv block's kernel gradient by slices of the batch (nopeek/protocol/_conv.py) against
-XLA's whole-batch one, and the alternatives that were tried.
+"""Convolutions' kernel gradients by slices of the batch (nopeek/protocol/_conv.py) against
+XLA's whole-batch ones, and the alternatives that were tried.
 
     python bench/conv_slices.py [--part kernel|step|alternatives|resnet|all] [--rounds 5] [--sizes 8,16,32]
 

@@ -1,6 +1,6 @@
 """The convolution whose kernel gradient is summed over slices of the batch (nopeek/protocol/_conv.py):
 its values and both gradients against NumPy in float64 and against XLA's own convolution (strided,
-1x1, dilated, grouped, explicit padding, batch not first), the slice it picks, and that it composes
+1x1, dilated, grouped, explicit padding, the batch at other axes, every precision form), the slice it picks, and that it composes
 (jit, vmap, forward mode, a gradient of a gradient, flax's nnx.Conv, the model blocks)."""
 
 import jax
@@ -272,22 +272,86 @@ def test_any_convolution_flax_sends_matches_xlas_gradient(rng, slices, case):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-4)
 
 
-def test_batch_axis_from_the_dimension_numbers(rng, slices):
-    """NCHW input and output: the slices are taken along the batch axis the dimension numbers
-    name, and the kernel gradient is NumPy's in float64."""
+@pytest.mark.parametrize("numbers", [("CHWN", "HWIO", "NHWC"), ("HWCN", "HWIO", "NHWC")])
+def test_batch_axis_from_the_dimension_numbers(rng, slices, numbers):
+    """The batch is the input's last axis and the output's first. The slice is chosen from the
+    input's batch (30 > 8: sliced, though CHWN's first axis holds 2 channels), the slices are
+    taken along it (HWCN's first axis, 10 rows, would give slices of the wrong shape) and
+    concatenated along the output's, and the values are NumPy's in float64."""
     slices(8)
-    x = rng.normal(size=(30, 6, 6, 2))
+    x = rng.normal(size=(30, 10, 6, 2))
     k = rng.normal(size=(3, 3, 2, 3))
-    g = rng.normal(size=(30, 6, 6, 3))
-    nchw = ("NCHW", "HWIO", "NCHW")
+    g = rng.normal(size=(30, 10, 6, 3))
+    to_input = ["NHWC".index(axis) for axis in numbers[0]]
 
     def ours(x, k):
-        return _conv.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=nchw)
+        return _conv.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=numbers)
 
-    x_t, g_t = (jnp.asarray(np.transpose(a, (0, 3, 1, 2)), jnp.float32) for a in (x, g))
-    out, vjp = jax.vjp(ours, x_t, jnp.asarray(k, jnp.float32))
-    np.testing.assert_allclose(np.transpose(out, (0, 2, 3, 1)), _numpy_conv(x, k), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(vjp(g_t)[1], _numpy_kernel_gradient(x, g), rtol=1e-4, atol=1e-3)
+    x_t = jnp.asarray(np.transpose(x, to_input), jnp.float32)
+    k32 = jnp.asarray(k, jnp.float32)
+    assert "custom_jvp_call" in str(jax.make_jaxpr(ours)(x_t, k32))  # sliced
+    out, vjp = jax.vjp(ours, x_t, k32)
+    np.testing.assert_allclose(out, _numpy_conv(x, k), rtol=1e-4, atol=1e-4)
+    dx, dk = vjp(jnp.asarray(g, jnp.float32))
+    np.testing.assert_allclose(dk, _numpy_kernel_gradient(x, g), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(np.transpose(dx, np.argsort(to_input)), _numpy_input_gradient(g, k), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("precision", [
+    jax.lax.Precision.HIGHEST, "highest", ["highest", "high"], jax.lax.DotAlgorithmPreset.F32_F32_F32,
+    jax.lax.DotAlgorithm(jnp.float32, jnp.float32, jnp.float32),
+], ids=["enum", "string", "pair-as-list", "algorithm-preset", "dot-algorithm"])
+def test_every_precision_form_lax_takes(rng, slices, precision):
+    """Whatever precision lax accepts, the sliced path accepts and computes the same gradients."""
+    slices(4)
+    x = jnp.asarray(rng.normal(size=(12, 6, 6, 2)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, 2, 3)), jnp.float32)
+
+    def grads(conv):
+        return jax.grad(lambda x, k: jnp.sum(jnp.sin(conv(x, k, (1, 1), "SAME", dimension_numbers=DIMENSIONS,
+                                                          precision=precision))), argnums=(0, 1))(x, k)
+
+    for a, b in zip(grads(_conv.conv_general_dilated), grads(jax.lax.conv_general_dilated)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_preferred_element_type_is_kept(rng, slices, x64):
+    """float32 operands with a float64 result: the output and the gradients in lax's dtypes."""
+    slices(4)
+    x = jnp.asarray(rng.normal(size=(12, 6, 6, 2)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, 2, 3)), jnp.float32)
+
+    def run(conv):
+        def f(x, k):
+            return conv(x, k, (1, 1), "SAME", dimension_numbers=DIMENSIONS, preferred_element_type=jnp.float64)
+        out, vjp = jax.vjp(f, x, k)
+        return (out, *vjp(jnp.ones_like(out)))
+
+    ours, theirs = run(_conv.conv_general_dilated), run(jax.lax.conv_general_dilated)
+    assert ours[0].dtype == theirs[0].dtype == jnp.float64
+    for a, b in zip(ours, theirs):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
+
+
+def test_an_output_sharding_goes_to_lax_untouched(rng, slices, monkeypatch):
+    """An out_sharding is handed to lax as given, with no custom rule in between."""
+    slices(4)
+    seen = []
+    plain = jax.lax.conv_general_dilated
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("out_sharding"))
+        kwargs.pop("out_sharding", None)
+        return plain(*args, **kwargs)
+
+    monkeypatch.setattr(jax.lax, "conv_general_dilated", recording)
+    x = jnp.asarray(rng.normal(size=(12, 6, 6, 2)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, 2, 3)), jnp.float32)
+    marker = object()
+    jaxpr = str(jax.make_jaxpr(lambda x, k: _conv.conv_general_dilated(
+        x, k, (1, 1), "SAME", dimension_numbers=DIMENSIONS, out_sharding=marker))(x, k))
+    assert seen == [marker] and "custom_jvp_call" not in jaxpr
 
 
 def test_batch_groups_take_the_plain_convolution(rng, slices):

@@ -2,6 +2,7 @@
 gradients against flax's nnx.GroupNorm and against NumPy in float64; what it leaves to flax;
 the resnets' blocks built with it."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -78,8 +79,8 @@ def test_float64_matches_numpy(rng, x64):
 
 
 def test_what_it_leaves_to_flax(rng):
-    """A mask, reduction axes of one's own, the two-pass variance, bfloat16: flax's own call,
-    the same values bit for bit."""
+    """A mask, reduction axes of one's own, the two-pass variance, bfloat16 inputs, a dtype of
+    its own, an axis_name: flax's own call, the same values bit for bit."""
     x = jnp.asarray(rng.normal(size=(8, 5, 5, 8)), jnp.float32)
     mask = jnp.asarray(rng.random(size=x.shape) > 0.3)
     ours, theirs = _pair(8, num_groups=4)
@@ -90,6 +91,16 @@ def test_what_it_leaves_to_flax(rng):
     ours, theirs = _pair(8, num_groups=4)
     np.testing.assert_array_equal(ours(x.astype(jnp.bfloat16)), theirs(x.astype(jnp.bfloat16)))
     assert not ours._fast_path(x.astype(jnp.bfloat16), None) and ours._fast_path(x, None)
+    # a computation dtype of its own (statistics in float32 for a bfloat16 output, as flax does)
+    ours, theirs = _pair(8, num_groups=4, dtype=jnp.bfloat16)
+    assert not ours._fast_path(x, None)
+    np.testing.assert_array_equal(ours(x), theirs(x))
+    # statistics averaged across a named axis (here the vmapped one): flax's pmean, kept
+    ours, theirs = _pair(8, num_groups=4, axis_name="batch")
+    stacked = jnp.stack([x, 2 * x + 1])
+    got, want = (jax.vmap(lambda xi, m=m: m(xi), axis_name="batch")(stacked) for m in (ours, theirs))
+    np.testing.assert_array_equal(got, want)
+    assert not ours._fast_path(x, None)
 
 
 def test_accelerators_get_flaxs_call(rng, monkeypatch):

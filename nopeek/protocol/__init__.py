@@ -8,6 +8,7 @@ Registries: models (`register_model`, `MODELS`) and configurations (`register_to
 from nopeek.errors import TopologyError
 from nopeek.protocol._config import ModelConfig
 from nopeek.protocol._conv import conv_layer
+from nopeek.protocol._norm import GroupNorm
 from nopeek.protocol._engine import NO_DEFENCE, Composite, Defence, Penalty, end_to_end_loss, forward, protocol_gradients
 from nopeek.protocol._graph import (
     LOSS_KINDS, MERGES, Handoff, Loss, Message, Party, Segment, Topology, is_raw_input, merged_name, segment_fn,
@@ -35,7 +36,7 @@ from nopeek.protocol._transport import Capture, Log, Recorder, Transport, gradie
 __all__ = [
     "ACTIVATIONS", "CUT_RULES", "DEFAULT_TOPOLOGY", "HANDOFFS", "LEAKAGE_TERMS", "LOSS_KINDS", "MERGES", "MODELS",
     "NOPEEK_HOPS", "NO_DEFENCE", "PARTITIONS", "SLICINGS", "STACK_MODES", "TASKS", "TOPOLOGIES", "BlockSpec",
-    "BlockStack", "Built", "Capture", "Composite", "Conv", "CutInfo", "Defence", "Dense", "Handoff", "Log", "Loss",
+    "BlockStack", "Built", "Capture", "Composite", "Conv", "CutInfo", "Defence", "Dense", "GroupNorm", "Handoff", "Log", "Loss",
     "MaxPool", "Message", "ModelConfig", "ModelList", "ModelSpec", "Party", "Penalty", "Receiver", "Recorder", "Segment", "Setup",
     "Topology", "TopologyError", "TopologySpec", "Transport", "block_key", "build", "build_model", "build_multi_hop", "build_multi_task",
     "build_round_robin", "build_segment", "merged_name", "build_u_shaped", "build_vanilla", "build_vertical", "check_logits", "conv",

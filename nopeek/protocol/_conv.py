@@ -114,8 +114,9 @@ _sliced.defjvp(_sliced_jvp, symbolic_zeros=True)
 
 
 def _hashable(value):
-    """Sequences (of sequences) as tuples, so that the settings can key jax's caches."""
-    if isinstance(value, (list, tuple)):
+    """Plain lists and tuples (of them) as tuples, so that the settings compare and hash as
+    values; anything else, named tuples such as `lax.DotAlgorithm` included, as given."""
+    if type(value) in (list, tuple):
         return tuple(_hashable(v) for v in value)
     return value
 

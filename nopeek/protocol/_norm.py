@@ -9,7 +9,8 @@ with the resnet's step before and after).
 
 `GroupNorm` is `nnx.GroupNorm` (same arguments, parameters `scale` and `bias`, and values to
 float32 round-off) whose call takes that route for float32/float64 inputs of rank 3 or more
-with the default reduction axes, no mask, no `axis_name` and the fast variance
+with the default reduction axes, no mask, no `axis_name`, no `dtype` other than the input's
+and the fast variance
 (E[x^2] - E[x]^2, clamped at 0, flax's default), on the CPU. Anything else, and every
 accelerator (not measured there), goes to flax's own call.
 """
