@@ -52,16 +52,26 @@ def _pair(features, **kwargs):
 def test_values_and_gradients_equal_flaxs(rng, shape, kwargs):
     ours, theirs = _pair(shape[-1], **kwargs)
     x = jnp.asarray(rng.normal(size=shape) * 3 + 1, jnp.float32)
-    np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-4, atol=2e-5)
+    weights = jnp.arange(shape[-1], dtype=jnp.float32).reshape((1,) * (len(shape) - 1) + (-1,))
 
-    def loss(module, x):
-        return jnp.sum(jnp.tanh(module(x)) * jnp.arange(x.shape[-1]).reshape((1,) * (x.ndim - 1) + (-1,)))
+    def value_and_gradients(module):
+        """The output and the gradients (parameters, input) of a weighted sum of tanh, one
+        jitted program (eagerly, each small op would be a program of its own to compile)."""
+        graph, params = nnx.split(module)
 
-    (g_ours, gx_ours), (g_flax, gx_flax) = (nnx.grad(loss, argnums=(0, 1))(m, x) for m in (ours, theirs))
+        @jax.jit
+        def run(params, x):
+            def loss(params, x):
+                return jnp.sum(jnp.tanh(nnx.merge(graph, params)(x)) * weights)
+            return nnx.merge(graph, params)(x), jax.grad(loss, argnums=(0, 1))(params, x)
+        return run(params, x)
+
+    (out_ours, (g_ours, gx_ours)), (out_flax, (g_flax, gx_flax)) = map(value_and_gradients, (ours, theirs))
+    np.testing.assert_allclose(out_ours, out_flax, rtol=1e-4, atol=2e-5)
     np.testing.assert_allclose(gx_ours, gx_flax, rtol=1e-3, atol=1e-4)
-    for name in ("scale", "bias"):
-        if name in g_flax:
-            np.testing.assert_allclose(g_ours[name][...], g_flax[name][...], rtol=1e-4, atol=1e-4)
+    assert set(g_ours) == set(g_flax) == {n for n in ("scale", "bias") if kwargs.get(f"use_{n}", True)}
+    for name in g_flax:
+        np.testing.assert_allclose(g_ours[name][...], g_flax[name][...], rtol=1e-4, atol=1e-4)
 
 
 def test_float64_matches_numpy(rng, x64):
@@ -78,27 +88,32 @@ def test_float64_matches_numpy(rng, x64):
     np.testing.assert_allclose(grouped.var(axis=(1, 3)), 1, atol=1e-4)
 
 
+def same(ours, theirs, x, **kwargs):
+    """Both modules' outputs on x, each one jitted program, equal bit for bit."""
+    got, want = (jax.jit(lambda x, m=m: m(x, **kwargs))(x) for m in (ours, theirs))
+    np.testing.assert_array_equal(got, want)
+
+
 def test_what_it_leaves_to_flax(rng):
     """A mask, reduction axes of one's own, the two-pass variance, bfloat16 inputs, a dtype of
     its own, an axis_name: flax's own call, the same values bit for bit."""
     x = jnp.asarray(rng.normal(size=(8, 5, 5, 8)), jnp.float32)
     mask = jnp.asarray(rng.random(size=x.shape) > 0.3)
     ours, theirs = _pair(8, num_groups=4)
-    np.testing.assert_array_equal(ours(x, mask=mask), theirs(x, mask=mask))
+    same(ours, theirs, x, mask=mask)
     for kwargs in (dict(reduction_axes=(2, -1)), dict(use_fast_variance=False)):
-        ours, theirs = _pair(8, num_groups=4, **kwargs)
-        np.testing.assert_array_equal(ours(x), theirs(x))
+        same(*_pair(8, num_groups=4, **kwargs), x)
     ours, theirs = _pair(8, num_groups=4)
-    np.testing.assert_array_equal(ours(x.astype(jnp.bfloat16)), theirs(x.astype(jnp.bfloat16)))
+    same(ours, theirs, x.astype(jnp.bfloat16))
     assert not ours._fast_path(x.astype(jnp.bfloat16), None) and ours._fast_path(x, None)
     # a computation dtype of its own (statistics in float32 for a bfloat16 output, as flax does)
     ours, theirs = _pair(8, num_groups=4, dtype=jnp.bfloat16)
     assert not ours._fast_path(x, None)
-    np.testing.assert_array_equal(ours(x), theirs(x))
+    same(ours, theirs, x)
     # statistics averaged across a named axis (here the vmapped one): flax's pmean, kept
     ours, theirs = _pair(8, num_groups=4, axis_name="batch")
     stacked = jnp.stack([x, 2 * x + 1])
-    got, want = (jax.vmap(lambda xi, m=m: m(xi), axis_name="batch")(stacked) for m in (ours, theirs))
+    got, want = (jax.jit(jax.vmap(lambda xi, m=m: m(xi), axis_name="batch"))(stacked) for m in (ours, theirs))
     np.testing.assert_array_equal(got, want)
     assert not ours._fast_path(x, None)
 
@@ -108,7 +123,7 @@ def test_accelerators_get_flaxs_call(rng, monkeypatch):
     ours, theirs = _pair(8, num_groups=4)
     x = jnp.asarray(rng.normal(size=(8, 5, 5, 8)), jnp.float32)
     assert not ours._fast_path(x, None)
-    np.testing.assert_array_equal(ours(x), theirs(x))
+    same(ours, theirs, x)
 
 
 def test_parameters_are_flaxs():
