@@ -152,13 +152,13 @@ def test_composes_with_vmap_and_second_order(rng, slices):
     def loss(conv, k, x):
         return jnp.sum(jnp.tanh(conv(x, k)) ** 2)
 
-    stacked = [jax.vmap(jax.grad(lambda k, x: loss(c, k, x)))(k, x) for c in (conv_same, _plain)]
+    stacked = [jax.jit(jax.vmap(jax.grad(lambda k, x, c=c: loss(c, k, x))))(k, x) for c in (conv_same, _plain)]
     np.testing.assert_allclose(stacked[0], stacked[1], rtol=1e-4, atol=1e-4)
 
     def gradient_norm(c, x):
         return jnp.sum(jax.grad(lambda k: loss(c, k, x))(k[0]) ** 2)
 
-    second = [jax.grad(lambda x: gradient_norm(c, x))(x[0]) for c in (conv_same, _plain)]
+    second = [jax.jit(jax.grad(lambda x, c=c: gradient_norm(c, x)))(x[0]) for c in (conv_same, _plain)]
     np.testing.assert_allclose(second[0], second[1], rtol=1e-3, atol=1e-3)
 
 
@@ -214,14 +214,15 @@ def test_forward_mode_and_vmapped_gradients(rng, slices):
     k = jnp.asarray(rng.normal(size=(3, 3, 2, 3)), jnp.float32)
     dx = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
     dk = jnp.asarray(rng.normal(size=k.shape), jnp.float32)
-    ours, theirs = (jax.jvp(c, (x, k), (dx, dk)) for c in (conv_same, _plain))
+    ours, theirs = (jax.jit(lambda x, k, dx, dk, c=c: jax.jvp(c, (x, k), (dx, dk)))(x, k, dx, dk)
+                    for c in (conv_same, _plain))
     np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(ours[1], _numpy_conv(np.asarray(dx, np.float64), np.asarray(k, np.float64))
                                + _numpy_conv(np.asarray(x, np.float64), np.asarray(dk, np.float64)), rtol=1e-4, atol=1e-3)
-    jac = [jax.jacfwd(lambda k, c=c: jnp.sum(jnp.tanh(c(x, k))))(k) for c in (conv_same, _plain)]
+    jac = [jax.jit(jax.jacfwd(lambda k, c=c: jnp.sum(jnp.tanh(c(x, k)))))(k) for c in (conv_same, _plain)]
     np.testing.assert_allclose(jac[0], jac[1], rtol=1e-4, atol=1e-4)
     stacked = jnp.stack([x, 2 * x])
-    vmapped = [jax.grad(lambda k, c=c: jnp.sum(jax.vmap(lambda xi: c(xi, k))(stacked) ** 2))(k)
+    vmapped = [jax.jit(jax.grad(lambda k, c=c: jnp.sum(jax.vmap(lambda xi: c(xi, k))(stacked) ** 2)))(k)
                for c in (conv_same, _plain)]
     np.testing.assert_allclose(vmapped[0], vmapped[1], rtol=1e-5, atol=1e-3)
 
@@ -268,7 +269,10 @@ def test_any_convolution_flax_sends_matches_xlas_gradient(rng, slices, case):
     out = jax.jit(theirs)(x, k)
     g = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
     np.testing.assert_allclose(jax.jit(ours)(x, k), out, rtol=1e-6, atol=1e-5)
-    for a, b in zip(jax.vjp(ours, x, k)[1](g), jax.vjp(theirs, x, k)[1](g)):
+    def gradients(conv):
+        return jax.jit(lambda x, k, g: jax.vjp(conv, x, k)[1](g))(x, k, g)
+
+    for a, b in zip(gradients(ours), gradients(theirs)):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-4)
 
 
@@ -308,8 +312,8 @@ def test_every_precision_form_lax_takes(rng, slices, precision):
     k = jnp.asarray(rng.normal(size=(3, 3, 2, 3)), jnp.float32)
 
     def grads(conv):
-        return jax.grad(lambda x, k: jnp.sum(jnp.sin(conv(x, k, (1, 1), "SAME", dimension_numbers=DIMENSIONS,
-                                                          precision=precision))), argnums=(0, 1))(x, k)
+        return jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(conv(x, k, (1, 1), "SAME", dimension_numbers=DIMENSIONS,
+                                                                  precision=precision))), argnums=(0, 1)))(x, k)
 
     for a, b in zip(grads(_conv.conv_general_dilated), grads(jax.lax.conv_general_dilated)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
