@@ -29,14 +29,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench._host import host_line  # noqa: E402  (imports nopeek first: its XLA flags apply)
+from bench._timing import alternating_rounds, median_and_range, median_ms  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -46,16 +45,6 @@ import metrics  # noqa: E402
 from nopeek.protocol import _conv  # noqa: E402
 
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-
-
-def _median_ms(fn, *args, calls: int = 20) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
 
 
 def _plain(x, kernel, stride: int = 1):
@@ -91,7 +80,7 @@ def kernel_part() -> None:
                 cells.append("-")
                 continue
             fn = jax.jit(lambda x, g, k, size=size: _kernel_gradient(x, g, k, size))
-            cells.append(f"{_median_ms(fn, x, g, kernel):.2f}")
+            cells.append(f"{median_ms(fn, x, g, kernel):.2f}")
         print(f"| {batch} | " + " | ".join(cells) + " |", flush=True)
 
 
@@ -119,7 +108,7 @@ def resnet_kernel_part() -> None:
                     cells.append("-")
                     continue
                 fn = jax.jit(lambda x, g, kernel, size=size, stride=stride: _kernel_gradient(x, g, kernel, size, stride))
-                cells.append(f"{_median_ms(fn, x, g, kernel):.2f}")
+                cells.append(f"{median_ms(fn, x, g, kernel):.2f}")
             print(f"| {batch} | {h}x{h}, {c_in} to {c_out}, {k}x{k}, {stride} | " + " | ".join(cells) + " |", flush=True)
 
 
@@ -134,18 +123,11 @@ def step_part(rounds: int, sizes: tuple[int, ...] = (), model: str = "cnn", cut:
             "print(json.dumps(loop_step_ms(int(sys.argv[1]), model=sys.argv[2], cut=int(sys.argv[3]))['step_ms']))"
             % ROOT)
     base = {k: v for k, v in os.environ.items() if k != "NOPEEK_CONV_SLICE"}
-    settings = {0: dict(base, NOPEEK_CONV_SLICE="0")}
-    settings.update({size: dict(base, NOPEEK_CONV_SLICE=str(size)) for size in sizes})
+    variants = {size: dict(base, NOPEEK_CONV_SLICE=str(size)) for size in (0, *sizes)}
     for batch in (64, 256):
-        times = {key: [] for key in settings}
-        for _ in range(rounds):
-            for key, env in settings.items():
-                done = subprocess.run([sys.executable, "-c", code, str(batch), model, str(cut)], capture_output=True, text=True,
-                                      env=env, cwd=ROOT)
-                if done.returncode != 0:
-                    raise RuntimeError(done.stderr[-1500:])
-                times[key].append(float(done.stdout.strip().splitlines()[-1]))
-        cells = [f"{statistics.median(t):.2f} ({min(t):.2f}-{max(t):.2f})" for t in times.values()]
+        argv = [str(batch), model, str(cut)]
+        times = alternating_rounds(code, {size: (argv, env) for size, env in variants.items()}, rounds, ROOT)
+        cells = [median_and_range(t) for t in times.values()]
         ratios = [f"{statistics.median(times[0]) / statistics.median(times[s]):.2f}x" for s in sizes]
         print(f"| {batch} | " + " | ".join(cells + ratios) + " |", flush=True)
 
@@ -236,13 +218,13 @@ def alternatives_part() -> None:
                  for s in (8, 16, 32)]
     os.environ["NOPEEK_CONV_SLICE"] = str(_conv.DEFAULT_SLICE)  # read when the convolution is traced
     step = _standalone_step(_sliced)
-    print(f"| nopeek's conv_general_dilated (slices of {_conv.DEFAULT_SLICE}) | {_median_ms(step, params, x, y):.2f} |", flush=True)
+    print(f"| nopeek's conv_general_dilated (slices of {_conv.DEFAULT_SLICE}) | {median_ms(step, params, x, y):.2f} |", flush=True)
     for label, kind, size in variants:
         step = _standalone_step(_conv_with(_variant_kernel_gradient(kind, size)))
-        print(f"| {label} | {_median_ms(step, params, x, y):.2f} |", flush=True)
+        print(f"| {label} | {median_ms(step, params, x, y):.2f} |", flush=True)
     step = _standalone_step(_plain, map_slices=64)
     print(f"| XLA's, the client's layers in a lax.map over slices of 64 (median of 5) | "
-          f"{_median_ms(step, params, x, y, calls=5):.2f} |",
+          f"{median_ms(step, params, x, y, calls=5):.2f} |",
           flush=True)
 
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench._host import host_line  # noqa: E402  (imports nopeek first: its XLA flags apply)
+from bench._timing import alternating_rounds, median_and_range, median_ms  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -37,16 +36,6 @@ from nopeek.protocol._norm import GroupNorm  # noqa: E402
 
 # (batch, H, channels): the resnet's norms at 28x28 (stem, stage1), 14x14 (stage2), 7x7 (stage3)
 SHAPES = ((64, 28, 16), (64, 14, 32), (64, 7, 64), (256, 28, 16), (256, 14, 32), (256, 7, 64))
-
-
-def _median_ms(fn, *args, calls: int = 30) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
 
 
 def alone_part() -> None:
@@ -63,7 +52,7 @@ def alone_part() -> None:
             forward = jax.jit(lambda p, x, graph=graph: nnx.merge(graph, p)(x))
             gradient = jax.jit(jax.grad(lambda p, x, graph=graph: jnp.sum(jnp.tanh(nnx.merge(graph, p)(x))),
                                         argnums=(0, 1)))
-            cells.append((_median_ms(forward, params, x), _median_ms(gradient, params, x)))
+            cells.append((median_ms(forward, params, x, calls=30), median_ms(gradient, params, x, calls=30)))
         (f_flax, g_flax), (f_ours, g_ours) = cells
         print(f"| {batch}, {h}x{h}, {c} | {f_flax:.2f} | {f_ours:.2f} | {g_flax:.2f} | {g_ours:.2f} | "
               f"{g_flax / g_ours:.2f}x |", flush=True)
@@ -81,15 +70,8 @@ def step_part(rounds: int) -> None:
             "from bench.process import loop_step_ms\n"
             "print(json.dumps(loop_step_ms(int(sys.argv[1]), model='resnet', cut=2)['step_ms']))" % ROOT)
     for batch in (64, 256):
-        times = {"flax": [], "nopeek": []}
-        for _ in range(rounds):
-            for key in times:
-                done = subprocess.run([sys.executable, "-c", code, str(batch), key], capture_output=True, text=True,
-                                      cwd=ROOT)
-                if done.returncode != 0:
-                    raise RuntimeError(done.stderr[-1500:])
-                times[key].append(float(done.stdout.strip().splitlines()[-1]))
-        cells = [f"{statistics.median(t):.2f} ({min(t):.2f}-{max(t):.2f})" for t in times.values()]
+        times = alternating_rounds(code, {key: ([str(batch), key], None) for key in ("flax", "nopeek")}, rounds, ROOT)
+        cells = [median_and_range(t) for t in times.values()]
         ratio = statistics.median(times["flax"]) / statistics.median(times["nopeek"])
         print(f"| {batch} | {cells[0]} | {cells[1]} | {ratio:.2f}x |", flush=True)
 

@@ -188,24 +188,6 @@ def test_conv_block_is_flaxs_convolution(rng, slices):
     np.testing.assert_allclose(g_ours["conv"]["bias"][...], g_flax["bias"][...], rtol=1e-5, atol=1e-4)
 
 
-@cpu_only
-def test_the_model_blocks_take_the_kernel_gradient_by_slices(rng, slices):
-    """The cnn's Conv blocks take the sliced kernel gradient (conv_layer), not XLA's: at batch 48 with slices of 16
-    the block's parameter gradient holds three kernel-gradient convolutions (plus the forward),
-    with slicing off one."""
-    block = Conv(3, 8, rngs=nnx.Rngs(0))
-    x = jnp.asarray(rng.normal(size=(48, 10, 10, 3)), jnp.float32)
-    graph, params = nnx.split(block)
-
-    def convolutions(size):
-        slices(size)
-        grad = jax.jit(jax.grad(lambda p, x: jnp.sum(nnx.merge(graph, p)(x) ** 2)))
-        return grad.lower(params, x).compile().as_text().count(" convolution(")
-
-    assert convolutions(0) == 2
-    assert convolutions(16) == 4
-
-
 def test_forward_mode_and_vmapped_gradients(rng, slices):
     """Forward mode (jvp, jacfwd) works through the sliced convolution as through XLA's, and so
     does a gradient of a vmapped function (the engine's replicated parties)."""
@@ -406,22 +388,26 @@ def block_in(block) -> int:
 
 
 @cpu_only
-def test_resnet_block_takes_the_kernel_gradient_by_slices(rng, slices):
-    """A strided residual block's three convolutions (3x3 stride 2, 3x3, 1x1 shortcut stride 2)
-    all take the sliced kernel gradient: at batch 48 with slices of 16, 3 x 3 kernel-gradient
-    convolutions instead of 3."""
-    block = ResidualBlock(4, 8, stride=2, rngs=nnx.Rngs(0))
-    x = jnp.asarray(rng.normal(size=(48, 8, 8, 4)), jnp.float32)
-    graph, params = nnx.split(block)
+@pytest.mark.parametrize("make, x_shape, whole, sliced", [
+    # the cnn's Conv block: forward 1, kernel gradient 1 (whole) or 3 (slices of 16 over 48)
+    (lambda rngs: Conv(3, 8, rngs=rngs), (48, 10, 10, 3), 2, 4),
+    # a strided residual block (3x3 stride 2, 3x3, 1x1 shortcut stride 2): forward 3, the
+    # input gradient of conv2 1, kernel gradients 3 (whole) or 9 (by slices)
+    (lambda rngs: ResidualBlock(4, 8, stride=2, rngs=rngs), (48, 8, 8, 4), 7, 13),
+], ids=["conv-block", "residual-block"])
+def test_the_model_blocks_take_the_kernel_gradient_by_slices(rng, slices, make, x_shape, whole, sliced):
+    """The models' blocks take the sliced kernel gradient (conv_layer), not XLA's whole one: the
+    compiled parameter gradient holds one kernel-gradient convolution per slice."""
+    graph, params = nnx.split(make(nnx.Rngs(0)))
+    x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
 
     def convolutions(size):
         slices(size)
         grad = jax.jit(jax.grad(lambda p, x: jnp.sum(nnx.merge(graph, p)(x) ** 2)))
         return grad.lower(params, x).compile().as_text().count(" convolution(")
 
-    # forward 3, the input gradient of conv2 1, kernel gradients 3 (whole) or 9 (by slices)
-    assert convolutions(0) == 7
-    assert convolutions(16) == 13
+    assert convolutions(0) == whole
+    assert convolutions(16) == sliced
 
 
 def test_conv_layer_is_flaxs_conv():
