@@ -47,9 +47,10 @@ TABLE_RUNS = [
     ("nopeek_1e4_weight50", "NoPeek 1e4, weight 50", ["--alpha", "10000", "--fsha-weight", "50"]),
     ("nopeek_1e4_weight1", "NoPeek 1e4, weight 1", ["--alpha", "10000"]),
 ]
-TABLE_COLUMNS = ["run", "alpha", "fsha_weight", "client_nopeek_step", "fsha_steps", "mse", "baseline_mse", "ssim",
-                 "baseline_ssim", "classifier_accuracy", "baseline_classifier_accuracy", "client_dcor", "n_public",
-                 "n_private", "seconds", "command"]
+TABLE_COLUMNS = ["run", "alpha", "fsha_weight", "client_nopeek_step", "fsha_steps", "mse", "baseline_mse",
+                 "class_mean_mse", "ssim", "baseline_ssim", "class_mean_ssim", "classifier_accuracy",
+                 "baseline_classifier_accuracy", "client_dcor", "client_dcor_null95", "client_pdcor_label",
+                 "task_probe_accuracy", "task_probe_chance", "n_public", "n_private", "seconds", "command"]
 HISTORY_COLUMNS = ["run", "iteration", "mse", "baseline_mse", "ssim", "baseline_ssim", "classifier_accuracy",
                    "baseline_classifier_accuracy", "client_dcor"]
 

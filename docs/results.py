@@ -580,9 +580,12 @@ def labels() -> str:
 @renderer("fsha")
 def fsha() -> str:
     """bench/fsha.py --part table: FSHA's held-out reconstructions against an undefended and a
-    NoPeek client, each score beside the mean image's; MSE in bold where it beats the mean image."""
-    header = ["client defence", "server", "iterations", "MSE (mean image)", "SSIM (mean image)",
-              "classifier on x_hat (on mean image)", "dCor(x, z)"]
+    NoPeek client, each score beside the mean image's (MSE also beside the class-mean image's:
+    what the label alone gives); MSE in bold where it beats the mean image; the client's
+    held-out dCor(x, z) beside its null's 95% quantile, and a linear probe's label accuracy on
+    its messages beside chance."""
+    header = ["client defence", "server", "iterations", "MSE (mean image; class mean)", "SSIM (mean image)",
+              "classifier on x_hat (on mean image)", "client dCor(x, z) (null 95%)", "probe on z: label accuracy (chance)"]
     body = []
     for r in rows("fsha"):
         alpha = f(r["alpha"])
@@ -592,10 +595,13 @@ def fsha() -> str:
         mse = num(r["mse"], 4)
         if f(r["mse"]) < f(r["baseline_mse"]):
             mse = f"**{mse}**"
-        dcor = num(r["client_dcor"]) + (" (constant z)" if f(r["client_dcor"]) == 0 else "")
-        body.append([defence, f"FSHA, weight {f(r['fsha_weight']):g}", r["fsha_steps"], f"{mse} ({num(r['baseline_mse'], 4)})",
+        dcor = ("0.000 (constant z)" if f(r["client_dcor"]) == 0
+                else f"{num(r['client_dcor'])} ({num(r['client_dcor_null95'])})")
+        body.append([defence, f"FSHA, weight {f(r['fsha_weight']):g}", r["fsha_steps"],
+                     f"{mse} ({num(r['baseline_mse'], 4)}; {num(r['class_mean_mse'], 4)})",
                      f"{num(r['ssim'])} ({num(r['baseline_ssim'])})",
-                     f"{num(r['classifier_accuracy'])} ({num(r['baseline_classifier_accuracy'])})", dcor])
+                     f"{num(r['classifier_accuracy'])} ({num(r['baseline_classifier_accuracy'])})", dcor,
+                     f"{num(r['task_probe_accuracy'])} ({num(r['task_probe_chance'])})"])
     return table(header, body)
 
 

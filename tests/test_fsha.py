@@ -276,11 +276,17 @@ def test_cli_writes_scores_grids_and_curves(tmp_path, capsys):
           "--gp-weight", "10", "--fsha-lr-critic", "3e-3", "--fsha-steps", "40", "--checkpoint-every", "20",
           "--splitguard", "--quiet", "--out", str(out)])
     printed = capsys.readouterr().out
-    assert "FSHA after 40 iterations" in printed and "SplitGuard" in printed
+    assert "FSHA after 40 iterations" in printed and "SplitGuard" in printed and "null 95%" in printed
     scores = json.loads((out / "scores.json").read_text())
     assert [h["iteration"] for h in scores["history"]] == [20, 40]
     for k in ("mse", "psnr", "ssim", "classifier_accuracy", "client_dcor"):
         assert np.isfinite(scores[k]) and (k == "client_dcor" or np.isfinite(scores["baseline_" + k]))
+    # what reading the scores needs: the label's share (the class-mean image knows the label,
+    # so it beats the mean image), the dCor null (well below a live client's dCor), chance
+    assert 0 < scores["class_mean_mse"] < scores["baseline_mse"]
+    assert 0 < scores["client_dcor_null95"] < scores["client_dcor"] <= 1
+    assert 0 < scores["client_pdcor_label"] < scores["client_dcor"]
+    assert scores["task_probe_chance"] == pytest.approx(0.1, abs=0.02) and 0 <= scores["task_probe_accuracy"] <= 1
     assert scores["detection"]["fake_batches"] >= 1 and scores["pilot_output"] == "relu"
     for name in ("grids/iter_000020.png", "grids/iter_000040.png", "reconstructions.png", "curves.png", "history.csv"):
         assert os.path.getsize(out / name) > 0

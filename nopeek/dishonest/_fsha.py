@@ -55,7 +55,9 @@ from nopeek.protocol import (
     TOPOLOGIES, Capture, Loss, Party, Segment, Topology, forward, gradient_name, leakage, protocol_gradients, segment_fn,
     spec,
 )
-from nopeek.training import TrainConfig, batch_order, build_topology, cuts_of, init_params, make_optimizer, strengths_of
+from nopeek.training import (
+    TrainConfig, batch_order, build_topology, cuts_of, init_params, make_optimizer, one_hot, readings, strengths_of,
+)
 
 # The server policies a client can train against: name -> what the server does.
 SERVER_POLICIES = {
@@ -507,13 +509,38 @@ def fsha_attack(config: TrainConfig, fsha: FSHAConfig, dataset: Dataset, *, atta
             "protocol": protocol, "state": state, "public": public}
 
 
+READING_KEYS = ("class_mean_mse", "class_mean_ssim", "client_dcor_null95", "client_pdcor_label", "task_probe_accuracy",
+                "task_probe_chance")
+
+
+def client_readings(config: TrainConfig, fsha: FSHAConfig, dataset: Dataset, result: dict, attack_seed: int = 0) -> dict:
+    """What reading the end of an FSHA run needs (`READING_KEYS`), from `fsha_attack`'s result:
+    the class-mean baseline of the server's reconstructions (the class-mean image of its
+    public data for each held-out target's label: what the label alone gives); the client's
+    held-out dCor(x, z) null (95% quantile of 100 permutations) and partial dCor given the
+    label; and a linear probe z -> label fitted on the public samples' messages and scored on
+    the held-out ones, beside chance (does the client still learn its task?)."""
+    public, _, targets = prepare(config, fsha, dataset, attack_seed)
+    protocol = result["protocol"]
+    z_test = protocol.messages(result["state"], targets.x)
+    z_public = protocol.messages(result["state"], dataset.x_train[public])
+    label = attacks.scores_with_baseline(targets.x, result["x_hat"], targets.x_public, y=targets.y,
+                                         y_attacker=dataset.y_train[public])
+    reading = readings(targets.x, z_test, one_hot(targets.y, dataset.num_classes), permutations=100)
+    probe = attacks.probe_accuracy(z_public, dataset.y_train[public], z_test, targets.y, kind="linear")
+    return {"class_mean_mse": label["class_mean_mse"], "class_mean_ssim": label["class_mean_ssim"],
+            "client_dcor_null95": reading["dcor_null95"], "client_pdcor_label": reading["pdcor_label"],
+            "task_probe_accuracy": probe["accuracy"], "task_probe_chance": probe["chance"]}
+
+
 SCORE_KEYS = ("mse", "psnr", "ssim", "dcor", "classifier_accuracy")
 
 
 def run_fsha(config: TrainConfig, fsha: FSHAConfig, out: str, *, attack_seed: int = 0, guard=None,
              progress: bool = True) -> dict:
     """`nopeek train --server fsha`: train the client under FSHA, write into `out`
-    scores.json (config, scores per checkpoint, final scores, detection), history.csv,
+    scores.json (config, scores per checkpoint, final scores with `client_readings`' null,
+    class-mean baseline and probe, detection), history.csv,
     grids/iter_NNNNNN.png (originals over reconstructions per checkpoint),
     reconstructions.png (the last grid) and curves.png (MSE and SSIM over iterations,
     with the mean-image baselines). Returns the scores.json dict."""
@@ -554,6 +581,7 @@ def run_fsha(config: TrainConfig, fsha: FSHAConfig, out: str, *, attack_seed: in
               "fsha_steps": result["iterations"], "n_public": result["n_public"], "n_private": result["n_private"],
               "pilot_output": result["pilot_output"], "z_shape": result["z_shape"],
               **{k: final[k] for k in final if k != "iteration"},
+              **client_readings(config, fsha, dataset, result, attack_seed),
               "history": result["history"], "detection": result["detection"], "seconds": time.perf_counter() - t0}
     write_json(os.path.join(out, "scores.json"), scores)
     return scores

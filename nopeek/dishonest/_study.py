@@ -25,11 +25,9 @@ import dataclasses
 import itertools
 import time
 
-
-import attacks
 from nopeek.dishonest._config import FSHAConfig
-from nopeek.dishonest._fsha import fsha_attack, prepare
-from nopeek.training import TrainConfig, one_hot, readings
+from nopeek.dishonest._fsha import client_readings, fsha_attack
+from nopeek.training import TrainConfig
 
 STUDY_COLUMNS = ["alpha", "fsha_weight", "seed", "steps", "client_nopeek_step", "mse", "baseline_mse", "class_mean_mse",
                  "ssim", "baseline_ssim", "class_mean_ssim", "classifier_accuracy", "baseline_classifier_accuracy",
@@ -52,26 +50,9 @@ def fsha_nopeek_study(config: TrainConfig, fsha: FSHAConfig, dataset, *, alphas,
                "client_nopeek_step": client_nopeek_step, **{k: final[k] for k in (
                    "mse", "baseline_mse", "ssim", "baseline_ssim", "classifier_accuracy", "baseline_classifier_accuracy",
                    "client_dcor")}}
-        row.update(_client_readings(client, server, dataset, result, attack_seed))
+        row.update(client_readings(client, server, dataset, result, attack_seed))
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         if log:
             log(row)
     return rows
-
-
-def _client_readings(client: TrainConfig, server: FSHAConfig, dataset, result, attack_seed: int) -> dict:
-    """The class-mean baseline of the server's reconstructions, the client's dCor readings,
-    and the linear probe's accuracy on its messages."""
-    public, _, targets = prepare(client, server, dataset, attack_seed)
-    protocol = result["protocol"]
-    z_test = protocol.messages(result["state"], targets.x)
-    z_public = protocol.messages(result["state"], dataset.x_train[public])
-    x_hat = result["x_hat"]
-    label = attacks.scores_with_baseline(targets.x, x_hat, targets.x_public, y=targets.y,
-                                         y_attacker=dataset.y_train[public])
-    reading = readings(targets.x, z_test, one_hot(targets.y, dataset.num_classes), permutations=100)
-    probe = attacks.probe_accuracy(z_public, dataset.y_train[public], z_test, targets.y, kind="linear")
-    return {"class_mean_mse": label["class_mean_mse"], "class_mean_ssim": label["class_mean_ssim"],
-            "client_dcor_null95": reading["dcor_null95"], "client_pdcor_label": reading["pdcor_label"],
-            "task_probe_accuracy": probe["accuracy"], "task_probe_chance": probe["chance"]}
