@@ -35,10 +35,19 @@ from bench._host import host_line  # noqa: E402
 SKIPPED = {"train_seconds", "attack_seconds", "eval_seconds", "config_hash"}
 
 
+def sweep_env(tree: str, environ=None, user_xla_flags: str | None = USER_XLA_FLAGS) -> dict:
+    """The environment of a sweep run from `tree`: this process's (`environ`), with `tree` as
+    PYTHONPATH and XLA_FLAGS as the user set it before nopeek added its own (absent if they
+    set none), so that each tree's nopeek adds its own flags."""
+    environ = os.environ if environ is None else environ
+    env = {**{k: v for k, v in environ.items() if k != "XLA_FLAGS"}, "PYTHONPATH": tree}
+    if user_xla_flags is not None:
+        env["XLA_FLAGS"] = user_xla_flags
+    return env
+
+
 def run_sweep(tree: str, preset: str, out: str) -> None:
-    env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "PYTHONPATH": tree}
-    if USER_XLA_FLAGS is not None:
-        env["XLA_FLAGS"] = USER_XLA_FLAGS
+    env = sweep_env(tree)
     subprocess.run([sys.executable, "-m", "nopeek.cli", "sweep", "--preset", preset, "--quiet", "--out", out],
                    cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
 
