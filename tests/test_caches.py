@@ -78,7 +78,12 @@ def test_xla_default_flags_are_defaults_the_user_can_override(monkeypatch):
     monkeypatch.setattr(_xla_flags, "_jaxlib_version", lambda: (0, 10, 2))  # the version both were checked on
     ours = emitters + convolutions
     monkeypatch.delenv("NOPEEK_XLA_DEFAULTS", raising=False)
-    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    # set, then deleted: monkeypatch records XLA_FLAGS's value now (absent where nopeek added
+    # no flags at import), so undo removes what set_xla_defaults writes below; a bare
+    # delenv of an absent variable records nothing, and the next setenv would record our
+    # flags as the value to restore (they leaked into later tests' subprocesses so)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.delenv("XLA_FLAGS")
     assert set_xla_defaults().split() == ours and os.environ["XLA_FLAGS"].split() == ours
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")  # others' flags are kept
     assert set_xla_defaults().split() == ["--xla_force_host_platform_device_count=4", *ours]

@@ -114,15 +114,22 @@ def test_three_shards_kill_one_rerun_merge(tmp_path, local, capsys):
     local_out, reference = local
     out = str(tmp_path / "study")
     cmd = [sys.executable, "-m", "nopeek.cli", "sweep", *ARGS, "--out", out, "--shard"]
-    procs = [subprocess.Popen([*cmd, f"{i}/3"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(3)]
+    # stderr to files, not pipes: a shard that writes more than a pipe holds (warnings) would
+    # block on the write while this test waits for it to exit
+    errs = [open(tmp_path / f"shard{i}.err", "w+b") for i in range(3)]  # noqa: SIM115 (closed below)
+    procs = [subprocess.Popen([*cmd, f"{i}/3"], stdout=subprocess.DEVNULL, stderr=err) for i, err in enumerate(errs)]
     first = shard_path(out, 0, 3)
     deadline = time.time() + 300
     while not os.path.exists(first) and time.time() < deadline and procs[0].poll() is None:
         time.sleep(0.02)
     procs[0].send_signal(signal.SIGKILL)
     procs[0].wait()
-    for p in procs[1:]:
-        assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-2000:]
+    for p, err in zip(procs[1:], errs[1:]):
+        code = p.wait(timeout=300)
+        err.seek(0)
+        assert code == 0, err.read().decode()[-2000:]
+    for err in errs:
+        err.close()
     before = read_rows(first)
     assert len(before) == 2 and {r["cut"] for r in before} == {"1"}, "the kill should land between shard 0's groups"
     assert not os.path.exists(os.path.join(out, "results.csv"))  # nobody merged: a group is missing

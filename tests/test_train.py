@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import msgpack
 import numpy as np
 import pytest
 
@@ -130,6 +131,9 @@ def test_train_cli_writes_run_and_load_restores(tmp_path):
         ("client", "server", "z"), ("client", "server", "y"), ("server", "client", "dL/dz")]
     assert metrics["transcript"][0]["bytes"] == 64 * 128 * 4
     assert (out / "checkpoint.msgpack").read_bytes()[:1] != b"\x80"  # not a pickle
+    # every map key a string: the strict reader (flax's msgpack_restore before 0.12.8) reads it too,
+    # though the model's layers sit in an nnx.List keyed 0, 1, ...
+    msgpack.unpackb((out / "checkpoint.msgpack").read_bytes(), strict_map_key=True)
     trained = load(str(out))
     ds = data.load("digits")
     acc = float(np.mean(np.argmax(trained.logits(ds.x_test), -1) == ds.y_test))

@@ -111,14 +111,21 @@ def _jsonable(obj):
 
 
 def _pure(tree):
-    """Nested dicts of nnx.State (or plain arrays) -> nested dicts of arrays."""
+    """Nested dicts of nnx.State (or plain arrays) -> nested dicts of arrays, every key a
+    string: an `nnx.List`'s layers are keyed 0, 1, ... in the state, and msgpack readers that
+    refuse integer map keys (flax's `msgpack_restore` before 0.12.8) could not read them back;
+    `nnx.replace_by_pure_dict` turns "0" back into 0."""
     from flax import nnx  # checkpoints need Flax; the rest of this module does not
 
     if isinstance(tree, nnx.State):
-        return nnx.to_pure_dict(tree)
+        return _string_keys(nnx.to_pure_dict(tree))
     if not isinstance(tree, dict):  # a plain array (a defence's own parameters)
         return tree
-    return {k: _pure(v) for k, v in tree.items()}
+    return {str(k): _pure(v) for k, v in tree.items()}
+
+
+def _string_keys(tree):
+    return {str(k): _string_keys(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
 
 
 def _flat(tree, prefix=()):
@@ -178,6 +185,6 @@ def load_params_into(path: str, tree: dict) -> dict:
             import numpy as np
 
             return np.asarray(saved, dtype=template.dtype)
-        return {k: fill(v, saved[k]) for k, v in template.items()}
+        return {k: fill(v, saved[str(k)]) for k, v in template.items()}  # saved keys are strings (_pure)
 
     return fill(tree, restored)
