@@ -57,9 +57,14 @@ def load() -> float:
 
 
 def commit() -> str:
+    """HEAD's short hash, with "+uncommitted" when the code that computes results (nopeek,
+    attacks, metrics, bench) differs from it."""
     try:
-        return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               check=True).stdout.strip()
+        clean = subprocess.run(["git", "-C", ROOT, "diff", "--quiet", "HEAD", "--", "nopeek", "attacks", "metrics",
+                                "bench"]).returncode == 0
+        return head if clean else head + "+uncommitted"
     except (OSError, subprocess.CalledProcessError):
         return ""
 

@@ -116,8 +116,11 @@ def test_three_shards_kill_one_rerun_merge(tmp_path, local, capsys):
     cmd = [sys.executable, "-m", "nopeek.cli", "sweep", *ARGS, "--out", out, "--shard"]
     # stderr to files, not pipes: a shard that writes more than a pipe holds (warnings) would
     # block on the write while this test waits for it to exit
-    errs = [open(tmp_path / f"shard{i}.err", "w+b") for i in range(3)]  # noqa: SIM115 (closed below)
-    procs = [subprocess.Popen([*cmd, f"{i}/3"], stdout=subprocess.DEVNULL, stderr=err) for i, err in enumerate(errs)]
+    errs = [tmp_path / f"shard{i}.err" for i in range(3)]
+    procs = []
+    for i, err in enumerate(errs):
+        with open(err, "wb") as fh:  # the child keeps its own descriptor
+            procs.append(subprocess.Popen([*cmd, f"{i}/3"], stdout=subprocess.DEVNULL, stderr=fh))
     first = shard_path(out, 0, 3)
     deadline = time.time() + 300
     while not os.path.exists(first) and time.time() < deadline and procs[0].poll() is None:
@@ -125,11 +128,7 @@ def test_three_shards_kill_one_rerun_merge(tmp_path, local, capsys):
     procs[0].send_signal(signal.SIGKILL)
     procs[0].wait()
     for p, err in zip(procs[1:], errs[1:]):
-        code = p.wait(timeout=300)
-        err.seek(0)
-        assert code == 0, err.read().decode()[-2000:]
-    for err in errs:
-        err.close()
+        assert p.wait(timeout=300) == 0, err.read_text(errors="replace")[-2000:]
     before = read_rows(first)
     assert len(before) == 2 and {r["cut"] for r in before} == {"1"}, "the kill should land between shard 0's groups"
     assert not os.path.exists(os.path.join(out, "results.csv"))  # nobody merged: a group is missing

@@ -286,7 +286,9 @@ def test_cli_writes_scores_grids_and_curves(tmp_path, capsys):
     assert 0 < scores["class_mean_mse"] < scores["baseline_mse"]
     assert 0 < scores["client_dcor_null95"] < scores["client_dcor"] <= 1
     assert 0 < scores["client_pdcor_label"] < scores["client_dcor"]
-    assert scores["task_probe_chance"] == pytest.approx(0.1, abs=0.02) and 0 <= scores["task_probe_accuracy"] <= 1
+    # the client's messages still carry its task (0.938 when written; chance 0.102)
+    assert scores["task_probe_chance"] == pytest.approx(0.1, abs=0.02)
+    assert scores["task_probe_accuracy"] > 5 * scores["task_probe_chance"]
     assert scores["detection"]["fake_batches"] >= 1 and scores["pilot_output"] == "relu"
     for name in ("grids/iter_000020.png", "grids/iter_000040.png", "reconstructions.png", "curves.png", "history.csv"):
         assert os.path.getsize(out / name) > 0

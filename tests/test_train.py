@@ -152,6 +152,39 @@ def test_train_cli_writes_run_and_load_restores(tmp_path):
     assert len(json.loads((out / "metrics.json").read_text())["history"]) == 1
 
 
+def test_a_checkpoint_with_integer_keys_still_loads(tmp_path):
+    """Checkpoints written before their keys were strings (an nnx.List's layers keyed 0, 1
+    as flax 0.12.8 writes them) load into the same model; where this flax cannot read them,
+    the error says why."""
+    from flax import nnx, serialization
+
+    from nopeek.core import load_params_into, save_params
+    from nopeek.errors import CheckpointError
+
+    class Stack(nnx.Module):
+        def __init__(self, rngs):
+            self.layers = nnx.List([nnx.Linear(3, 4, rngs=rngs), nnx.Linear(4, 2, rngs=rngs)])
+
+    template = nnx.state(nnx.eval_shape(lambda: Stack(nnx.Rngs(0))))  # shapes only: nothing compiled
+    rng = np.random.default_rng(0)
+    saved = jax.tree.map(lambda leaf: rng.normal(size=leaf.shape).astype(np.float32), nnx.to_pure_dict(template))
+    assert 0 in saved["layers"]  # the old format's integer key
+    old, new = tmp_path / "old.msgpack", tmp_path / "new.msgpack"
+    old.write_bytes(serialization.msgpack_serialize({"client": {"encoder": saved}}))
+    try:
+        got = load_params_into(str(old), {"client": {"encoder": template}})
+    except CheckpointError as err:  # a flax before 0.12.8: it refuses integer map keys
+        assert "upgrade flax to 0.12.8" in str(err), err
+    else:
+        np.testing.assert_array_equal(nnx.to_pure_dict(got["client"]["encoder"])["layers"][1]["kernel"],
+                                      saved["layers"][1]["kernel"])
+    nnx.replace_by_pure_dict(template, saved)
+    save_params(str(new), {"client": {"encoder": template}})
+    msgpack.unpackb(new.read_bytes(), strict_map_key=True)  # what nopeek writes now: string keys only
+    got = load_params_into(str(new), {"client": {"encoder": nnx.state(nnx.eval_shape(lambda: Stack(nnx.Rngs(0))))}})
+    np.testing.assert_array_equal(nnx.to_pure_dict(got["client"]["encoder"])["layers"][0]["bias"], saved["layers"][0]["bias"])
+
+
 def test_u_shaped_run_keeps_labels_with_the_client(tmp_path):
     out = tmp_path / "u"
     assert main(["train", "--topology", "u_shaped", "--cuts", "1,2", "--epochs", "2", "--out", str(out), "--quiet"]) == 0

@@ -210,7 +210,8 @@ def _train_dishonest(args: argparse.Namespace) -> int:
     parts = [f"{k} {scores[k]:.4f} (baseline {scores['baseline_' + k]:.4f})"
              for k in ("mse", "psnr", "ssim", "classifier_accuracy")]
     print(f"{out}: FSHA after {scores['fsha_steps']} iterations ({scores['n_public']} public, {scores['n_private']} "
-          f"private samples): " + "; ".join(parts) + f"; class-mean image mse {scores['class_mean_mse']:.4f}")
+          f"private samples): " + "; ".join(parts) + f"; class-mean image (the label alone) mse {scores['class_mean_mse']:.4f}, "
+          f"ssim {scores['class_mean_ssim']:.4f}")
     print(f"the client's held-out dCor(x, z) {scores['client_dcor']:.3f} (null 95% {scores['client_dcor_null95']:.3f}, "
           f"partial given the label {scores['client_pdcor_label']:.3f}); a linear probe on its messages reads the label "
           f"at {scores['task_probe_accuracy']:.3f} (chance {scores['task_probe_chance']:.3f})")

@@ -161,7 +161,11 @@ def load_params_into(path: str, tree: dict) -> dict:
     except OSError as err:
         raise CheckpointError(f"{path}: cannot read the checkpoint ({err.strerror})") from err
     except Exception as err:  # msgpack raises its own types for truncated or foreign data
-        raise CheckpointError(f"{path}: not a readable nopeek checkpoint ({type(err).__name__}: {err})") from err
+        hint = ""
+        if "map key" in str(err):  # integer keys, which flax before 0.12.8 refuses to read
+            hint = ("; its layers are keyed by integers (written by an older nopeek under flax 0.12.8 or later), "
+                    "which this flax cannot read: upgrade flax to 0.12.8 or later")
+        raise CheckpointError(f"{path}: not a readable nopeek checkpoint ({type(err).__name__}: {err}){hint}") from err
     if not isinstance(restored, dict):
         raise CheckpointError(f"{path}: not a nopeek checkpoint (a {type(restored).__name__}, not named parameters)")
     want = _flat(_pure(tree))

@@ -80,7 +80,7 @@ def _all() -> dict[str, Preset]:
         _preset(
             "default", "`nopeek sweep` with no arguments: bundled mnist5k, 3 cuts x 7 defences.",
             seconds=139.8, result="alpha 1 lowers dCor from 0.89 to 0.59 (cut 4) and 0.84 to 0.54 (cut 5) at accuracy 0.916 "
-            "and 0.918 against 0.937; alpha 3 collapses cut 4; a clean classifier reads 86-93% of every live cell's "
+            "and 0.918 against 0.937; alpha 3 collapses cut 4; a clean classifier reads 0.855-0.929 of every live cell's "
             "reconstructions.",
             small=dict(cuts=["1"], alphas=[0.0, 1.0], noise_scales=[1.0]),
             **_MNIST_CNN, cuts=["3", "4", "5"], alphas=[0.0, 0.1, 0.5, 1.0, 3.0], noise_scales=[0.5, 2.0],
