@@ -118,14 +118,10 @@ def _pure(tree):
     from flax import nnx  # checkpoints need Flax; the rest of this module does not
 
     if isinstance(tree, nnx.State):
-        return _string_keys(nnx.to_pure_dict(tree))
+        return _pure(nnx.to_pure_dict(tree))  # plain nested dicts: their keys made strings below
     if not isinstance(tree, dict):  # a plain array (a defence's own parameters)
         return tree
     return {str(k): _pure(v) for k, v in tree.items()}
-
-
-def _string_keys(tree):
-    return {str(k): _string_keys(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
 
 
 def _flat(tree, prefix=()):

@@ -4,7 +4,7 @@ outlier detection; `detection_study` runs both against honest and FSHA servers).
 
 from nopeek.dishonest._config import CLIENT_NOPEEK_STEPS, DEFAULT_STEPS, FSHAConfig
 from nopeek.dishonest._fsha import (
-    READING_KEYS, SCORE_KEYS, SERVER_POLICIES, SERVERS, Protocol, ProtocolState, Targets, build_protocol, check_client,
+    SCORE_KEYS, SERVER_POLICIES, SERVERS, Protocol, ProtocolState, Targets, build_protocol, check_client,
     client_readings,
     first_layer_vector, fsha_attack, fsha_topology, pilot_output_for, prepare, reference_classifier, run_fsha,
     run_protocol, score, split_public,
@@ -17,7 +17,7 @@ from nopeek.dishonest._detection import DETECTORS, detection_study, detection_su
 
 __all__ = [
     "CLIENT_NOPEEK_STEPS", "DEFAULT_STEPS", "DETECTORS", "FSHAConfig", "STUDY_COLUMNS", "SplitOut", "SplitOutConfig",
-    "detection_summary", "fsha_nopeek_study", "honest_reference", "PILOT_OUTPUTS", "READING_KEYS", "SCORE_KEYS", "SERVERS",
+    "detection_summary", "fsha_nopeek_study", "honest_reference", "PILOT_OUTPUTS", "SCORE_KEYS", "SERVERS",
     "SERVER_POLICIES", "Protocol",
     "ProtocolState", "SplitGuard", "SplitGuardConfig", "Targets", "attacker_networks", "build_protocol", "check_client",
     "client_readings",

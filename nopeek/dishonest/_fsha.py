@@ -509,12 +509,10 @@ def fsha_attack(config: TrainConfig, fsha: FSHAConfig, dataset: Dataset, *, atta
             "protocol": protocol, "state": state, "public": public}
 
 
-READING_KEYS = ("class_mean_mse", "class_mean_ssim", "client_dcor_null95", "client_pdcor_label", "task_probe_accuracy",
-                "task_probe_chance")
-
-
 def client_readings(config: TrainConfig, fsha: FSHAConfig, dataset: Dataset, result: dict, attack_seed: int = 0) -> dict:
-    """What reading the end of an FSHA run needs (`READING_KEYS`), from `fsha_attack`'s result:
+    """What reading the end of an FSHA run needs, from `fsha_attack`'s result (keys
+    class_mean_mse, class_mean_ssim, client_dcor_null95, client_pdcor_label,
+    task_probe_accuracy, task_probe_chance):
     the class-mean baseline of the server's reconstructions (the class-mean image of its
     public data for each held-out target's label: what the label alone gives); the client's
     held-out dCor(x, z) null (95% quantile of 100 permutations) and partial dCor given the
