@@ -296,7 +296,7 @@ def test_cli_writes_scores_grids_and_curves(tmp_path, capsys):
 
 @pytest.mark.full_compile  # long loops: compiled as users run them (conftest.py)
 def test_sweep_fsha_column(tmp_path):
-    from nopeek.sweeps import PRESETS, run_sweep
+    from nopeek.sweeps import PRESETS, format_attack_table, run_sweep
 
     config = PRESETS["quick"].replace(model="cnn", widths=CLIENT["widths"], cuts=("2",), alphas=(0.0,), noise_scales=(),
                                       epochs=1, attacks=(), servers=("fsha",), fsha_steps=30, gp_weight=10.0, fsha_lr_critic=3e-3)
@@ -306,6 +306,16 @@ def test_sweep_fsha_column(tmp_path):
     for k in ("mse", "ssim", "psnr", "classifier_accuracy"):
         assert np.isfinite(float(r[f"fsha_{k}"])) and np.isfinite(float(r[f"fsha_baseline_{k}"]))
     assert r["fsha_steps"] == "30" and r["label_norm_auc"] == ""  # digits has 10 classes: no label columns
+    # what reading the score needs: the class-mean image (the label's share) beats the mean
+    # image; the client's dCor stands above its null and above its partial dCor given the label;
+    # a probe reads the task from its messages well above chance
+    v = {k: float(r[f"fsha_{k}"]) for k in ("class_mean_mse", "baseline_mse", "client_dcor", "client_dcor_null95",
+                                            "client_pdcor_label", "task_probe_accuracy", "task_probe_chance")}
+    assert 0 < v["class_mean_mse"] < v["baseline_mse"]
+    assert 0 < v["client_dcor_null95"] < v["client_dcor"] <= 1 and 0 < v["client_pdcor_label"] < v["client_dcor"]
+    assert v["task_probe_chance"] == pytest.approx(0.1, abs=0.02) and v["task_probe_accuracy"] > 5 * v["task_probe_chance"]
+    table = format_attack_table(rows)
+    assert "(class)" in table and "(null)" in table and f"{v['client_dcor_null95']:.3f}" in table
 
 
 def test_compiled_protocols_are_shared_only_by_identical_clients(digits):

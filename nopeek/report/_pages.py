@@ -36,7 +36,8 @@ SWEEP_COLUMNS = [
     ("beyond_label_ssim", "SSIM beyond label"), ("best_mse", "best MSE"), ("attack_classifier_accuracy", "clf on x_hat"),
     ("class_mean_classifier_accuracy", "clf on class mean"), ("label_norm_auc", "label norm AUC"),
     ("label_direction_auc", "label dir AUC"), ("label_leak_null95", "label null"), ("fsha_mse", "FSHA MSE"),
-    ("fsha_baseline_mse", "FSHA base MSE"),
+    ("fsha_baseline_mse", "FSHA mean img MSE"), ("fsha_class_mean_mse", "FSHA class-mean MSE"),
+    ("fsha_client_dcor", "FSHA client dCor"), ("fsha_client_dcor_null95", "FSHA client null"),
 ]
 KEY_TEXT = ["topology", "cut", "defense", "strength", "seed"]
 KEY_COLUMNS = ["dataset", "model", "topology", "cut", "defense", "strength", "alpha", "noise_scale", "seed", "party",

@@ -20,7 +20,12 @@ cell, scored beside its free baseline; and a dishonest server's column (FSHA).
   batch with the cell's gradient defence (a replicated sender: its first replica).
 - FSHA (`--servers fsha`, `--fsha-steps` iterations): for every cell of a configuration a dishonest server's
   protocol applies to, whose defence is the data holder's, a client with the cell's defence
-  and seed trained under FSHA; the server's final scores `fsha_*` and `fsha_baseline_*`.
+  and seed trained under FSHA; the server's final scores `fsha_*` beside the mean image's
+  `fsha_baseline_*` and the class-mean image's `fsha_class_mean_mse`, `fsha_class_mean_ssim`
+  (what the label alone gives); the client's held-out `fsha_client_dcor` beside its null
+  `fsha_client_dcor_null95` and its partial dCor given the label `fsha_client_pdcor_label`;
+  and a linear probe's reading of the task from the client's messages,
+  `fsha_task_probe_accuracy` beside `fsha_task_probe_chance` (`client_readings`).
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ LEGACY = {**{f"decoder_{k}": f"attack_{k}" for k in RECONSTRUCTION_SCORES},
           **{f"decoder_class_mean_{k}": f"class_mean_{k}" for k in RECONSTRUCTION_SCORES},
           **{f"decoder_beyond_label_{k}": f"beyond_label_{k}" for k in ("ssim", "mse")}}
 FSHA_SCORES = ("mse", "psnr", "ssim", "classifier_accuracy")
+# What reading an FSHA score needs (nopeek.dishonest.client_readings), as sweep columns.
+FSHA_READINGS = ("client_dcor", "client_dcor_null95", "client_pdcor_label", "class_mean_mse", "class_mean_ssim",
+                 "task_probe_accuracy", "task_probe_chance")
 
 
 def column(name: str) -> str:
@@ -203,11 +211,13 @@ def label_columns(config, ds, group, result, alive) -> dict[int, dict]:
 def fsha_columns(config, ds, group, log=print) -> dict[int, dict]:
     """{model index: FSHA columns} ({} unless `servers` holds "fsha" and the configuration has a
     server a dishonest protocol applies to): one FSHA run per cell whose defence is the data
-    holder's (none, or one acting on its messages or loss), with the cell's defence and seed."""
+    holder's (none, or one acting on its messages or loss), with the cell's defence and seed,
+    scored with what reading it needs (`FSHA_READINGS`: the class-mean image, the client's
+    dCor null, a task probe)."""
     if "fsha" not in config.servers or not spec(group[0].topology).malicious_server:
         return {}
     steps = config.fsha_steps
-    from nopeek.dishonest import fsha_attack
+    from nopeek.dishonest import client_readings, fsha_attack
 
     out = {}
     for i, cell in enumerate(group):
@@ -222,9 +232,10 @@ def fsha_columns(config, ds, group, log=print) -> dict[int, dict]:
         except ConfigError as err:
             log(f"warning: FSHA on {cell.name}: {err}")
             continue
-        final = result["final"]
+        final = {**result["final"], **client_readings(tc, config.fsha_config, ds, result, config.attack_seed)}
         out[i] = {**{f"fsha_{k}": final[k] for k in FSHA_SCORES},
-                  **{f"fsha_baseline_{k}": final[f"baseline_{k}"] for k in FSHA_SCORES}, "fsha_steps": steps}
+                  **{f"fsha_baseline_{k}": final[f"baseline_{k}"] for k in FSHA_SCORES},
+                  **{f"fsha_{k}": final[k] for k in FSHA_READINGS}, "fsha_steps": steps}
     return out
 
 
@@ -238,7 +249,9 @@ def cell_columns(config, ds, group, result, alive, log=print) -> dict[int, dict]
 
 
 def format_table(rows: list[dict]) -> str:
-    """The label AUCs and FSHA scores of a sweep's rows (one line per cell), or "" if none."""
+    """The label AUCs and FSHA scores of a sweep's rows (one line per cell), or "" if none:
+    FSHA's MSE beside the mean image's and the class-mean image's, its SSIM, and the client's
+    dCor beside its null."""
     def num(v, digits=3):
         try:
             return f"{float(v):.{digits}f}"
@@ -249,7 +262,8 @@ def format_table(rows: list[dict]) -> str:
     if not useful:
         return ""
     seen, lines = set(), [f"{'topology':11} {'cut':>5} {'defense':8} {'strength':>8} {'seed':>4} {'acc':>6} "
-                          f"{'norm AUC':>8} {'dir AUC':>8} {'FSHA MSE':>9} {'(base)':>7} {'FSHA SSIM':>9}"]
+                          f"{'norm AUC':>8} {'dir AUC':>8} {'FSHA MSE':>9} {'(mean)':>7} {'(class)':>7} {'FSHA SSIM':>9} "
+                          f"{'dCor(x,z)':>9} {'(null)':>6}"]
     for r in sorted(useful, key=lambda r: (r["topology"], r["cut"], r["defense"], float(r["strength"]), int(r["seed"]))):
         key = tuple(r[c] for c in ("topology", "cut", "defense", "strength", "seed"))
         if key in seen:
@@ -258,5 +272,7 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"{r['topology']:11} {r['cut']:>5} {r['defense']:8} {float(r['strength']):>8g} "
                      f"{r['seed']:>4} {num(r.get('accuracy')):>6} {num(r.get('label_norm_auc')):>8} "
                      f"{num(r.get('label_direction_auc')):>8} {num(r.get('fsha_mse'), 4):>9} "
-                     f"{num(r.get('fsha_baseline_mse'), 4):>7} {num(r.get('fsha_ssim')):>9}")
+                     f"{num(r.get('fsha_baseline_mse'), 4):>7} {num(r.get('fsha_class_mean_mse'), 4):>7} "
+                     f"{num(r.get('fsha_ssim')):>9} {num(r.get('fsha_client_dcor')):>9} "
+                     f"{num(r.get('fsha_client_dcor_null95')):>6}")
     return "\n".join(lines)

@@ -26,7 +26,9 @@ from nopeek.protocol import DEFAULT_TOPOLOGY
 # The label attack's and a dishonest server's columns (nopeek.sweeps._columns).
 DISHONEST_COLUMNS = [
     "label_norm_auc", "label_direction_auc", "label_leak_null95", "fsha_mse", "fsha_psnr", "fsha_ssim", "fsha_classifier_accuracy",
-    "fsha_baseline_mse", "fsha_baseline_psnr", "fsha_baseline_ssim", "fsha_baseline_classifier_accuracy", "fsha_steps",
+    "fsha_baseline_mse", "fsha_baseline_psnr", "fsha_baseline_ssim", "fsha_baseline_classifier_accuracy",
+    "fsha_class_mean_mse", "fsha_class_mean_ssim", "fsha_client_dcor", "fsha_client_dcor_null95", "fsha_client_pdcor_label",
+    "fsha_task_probe_accuracy", "fsha_task_probe_chance", "fsha_steps",
 ]
 # The (epsilon, delta) of a defence that claims one, and what it covers; empty otherwise.
 PRIVACY_COLUMNS = ["dp_epsilon", "dp_epsilon_epoch", "dp_delta", "dp_covers"]
