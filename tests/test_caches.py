@@ -28,14 +28,24 @@ def _env(cache: str | None, **extra) -> dict:
 
 
 def _train(out: str, env: dict, model: str = "mlp") -> subprocess.Popen:
-    return subprocess.Popen(
+    """`nopeek train` into `out`, started and left running; its output goes to files beside
+    `out` (runs started together never block on a full pipe the test is not yet reading)."""
+    logs = [open(f"{out}.{name}", "w", encoding="utf-8") for name in ("stdout", "stderr")]
+    proc = subprocess.Popen(
         [sys.executable, "-m", "nopeek.cli", "train", "--dataset", "digits", "--model", model, "--limit", "400",
          "--epochs", "2", "--alpha", "0.3", "--null-permutations", "20", "--out", out, "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=logs[0], stderr=logs[1], text=True, env=env)
+    for log in logs:  # the child holds its own copies
+        log.close()
+    proc.err_path = f"{out}.stderr"
+    return proc
 
 
 def _finish(proc: subprocess.Popen) -> str:
-    out, err = proc.communicate(timeout=600)
+    """The run's stderr, once it has exited (successfully: the test fails with its stderr otherwise)."""
+    proc.wait(timeout=600)
+    with open(proc.err_path, encoding="utf-8") as fh:
+        err = fh.read()
     assert proc.returncode == 0, err
     return err
 
