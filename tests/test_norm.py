@@ -126,6 +126,24 @@ def test_accelerators_get_flaxs_call(rng, monkeypatch):
     same(ours, theirs, x)
 
 
+def test_nopeek_group_norm_flax_gives_flaxs_call(rng, monkeypatch):
+    """NOPEEK_GROUP_NORM=flax: flax's own call, bit for bit; `channels` (and unset) the
+    per-channel route; anything else a clear error naming the variable."""
+    from nopeek.errors import ConfigError
+
+    ours, theirs = _pair(8, num_groups=4)
+    x = jnp.asarray(rng.normal(size=(8, 5, 5, 8)), jnp.float32)
+    monkeypatch.setenv("NOPEEK_GROUP_NORM", "flax")
+    assert not ours._fast_path(x, None)
+    same(ours, theirs, x)
+    for value in ("channels", " Channels ", ""):
+        monkeypatch.setenv("NOPEEK_GROUP_NORM", value)
+        assert ours._fast_path(x, None), value
+    monkeypatch.setenv("NOPEEK_GROUP_NORM", "nnx")
+    with pytest.raises(ConfigError, match="NOPEEK_GROUP_NORM must be one of channels, flax.*'nnx'"):
+        ours(x)
+
+
 def test_parameters_are_flaxs():
     ours, theirs = _pair(16, num_groups=8)
     assert isinstance(ours, nnx.GroupNorm)

@@ -13,21 +13,40 @@ with the default reduction axes, no mask, no `axis_name`, no `dtype` other than 
 and the fast variance
 (E[x^2] - E[x]^2, clamped at 0, flax's default), on the CPU. Anything else, and every
 accelerator (not measured there), goes to flax's own call.
+
+`NOPEEK_GROUP_NORM=flax` sends every call to flax's own (its numbers exactly, e.g. to compare
+with a model built on `nnx.GroupNorm`); `channels`, the default, takes the route above. Like
+`NOPEEK_CONV_SLICE`, it is read when a function is traced: a change later in the same process
+does not reach functions jax has already traced.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from nopeek.errors import ConfigError
+
 _FAST_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
+#: NOPEEK_GROUP_NORM's values: the per-channel route (default) or flax's own call throughout.
+ROUTES = ("channels", "flax")
 
 
 def _on_cpu() -> bool:
     return jax.default_backend() == "cpu"
+
+
+def route() -> str:
+    """NOPEEK_GROUP_NORM, checked: "channels" (the default) or "flax"."""
+    raw = os.environ.get("NOPEEK_GROUP_NORM", "").strip().lower() or ROUTES[0]
+    if raw not in ROUTES:
+        raise ConfigError(f"NOPEEK_GROUP_NORM must be one of {', '.join(ROUTES)} (flax: flax's own GroupNorm), "
+                          f"got {os.environ['NOPEEK_GROUP_NORM']!r}")
+    return raw
 
 
 class GroupNorm(nnx.GroupNorm):
@@ -36,7 +55,7 @@ class GroupNorm(nnx.GroupNorm):
     channel; the statistics are summed per channel first (see the module's docstring)."""
 
     def _fast_path(self, x: jax.Array, mask) -> bool:
-        return (_on_cpu() and mask is None and self.reduction_axes is None and self.axis_name is None and self.use_fast_variance
+        return (route() == "channels" and _on_cpu() and mask is None and self.reduction_axes is None and self.axis_name is None and self.use_fast_variance
                 and x.ndim >= 3 and jnp.dtype(x.dtype) in _FAST_DTYPES
                 and (self.dtype is None or jnp.dtype(self.dtype) == jnp.dtype(x.dtype)))
 
