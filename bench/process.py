@@ -3,6 +3,7 @@ same job, the step inside the real training loop, the fixed cost of a run, and t
 epoch spent evaluating.
 
     python bench/process.py [--part process|step|fixed|eval|compile|all] [--rounds 5] [--epochs 1,4,8]
+        [--model cnn|resnet]
 
 - process: `nopeek train --dataset mnist5k --model cnn --cut 4 --alpha 1 --epochs E
   --batch-size 64` against `python bench/torch_train.py` (the same job by hand; `pip install
@@ -13,6 +14,8 @@ epoch spent evaluating.
   function timed with a device sync after each call) at batch 64 and 256, against the median
   step inside the PyTorch script at the same batch; `--rounds` alternating rounds (nopeek's
   in this process, the script's each in its own), the median of their medians and its range.
+- `--model resnet` times the small resnet cut at 2 (`--model resnet --cut 2`) instead of the
+  cnn cut at 4, in process and step, against the script's `--model resnet`.
 - fixed: a one-epoch `nopeek train` on digits (second run: the caches are warm) against
   `python -c "import jax, flax.nnx, optax"`, the floor any JAX program pays.
 - compile: nopeek's XLA flags (nopeek/core/_xla_flags.py: the classic fusion emitters and
@@ -47,7 +50,13 @@ sys.path.insert(0, ROOT)
 
 from bench._host import host_line  # noqa: E402
 
-JOB = ["--dataset", "mnist5k", "--model", "cnn", "--cut", "4", "--alpha", "1"]
+#: The model's cut in the job (the model's own default cut for the resnet, 2).
+CUTS = {"cnn": 4, "resnet": 2}
+
+
+def job(model: str = "cnn") -> list[str]:
+    """`nopeek train`'s arguments for the mnist5k job with `model` at its cut, NoPeek's alpha 1."""
+    return ["--dataset", "mnist5k", "--model", model, "--cut", str(CUTS[model]), "--alpha", "1"]
 
 
 def _torch_available() -> bool:
@@ -67,19 +76,19 @@ def _wall(cmd: list[str], env=None) -> tuple[float, str]:
     return seconds, done.stdout
 
 
-def nopeek_cmd(epochs: int, batch: int, out: str, extra=()) -> list[str]:
-    return [sys.executable, "-m", "nopeek.cli", "train", *JOB, "--epochs", str(epochs), "--batch-size", str(batch),
+def nopeek_cmd(epochs: int, batch: int, out: str, extra=(), model: str = "cnn") -> list[str]:
+    return [sys.executable, "-m", "nopeek.cli", "train", *job(model), "--epochs", str(epochs), "--batch-size", str(batch),
             "--out", out, "--force", "--quiet", *extra]
 
 
-def torch_cmd(epochs: int, batch: int, out: str) -> list[str]:
+def torch_cmd(epochs: int, batch: int, out: str, model: str = "cnn") -> list[str]:
     return [sys.executable, os.path.join(ROOT, "bench", "torch_train.py"), "--epochs", str(epochs),
-            "--batch-size", str(batch), "--out", out]
+            "--batch-size", str(batch), "--out", out, "--model", model]
 
 
-def process(rounds: int, epochs_list: list[int], batch: int = 64) -> None:
+def process(rounds: int, epochs_list: list[int], batch: int = 64, model: str = "cnn") -> None:
     have_torch = _torch_available()
-    print(f"\n## Whole process: `nopeek train {' '.join(JOB)} --epochs E --batch-size {batch}` "
+    print(f"\n## Whole process: `nopeek train {' '.join(job(model))} --epochs E --batch-size {batch}` "
           f"against bench/torch_train.py ({rounds} alternating rounds after a warm-up; median wall seconds)")
     if not have_torch:
         print("(PyTorch is not installed: pip install -e \".[bench]\"; nopeek's times only)")
@@ -89,9 +98,9 @@ def process(rounds: int, epochs_list: list[int], batch: int = 64) -> None:
     with tempfile.TemporaryDirectory(prefix="nopeek-bench-") as tmp:
         for epochs in epochs_list:
             ours, theirs = [], []
-            runs = [("nopeek", nopeek_cmd(epochs, batch, os.path.join(tmp, "nopeek")))]
+            runs = [("nopeek", nopeek_cmd(epochs, batch, os.path.join(tmp, "nopeek"), model=model))]
             if have_torch:
-                runs.append(("torch", torch_cmd(epochs, batch, os.path.join(tmp, "torch"))))
+                runs.append(("torch", torch_cmd(epochs, batch, os.path.join(tmp, "torch"), model)))
             for _, cmd in runs:  # warm-up: file cache, nopeek's compilation and data caches
                 _wall(cmd)
             for _ in range(rounds):
@@ -178,12 +187,13 @@ def loop_step_ms(batch: int, epochs: int = 2, model: str = "cnn", cut: int = 4) 
             "total_s": total}
 
 
-def step(rounds: int = 5, batches=(64, 256)) -> None:
+def step(rounds: int = 5, batches=(64, 256), model: str = "cnn") -> None:
     """The loop's median step against the PyTorch script's, `rounds` alternating rounds per
     batch; the median of the rounds' medians and their range (the host's drift between
     rounds is larger than the spread within one)."""
     have_torch = _torch_available()
-    print(f"\n## The step inside the training loop (median ms of {rounds} alternating round(s), each the median "
+    print(f"\n## The step inside the training loop, {model} cut {CUTS[model]} (median ms of {rounds} alternating "
+          "round(s), each the median "
           "step of a 2-epoch run; range in brackets; nopeek: train_stack's step with a sync after each; "
           "PyTorch: bench/torch_train.py's own step timer)")
     print("| batch | nopeek (ms) | PyTorch (ms) | nopeek speed relative to PyTorch |")
@@ -192,9 +202,9 @@ def step(rounds: int = 5, batches=(64, 256)) -> None:
         for batch in batches:
             ours, theirs = [], []
             for _ in range(rounds):
-                ours.append(loop_step_ms(batch)["step_ms"])
+                ours.append(loop_step_ms(batch, model=model, cut=CUTS[model])["step_ms"])
                 if have_torch:
-                    _, out = _wall(torch_cmd(2, batch, tmp))
+                    _, out = _wall(torch_cmd(2, batch, tmp, model))
                     theirs.append(json.loads(out.strip().splitlines()[-1])["median_step_ms"])
             m_ours = statistics.median(ours)
             cell = f"{m_ours:.2f} ({min(ours):.2f}-{max(ours):.2f})"
@@ -278,6 +288,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--compile-rounds", type=int, default=3, help="rounds for --part compile (minutes each)")
     parser.add_argument("--epochs", default="1,4,8", help="comma-separated epoch counts for --part process")
+    parser.add_argument("--model", default="cnn", choices=tuple(CUTS),
+                        help="the job's model for --part process and step (cnn cut 4, resnet cut 2)")
     args = parser.parse_args()
     print(host_line())
     if args.part in ("fixed", "all"):
@@ -285,9 +297,9 @@ def main() -> None:
     if args.part in ("eval", "all"):
         eval_share()
     if args.part in ("step", "all"):
-        step(args.rounds)
+        step(args.rounds, model=args.model)
     if args.part in ("process", "all"):
-        process(args.rounds, [int(e) for e in args.epochs.split(",")])
+        process(args.rounds, [int(e) for e in args.epochs.split(",")], model=args.model)
     if args.part == "compile":
         compile_effort(args.compile_rounds)
 
