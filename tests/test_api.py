@@ -3,6 +3,7 @@ own attack and defence registered from Python and used by training, sweeps and t
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib
 import json
@@ -61,6 +62,23 @@ def test_presets_are_records_with_command_time_and_result():
         preset.config.validate()
         check_sweep(preset.small)
         assert preset.small.dataset == "digits" or preset.small.dataset == "breast_cancer", name
+
+
+def test_help_states_each_default_once_and_the_sweeps_are_the_presets():
+    """No option's help says "default" twice; `nopeek sweep --help` shows the default preset's
+    values (what a sweep without options runs), not the config class's own defaults."""
+    from nopeek.sweeps import PRESETS
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subs.choices.items():
+        for action in sub._actions:
+            assert (action.help or "").count("(default") <= 1, (name, action.option_strings, action.help)
+    sweep = {a.dest: a.help for a in subs.choices["sweep"]._actions}
+    default = PRESETS["default"]
+    assert f"(default: {default.dataset} in --preset default)" in sweep["dataset"]
+    assert f"(default: {default.epochs} in --preset default)" in sweep["epochs"]
+    assert f"(default: {','.join(default.cuts)} in --preset default)" in sweep["cuts"]
 
 
 def test_list_commands_read_the_registries(capsys):

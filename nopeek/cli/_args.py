@@ -35,13 +35,16 @@ def _parse_tuple(elem_type):
     return parse
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, skip=()) -> None:
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, skip=(), shown=None, shown_from: str = "") -> None:
     """Add one option per field of dataclass `cls`, or of every used field of a composed
-    config's sections (defaults None: the config decides)."""
+    config's sections (defaults None: the config decides). The help shows each field's
+    default, or its value in `shown` (an instance of `cls`: what the command starts from,
+    named by `shown_from`); a help text that states its own default is left as written."""
     if hasattr(cls, "sections"):
         for name, section in cls.sections():
             excluded = {f for s, f in cls.EXCLUDED if s == name}
-            add_dataclass_arguments(parser, section, skip=set(skip) | excluded)
+            add_dataclass_arguments(parser, section, skip=set(skip) | excluded,
+                                    shown=None if shown is None else getattr(shown, name), shown_from=shown_from)
         return
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -49,8 +52,13 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, skip=()) ->
             continue
         tp = hints[f.name]
         flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f"{f.metadata.get('help', '')} (default: {_show(default)})"
+        if shown is not None:
+            default = getattr(shown, f.name)
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f.metadata.get("help", "")
+        if "default" not in help_text:
+            help_text += f" (default: {_show(default)}{shown_from})"
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
         if tp is bool:
