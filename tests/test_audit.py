@@ -117,7 +117,7 @@ def test_images_outside_unit_range_and_scale(files, capsys):
     assert _audit(tmp_path, "--scale", "255") == 0
     scores = json.loads((tmp_path / "out" / "scores.json").read_text())["targets"]["heldout"]
     assert scores["scale"] == "x / 255" and 0 < scores["decoder"]["mse"] < 1
-    _fails(tmp_path, capsys, "--scale", "minmax", match="not empty; pass --force")
+    _fails(tmp_path, capsys, "--scale", "minmax", match="holds an audit (`nopeek audit`) already; use another --out, or --force to replace it")
     assert _audit(tmp_path, "--scale", "minmax", "--force") == 0  # replaces the folder whole
     scores = json.loads((tmp_path / "out" / "scores.json").read_text())["targets"]["heldout"]
     assert scores["scale"].startswith("minmax of")

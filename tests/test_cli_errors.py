@@ -244,6 +244,20 @@ def root(tmp_path_factory):
     # `audit` inputs.
     np.savez(p("pairs.npz"), x=rng.random((32, 8, 8, 1)), z=rng.random((32, 4)))
     np.savez(p("targets.npz"), x=rng.random((8, 8, 8, 1)), z=rng.random((8, 4)))
+
+    # Folders an output must not replace or mix with: the user's own files, an attack's
+    # scores already there, and damaged scores for `report`.
+    os.makedirs(p("foreign"))
+    with open(p("foreign", "notes.txt"), "w") as f:
+        f.write("my notes\n")
+    os.makedirs(p("attack_done"))
+    write_json(p("attack_done", "scores.json"), {"attack": "decoder", "mse": 0.05})
+    os.makedirs(p("scores_truncated"))
+    with open(p("scores_truncated", "scores.json"), "w") as f:
+        f.write('{"attack": "decoder", "mse": ')
+    os.makedirs(p("scores_list"))
+    with open(p("scores_list", "scores.json"), "w") as f:
+        f.write("[1, 2]\n")
     return root
 
 
@@ -285,7 +299,19 @@ CASES = [
     # -- train
     ("train-out-is-file", _set(TRAIN, "--out", "{root}/afile.txt"), "nopeek train", r"--out .*afile\.txt.*file"),
     ("train-out-exists", _set(TRAIN, "--out", "{root}/run"), "nopeek train",
-     r"--out .*run: a run folder is already there.*--force"),
+     r"--out .*run: holds a run \(`nopeek train`\) already; use another --out, or --force"),
+    # --force replaces only what the command wrote: never another command's folder, nor
+    # files nopeek did not write, nor the folder the command runs in
+    ("train-force-over-sweep", [*_set(TRAIN, "--out", "{root}/sweep_badsample"), "--force"], "nopeek train",
+     r"sweep_badsample: holds a sweep \(`nopeek sweep`\), not a run \(`nopeek train`\); choose another --out"),
+    ("train-force-over-own-files", [*_set(TRAIN, "--out", "{root}/foreign"), "--force"], "nopeek train",
+     r"foreign: holds files nopeek did not write, not a run"),
+    ("train-force-current-folder", [*_set(TRAIN, "--out", "."), "--force"], "nopeek train",
+     r"--out \.: is the current folder"),
+    ("train-fsha-force-over-sweep", ["train", "--dataset", "digits", "--limit", "200", "--quiet", "--server", "fsha",
+                                     "--model", "cnn", "--fsha-steps", "10", "--out", "{root}/sweep_badsample",
+                                     "--force"], "nopeek train",
+     r"sweep_badsample: holds a sweep"),
     ("train-diverges", [*TRAIN, "--lr", "1e30", "--optimizer", "sgd", "--epochs", "2"], "nopeek train",
      r"training diverged at epoch 1.*--lr"),
     ("train-widths-length", [*TRAIN, "--model", "cnn", "--widths", "1,2"], "nopeek train",
@@ -350,6 +376,10 @@ CASES = [
     ("attack-out-unwritable", [*ATTACK, "--out", UNWRITABLE + "/a"], "nopeek attack",
      r"--out /sys/nopeek-cannot-write-here/a: cannot write"),
     ("attack-run-missing", ["attack", "--run", "{root}/norun"], "nopeek attack", r"--run .*norun"),
+    ("attack-scores-already-there", [*ATTACK, "--out", "{root}/attack_done"], "nopeek attack",
+     r"attack_done: holds an attack's scores \(`nopeek attack`\) already; use another --out, or --force"),
+    ("attack-force-over-sweep", [*ATTACK, "--out", "{root}/sweep_badsample", "--force"], "nopeek attack",
+     r"sweep_badsample: holds a sweep"),
     ("attack-truncated-checkpoint", ["attack", "--run", "{root}/run_truncated"], "nopeek attack",
      r"run_truncated/checkpoint\.msgpack"),
     ("attack-checkpoint-mismatch", ["attack", "--run", "{root}/run_mismatch"], "nopeek attack",
@@ -384,6 +414,10 @@ CASES = [
     ("sweep-server-unknown", [*SWEEP, "--servers", "honest"], "nopeek sweep", r"--servers must be among fsha, got honest"),
     # -- sweep
     ("sweep-out-is-file", _set(SWEEP, "--out", "{root}/afile.txt"), "nopeek sweep", r"--out .*afile\.txt.*file"),
+    ("sweep-force-over-run", [*_set(SWEEP, "--out", "{root}/run"), "--force"], "nopeek sweep",
+     r"--out .*run: holds a run \(`nopeek train`\), not a sweep"),
+    ("sweep-force-over-own-files", [*_set(SWEEP, "--out", "{root}/foreign"), "--force"], "nopeek sweep",
+     r"foreign: holds files nopeek did not write"),
     ("sweep-out-other-config", _set(SWEEP, "--out", "{root}/sweep_badsample"), "nopeek sweep",
      r"sweep_badsample.*(different sweep config|config\.json)"),
     ("sweep-config-cuts-str", [*SWEEP, "--config", "{root}/cuts_str.toml"], "nopeek sweep",
@@ -438,6 +472,8 @@ CASES = [
      r"sweep_badsample/samples/b\.npy"),
     ("figures-sample-wrong-shape", ["figures", "{root}/sweep_badshape"], "nopeek figures",
      r"sweep_badshape/samples/b\.npy.*shape"),
+    ("figures-compare-out-not-png", ["figures", "{root}/sweep_badsample", "{root}/sweep_badshape", "--out",
+                                     "{root}/afile.txt"], "nopeek figures", r"afile\.txt: .*ending in \.png"),
     ("figures-pickled-sample", ["figures", "{root}/sweep_pickled"], "nopeek figures", r"sweep_pickled/samples/a\.npy"),
     # -- audit
     ("audit-missing-file", ["audit", "--pairs", "{root}/nothere.npz", "--targets", "{root}/targets.npz",
@@ -453,7 +489,17 @@ CASES = [
                                 "--out", "{root}/audit_out"], "nopeek audit",
      r"rawpickle\.npz: array 'x' is not an \.npy array"),
     ("audit-out-unwritable", [*AUDIT, "--out", UNWRITABLE], "nopeek audit", r"--out /sys/nopeek-cannot-write-here: cannot"),
+    ("audit-force-over-run", [*AUDIT, "--out", "{root}/run", "--force"], "nopeek audit",
+     r"run: holds a run \(`nopeek train`\), not an audit"),
+    # -- report
+    ("report-truncated-scores", ["report", "{root}/scores_truncated"], "nopeek report",
+     r"scores_truncated/scores\.json: not valid JSON .*line 1"),
+    ("report-scores-not-an-object", ["report", "{root}/scores_list"], "nopeek report",
+     r"scores_list/scores\.json: not the object nopeek writes"),
+    ("report-foreign", ["report", "{root}/foreign"], "nopeek report", r"foreign: .*not a folder nopeek wrote"),
     # -- cost
+    ("cost-out-is-sweep", ["cost", "--out", "{root}/sweep_badsample"], "nopeek cost",
+     r"sweep_badsample: holds a sweep .*not a cost report"),
     ("cost-out-is-file", ["cost", "--out", "{root}/afile.txt"], "nopeek cost", r"--out .*afile\.txt: is a file"),
     ("cost-out-unwritable", ["cost", "--out", UNWRITABLE], "nopeek cost", r"--out /sys/nopeek-cannot-write-here: cannot"),
     ("cost-fewer-samples-than-clients", ["cost", "--client-counts", "10", "--dataset-size", "5"], "nopeek cost",
@@ -465,7 +511,7 @@ def test_the_table_is_big_and_covers_every_subcommand():
     assert len(CASES) >= 40
     assert len({c[0] for c in CASES}) == len(CASES)
     covered = {argv[0] for _, argv, _, _ in CASES}
-    assert {"dcor", "train", "attack", "sweep", "figures", "audit", "cost"} <= covered
+    assert {"dcor", "train", "attack", "sweep", "figures", "audit", "cost", "report"} <= covered
 
 
 def _check(root, before, code, stdout, stderr, prog, pattern):

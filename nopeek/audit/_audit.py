@@ -28,7 +28,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import field
@@ -49,8 +48,8 @@ from nopeek.audit._inputs import (
     shared_rows,
     target_labels,
 )
-from nopeek.core import Section, check_output_folder, user_umask
-from nopeek.errors import AuditError
+from nopeek.core import Section, check_output_folder, check_writable, publish_folder, staging_folder
+from nopeek.errors import AuditError, ConfigError
 from nopeek.plots import label_leakage_figure, reconstruction_grid, tradeoff_figure
 from nopeek.training import one_hot, readings
 
@@ -408,43 +407,11 @@ def _check_out(out: str, force: bool, sources) -> None:
     for s in sources:
         if isinstance(s, (str, os.PathLike)) and os.path.abspath(s).startswith(root):
             raise AuditError(f"{out}: holds the input {os.fspath(s)}; choose another --out")
-    if os.path.exists(out):
-        if not os.path.isdir(out):
-            raise AuditError(f"{out}: exists and is not a folder")
-        if os.listdir(out) and not force:
-            raise AuditError(f"{out}: exists and is not empty; pass --force to replace it")
     try:
+        check_writable(out, ("audit",), force=force)
         check_output_folder(out)
     except ValueError as err:
         raise AuditError(str(err)) from None
-
-
-def _make_tmp(out: str) -> str:
-    """The private folder the results are written into, beside `out`, made before the audit
-    runs so that a place the user cannot write in fails at once, not after the work."""
-    parent = os.path.dirname(os.path.abspath(out))
-    try:
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.tmp-", dir=parent)
-    except OSError as err:
-        raise AuditError(f"--out {out}: cannot write there ({err.strerror or err})") from None
-    os.chmod(tmp, 0o777 & ~user_umask())  # mkdtemp makes it private; the result is an ordinary folder
-    return tmp
-
-
-def _commit(tmp: str, out: str) -> None:
-    """Put the finished folder `tmp` at `out`, replacing what was there, so `out` is whole or absent."""
-    if not os.path.exists(out):
-        os.rename(tmp, out)
-        return
-    aside = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(tmp))
-    os.rename(out, os.path.join(aside, "old"))
-    try:
-        os.rename(tmp, out)
-    except OSError:
-        os.rename(os.path.join(aside, "old"), out)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _jsonable(obj):
@@ -493,7 +460,10 @@ def run_audit(
     log = (lambda msg: print(f"nopeek audit: {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     pair_bundles, target_bundles, which = load_inputs(pairs, targets, config, accuracy)
     names = target_labels(target_bundles, labels)
-    tmp = _make_tmp(out)
+    try:
+        tmp = staging_folder(out)
+    except ConfigError as err:
+        raise AuditError(str(err)) from None
     try:
         recon = run_reconstruction_attacks(pair_bundles, target_bundles, which, config, log)
         results, x_hats = {}, []
@@ -508,7 +478,7 @@ def run_audit(
             f.write("\n")
         with open(os.path.join(tmp, "report.md"), "w", encoding="utf-8") as f:
             f.write(_report(scores, files))
-        _commit(tmp, os.path.abspath(out))
+        publish_folder(tmp, os.path.abspath(out))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

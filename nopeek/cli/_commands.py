@@ -206,7 +206,7 @@ def _train_dishonest(args: argparse.Namespace) -> int:
     out = args.out or (f"runs/{args.server}-{config.dataset.replace(':', '_').replace('/', '_')}-{config.model}-cut{cuts}"
                        f"-alpha{config.alpha:g}-seed{config.seed}")
     guard = SplitGuard(sg, classes, seed=config.seed) if args.splitguard else None
-    scores = run_fsha(config, fsha, out, attack_seed=attack_seed, guard=guard, progress=not args.quiet)
+    scores = run_fsha(config, fsha, out, attack_seed=attack_seed, guard=guard, progress=not args.quiet, force=args.force)
     parts = [f"{k} {scores[k]:.4f} (baseline {scores['baseline_' + k]:.4f})"
              for k in ("mse", "psnr", "ssim", "classifier_accuracy")]
     print(f"{out}: FSHA after {scores['fsha_steps']} iterations ({scores['n_public']} public, {scores['n_private']} "
@@ -233,6 +233,7 @@ def _train_dishonest(args: argparse.Namespace) -> int:
 def cmd_attack(args: argparse.Namespace) -> int:
     """Attack a message of a trained run folder and score the attack (`--list`: the attacks)."""
     from nopeek.attacking import AttackConfig, list_attacks, run_attack
+    from nopeek.core import check_writable
     from nopeek.dishonest import SERVER_POLICIES
 
     if args.list:
@@ -248,8 +249,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.run) or not os.path.exists(os.path.join(args.run, "config.json")):
         raise ConfigError(f"--run {args.run}: not a `nopeek train` run folder (no config.json)")
     out = args.out or os.path.join(args.run, "attacks", config.attack)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ConfigError(f"--out {out}: is a file, not a folder")
+    check_writable(out, ("attack",), force=args.force)
     scores = run_attack(args.run, config, out)
     keys = [k for k in ("mse", "psnr", "ssim", "dcor", "classifier_accuracy", "norm_auc", "direction_auc") if k in scores]
     parts = [f"{k} {scores[k]:.4f}" + (f" (baseline {scores['baseline_' + k]:.4f})" if "baseline_" + k in scores else "")
@@ -378,6 +378,8 @@ def cmd_figures(args: argparse.Namespace) -> int:
     from nopeek.plots import check_results, compare_figure, sweep_figures
     from nopeek.sweeps import read_rows, write_ranking
 
+    if args.out and not os.path.isdir(args.out) and not args.out.lower().endswith(".png"):
+        raise ConfigError(f"--out {args.out}: the comparison figure is a PNG; give a file name ending in .png")
     named = {}
     for folder in args.dirs:
         path = os.path.join(folder, "results.csv")

@@ -62,6 +62,7 @@ def _attack_parser(sub) -> None:
     add_dataclass_arguments(p, AttackConfig)
     p.add_argument("--list", action="store_true", help="print the registered attacks, then exit")
     p.add_argument("--out", default=None, help="output folder (default: RUN/attacks/ATTACK)")
+    p.add_argument("--force", action="store_true", help="replace an attack's scores already in --out")
     p.set_defaults(func=commands.cmd_attack)
 
 
@@ -90,15 +91,16 @@ def _sweep_parser(sub) -> None:
     from nopeek.sweeps import PRESETS, SweepConfig
 
     p = sub.add_parser("sweep", help=SUMMARIES["sweep"],
-                       description=SweepConfig.__doc__)
+                       description=f"{SweepConfig.__doc__} An option not given takes the preset's value: "
+                                   "the defaults shown are --preset default's; each preset sets its own.")
     p.add_argument("--preset", choices=tuple(PRESETS), default="default", help="starting point (default: default)")
     p.add_argument("--small", action="store_true", help="the preset's small version (seconds, on digits)")
     p.add_argument("--config", default=None, help="TOML or JSON file of SweepConfig fields (over the preset)")
-    add_dataclass_arguments(p, SweepConfig)
+    add_dataclass_arguments(p, SweepConfig, shown=PRESETS["default"], shown_from=" in --preset default")
     p.add_argument("--out", default=None, help="output folder (default: runs/<timestamp>)")
     p.add_argument("--force", action="store_true", help="discard results of a different config in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    g = p.add_argument_group("on a cluster (README: Running on a cluster)")
+    g = p.add_argument_group("on a cluster (docs/guide/cluster.md)")
     g.add_argument("--shard", metavar="I/N", default=None,
                    help="run shard I of N (0 <= I < N; e.g. $SLURM_ARRAY_TASK_ID/8) into --out, shared by all "
                         "shards; the last to finish merges into results.csv")
@@ -151,6 +153,15 @@ SUBCOMMANDS = {"dcor": _dcor_parser, "train": _train_parser, "attack": _attack_p
                "report": _report_parser}
 
 
+# What an interrupted command leaves: a sweep keeps every finished group and resumes; every
+# other command writes its folder whole at the end, so an interrupted one leaves none.
+NOTHING_WRITTEN = "nothing was written (the output appears whole when the command finishes); run it again to start over"
+ON_INTERRUPT = {"sweep": "finished groups are kept in --out; run the same command again to resume (the group in "
+                         "progress starts over)",
+                "figures": "figures drawn before it are kept; run it again to draw them all",
+                "report": "reports written before it are kept; run it again for the rest"}
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The `nopeek` parser. With `only`, the other subcommands are listed but not built:
     building one imports what its options are generated from (configs, presets,
@@ -190,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         fail(prog, str(err).splitlines()[0] if str(err) else type(err).__name__)
     except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted; finished work is kept, run the same command again to resume\n")
+        sys.stderr.write(f"{prog}: interrupted; {ON_INTERRUPT.get(args.command, NOTHING_WRITTEN)}\n")
         return 130
     except Exception as err:  # an unexpected internal error: still one line unless debugging
         if os.environ.get("NOPEEK_DEBUG"):

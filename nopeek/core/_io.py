@@ -98,8 +98,18 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def read_json(path: str) -> Any:
+    """The JSON value in `path`.
+
+    Raises:
+      ConfigError: the file is not valid JSON (damaged or cut short), naming it and where.
+      OSError: it cannot be read.
+    """
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): "
+                              "damaged or cut short; write it again with the command that made it") from None
 
 
 def _jsonable(obj):

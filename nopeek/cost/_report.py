@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from nopeek.core import atomic_write_text, check_output_folder, make_output_folder, write_json
+from nopeek.core import atomic_write_text, check_output_folder, check_writable, make_output_folder, write_json
 from nopeek.cost._methods import (
     METHODS, SEED_TABLE, CostConfig, check_cost, cost_cuts, cost_data, crossover, fl_rounds, method_costs, profiles, split_step_bytes,
 )
@@ -316,6 +316,7 @@ def run_cost(configs, out: str | None = None, *, reference: bool = False) -> Cos
     configs = tuple(check_cost(c) for c in configs)
     if out is not None:
         check_output_folder(out)  # before any work: a file in the way, or a place the user cannot write in
+        check_writable(out, ("cost",), force=False, replaces=False)  # nor another command's results
     rows = [r for c in configs for r in cost_rows(c)]
     text = [format_table(configs, rows, reference), ""]
     if reference:

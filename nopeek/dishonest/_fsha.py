@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 from functools import partial
 from typing import Any
@@ -45,7 +46,10 @@ from tqdm.auto import tqdm
 
 import attacks
 import metrics
-from nopeek.core import BoundedCache, NumpyStream, Stream, fingerprint, numpy_rng, step_key
+from nopeek.core import (
+    BoundedCache, NumpyStream, Stream, atomic_write_text, check_writable, fingerprint, numpy_rng, publish_folder,
+    staging_folder, step_key, write_json,
+)
 from nopeek.data import Dataset
 from nopeek.defences import DEFENCES, Context, build_defence, defence_setting_names
 from nopeek.dishonest._config import FSHAConfig
@@ -535,51 +539,65 @@ SCORE_KEYS = ("mse", "psnr", "ssim", "dcor", "classifier_accuracy")
 
 
 def run_fsha(config: TrainConfig, fsha: FSHAConfig, out: str, *, attack_seed: int = 0, guard=None,
-             progress: bool = True) -> dict:
+             progress: bool = True, force: bool = False) -> dict:
     """`nopeek train --server fsha`: train the client under FSHA, write into `out`
     scores.json (config, scores per checkpoint, final scores with `client_readings`' null,
     class-mean baseline and probe, detection), history.csv,
     grids/iter_NNNNNN.png (originals over reconstructions per checkpoint),
     reconstructions.png (the last grid) and curves.png (MSE and SSIM over iterations,
-    with the mean-image baselines). Returns the scores.json dict."""
+    with the mean-image baselines). The folder is whole or absent: written beside `out` and
+    renamed into place at the end, replacing (with `force` only) a run `nopeek train` wrote
+    (`check_writable`). Returns the scores.json dict."""
     from nopeek import data as data_lib
-    from nopeek.core import atomic_write_text, write_json
-    from nopeek.plots import fsha_curves_figure, reconstruction_grid
 
     config.validate()
     fsha.validate()
     check_client(config)
     dataset = data_lib.load_config(config)
     split_public(dataset.y_train, public_fraction=fsha.public_fraction, public_classes=fsha.public_classes, seed=attack_seed)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ConfigError(f"--out {out}: is a file, not a folder")
+    check_writable(out, ("fsha", "run"), force=force)
     t0 = time.perf_counter()
     title = f"FSHA on {config.dataset} {config.model} cut {','.join(map(str, cuts_of(config, dataset.num_classes)))}"
     if config.alpha > 0:
         title += f", client NoPeek alpha {config.alpha:g}"
     if config.noise_scale > 0:
         title += f", client noise {config.noise_scale:g}"
+    tmp = staging_folder(out)
+    try:
+        scores = _fsha_folder(config, fsha, dataset, tmp, title, attack_seed=attack_seed, guard=guard, progress=progress,
+                              t0=t0)
+        publish_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return scores
+
+
+def _fsha_folder(config, fsha, dataset, tmp: str, title: str, *, attack_seed: int, guard, progress: bool,
+                 t0: float) -> dict:
+    """`run_fsha`'s work, its files written into `tmp`; returns the scores.json dict."""
+    from nopeek.plots import fsha_curves_figure, reconstruction_grid
 
     def grid(t, x, x_hat, scores):
-        reconstruction_grid([x, x_hat], ["original", f"iter {t}"], os.path.join(out, "grids", f"iter_{t:06d}.png"),
+        reconstruction_grid([x, x_hat], ["original", f"iter {t}"], os.path.join(tmp, "grids", f"iter_{t:06d}.png"),
                             title=f"{title}: iteration {t}, MSE {scores['mse']:.4f} (mean image {scores['baseline_mse']:.4f})")
 
     result = fsha_attack(config, fsha, dataset, attack_seed=attack_seed, guard=guard, on_grid=grid, progress=progress)
     final = result["final"]
     reconstruction_grid([result["samples"], result["x_hat"][:16]], ["original", "FSHA"],
-                        os.path.join(out, "reconstructions.png"),
+                        os.path.join(tmp, "reconstructions.png"),
                         title=f"{title}: MSE {final['mse']:.4f} (mean image {final['baseline_mse']:.4f}), SSIM {final['ssim']:.3f}")
-    fsha_curves_figure(result["history"], os.path.join(out, "curves.png"), title=title,
+    fsha_curves_figure(result["history"], os.path.join(tmp, "curves.png"), title=title,
                        detection=(result["detection"] or {}).get("iteration"))
     columns = ["iteration", *SCORE_KEYS, *(f"baseline_{k}" for k in SCORE_KEYS), "client_dcor"]
     lines = [",".join(columns)] + [",".join(f"{h[c]:.6g}" if c != "iteration" else str(h[c]) for c in columns)
                                    for h in result["history"]]
-    atomic_write_text(os.path.join(out, "history.csv"), "\n".join(lines) + "\n")
+    atomic_write_text(os.path.join(tmp, "history.csv"), "\n".join(lines) + "\n")
     scores = {**config.to_dict(), **fsha.to_dict(), "attack": "fsha", "attack_seed": attack_seed,
               "fsha_steps": result["iterations"], "n_public": result["n_public"], "n_private": result["n_private"],
               "pilot_output": result["pilot_output"], "z_shape": result["z_shape"],
               **{k: final[k] for k in final if k != "iteration"},
               **client_readings(config, fsha, dataset, result, attack_seed),
               "history": result["history"], "detection": result["detection"], "seconds": time.perf_counter() - t0}
-    write_json(os.path.join(out, "scores.json"), scores)
+    write_json(os.path.join(tmp, "scores.json"), scores)
     return scores

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from nopeek.core import atomic_write_text, read_json
+from nopeek.core import atomic_write_text, folder_kind, read_json
 from nopeek.errors import ConfigError
 from nopeek.report._html import (
     details, esc, figure_png, figures, number, page, samples_png, section, simple_table,
@@ -53,17 +53,19 @@ def read_results(path: str) -> list[dict]:
 
 
 def kind_of(folder: str) -> str:
-    """"sweep", "run", "audit", "cost" or "attack": what nopeek wrote in `folder`."""
-    if os.path.isfile(os.path.join(folder, "results.csv")):
-        return "sweep"
-    if os.path.isfile(os.path.join(folder, "metrics.json")):
-        return "run"
-    if os.path.isfile(os.path.join(folder, "cost.csv")):
-        return "cost"
-    scores = os.path.join(folder, "scores.json")
-    if os.path.isfile(scores):
-        return "audit" if "targets" in read_json(scores) else "attack"
-    raise ConfigError(f"{folder}: no results.csv, metrics.json, scores.json or cost.csv; not a folder nopeek wrote")
+    """"sweep", "run", "audit", "cost" or "attack" (an FSHA run's scores included): what nopeek
+    wrote in `folder` (`nopeek.core.folder_kind`), its main file checked to be a JSON object."""
+    kind = folder_kind(folder)
+    if kind in (None, "other"):
+        raise ConfigError(f"{folder}: no results.csv, metrics.json, scores.json or cost.csv; not a folder nopeek wrote")
+    if kind == "sweep" and not os.path.isfile(os.path.join(folder, "results.csv")):
+        raise ConfigError(f"{folder}: a sweep with no finished group yet (no results.csv); run the same `nopeek sweep` "
+                          "again to resume it")
+    main = {"run": "metrics.json", "audit": "scores.json", "attack": "scores.json", "fsha": "scores.json"}.get(kind)
+    if main and not isinstance(read_json(os.path.join(folder, main)), dict):
+        raise ConfigError(f"{os.path.join(folder, main)}: not the object nopeek writes; write it again with the "
+                          "command that made it")
+    return "attack" if kind == "fsha" else kind
 
 
 def write_report(folder: str) -> str:

@@ -44,7 +44,7 @@ import uuid
 
 from tqdm.auto import tqdm
 
-from nopeek.core import check_output_folder, make_output_folder, read_json, write_json
+from nopeek.core import check_output_folder, check_writable, make_output_folder, read_json, write_json
 from nopeek.errors import ConfigError
 from nopeek.report import write_report
 from nopeek.sweeps._config import SweepConfig, cells
@@ -165,7 +165,9 @@ def _check_plan(out: str, count: int, force: bool) -> None:
 
 
 def prepare_shard_output(out: str, config: SweepConfig, count: int, force: bool = False) -> None:
-    """Create or check the shared folder for a shard of `count` (safe when all shards start at once)."""
+    """Create or check the shared folder for a shard of `count` (safe when all shards start at
+    once; a folder holding anything but a sweep is refused, `check_writable`)."""
+    check_writable(out, ("sweep",), force=force, replaces=False)
     make_output_folder(out)
     os.makedirs(os.path.join(out, SHARDS_DIR), exist_ok=True)
     _check_config(out, config)

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from nopeek import data as data_lib
 import attacks
 from nopeek.attacking import attacker_indices, heldout_split
-from nopeek.core import check_output_folder, make_output_folder, read_json, relieve_code_maps, write_json
+from nopeek.core import check_output_folder, check_writable, make_output_folder, read_json, relieve_code_maps, write_json
 from nopeek.defences import DEFENCES
 from nopeek.errors import ConfigError
 from nopeek.protocol import model_blocks
@@ -66,8 +66,11 @@ def finished_cells(out: str, config: SweepConfig) -> set:
 
 def check_output(out: str, config: SweepConfig, force: bool) -> bool:
     """Whether `out` holds results of another config that `force` discards; refuse it without
-    `force`, and refuse a place `out` cannot be made. Reads only: nothing is written."""
+    `force`, and refuse a place `out` cannot be made or a folder that holds anything but a
+    sweep (`check_writable`: another command's results, files nopeek did not write; `force`
+    does not reach those). Reads only: nothing is written."""
     check_output_folder(out)
+    check_writable(out, ("sweep",), force=force, replaces=False)
     config_path = os.path.join(out, "config.json")
     if not os.path.exists(config_path):
         return False

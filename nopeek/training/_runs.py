@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import os
 import shutil
-import tempfile
 from typing import Any
 
 import jax
@@ -27,7 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from nopeek import data as data_lib
-from nopeek.core import check_output_folder, load_params_into, read_json, save_params, user_umask, write_json
+from nopeek.core import (
+    check_output_folder, check_writable, load_params_into, publish_folder, read_json, save_params, staging_folder, write_json,
+)
 from nopeek.defences import ADJACENCY, DEFENCES, Context, build_defence, guarantee_settings
 from nopeek.errors import ConfigError, DataError, RunFolderError, TrainingDiverged
 from nopeek.protocol import Built, forward, model_at, transcript
@@ -245,10 +246,12 @@ def privacy_metrics(result: StackResult, k: int = 0) -> dict:
 
 
 def _check_out(out: str, force: bool) -> None:
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise RunFolderError(f"--out {out}: is a file, not a folder")
-    if os.path.isdir(out) and os.listdir(out) and not force:
-        raise RunFolderError(f"--out {out}: a run folder is already there; use another --out, or --force to replace it")
+    """Refuse `out` unless it is absent, empty or (with `force`) a run `nopeek train` wrote
+    (`check_writable`: never another command's folder or files nopeek did not write)."""
+    try:
+        check_writable(out, ("run", "fsha"), force=force)
+    except ConfigError as err:
+        raise RunFolderError(str(err)) from None
     check_output_folder(out)
 
 
@@ -261,18 +264,16 @@ def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: b
     Raises:
       TrainingDiverged: the loss or parameters became non-finite, or the loss exploded
         (over `EXPLOSION_FACTOR` times the first step's); nothing written.
-      RunFolderError: `out` exists (and not `force`) or is a file.
+      RunFolderError: `out` is a file, holds another command's results or files nopeek did
+        not write, or holds a run and not `force`; or cannot be written in.
     """
     config.validate()
     _check_out(out, force)
     dataset = data_lib.load_config(config)
-    parent = os.path.dirname(os.path.abspath(out))
     try:  # the temporary folder first, so an unwritable --out fails before training, not after
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.tmp-", dir=parent)
-    except OSError as err:
-        raise RunFolderError(f"--out {out}: cannot write there ({err.strerror})") from err
-    os.chmod(tmp, 0o777 & ~user_umask())  # a run folder as readable as any folder the user makes
+        tmp = staging_folder(out)
+    except ConfigError as err:
+        raise RunFolderError(str(err)) from None
     try:
         result = train_stack(config, dataset, progress=progress)
         if result.diverged[0]:
@@ -285,13 +286,7 @@ def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: b
         write_json(os.path.join(tmp, CONFIG), config.to_dict())
         save_params(os.path.join(tmp, CHECKPOINT), result.model_params(0))
         write_json(os.path.join(tmp, METRICS), metrics)
-        if os.path.isdir(out):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.old-", dir=parent)
-            os.replace(out, os.path.join(old, "run"))
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        publish_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

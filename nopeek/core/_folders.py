@@ -1,0 +1,139 @@
+"""What nopeek wrote in a folder, and the check every command makes before it writes into one.
+
+A folder's kind is told from the files each command leaves, so folders written by any
+earlier version are told apart too:
+
+| kind | written by | told by |
+| --- | --- | --- |
+| `sweep` | `nopeek sweep` | results.csv, a shards/ folder, or (before its first row) a config.json with a sweep's `alphas` |
+| `run` | `nopeek train` | metrics.json |
+| `fsha` | `nopeek train --server fsha` | scores.json whose `attack` is fsha |
+| `audit` | `nopeek audit` | scores.json with `targets` |
+| `attack` | `nopeek attack` | any other scores.json |
+| `cost` | `nopeek cost` | cost.csv |
+
+`staging_folder` and `publish_folder` make an output folder whole or absent: the results are
+written beside it and renamed into place when the work is done.
+
+`check_writable(out, kinds, force=...)` refuses, before any work, an output folder that holds
+something else: another command's results, or files nopeek did not write; `--force` never
+reaches those. It refuses the current folder, or one above it, where a replacement would pull
+the ground from under the process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+from nopeek.core._io import user_umask
+from nopeek.errors import ConfigError
+
+#: Each kind, as a user would name it.
+KINDS = {
+    "sweep": "a sweep (`nopeek sweep`)",
+    "run": "a run (`nopeek train`)",
+    "fsha": "an FSHA run (`nopeek train --server fsha`)",
+    "audit": "an audit (`nopeek audit`)",
+    "attack": "an attack's scores (`nopeek attack`)",
+    "cost": "a cost report (`nopeek cost`)",
+    "other": "files nopeek did not write",
+}
+
+
+def _json_keys(path: str) -> dict:
+    """The top-level object of a JSON file, or {} (unreadable, or not an object)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def folder_kind(folder: str) -> str | None:
+    """One of `KINDS` for what is in `folder` ("other": files nopeek did not write), or None
+    for an absent or empty folder."""
+    if not os.path.isdir(folder) or not os.listdir(folder):
+        return None
+    has = lambda name: os.path.isfile(os.path.join(folder, name))  # noqa: E731
+    if has("results.csv") or os.path.isdir(os.path.join(folder, "shards")):
+        return "sweep"
+    if has("metrics.json"):
+        return "run"
+    if has("cost.csv"):
+        return "cost"
+    if has("scores.json"):
+        scores = _json_keys(os.path.join(folder, "scores.json"))
+        if "targets" in scores:
+            return "audit"
+        return "fsha" if scores.get("attack") == "fsha" else "attack"
+    if has("config.json") and "alphas" in _json_keys(os.path.join(folder, "config.json")):
+        return "sweep"
+    return "other"
+
+
+def _holds_cwd(folder: str) -> bool:
+    here = os.path.join(os.path.realpath(os.getcwd()), "")
+    return here.startswith(os.path.join(os.path.realpath(folder), ""))
+
+
+def check_writable(out: str, kinds: tuple[str, ...], *, force: bool, option: str = "--out",
+                   replaces: bool = True) -> str | None:
+    """Refuse `out` before any work unless it is absent, empty, or holds one of `kinds` (the
+    command's own; with `replaces`, only with `force`). Returns the folder's kind.
+
+    Raises:
+      ConfigError: naming `option`, what the folder holds and what to do.
+    """
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"{option} {out}: is a file, not a folder")
+    if replaces and os.path.isdir(out) and _holds_cwd(out):
+        raise ConfigError(f"{option} {out}: is the current folder (or holds it), which this command would replace; "
+                          f"run from elsewhere or choose another {option}")
+    found = folder_kind(out)
+    if found is None:
+        return None
+    own = KINDS[kinds[0]]
+    if found not in kinds:
+        raise ConfigError(f"{option} {out}: holds {KINDS[found]}, not {own}; choose another {option} "
+                          f"(--force replaces only {own})")
+    if replaces and not force:
+        raise ConfigError(f"{option} {out}: holds {KINDS[found]} already; use another {option}, or --force to replace it")
+    return found
+
+
+def staging_folder(out: str, option: str = "--out") -> str:
+    """A private folder beside `out` for a command to write its results into, made before the
+    work so that a place the user cannot write in fails at once, not after it; readable as any
+    folder the user makes.
+
+    Raises:
+      ConfigError: `out`'s parent cannot be made or written in.
+    """
+    parent = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.tmp-", dir=parent)
+    except OSError as err:
+        raise ConfigError(f"{option} {out}: cannot write there ({err.strerror or err})") from None
+    os.chmod(tmp, 0o777 & ~user_umask())
+    return tmp
+
+
+def publish_folder(tmp: str, out: str) -> None:
+    """Put the finished folder `tmp` at `out`, replacing what was there (set aside first, put
+    back if the last rename fails, then removed), so `out` is whole or absent."""
+    if not os.path.exists(out):
+        os.rename(tmp, out)
+        return
+    aside = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.old-", dir=os.path.dirname(tmp))
+    os.rename(out, os.path.join(aside, "old"))
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        os.rename(os.path.join(aside, "old"), out)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)

@@ -1,0 +1,141 @@
+"""What a folder holds (`nopeek.core.folder_kind`), the check before a command writes there
+(`check_writable`), output folders whole or absent, and what an interrupted command says."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from nopeek.core import check_writable, folder_kind, publish_folder, staging_folder
+from nopeek.errors import ConfigError
+
+
+def _folder(path, files: dict) -> str:
+    os.makedirs(path, exist_ok=True)
+    for name, text in files.items():
+        os.makedirs(os.path.dirname(os.path.join(path, name)), exist_ok=True)
+        with open(os.path.join(path, name), "w", encoding="utf-8") as fh:
+            fh.write(text if isinstance(text, str) else json.dumps(text))
+    return str(path)
+
+
+@pytest.mark.parametrize("files, kind", [
+    ({"results.csv": "a,b\n"}, "sweep"),
+    ({"config.json": {"alphas": [0.0], "cuts": ["1"]}}, "sweep"),  # a sweep before its first row
+    ({"shards/plan.json": {"shards": 2}}, "sweep"),  # a shard's folder as the first shard makes it
+    ({"metrics.json": {}, "config.json": {"alpha": 0.0}, "checkpoint.msgpack": ""}, "run"),
+    ({"scores.json": {"attack": "fsha", "mse": 0.1}}, "fsha"),
+    ({"scores.json": {"targets": {}, "pairs": []}}, "audit"),
+    ({"scores.json": {"attack": "decoder"}}, "attack"),
+    ({"cost.csv": "x\n"}, "cost"),
+    ({"config.json": {"alpha": 0.0}}, "other"),  # a train config alone: nopeek never leaves that
+    ({"notes.txt": "mine"}, "other"),
+    ({"scores.json": "{broken"}, "attack"),  # a damaged scores.json still tells its command
+], ids=["sweep", "sweep-config", "shards", "run", "fsha", "audit", "attack", "cost", "train-config", "foreign",
+        "broken-scores"])
+def test_folder_kind_tells_each_commands_folder(tmp_path, files, kind):
+    assert folder_kind(_folder(tmp_path / "f", files)) == kind
+
+
+def test_an_absent_or_empty_folder_has_no_kind_and_takes_anything(tmp_path):
+    assert folder_kind(str(tmp_path / "absent")) is None
+    os.makedirs(tmp_path / "empty")
+    assert folder_kind(str(tmp_path / "empty")) is None
+    for kinds in (("run",), ("sweep",), ("cost",)):
+        assert check_writable(str(tmp_path / "empty"), kinds, force=False) is None
+
+
+def test_force_replaces_only_the_commands_own_folder(tmp_path):
+    run = _folder(tmp_path / "run", {"metrics.json": {}})
+    with pytest.raises(ConfigError, match=r"holds a run \(`nopeek train`\) already; use another --out, or --force"):
+        check_writable(run, ("run",), force=False)
+    assert check_writable(run, ("run", "fsha"), force=True) == "run"
+    # a command that adds to its folder (a sweep resuming, cost) needs no force for its own
+    sweep = _folder(tmp_path / "sweep", {"results.csv": "a\n"})
+    assert check_writable(sweep, ("sweep",), force=False, replaces=False) == "sweep"
+    for folder, kinds, holds in ((sweep, ("run",), "a sweep"), (run, ("sweep",), "a run"),
+                                 (_folder(tmp_path / "mine", {"notes.txt": "x"}), ("audit",), "files nopeek did not write")):
+        for force in (False, True):
+            with pytest.raises(ConfigError, match=f"holds {holds}.*choose another --out"):
+                check_writable(folder, kinds, force=force, replaces=kinds != ("sweep",))
+    assert os.path.exists(tmp_path / "mine" / "notes.txt")
+
+
+def test_the_current_folder_is_never_replaced(tmp_path, monkeypatch):
+    here = _folder(tmp_path / "here", {"metrics.json": {}})
+    monkeypatch.chdir(here)
+    for out in (".", here, str(tmp_path)):  # the folder itself, by path, and one above it
+        with pytest.raises(ConfigError, match="is the current folder"):
+            check_writable(out, ("run", "other"), force=True)
+    os.makedirs("inside")
+    assert check_writable("inside", ("run",), force=True) is None  # below it: fine
+
+
+def test_publish_folder_replaces_whole_and_leaves_nothing_beside(tmp_path):
+    out = _folder(tmp_path / "out", {"old.txt": "old"})
+    tmp = staging_folder(str(out))
+    assert os.path.dirname(tmp) == str(tmp_path) and os.path.basename(tmp).startswith(".out.tmp-")
+    with open(os.path.join(tmp, "new.txt"), "w") as fh:
+        fh.write("new")
+    publish_folder(tmp, str(out))
+    assert os.listdir(out) == ["new.txt"] and os.listdir(tmp_path) == ["out"]
+
+
+def test_publish_folder_puts_the_old_folder_back_if_the_last_rename_fails(tmp_path, monkeypatch):
+    out = _folder(tmp_path / "out", {"old.txt": "old"})
+    tmp = staging_folder(str(out))
+    real = os.rename
+
+    def rename(src, dst):
+        if src == tmp:
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(OSError):
+        publish_folder(tmp, str(out))
+    assert os.listdir(out) == ["old.txt"]
+
+
+def test_an_interrupted_fsha_run_leaves_no_folder(tmp_path, monkeypatch):
+    """`nopeek train --server fsha` writes its grids as it goes; interrupted after the first,
+    neither --out nor the folder it was writing into is left."""
+    from nopeek.dishonest import FSHAConfig, _fsha, run_fsha
+    from nopeek.training import TrainConfig
+
+    def interrupted(config, fsha, dataset, *, on_grid, **kwargs):
+        import numpy as np
+
+        x = np.zeros((4, 8, 8, 1), np.float32)
+        on_grid(10, x, x, {"mse": 0.1, "baseline_mse": 0.1})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_fsha, "fsha_attack", interrupted)
+    out = tmp_path / "fsha"
+    with pytest.raises(KeyboardInterrupt):
+        run_fsha(TrainConfig(dataset="digits", model="cnn", widths=(4, 8, 16, 8), limit=200), FSHAConfig(), str(out),
+                 progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("command, says", [
+    ("sweep", "finished groups are kept in --out; run the same command again to resume"),
+    ("train", "nothing was written"),
+    ("attack", "nothing was written"),
+    ("audit", "nothing was written"),
+    ("figures", "figures drawn before it are kept"),
+])
+def test_an_interrupted_command_says_what_it_kept(command, says, monkeypatch, capsys):
+    from nopeek.cli import _commands, main
+
+    def stopped(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_commands, f"cmd_{command}", stopped)
+    argv = {"sweep": ["sweep"], "train": ["train"], "attack": ["attack"], "figures": ["figures", "x"],
+            "audit": ["audit", "--pairs", "p.npz", "--targets", "t.npz", "--out", "o"]}[command]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.startswith(f"nopeek {command}: interrupted; {says}") and err.count("\n") == 1
