@@ -306,6 +306,8 @@ CASES = [
      r"sweep_badsample: holds a sweep \(`nopeek sweep`\), not a run \(`nopeek train`\); choose another --out"),
     ("train-force-over-own-files", [*_set(TRAIN, "--out", "{root}/foreign"), "--force"], "nopeek train",
      r"foreign: holds files nopeek did not write, not a run"),
+    ("train-clients-on-vanilla", [*TRAIN, "--clients", "3"], "nopeek train",
+     r"--clients applies to topologies with several data holders \(vertical, round_robin\), not --topology vanilla"),
     ("train-force-current-folder", [*_set(TRAIN, "--out", "."), "--force"], "nopeek train",
      r"--out \.: is the current folder"),
     ("train-fsha-force-over-sweep", ["train", "--dataset", "digits", "--limit", "200", "--quiet", "--server", "fsha",

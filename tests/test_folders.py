@@ -139,3 +139,17 @@ def test_an_interrupted_command_says_what_it_kept(command, says, monkeypatch, ca
     assert main(argv) == 130
     err = capsys.readouterr().err
     assert err.startswith(f"nopeek {command}: interrupted; {says}") and err.count("\n") == 1
+
+
+def test_an_attack_no_better_than_the_mean_image_is_warned_about(capsys):
+    """Within 1% of the mean image's MSE, `nopeek attack` says the attack may have stopped too
+    soon (a 20-step decoder reconstructs the mean image); a real reconstruction is not warned."""
+    from nopeek.cli._commands import _warn_no_better
+
+    _warn_no_better({"mse": 0.0750, "baseline_mse": 0.0750})
+    err = capsys.readouterr().err
+    assert err.startswith("nopeek attack: warning: the reconstructions are no better than the mean image (MSE 0.0750 "
+                          "against 0.0750)") and "--attack-steps" in err and err.count("\n") == 1
+    for scores in ({"mse": 0.020, "baseline_mse": 0.075}, {"norm_auc": 0.9}, {"mse": float("nan"), "baseline_mse": 0.07}):
+        _warn_no_better(scores)
+        assert capsys.readouterr().err == "", scores

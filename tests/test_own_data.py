@@ -118,12 +118,16 @@ def test_npz_shape_and_dtype_checks(tmp_path, arrays, message):
 # ---- npz in train, attack and sweep -------------------------------------------------------
 
 
-def test_npz_in_train_attack_and_sweep(npz_files, tmp_path, capsys):
+def test_npz_in_train_attack_and_sweep(npz_files, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     dataset = "npz:" + npz_files["split"]
-    assert main(["train", "--dataset", dataset, *TINY, "--out", str(run)]) == 0
+    # trained with the path as typed, relative to where it ran: the run records it absolute,
+    # so the attack finds the data from any folder
+    monkeypatch.chdir(os.path.dirname(npz_files["split"]))
+    assert main(["train", "--dataset", "npz:" + os.path.basename(npz_files["split"]), *TINY, "--out", str(run)]) == 0
     assert json.loads((run / "config.json").read_text())["dataset"] == dataset
     assert json.loads((run / "metrics.json").read_text())["n_test"] == 60
+    monkeypatch.chdir(tmp_path)
     assert main(["attack", "--run", str(run), "--attack", "decoder", "--attack-steps", "10"]) == 0
     scores = json.loads((run / "attacks" / "decoder" / "scores.json").read_text())
     assert scores["n_targets"] == 60 and np.isfinite(scores["ssim"])

@@ -127,6 +127,25 @@ def server_option_names() -> list[str]:
             + ["splitguard", "attack_seed"])
 
 
+def _own_data_absolute(config):
+    """`config` with an own data set's path (npz:PATH, folder:PATH) made absolute, so that the
+    run folder's config.json finds the data from wherever `nopeek attack --run` is started."""
+    kind, sep, path = config.dataset.partition(":")
+    if sep and kind in ("npz", "folder") and path and not os.path.isabs(path):
+        return config.replace(dataset=f"{kind}:{os.path.abspath(path)}")
+    return config
+
+
+def _check_clients_apply(args: argparse.Namespace, config) -> None:
+    """Refuse --clients on a topology without several clients (it would be recorded and do nothing)."""
+    from nopeek.protocol import TOPOLOGIES, spec
+
+    if getattr(args, "clients", None) is not None and not spec(config.topology).takes_clients:
+        takes = ", ".join(name for name, s in TOPOLOGIES.items() if s.takes_clients)
+        raise ConfigError(f"--clients applies to topologies with several data holders ({takes}), "
+                          f"not --topology {config.topology}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one split model of any topology (against an honest server, or a dishonest one
     with --server), or list a model's cuts, the defences, or one step's transcript."""
@@ -145,7 +164,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = given_options(args, server_option_names())
     if given:
         raise ConfigError(f"{given[0]} is for a dishonest server's run (--server fsha)")
-    config = dataclass_from_args(TrainConfig, args).validate()
+    config = _own_data_absolute(dataclass_from_args(TrainConfig, args)).validate()
+    _check_clients_apply(args, config)
     if args.list_cuts:
         _print_cuts(config)
         return 0
@@ -259,9 +279,21 @@ def cmd_attack(args: argparse.Namespace) -> int:
     for probe in scores.get("probes", []):
         parts.append(f"{probe['probe']} probe accuracy {probe['accuracy']:.4f} (chance {probe['chance']:.4f})")
     print(f"{out} ({scores['message']}): " + "; ".join(parts))
+    _warn_no_better(scores)
     _warn_collapsed("nopeek attack", args.run, scores["collapse_reason"], scores["test_accuracy"],
                     scores["chance_accuracy"], "scores.json")
     return 0
+
+
+def _warn_no_better(scores: dict) -> None:
+    """One warning line when a reconstruction attack did no better than the mean image (within
+    1% of its MSE): the message may hide the input, or the attack stopped too soon."""
+    mse, baseline = scores.get("mse"), scores.get("baseline_mse")
+    if mse is None or baseline is None or not (np.isfinite(mse) and np.isfinite(baseline)) or mse < 0.99 * baseline:
+        return
+    sys.stderr.write(f"nopeek attack: warning: the reconstructions are no better than the mean image (MSE {mse:.4f} "
+                     f"against {baseline:.4f}): the message may hide the input, or the attack stopped too soon; "
+                     f"try a larger --attack-steps before reading it as a defence\n")
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -129,7 +129,8 @@ def _cost_parser(sub) -> None:
 
 def _dcor_parser(sub) -> None:
     p = sub.add_parser("dcor", help=SUMMARIES["dcor"])
-    p.add_argument("x", nargs="?", help="X.npy, samples along axis 0")
+    p.add_argument("x", nargs="?", help="X.npy, samples along axis 0 (neither X nor Y: a bundled example, the "
+                   "breast-cancer features and their squares)")
     p.add_argument("y", nargs="?", help="Y.npy, as many samples as X")
     p.add_argument("--block-size", type=int, default=None, help="exact blocked form, O(n*block) memory")
     p.set_defaults(func=commands.cmd_dcor)

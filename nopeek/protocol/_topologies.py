@@ -534,6 +534,8 @@ class TopologySpec:
       data holder and one server that owns the rest of the network.
     cost_clients(n): how many data holders to build to cost a collaboration of n (the
       per-client messages do not depend on more).
+    takes_clients: whether `--clients` sets how many data holders it has (elsewhere the
+      option is refused: it would be recorded and change nothing).
     `one_sample_holder` (derived from splits and shard): each sample's data sits whole with
     one data holder that trains on all of them (not feature slices, not shards).
     """
@@ -547,6 +549,7 @@ class TopologySpec:
     label_defences: bool = True
     malicious_server: bool = False
     cost_clients: Callable[[int], int] = lambda n: 1
+    takes_clients: bool = False
 
     @property
     def one_sample_holder(self) -> bool:
@@ -576,7 +579,7 @@ def register(name: str, build: Callable[[Setup], Built], *, cuts: str = "1", des
       build: `build(setup) -> Built` (see the builders of this module).
       cuts: "1", "2" or ">=2", the number of cuts it takes.
       facts: the other fields of `TopologySpec` (splits, shard, label_defences,
-        malicious_server, cost_clients).
+        malicious_server, cost_clients, takes_clients).
     """
     if not isinstance(name, str) or not name:
         raise TopologyError(f"a topology name must be a non-empty string, got {name!r}")
@@ -589,12 +592,12 @@ register("vanilla", build_vanilla, cuts="1", description="client -> server; labe
          malicious_server=True)
 register("u_shaped", build_u_shaped, cuts="2", description="client <-> server <-> client; labels stay with the client")
 register("vertical", build_vertical, cuts="1", description="N clients, one feature slice each -> server (merge, labels)",
-         splits="features", cost_clients=lambda n: n)
+         splits="features", cost_clients=lambda n: n, takes_clients=True)
 register("multi_task", build_multi_task, cuts="1", description="one client -> server with one head per task",
          label_defences=False)
 register("multi_hop", build_multi_hop, cuts=">=2", description="client -> relay(s) -> server")
 register("round_robin", build_round_robin, cuts="1", description="N clients in turns -> server; client weights handed on",
-         shard=_shared_in_turns, cost_clients=lambda n: 2 if n > 1 else 1)
+         shard=_shared_in_turns, cost_clients=lambda n: 2 if n > 1 else 1, takes_clients=True)
 
 
 def spec(topology: str) -> TopologySpec:
