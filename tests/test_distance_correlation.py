@@ -337,6 +337,23 @@ def test_non_finite_input_gives_nan(x64, rng, bad, block_size, where):
         assert all(np.isnan(_dcor_reference(name, x, y)) for name in NAMES)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("width", [256, 12544])  # 12544: the resnet's message at cut 2
+@pytest.mark.parametrize("row", [0, 37])  # row 0 is the one normalise subtracts
+def test_non_finite_entry_of_a_wide_float32_input_gives_nan(rng, bad, width, row):
+    """At the sizes training meets (float32, 64 samples, hundreds to thousands of features),
+    one NaN or Inf still gives NaN: XLA:CPU's vectorised max drops a NaN at these widths, so
+    the check must not rest on a max (it did, for one commit, and read 0.0 here)."""
+    x = rng.normal(size=(64, width)).astype(np.float32)
+    y = np.tanh(x[:, :8])
+    for bad_x in (True, False):
+        xb, yb = x.copy(), y.copy()
+        (xb if bad_x else yb)[row, 3] = bad
+        got = _all_statistics_jit(xb, yb, None)
+        assert np.all(np.isnan(got)), (bad_x, got)
+    assert np.all(np.isfinite(_all_statistics_jit(x, y, None)))
+
+
 def test_nan_branch_leaves_finite_gradients(rng):
     """NaN is chosen by jnp.where, a constant branch: finite inputs keep finite gradients."""
     x = rng.normal(size=(9, 3)).astype(np.float32)
