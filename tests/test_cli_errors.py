@@ -303,9 +303,10 @@ CASES = [
     # --force replaces only what the command wrote: never another command's folder, nor
     # files nopeek did not write, nor the folder the command runs in
     ("train-force-over-sweep", [*_set(TRAIN, "--out", "{root}/sweep_badsample"), "--force"], "nopeek train",
-     r"sweep_badsample: holds a sweep \(`nopeek sweep`\), not a run \(`nopeek train`\); choose another --out"),
+     r"sweep_badsample: holds a sweep \(`nopeek sweep`\), not what `nopeek train` writes; choose another --out "
+     r"\(--force reaches only what `nopeek train` wrote\)"),
     ("train-force-over-own-files", [*_set(TRAIN, "--out", "{root}/foreign"), "--force"], "nopeek train",
-     r"foreign: holds files nopeek did not write, not a run"),
+     r"foreign: holds files nopeek did not write, not what `nopeek train` writes"),
     ("train-clients-on-vanilla", [*TRAIN, "--clients", "3"], "nopeek train",
      r"--clients applies to topologies with several data holders \(vertical, round_robin\), not --topology vanilla"),
     ("train-force-current-folder", [*_set(TRAIN, "--out", "."), "--force"], "nopeek train",
@@ -417,7 +418,7 @@ CASES = [
     # -- sweep
     ("sweep-out-is-file", _set(SWEEP, "--out", "{root}/afile.txt"), "nopeek sweep", r"--out .*afile\.txt.*file"),
     ("sweep-force-over-run", [*_set(SWEEP, "--out", "{root}/run"), "--force"], "nopeek sweep",
-     r"--out .*run: holds a run \(`nopeek train`\), not a sweep"),
+     r"--out .*run: holds a run \(`nopeek train`\), not what `nopeek sweep` writes"),
     ("sweep-force-over-own-files", [*_set(SWEEP, "--out", "{root}/foreign"), "--force"], "nopeek sweep",
      r"foreign: holds files nopeek did not write"),
     ("sweep-out-other-config", _set(SWEEP, "--out", "{root}/sweep_badsample"), "nopeek sweep",
@@ -492,7 +493,7 @@ CASES = [
      r"rawpickle\.npz: array 'x' is not an \.npy array"),
     ("audit-out-unwritable", [*AUDIT, "--out", UNWRITABLE], "nopeek audit", r"--out /sys/nopeek-cannot-write-here: cannot"),
     ("audit-force-over-run", [*AUDIT, "--out", "{root}/run", "--force"], "nopeek audit",
-     r"run: holds a run \(`nopeek train`\), not an audit"),
+     r"run: holds a run \(`nopeek train`\), not what `nopeek audit` writes"),
     # -- report
     ("report-truncated-scores", ["report", "{root}/scores_truncated"], "nopeek report",
      r"scores_truncated/scores\.json: not valid JSON .*line 1"),
@@ -501,7 +502,7 @@ CASES = [
     ("report-foreign", ["report", "{root}/foreign"], "nopeek report", r"foreign: .*not a folder nopeek wrote"),
     # -- cost
     ("cost-out-is-sweep", ["cost", "--out", "{root}/sweep_badsample"], "nopeek cost",
-     r"sweep_badsample: holds a sweep .*not a cost report"),
+     r"sweep_badsample: holds a sweep .*not what `nopeek cost` writes"),
     ("cost-out-is-file", ["cost", "--out", "{root}/afile.txt"], "nopeek cost", r"--out .*afile\.txt: is a file"),
     ("cost-out-unwritable", ["cost", "--out", UNWRITABLE], "nopeek cost", r"--out /sys/nopeek-cannot-write-here: cannot"),
     ("cost-fewer-samples-than-clients", ["cost", "--client-counts", "10", "--dataset-size", "5"], "nopeek cost",

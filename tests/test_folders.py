@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -43,6 +44,10 @@ def test_an_absent_or_empty_folder_has_no_kind_and_takes_anything(tmp_path):
     assert folder_kind(str(tmp_path / "absent")) is None
     os.makedirs(tmp_path / "empty")
     assert folder_kind(str(tmp_path / "empty")) is None
+    # hidden names only (a Finder's .DS_Store, a write probe or .tmp- file of a command
+    # starting at the same moment, a sweep killed while writing its config): still empty
+    _folder(tmp_path / "hidden", {".DS_Store": "x", ".nopeek-probe-abc/x": "", ".config.json.tmp-1": "{"})
+    assert folder_kind(str(tmp_path / "hidden")) is None
     for kinds in (("run",), ("sweep",), ("cost",)):
         assert check_writable(str(tmp_path / "empty"), kinds, force=False) is None
 
@@ -52,6 +57,8 @@ def test_force_replaces_only_the_commands_own_folder(tmp_path):
     with pytest.raises(ConfigError, match=r"holds a run \(`nopeek train`\) already; use another --out, or --force"):
         check_writable(run, ("run",), force=False)
     assert check_writable(run, ("run", "fsha"), force=True) == "run"
+    with pytest.raises(ConfigError, match=r"holds a cost report \(`nopeek cost`\), not what `nopeek train` writes"):
+        check_writable(_folder(tmp_path / "cost", {"cost.csv": "x"}), ("fsha", "run"), force=True)
     # a command that adds to its folder (a sweep resuming, cost) needs no force for its own
     sweep = _folder(tmp_path / "sweep", {"results.csv": "a\n"})
     assert check_writable(sweep, ("sweep",), force=False, replaces=False) == "sweep"
@@ -126,6 +133,7 @@ def test_an_interrupted_fsha_run_leaves_no_folder(tmp_path, monkeypatch):
     ("attack", "nothing was written"),
     ("audit", "nothing was written"),
     ("figures", "figures drawn before it are kept"),
+    ("cost", "files written before it are kept"),
 ])
 def test_an_interrupted_command_says_what_it_kept(command, says, monkeypatch, capsys):
     from nopeek.cli import _commands, main
@@ -135,7 +143,7 @@ def test_an_interrupted_command_says_what_it_kept(command, says, monkeypatch, ca
 
     monkeypatch.setattr(_commands, f"cmd_{command}", stopped)
     argv = {"sweep": ["sweep"], "train": ["train"], "attack": ["attack"], "figures": ["figures", "x"],
-            "audit": ["audit", "--pairs", "p.npz", "--targets", "t.npz", "--out", "o"]}[command]
+            "audit": ["audit", "--pairs", "p.npz", "--targets", "t.npz", "--out", "o"], "cost": ["cost"]}[command]
     assert main(argv) == 130
     err = capsys.readouterr().err
     assert err.startswith(f"nopeek {command}: interrupted; {says}") and err.count("\n") == 1
@@ -153,3 +161,38 @@ def test_an_attack_no_better_than_the_mean_image_is_warned_about(capsys):
     for scores in ({"mse": 0.020, "baseline_mse": 0.075}, {"norm_auc": 0.9}, {"mse": float("nan"), "baseline_mse": 0.07}):
         _warn_no_better(scores)
         assert capsys.readouterr().err == "", scores
+
+
+def test_default_run_names_use_the_data_set_as_typed():
+    from nopeek.cli._commands import _name_of
+
+    assert _name_of("digits") == "digits"
+    assert _name_of("npz:/very/deep/folder/of/mine.npz") == "npz_mine.npz"
+    assert _name_of("folder:scans/") == "folder_scans"
+
+
+def test_an_attack_is_written_whole_and_replaced_only_with_force(tmp_path, monkeypatch):
+    """`run_attack` draws its figure and writes scores.json into a staged folder: interrupted
+    while writing, it leaves no --out; finished, a second attack there needs `force`."""
+    from nopeek.attacking import AttackConfig, _run, run_attack
+    from nopeek.training import TrainConfig, run_train
+
+    run = str(tmp_path / "run")
+    run_train(TrainConfig(dataset="digits", epochs=1, limit=200), run, progress=False)
+    config = AttackConfig(attack="decoder", attack_steps=5)
+    out = os.path.join(run, "attacks", "decoder")
+
+    def interrupted(path, data):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(_run, "write_json", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_attack(run, config, out)
+    assert not os.path.exists(out) and os.listdir(os.path.join(run, "attacks")) == []
+    first = run_attack(run, config, out)
+    assert sorted(os.listdir(out)) == ["reconstructions.png", "scores.json"]
+    with pytest.raises(ConfigError, match="already; use another --out, or --force"):
+        run_attack(run, config, out)
+    second = run_attack(run, dataclasses.replace(config, attack_seed=1), out, force=True)
+    assert json.load(open(os.path.join(out, "scores.json")))["attack_seed"] == second["attack_seed"] == 1 != first["attack_seed"]

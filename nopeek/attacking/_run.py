@@ -15,6 +15,7 @@ attacked model collapsed (`collapsed`, `collapse_reason`: the sweep's rule).
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import numpy as np
@@ -23,7 +24,7 @@ import attacks
 from nopeek import data as data_lib
 from nopeek.attacking._config import AttackConfig, attacker_indices, heldout_split
 from nopeek.attacking._inputs import architecture, check_finite, heldout_gradients, server_of
-from nopeek.core import check_output_folder, read_json, write_json
+from nopeek.core import check_output_folder, check_writable, publish_folder, read_json, staging_folder, write_json
 from nopeek.errors import ConfigError
 from nopeek.plots import label_leakage_figure, reconstruction_grid
 from nopeek.protocol import gradient_name
@@ -67,10 +68,14 @@ def model_health(run, run_dir: str, message: str, ds) -> dict:
     return {"test_accuracy": accuracy, "chance_accuracy": chance, "collapsed": bool(reason), "collapse_reason": reason}
 
 
-def run_attack(run_dir: str, config: AttackConfig, out: str) -> dict:
-    """Run `config.attack` against one message of the model in `run_dir`; write and return the scores."""
+def run_attack(run_dir: str, config: AttackConfig, out: str, *, force: bool = False) -> dict:
+    """Run `config.attack` against one message of the model in `run_dir`; write and return the
+    scores. `out` is written whole at the end (its figures and scores.json staged beside it and
+    renamed into place) and replaces an attack's scores already there only with `force`
+    (`check_writable`: never another command's folder)."""
     config.validate()
     check_output_folder(out)
+    check_writable(out, ("attack",), force=force)
     spec = attacks.ATTACKS[config.attack]
     run = load(run_dir)
     tc = run.config
@@ -92,7 +97,7 @@ def run_attack(run_dir: str, config: AttackConfig, out: str) -> dict:
                     "n_attacker": int(len(leak)), **{f"attack_{k}" if k in ("steps", "lr") else k: v
                                                      for k, v in settings.items()}}
     scores.update(model_health(run, run_dir, message, ds))
-    # `out` is created by its first file (figure or scores.json), after every check: a refused attack leaves nothing.
+    figures = []  # (file name, draw(path)): drawn into the staged folder at the end
     x_leak, y_leak = ds.x_train[leak], ds.y_train[leak]
     inputs = attacks.AttackInputs(seed=config.attack_seed)
     if spec.kind in ("reconstruction", "attribute"):
@@ -126,10 +131,10 @@ def run_attack(run_dir: str, config: AttackConfig, out: str) -> dict:
         scores.update(attacks.score(config.attack, inputs, output))
         scores["n_targets"] = int(len(output["x_hat"]))
         x_src = inputs.x_target
-        reconstruction_grid([x_src[:16], output["x_hat"][:16]], ["original", "reconstructed"],
-                            os.path.join(out, "reconstructions.png"),
-                            title=f"{config.attack} attack on {tc.topology} {tc.model} {message} (alpha {tc.alpha:g}): "
-                            + (f"SSIM {scores['ssim']:.3f}" if np.isfinite(scores["ssim"]) else f"MSE {scores['mse']:.4f}"))
+        title = (f"{config.attack} attack on {tc.topology} {tc.model} {message} (alpha {tc.alpha:g}): "
+                 + (f"SSIM {scores['ssim']:.3f}" if np.isfinite(scores["ssim"]) else f"MSE {scores['mse']:.4f}"))
+        figures.append(("reconstructions.png", lambda path: reconstruction_grid(
+            [x_src[:16], output["x_hat"][:16]], ["original", "reconstructed"], path, title=title)))
     elif spec.kind == "attribute":
         try:
             scores.update(attacks.score(config.attack, inputs, attacks.run(config.attack, inputs, **settings)[0]))
@@ -143,10 +148,17 @@ def run_attack(run_dir: str, config: AttackConfig, out: str) -> dict:
         inputs.gradients, inputs.y_target = grads[None], ds.y_test
         result = attacks.score(config.attack, inputs, attacks.run(config.attack, inputs, **settings)[0])
         scores.update(result, gradient=gradient_name(tensor))
-        label_leakage_figure(
+        figures.append(("label_leakage.png", lambda path: label_leakage_figure(
             attacks.norm_scores(grads), attacks.direction_scores(grads, result["reference_index"]),
-            ds.y_test, result, os.path.join(out, "label_leakage.png"),
-        )
+            ds.y_test, result, path)))
     scores["seconds"] = time.perf_counter() - t0
-    write_json(os.path.join(out, "scores.json"), scores)
+    tmp = staging_folder(out)
+    try:
+        for name, draw in figures:
+            draw(os.path.join(tmp, name))
+        write_json(os.path.join(tmp, "scores.json"), scores)
+        publish_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return scores

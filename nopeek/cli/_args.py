@@ -57,7 +57,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, skip=(), sh
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f.metadata.get("help", "")
-        if "default" not in help_text:
+        if "(default" not in help_text:
             help_text += f" (default: {_show(default)}{shown_from})"
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)

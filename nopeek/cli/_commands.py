@@ -136,6 +136,12 @@ def _own_data_absolute(config):
     return config
 
 
+def _name_of(dataset: str) -> str:
+    """A data set as typed, fit for a folder name: npz:data/mine.npz -> npz_mine.npz."""
+    kind, sep, path = dataset.partition(":")
+    return f"{kind}_{os.path.basename(os.path.normpath(path))}" if sep else dataset
+
+
 def _check_clients_apply(args: argparse.Namespace, config) -> None:
     """Refuse --clients on a topology without several clients (it would be recorded and do nothing)."""
     from nopeek.protocol import TOPOLOGIES, spec
@@ -175,7 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         _print_transcript(config, built, shape)
         return 0
     cuts = "-".join(map(str, cuts_of(config, classes)))
-    out = args.out or (f"runs/train-{config.dataset.replace(':', '_').replace('/', '_')}-{config.model}-{config.topology}"
+    out = args.out or (f"runs/train-{_name_of(args.dataset or config.dataset)}-{config.model}-{config.topology}"
                        f"-cut{cuts}-alpha{config.alpha:g}-seed{config.seed}")
     metrics = run_train(config, out, force=args.force, progress=not args.quiet)
     print(
@@ -207,7 +213,8 @@ def _train_dishonest(args: argparse.Namespace) -> int:
     bad = given_options(args, FSHA_SKIP + ("list_cuts", "transcript"))
     if bad:
         raise ConfigError(f"{bad[0]} does not apply to --server {args.server} (its iterations are --fsha-steps)")
-    config = dataclass_from_args(TrainConfig, args).validate()
+    config = _own_data_absolute(dataclass_from_args(TrainConfig, args)).validate()
+    _check_clients_apply(args, config)
     fsha = dataclass_from_args(FSHAConfig, args).validate()
     if config.alpha_warmup > 0:
         raise ConfigError(f"--alpha-warmup does not apply to --server {args.server}: its client uses --alpha from the "
@@ -223,7 +230,7 @@ def _train_dishonest(args: argparse.Namespace) -> int:
     if attack_seed < 0:
         raise ConfigError(f"--attack-seed must be >= 0, got {attack_seed}")
     cuts = "-".join(map(str, cuts_of(config, classes)))
-    out = args.out or (f"runs/{args.server}-{config.dataset.replace(':', '_').replace('/', '_')}-{config.model}-cut{cuts}"
+    out = args.out or (f"runs/{args.server}-{_name_of(args.dataset or config.dataset)}-{config.model}-cut{cuts}"
                        f"-alpha{config.alpha:g}-seed{config.seed}")
     guard = SplitGuard(sg, classes, seed=config.seed) if args.splitguard else None
     scores = run_fsha(config, fsha, out, attack_seed=attack_seed, guard=guard, progress=not args.quiet, force=args.force)
@@ -253,7 +260,6 @@ def _train_dishonest(args: argparse.Namespace) -> int:
 def cmd_attack(args: argparse.Namespace) -> int:
     """Attack a message of a trained run folder and score the attack (`--list`: the attacks)."""
     from nopeek.attacking import AttackConfig, list_attacks, run_attack
-    from nopeek.core import check_writable
     from nopeek.dishonest import SERVER_POLICIES
 
     if args.list:
@@ -269,8 +275,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.run) or not os.path.exists(os.path.join(args.run, "config.json")):
         raise ConfigError(f"--run {args.run}: not a `nopeek train` run folder (no config.json)")
     out = args.out or os.path.join(args.run, "attacks", config.attack)
-    check_writable(out, ("attack",), force=args.force)
-    scores = run_attack(args.run, config, out)
+    scores = run_attack(args.run, config, out, force=args.force)
     keys = [k for k in ("mse", "psnr", "ssim", "dcor", "classifier_accuracy", "norm_auc", "direction_auc") if k in scores]
     parts = [f"{k} {scores[k]:.4f}" + (f" (baseline {scores['baseline_' + k]:.4f})" if "baseline_" + k in scores else "")
              for k in keys]

@@ -82,7 +82,7 @@ def _audit_parser(sub) -> None:
                    help="each target's test accuracy in [0, 1] (over an `accuracy` entry in its file)")
     p.add_argument("--labels", nargs="+", default=None, metavar="NAME", help="a name per target (default: file names)")
     add_dataclass_arguments(p, AuditConfig)
-    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--force", action="store_true", help="replace an earlier audit in --out (never other files)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=commands.cmd_audit)
 
@@ -160,6 +160,7 @@ NOTHING_WRITTEN = "nothing was written (the output appears whole when the comman
 ON_INTERRUPT = {"sweep": "finished groups are kept in --out; run the same command again to resume (the group in "
                          "progress starts over)",
                 "figures": "figures drawn before it are kept; run it again to draw them all",
+                "cost": "files written before it are kept; run it again to write them all",
                 "report": "reports written before it are kept; run it again for the rest"}
 
 

@@ -43,6 +43,11 @@ KINDS = {
 }
 
 
+#: The command that writes each kind.
+COMMANDS = {"sweep": "nopeek sweep", "run": "nopeek train", "fsha": "nopeek train", "audit": "nopeek audit",
+            "attack": "nopeek attack", "cost": "nopeek cost"}
+
+
 def _json_keys(path: str) -> dict:
     """The top-level object of a JSON file, or {} (unreadable, or not an object)."""
     try:
@@ -55,8 +60,9 @@ def _json_keys(path: str) -> dict:
 
 def folder_kind(folder: str) -> str | None:
     """One of `KINDS` for what is in `folder` ("other": files nopeek did not write), or None
-    for an absent or empty folder."""
-    if not os.path.isdir(folder) or not os.listdir(folder):
+    for an absent folder or one holding only hidden names (a `.DS_Store`, nopeek's own
+    `.tmp-` files and write probes, which a command starting at the same moment may have left)."""
+    if not os.path.isdir(folder) or not [name for name in os.listdir(folder) if not name.startswith(".")]:
         return None
     has = lambda name: os.path.isfile(os.path.join(folder, name))  # noqa: E731
     if has("results.csv") or os.path.isdir(os.path.join(folder, "shards")):
@@ -96,10 +102,10 @@ def check_writable(out: str, kinds: tuple[str, ...], *, force: bool, option: str
     found = folder_kind(out)
     if found is None:
         return None
-    own = KINDS[kinds[0]]
+    command = COMMANDS[kinds[0]]
     if found not in kinds:
-        raise ConfigError(f"{option} {out}: holds {KINDS[found]}, not {own}; choose another {option} "
-                          f"(--force replaces only {own})")
+        raise ConfigError(f"{option} {out}: holds {KINDS[found]}, not what `{command}` writes; choose another "
+                          f"{option} (--force reaches only what `{command}` wrote)")
     if replaces and not force:
         raise ConfigError(f"{option} {out}: holds {KINDS[found]} already; use another {option}, or --force to replace it")
     return found

@@ -401,7 +401,8 @@ def run_protocol(protocol: Protocol, dataset: Dataset, private, public, steps: i
     batches and score what comes back; it can stop the run when it fires.
 
     Callbacks: `on_checkpoint(t, state)` every `checkpoint_every` iterations and at the
-    end; `on_detection(t, state)` when the guard first fires.
+    end (a dict it returns is shown beside the progress bar); `on_detection(t, state)` when
+    the guard first fires.
 
     Returns:
       (state, iterations run, per-iteration log {name: list}).
@@ -441,7 +442,9 @@ def run_protocol(protocol: Protocol, dataset: Dataset, private, public, steps: i
             if fired_now and stop_on_detection:
                 break
         if on_checkpoint is not None and checkpoint_every and (done % checkpoint_every == 0 or done == steps):
-            on_checkpoint(done, state)
+            shown = on_checkpoint(done, state)
+            if shown:  # the checkpoint's scores beside the progress bar
+                bar.set_postfix(shown, refresh=False)
     log = {k: np.asarray(jnp.stack(v)) for k, v in log.items()}
     if any(not np.all(np.isfinite(v)) for v in log.values()):
         raise ConfigError(f"{desc}: the losses became NaN or Inf; try smaller learning rates (--lr, --fsha-lr, --fsha-lr-critic)")
@@ -494,6 +497,7 @@ def fsha_attack(config: TrainConfig, fsha: FSHAConfig, dataset: Dataset, *, atta
         last["x_hat"] = x_hat
         if on_grid is not None:
             on_grid(t, targets.x[:16], x_hat[:16], scores)
+        return {"mse": f"{scores['mse']:.4f}", "mean image": f"{scores['baseline_mse']:.4f}"}
 
     def detected(t, state):
         at_detection.update({"iteration": t, **score(protocol, state, targets)[0]})

@@ -1,7 +1,7 @@
 """The resnet split step written plainly: one jit, jax.grad of CE over the whole model + Adam."""
 import sys, time, statistics
-sys.path.insert(0, "/work/main")
-import nopeek
+sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__import__("os").path.abspath(__file__)), "..", "..", ".."))
+import nopeek  # noqa: F401 (sets nopeek's XLA flags, as users get them)
 import jax, jax.numpy as jnp, numpy as np, optax
 from flax import nnx
 from nopeek.protocol._models import Stem, ResidualBlock, PoolHead

@@ -1,7 +1,7 @@
 """Where the resnet's step goes: each block's forward and forward+backward, jitted alone, batch 64."""
 import sys, time, statistics
-sys.path.insert(0, "/work/main")
-import nopeek  # flags
+sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__import__("os").path.abspath(__file__)), "..", "..", ".."))
+import nopeek  # noqa: F401 (sets nopeek's XLA flags, as users get them)
 import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
 from nopeek.protocol._models import Stem, ResidualBlock, PoolHead

@@ -1,6 +1,6 @@
 import sys, time, statistics, json
-sys.path.insert(0, "/work/main")
-import nopeek
+sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__import__("os").path.abspath(__file__)), "..", "..", ".."))
+import nopeek  # noqa: F401 (sets nopeek's XLA flags, as users get them)
 import jax
 from nopeek.data import load
 from nopeek.training import TrainConfig, _loop

@@ -1,5 +1,5 @@
 import sys, time, statistics, os
-sys.path.insert(0, "/work/main/bench")
+sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__import__("os").path.abspath(__file__)), "..", ".."))
 import torch
 from torch import nn
 from torch_train import ResidualBlock

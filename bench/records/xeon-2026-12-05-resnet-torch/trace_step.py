@@ -1,27 +1,20 @@
 """Trace nopeek's resnet step (train_stack's loop) and sum XLA op time by name."""
-import sys, time, statistics, glob, os, collections, shutil
-sys.path.insert(0, "/work/main")
-import nopeek
+import sys, glob, collections, shutil
+sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__import__("os").path.abspath(__file__)), "..", "..", ".."))
+import nopeek  # noqa: F401 (sets nopeek's XLA flags, as users get them)
 import jax
 from nopeek.data import load
 from nopeek.training import TrainConfig, _loop
 B = int(sys.argv[1]); which = sys.argv[2]
 out = f"/tmp/prof/trace_{which}"
 shutil.rmtree(out, ignore_errors=True)
-if which == "nopeek":
-    config = TrainConfig(dataset="mnist5k", model="resnet", cuts=(2,), alpha=1.0, epochs=1, batch_size=B)
-    ds = load("mnist5k")
+assert which == "nopeek", "usage: trace_step.py BATCH nopeek"
+config = TrainConfig(dataset="mnist5k", model="resnet", cuts=(2,), alpha=1.0, epochs=1, batch_size=B)
+ds = load("mnist5k")
+_loop.train_stack(config, ds, progress=False)
+with jax.profiler.trace(out):
     _loop.train_stack(config, ds, progress=False)
-    with jax.profiler.trace(out):
-        _loop.train_stack(config, ds, progress=False)
-    nsteps = 4000 // B
-else:
-    exec(open("/tmp/prof/plain_step.py").read().split("p, s, l = jax.block_until_ready(step(p, s, x, y))\nts = []")[0])
-    p, s, l = jax.block_until_ready(step(p, s, x, y))
-    with jax.profiler.trace(out):
-        for _ in range(20):
-            p, s, l = jax.block_until_ready(step(p, s, x, y))
-    nsteps = 20
+nsteps = 4000 // B
 from jax.profiler import ProfileData
 path = glob.glob(f"{out}/**/*.xplane.pb", recursive=True)[0]
 pd = ProfileData.from_file(path)
