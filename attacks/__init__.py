@@ -16,6 +16,7 @@ from attacks.fora import gradient_penalty, mk_mmd
 from attacks.inversion import total_variation, unsplit_inversion, whitebox_inversion, whitebox_inversions
 from attacks.label_leakage import direction_scores, label_leakage_auc, leak_null, norm_scores
 from attacks.probe import PROBES, probe_accuracy
+from attacks import progress
 from attacks.nets import Discriminator, Head, LabelledDecoder, SubstituteClient
 from attacks.sdar import Simulation, Victim
 from attacks.sdar import sdar as sdar_attack
@@ -30,6 +31,7 @@ from attacks.scoring import (
 
 __all__ = [
     "ATTACKS",
+    "progress",
     "Discriminator",
     "Head",
     "LabelledDecoder",

@@ -26,6 +26,8 @@ import numpy as np
 import optax
 from flax import nnx
 
+from attacks import progress as progress_bars
+
 
 
 class MLPDecoder(nnx.Module):
@@ -346,7 +348,7 @@ def fit_decoders(
         use_mean[:] = True
         val_history.append(best_val.copy())
     history, running, done = [], None, 0
-    for i in range(steps):
+    for i in progress_bars.steps(steps, "decoder"):
         idx = jax.device_put(rng.choice(train_idx, batch_size, replace=False))
         params, opt_state, losses = step(params, opt_state, z_stack, x, idx)
         done = i + 1

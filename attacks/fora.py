@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from attacks import progress
 from attacks.decoder import rngs_for, vmap_models
 from attacks.nets import Discriminator, SubstituteClient, decoder_for, nonnegative_messages, with_relu_outputs
 from attacks.sdar import _apply, _module, reconstruct
@@ -120,7 +121,7 @@ def fora(x_aux, z_observed, z_target, *, steps: int = 3000, batch_size: int = 64
     key = jax.random.key(seed)
     batch = min(batch_size, len(x_aux), z_obs.shape[1])
     stats = None
-    for i in range(steps):
+    for i in progress.steps(steps, "FORA"):
         ia = jnp.asarray(rng.choice(len(x_aux), batch, replace=False))
         io = jnp.asarray(rng.choice(z_obs.shape[1], batch, replace=False))
         nets, states, stats = step(nets, states, x_aux[ia], z_obs[:, io], jax.random.fold_in(key, i))

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from attacks import progress
+
 
 def total_variation(x: jax.Array) -> jax.Array:
     """Mean anisotropic total variation of images x: (n, H, W, C); 0 for flat samples."""
@@ -67,7 +69,7 @@ def _invert(optimizer, step, params, z, x_shape, steps: int, init) -> np.ndarray
     u = _logit(start)
     opt_state = optimizer.init(u)
     # Steps driven from Python: XLA:CPU runs convolutions inside loops ~13x slower.
-    for _ in range(steps):
+    for _ in progress.steps(steps, "white-box inversion"):
         u, opt_state = step(u, opt_state, params, z)
     return np.asarray(jax.nn.sigmoid(u))
 
@@ -163,7 +165,7 @@ def unsplit_inversion(
         updates, state_m = opt_m.update(grads, state_m, params)
         return optax.apply_updates(params, updates), state_m
 
-    for _ in range(rounds):
+    for _ in progress.steps(rounds, "UnSplit rounds"):
         for _ in range(input_steps):
             u, state_x = input_step(params, u, state_x, z)
         for _ in range(model_steps):

@@ -44,6 +44,7 @@ import optax
 from flax import nnx
 
 import metrics
+from attacks import progress
 from attacks.decoder import init_stacked, rngs_for, vmap_models
 from attacks.nets import Discriminator, Head, SubstituteClient, decoder_for, nonnegative_messages, with_relu_outputs
 
@@ -285,7 +286,7 @@ def train(x_aux, y_aux, z_shape, z_observed, y_observed, victim: Victim, setting
     if place is not None:
         server_params = place(server_params)
     rng = np.random.default_rng([seed, 3])
-    for _ in range(settings.steps):
+    for _ in progress.steps(settings.steps, "SDAR"):
         if z_obs is None:
             sim.step(server_params)
             continue

@@ -236,3 +236,17 @@ def test_class_mean_baseline(rng):
     np.testing.assert_allclose(base[0], x[y == 2].mean(0), rtol=1e-6)
     np.testing.assert_allclose(base[1], x[y == 0].mean(0), rtol=1e-6)
     np.testing.assert_allclose(base[2], x.mean(0), rtol=1e-6)  # a class the attacker never saw
+
+
+def test_attack_progress_bars_only_when_shown(capsys):
+    """The attacks' loops step through `attacks.progress.steps`: a plain range by default (a
+    sweep and the tests stay quiet), a bar on stderr inside `shown()` (`nopeek attack`)."""
+    from attacks import progress
+
+    assert isinstance(progress.steps(3, "x"), range)
+    with progress.shown():
+        assert list(progress.steps(3, "decoder")) == [0, 1, 2]
+        with progress.shown(False):
+            assert isinstance(progress.steps(3, "x"), range)
+    assert "decoder" in capsys.readouterr().err
+    assert isinstance(progress.steps(3, "x"), range)

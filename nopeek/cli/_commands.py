@@ -275,7 +275,10 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.run) or not os.path.exists(os.path.join(args.run, "config.json")):
         raise ConfigError(f"--run {args.run}: not a `nopeek train` run folder (no config.json)")
     out = args.out or os.path.join(args.run, "attacks", config.attack)
-    scores = run_attack(args.run, config, out, force=args.force)
+    import attacks
+
+    with attacks.progress.shown():  # a bar over the attack's steps (a sweep shows its own, over cells)
+        scores = run_attack(args.run, config, out, force=args.force)
     keys = [k for k in ("mse", "psnr", "ssim", "dcor", "classifier_accuracy", "norm_auc", "direction_auc") if k in scores]
     parts = [f"{k} {scores[k]:.4f}" + (f" (baseline {scores['baseline_' + k]:.4f})" if "baseline_" + k in scores else "")
              for k in keys]
