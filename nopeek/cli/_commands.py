@@ -128,12 +128,12 @@ def server_option_names() -> list[str]:
 
 
 def _own_data_absolute(config):
-    """`config` with an own data set's path (npz:PATH, folder:PATH) made absolute, so that the
-    run folder's config.json finds the data from wherever `nopeek attack --run` is started."""
-    kind, sep, path = config.dataset.partition(":")
-    if sep and kind in ("npz", "folder") and path and not os.path.isabs(path):
-        return config.replace(dataset=f"{kind}:{os.path.abspath(path)}")
-    return config
+    """`config` with an own data set's path made absolute (`nopeek.data.with_absolute_path`),
+    so that the run folder's config.json finds the data from wherever `nopeek attack --run` is
+    started."""
+    from nopeek.data import with_absolute_path
+
+    return config.replace(dataset=with_absolute_path(config.dataset))
 
 
 def _name_of(dataset: str) -> str:

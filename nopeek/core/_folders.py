@@ -23,12 +23,11 @@ the ground from under the process.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 
-from nopeek.core._io import user_umask
+from nopeek.core._io import read_json, user_umask
 from nopeek.errors import ConfigError
 
 #: Each kind, as a user would name it.
@@ -51,9 +50,8 @@ COMMANDS = {"sweep": "nopeek sweep", "run": "nopeek train", "fsha": "nopeek trai
 def _json_keys(path: str) -> dict:
     """The top-level object of a JSON file, or {} (unreadable, or not an object)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
+        data = read_json(path)
+    except (OSError, ValueError):  # a damaged file's ConfigError is a ValueError
         return {}
     return data if isinstance(data, dict) else {}
 

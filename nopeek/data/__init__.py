@@ -5,7 +5,7 @@ from nopeek.data._config import DataConfig
 from nopeek.data._datasets import (
     DATASETS, DataSpec, Dataset, check_content, check_dataset_name, load, load_breast_cancer,
     load_cifar10, load_config, load_digits, load_fashion_mnist, load_folder, load_mnist, load_mnist5k, load_npz,
-    read_cifar10_batch, read_idx, sample_shape, split_train_test, split_validation,
+    read_cifar10_batch, read_idx, sample_shape, split_train_test, split_validation, with_absolute_path,
 )
 from nopeek.data._datasets import register as register_dataset
 from nopeek.data._images import IMAGE_MODES, IMAGE_SUFFIXES, image_array
@@ -16,4 +16,5 @@ __all__ = [
     "check_dataset_name", "image_array", "load", "load_breast_cancer", "load_cifar10", "load_config",
     "load_digits", "load_fashion_mnist", "load_folder", "load_mnist", "load_mnist5k", "load_npz",
     "read_cifar10_batch", "read_idx", "register_dataset", "sample_shape", "split_train_test", "split_validation",
+    "with_absolute_path",
 ]

@@ -54,6 +54,10 @@ class Dataset:
         return self.x_train.ndim == 4
 
 
+#: The `--dataset` prefixes of one's own data, each followed by a path.
+PATH_PREFIXES = ("npz:", "folder:")
+
+
 def _check_finite(name: str, x: np.ndarray) -> None:
     if not np.all(np.isfinite(x)):
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
@@ -435,7 +439,7 @@ def register(name: str, load: Callable[..., Dataset], *, sample_shape=None, num_
       sample_shape: one sample's shape, given when known without loading (saves a load in checks).
       num_classes: the number of classes, likewise.
     """
-    if not isinstance(name, str) or not name or name.startswith(("npz:", "folder:")):
+    if not isinstance(name, str) or not name or name.startswith(PATH_PREFIXES):
         raise DataError(f"a data set name must be a non-empty string not starting with npz: or folder:, got {name!r}")
     DATASETS[name] = DataSpec(load, tuple(sample_shape) if sample_shape else None, num_classes, description)
 
@@ -451,11 +455,20 @@ register("cifar10", load_cifar10, sample_shape=(32, 32, 3), num_classes=10, desc
 LOADERS = DATASETS
 
 
+def with_absolute_path(name: str) -> str:
+    """`name` with an own data set's path made absolute (npz:mine.npz -> npz:/here/mine.npz),
+    so a run's config finds the data from any folder; other names as they are."""
+    for prefix in PATH_PREFIXES:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return prefix + os.path.abspath(name[len(prefix):])
+    return name
+
+
 def check_dataset_name(name: str) -> None:
     """Raise DataError unless `name` is registered, or an npz:/folder: path that exists."""
     if not isinstance(name, str):
         raise DataError(f"--dataset must be a string, got {name!r}")
-    for prefix in ("npz:", "folder:"):
+    for prefix in PATH_PREFIXES:
         if name.startswith(prefix):
             path = name[len(prefix):]
             if not path or not os.path.exists(path):
