@@ -45,3 +45,31 @@ def test_pickled_npy_refused(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["dcor", str(tmp_path / "x.npy"), str(tmp_path / "x.npy")])
     assert exc.value.code == 2
+
+
+def test_dcor_prints_its_permutation_null(tmp_path, capsys, rng):
+    """Independent 64-d noise reads a dCor far above 0: the printed null and p-value say so,
+    and are `metrics.distance_correlation_test`'s with the same seed."""
+    import metrics
+
+    x, noise = rng.normal(size=(120, 64)), rng.normal(size=(120, 64))
+    for name, a in (("x", x), ("noise", noise), ("y", np.tanh(x[:, :8]))):
+        np.save(tmp_path / f"{name}.npy", a)
+
+    def printed(*args):
+        assert main(["dcor", *args]) == 0
+        out = capsys.readouterr().out
+        return {l.split()[0]: float(l.split()[1]) for l in out.splitlines() if l.split()[0] in
+                ("distance_correlation", "dcor_null95", "pvalue")}, out
+
+    independent, out = printed(str(tmp_path / "x.npy"), str(tmp_path / "noise.npy"), "--seed", "3")
+    test = metrics.distance_correlation_test(x.astype(np.float32), noise.astype(np.float32), permutations=200, key=3)
+    np.testing.assert_allclose(independent["dcor_null95"], float(test.dcor_null95), atol=1e-6)
+    np.testing.assert_allclose(independent["pvalue"], float(test.pvalue), atol=1e-6)
+    assert independent["distance_correlation"] > 0.5 and independent["pvalue"] > 0.05
+    assert "no evidence of dependence" in out
+    dependent, out = printed(str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--permutations", "99")
+    assert dependent["pvalue"] == pytest.approx(1 / 100) and dependent["distance_correlation"] > dependent["dcor_null95"]
+    assert "dependent at the 5% level" in out and "no evidence" not in out
+    none, out = printed(str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--permutations", "0")
+    assert "dcor_null95" not in none and "pvalue" not in none and "null" not in out

@@ -295,6 +295,7 @@ CASES = [
     ("dcor-block-size-0", ["dcor", "{root}/x.npy", "{root}/x.npy", "--block-size", "0"], "nopeek dcor",
      r"--block-size.*0"),
     ("dcor-block-size-0-bundled", ["dcor", "--block-size", "0"], "nopeek dcor", r"--block-size"),
+    ("dcor-negative-permutations", ["dcor", "--permutations", "-5"], "nopeek dcor", r"--permutations must be >= 0"),
     ("dcor-missing-file", ["dcor", "{root}/missing.npy", "{root}/x.npy"], "nopeek dcor", r"missing\.npy"),
     # -- train
     ("train-out-is-file", _set(TRAIN, "--out", "{root}/afile.txt"), "nopeek train", r"--out .*afile\.txt.*file"),

@@ -18,7 +18,7 @@ from nopeek.errors import USER_ERRORS
 
 # One line per subcommand for `nopeek --help`, without building (and importing) its options.
 SUMMARIES = {
-    "dcor": "distance correlation between two arrays",
+    "dcor": "distance correlation between two arrays, with its permutation null",
     "train": "train a NoPeek split model of any topology, against an honest or a dishonest server",
     "attack": "attack a message of a trained split model (--list: the attacks)",
     "audit": "audit activations saved from any framework (.npz files)",
@@ -132,7 +132,12 @@ def _dcor_parser(sub) -> None:
     p.add_argument("x", nargs="?", help="X.npy, samples along axis 0 (neither X nor Y: a bundled example, the "
                    "breast-cancer features and their squares)")
     p.add_argument("y", nargs="?", help="Y.npy, as many samples as X")
-    p.add_argument("--block-size", type=int, default=None, help="exact blocked form, O(n*block) memory")
+    p.add_argument("--block-size", type=int, default=None, help="exact blocked form, O(n*block) memory "
+                   "(the permutation test then recomputes the distances for each permutation)")
+    p.add_argument("--permutations", type=int, default=200,
+                   help="permutations of Y's rows for the null's 95%% quantile and the p-value (default: 200; "
+                        "0: no test)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the permutations (default: 0)")
     p.set_defaults(func=commands.cmd_dcor)
 
 
