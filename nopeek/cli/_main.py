@@ -160,10 +160,13 @@ SUBCOMMANDS = {"dcor": _dcor_parser, "train": _train_parser, "attack": _attack_p
 
 
 # What an interrupted command leaves: a sweep keeps every finished group and resumes; every
-# other command writes its folder whole at the end, so an interrupted one leaves none.
+# other command writes its folder whole at the end, so an interrupted one leaves none (a
+# train run keeps its epoch checkpoints beside it, and resumes).
 NOTHING_WRITTEN = "nothing was written (the output appears whole when the command finishes); run it again to start over"
 ON_INTERRUPT = {"sweep": "finished groups are kept in --out; run the same command again to resume (the group in "
-                         "progress starts over)",
+                         "progress from its last saved epoch)",
+                "train": "nothing was written to --out (it appears whole when the run finishes); its saved epochs are "
+                         "kept beside it: run the same command again to resume (a --server fsha run starts over)",
                 "figures": "figures drawn before it are kept; run it again to draw them all",
                 "cost": "files written before it are kept; run it again to write them all",
                 "report": "reports written before it are kept; run it again for the rest"}

@@ -127,6 +127,13 @@ def staging_folder(out: str, option: str = "--out") -> str:
     return tmp
 
 
+def resume_folder(out: str) -> str:
+    """The hidden folder beside `out` (`.NAME.resume`) where a command that writes `out` whole
+    keeps what an interrupted run can resume from (`nopeek train`: its epoch checkpoints)."""
+    out = os.path.abspath(out)
+    return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.resume")
+
+
 def publish_folder(tmp: str, out: str) -> None:
     """Put the finished folder `tmp` at `out`, replacing what was there (set aside first, put
     back if the last rename fails, then removed), so `out` is whole or absent."""

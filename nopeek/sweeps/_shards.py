@@ -50,7 +50,7 @@ from nopeek.report import write_report
 from nopeek.sweeps._config import SweepConfig, cells
 from nopeek.sweeps._results import append_rows, cell_key, read_rows, write_rows
 from nopeek.sweeps._provenance import check_rows, config_copy_path
-from nopeek.sweeps._sweep import load_inputs, run_group
+from nopeek.sweeps._sweep import load_inputs, resume_folder_of, run_group
 from nopeek.sweeps._ranking import write_ranking
 
 SHARDS_DIR = "shards"
@@ -256,6 +256,8 @@ def merge(out: str, config: SweepConfig | None = None, *, figures: bool = True) 
             _draw_figures(out, status.rows)
             write_report(out)
         status.merged = True
+    if status.complete:  # every cell is in: no shard has training left to resume
+        shutil.rmtree(resume_folder_of(out), ignore_errors=True)
     return status
 
 
@@ -353,9 +355,13 @@ def run_shard(config: SweepConfig, out: str, index: int, count: int, *, force: b
         if not group:
             continue
         bar.set_postfix_str(f"{topology} cut {spec}: training {len(group)} models as one stack")
-        append_rows(path, run_group(inputs, group, samples_dir, progress=progress, log=log))
-        bar.update(len(group))
+        run_group(inputs, group, samples_dir, progress=progress, log=log, resume_dir=resume_folder_of(out),
+                  keep=lambda rows, stack: (append_rows(path, rows), bar.update(len(stack))))
     bar.close()
+    try:
+        os.rmdir(resume_folder_of(out))  # when no other shard is training
+    except OSError:
+        pass
     status = collect(out, config)
     if status.complete:  # the last shard to finish sees every cell (each appends before it looks)
         status = merge(out, config)

@@ -5,9 +5,10 @@ each alpha, the noise baseline at each scale, every other defence at each streng
 seed is trained together as one stack (`nopeek.training.train_stack`), and each attack of
 the grid is run against every attacked message, fitted as one stack where it can
 (`nopeek.sweeps._columns`). A group's rows are appended to
-`results.csv` in one atomic replace, so killing the process at any moment (even
-`kill -9`) loses at most the group in progress, and running the same command again
-finishes only the missing cells. The whole config is checked before anything is
+`results.csv` in one atomic replace, and its training saves epoch checkpoints in
+DIR/.resume/, so killing the process at any moment (even `kill -9`) loses at most the
+epochs since the last checkpoint, and running the same command again finishes only the
+missing cells, resuming a stack's training from its checkpoint. The whole config is checked before anything is
 written; an output folder holding a different config is refused unless `force`.
 
     DIR/config.json      the SweepConfig (one flat JSON object)
@@ -51,6 +52,7 @@ from nopeek.sweeps._summary import write_summary
 from nopeek.training import collapse_reason, data_shards, evaluate, leak_entries, train_stack
 
 N_SAMPLES = 16  # held-out samples kept for the reconstruction grids
+RESUME_DIR = ".resume"  # DIR/.resume/*.npz: epoch checkpoints of the stacks in progress
 
 
 # ---- the output folder ---------------------------------------------------------------
@@ -107,7 +109,7 @@ def prepare_output(out: str, config: SweepConfig, force: bool) -> None:
         results = os.path.join(out, "results.csv")
         if os.path.exists(results):
             os.replace(results, results + ".discarded")
-        for sub in ("samples", "figures", "histories"):
+        for sub in ("samples", "figures", "histories", RESUME_DIR):
             shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
         shards = os.path.join(out, "shards")  # a sharded run's files (nopeek.shards): set aside like results.csv
         if os.path.isdir(shards):
@@ -141,18 +143,22 @@ def run_sweep(config: SweepConfig, out: str, *, force: bool = False, progress: b
     os.makedirs(samples_dir, exist_ok=True)
 
     bar = tqdm(total=len(all_cells), initial=len(all_cells) - len(todo), desc="sweep cells", unit="cell", disable=not progress)
+
+    def keep(rows: list[dict], stack: list[Cell]) -> None:
+        append_rows(results_path, rows)
+        bar.update(len(stack))
+
     for topology, spec in config.groups():
         group = [c for c in todo if (c.topology, c.cut) == (topology, spec)]
         if not group:
             continue
-        size = config.max_stack or len(group)
-        for start in range(0, len(group), size):  # each stack's rows are kept as soon as it is done
-            stack = group[start : start + size]
-            bar.set_postfix_str(f"{topology} cut {spec}: training {len(stack)} models as one stack")
-            rows = run_group(inputs, stack, samples_dir, progress=progress, log=log)
-            append_rows(results_path, rows)
-            bar.update(len(stack))
+        bar.set_postfix_str(f"{topology} cut {spec}: training {min(len(group), config.max_stack or len(group))} "
+                            "models as one stack")
+        run_group(inputs, group, samples_dir, progress=progress, log=log, resume_dir=resume_folder_of(out), keep=keep)
     bar.close()
+    # every stack's rows are in results.csv: no training left to resume (a kill during a
+    # checkpoint's write may have left its temporary file there)
+    shutil.rmtree(resume_folder_of(out), ignore_errors=True)
     rows = read_rows(results_path)
     write_summary(os.path.join(out, "summary.csv"), rows)
     sweep_figures(rows, os.path.join(out, "figures"), samples_dir=samples_dir,
@@ -189,26 +195,45 @@ def load_inputs(config: SweepConfig) -> GroupInputs:
     return GroupInputs(config, ds, leak_idx, chance, aux_idx, target_idx)
 
 
-def run_group(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, progress: bool = False, log=print) -> list[dict]:
+def run_group(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, progress: bool = False, log=print,
+              resume_dir: str | None = None, keep=None) -> list[dict]:
     """Train, evaluate and attack the cells of one group (one topology and cut list) as one
     stack, or as stacks of at most `max_stack` models (0: one); save their samples into
-    `samples_dir`; return their rows (nothing else is written)."""
+    `samples_dir`; return their rows (nothing else is written but the checkpoints below).
+
+    resume_dir: where each stack's training saves epoch checkpoints and resumes from them
+      (`train_stack`'s), so an interruption during its training or its attacks loses no
+      finished epoch. keep(rows, stack): called with each stack's rows as soon as they
+      exist, to store them; its checkpoint is removed after it returns."""
     size = inputs.config.max_stack or len(group)
     rows = []
     for start in range(0, len(group), size):
-        rows += _run_stack(inputs, group[start : start + size], samples_dir, progress=progress, log=log)
+        stack = group[start : start + size]
+        stack_rows, checkpoint = _run_stack(inputs, stack, samples_dir, progress=progress, log=log,
+                                            resume_dir=resume_dir)
+        if keep is not None:
+            keep(stack_rows, stack)
+        if checkpoint is not None:
+            os.remove(checkpoint)
+        rows += stack_rows
         relieve_code_maps()  # a long sweep in one process stays below the kernel's limit on memory maps
     return rows
 
 
+def resume_folder_of(out: str) -> str:
+    """The sweep folder's epoch checkpoints of the stacks in progress (hidden: not a result)."""
+    return os.path.join(out, RESUME_DIR)
+
+
 def _run_stack(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, progress: bool = False,
-               log=print) -> list[dict]:
+               log=print, resume_dir: str | None = None) -> tuple[list[dict], str | None]:
+    """The rows of one stack, and the epoch checkpoint its training left in `resume_dir`."""
     config, ds, leak_idx = inputs.config, inputs.ds, inputs.leak_idx
     topology, spec = group[0].topology, group[0].cut
     tc = config.train_config(topology, spec)
     t0 = time.perf_counter()
     result = train_stack(tc, ds, seeds=[c.seed for c in group], strengths=[c.strengths for c in group],
-                         progress=progress, desc=f"{topology} cut {spec}")
+                         progress=progress, desc=f"{topology} cut {spec}", resume_dir=resume_dir)
     train_seconds = time.perf_counter() - t0
     built = result.built
     _save_histories(os.path.join(os.path.dirname(samples_dir), "histories"), group, result)
@@ -241,7 +266,7 @@ def _run_stack(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, prog
     timing = {"train_seconds": round(train_seconds, 2), "attack_seconds": round(attack_seconds, 2),
               "eval_seconds": round(eval_seconds, 2)}
     return _rows(config, group, entries, result, scores, prepared_test, samples_dir, inputs.chance, timing, log, extra,
-                 target_idx=target_idx)
+                 target_idx=target_idx), result.checkpoint
 
 
 def _save_histories(folder: str, group, result) -> None:

@@ -17,6 +17,7 @@ sensitive health data", ICLR 2019 AI4SG workshop, Eq. (1).
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from functools import partial
 from typing import Any, Mapping, Sequence
@@ -40,6 +41,7 @@ from nopeek.protocol import (
     resolve_stack_mode, shard_models, spec, stack_models,
 )
 from nopeek.training._config import TrainConfig, cuts_of, make_optimizer, strengths_of
+from nopeek.training import _resume
 from nopeek.training._health import exploded
 from nopeek.training._leakage import (
     DCOR_BLOCK, READINGS, bucketed_readings, leak_entries, measure_leakage, measure_readings, one_hot, readings_width,
@@ -289,6 +291,7 @@ class StackResult:
     val_leakage: dict = dataclasses.field(default_factory=dict)  # (party, message) -> (K,) dCor on the validation split
     first_loss: np.ndarray | None = None  # (K,) the loss of the first step (at initialisation)
     releases: Releases | None = None  # what training did with each record (epochs, steps, N, B): the DP accounting
+    checkpoint: str | None = None  # the epoch checkpoint file written (train_stack's resume_dir), for the caller to remove
 
     def privacy(self, k: int) -> dict:
         """Model k's differential-privacy guarantee (`nopeek.defences.dp_guarantee`): dp_epsilon,
@@ -416,6 +419,7 @@ def train_stack(
     stack_mode: str = "auto",
     progress: bool = True,
     desc: str = "train",
+    resume_dir: str | None = None,
 ) -> StackResult:
     """Train K split models together; K = the common length of the per-model lists.
 
@@ -427,6 +431,10 @@ def train_stack(
       seeds: per-model seeds.
       noise_scales: per-model noise scales.
       strengths: per-model {defence name: strength} of any registered defence.
+      resume_dir: a folder for epoch checkpoints (`nopeek.training._resume`): training
+        resumes from this training's checkpoint there, if any, and saves one after epochs
+        (always after the last). The caller removes it (`StackResult.checkpoint`) once its
+        results are safe. None: nothing saved.
 
     Returns:
       StackResult with per-task test accuracy, held-out dCor of every message, the history,
@@ -451,6 +459,11 @@ def train_stack(
     optimizer = make_optimizer(config.optimizer, config.lr)
     state = init_stack(built, seed_list, optimizer, mode, defences=tuple(hparams["strength"]), settings=config,
                        input_shape=dataset.input_shape)
+    digest = _resume.fingerprint(config.to_dict(), per_model, seed_list, mode, dataset)
+    checkpoint = _resume.path_of(resume_dir, digest) if resume_dir is not None else None
+    saved = _resume.load(checkpoint, digest, state) if checkpoint is not None else None
+    if saved is not None:
+        state = saved.state
     if mode == "vmap":
         state, hparams = shard_models(state), shard_models(hparams)
     step_fn = make_step_fn(built, optimizer, config, mode,
@@ -476,9 +489,17 @@ def train_stack(
     diverged_loss = np.full(k_run, np.nan)
     first_loss = None
     history = []
+    start, seconds_before, finished = 0, 0.0, False
+    if saved is not None:
+        start, seconds_before, finished, history = saved.epoch, saved.seconds, saved.finished, saved.history
+        diverged_epoch, diverged_loss, first_loss = saved.diverged_epoch, saved.diverged_loss, saved.first_loss
+    saver = _resume.Saver(checkpoint, digest)
     last_sent = None
     t0 = time.perf_counter()
-    bar = tqdm(range(config.epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
+    bar = tqdm(range(start, config.epochs if not finished else start), initial=start, total=config.epochs, desc=desc,
+               disable=not progress, unit="epoch", leave=False)
+    if start:
+        bar.set_postfix_str(f"resumed after epoch {start}")
     for epoch in bar:
         orders = np.stack([batch_order(int(s), epoch, shards, config.batch_size) for s in seed_list], axis=1)
         stats = []
@@ -503,8 +524,12 @@ def train_stack(
             row[f"heldout_{name}"] = probe[name].tolist()
         history.append(row)
         bar.set_postfix(acc=f"{_finite_mean(row['test_accuracy']):.3f}", dcor=f"{_finite_mean(probe['dcor']):.3f}")
-        if np.all(diverged_epoch > 0):
-            break  # every model of the stack diverged: nothing left to train
+        stop = bool(np.all(diverged_epoch > 0))  # every model of the stack diverged: nothing left to train
+        last = stop or epoch == config.epochs - 1
+        saver.after_epoch(_resume.Progress(epoch + 1, last, state, history, diverged_epoch, diverged_loss, first_loss,
+                                           seconds_before + time.perf_counter() - t0), last=last)
+        if stop:
+            break
     if last_sent is not None:  # the last epoch evaluated the final parameters on the whole test set
         task_accuracy, sent = accuracy, {m: np.asarray(v) for m, v in last_sent.items()}
     else:
@@ -512,8 +537,8 @@ def train_stack(
     test_arrays = {k_: np.asarray(v) for k_, v in data_test.items()}
     # The last epoch took the probe's readings with the final parameters: when the probe is the
     # whole held-out set they are the first entry's, as measure_readings would compute them.
-    known = ({(first.party, first.label): probe} if n_probe == len(dataset.x_test) and first.subset is None
-             and n_probe >= 4 else None)
+    known = ({(first.party, first.label): probe} if last_sent is not None and n_probe == len(dataset.x_test)
+             and first.subset is None and n_probe >= 4 else None)
     measured = measure_readings(entries, test_arrays, sent, labels_test, permutations=config.null_permutations,
                                 known=known)  # the held-out dCor and its readings, one program per entry shape
     leakage = {name: values["dcor"] for name, values in measured.items()}
@@ -541,7 +566,8 @@ def train_stack(
         config=config, built=built, state=state, hparams=jax.tree.map(np.asarray, hparams),
         history=history, task_accuracy=task_accuracy, leakage=leakage, readings=leak_readings,
         diverged_epoch=diverged_epoch,
-        diverged_loss=diverged_loss, seconds=time.perf_counter() - t0, messages_test=sent, eval_fn=eval_fn,
+        diverged_loss=diverged_loss, seconds=seconds_before + time.perf_counter() - t0, messages_test=sent,
+        eval_fn=eval_fn, checkpoint=checkpoint if checkpoint is not None and os.path.exists(checkpoint) else None,
         shards=shards, strengths=[{n: v for n, v in m.items() if v > 0} for m in per_model[:k]],
         val_accuracy=val_accuracy, val_leakage=val_leakage, first_loss=first_loss,
         releases=Releases(epochs=len(history), steps_per_epoch=sum(len(s) // config.batch_size for s in shards),

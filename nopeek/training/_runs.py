@@ -8,7 +8,9 @@
 
 A run folder is complete or absent: `run_train` writes into a temporary folder beside
 it and renames it into place when everything is written; an existing run folder is
-refused unless `force`. A run whose loss or parameters become NaN or Inf, or whose loss
+refused unless `force`. Until then its epoch checkpoints are kept beside it, in
+`.x.resume/` (`nopeek.training._resume`): an interrupted run given again resumes from its
+last saved epoch, and the folder is removed when the run is written. A run whose loss or parameters become NaN or Inf, or whose loss
 explodes (`exploded`), writes nothing and raises `TrainingDiverged`; a run that collapsed
 (accuracy at chance, or a constant message) is written with `collapsed` set.
 """
@@ -27,7 +29,8 @@ import numpy as np
 
 from nopeek import data as data_lib
 from nopeek.core import (
-    check_output_folder, check_writable, load_params_into, publish_folder, read_json, save_params, staging_folder, write_json,
+    check_output_folder, check_writable, load_params_into, publish_folder, read_json, resume_folder, save_params, staging_folder,
+    write_json,
 )
 from nopeek.defences import ADJACENCY, DEFENCES, Context, build_defence, guarantee_settings
 from nopeek.errors import ConfigError, DataError, RunFolderError, TrainingDiverged
@@ -261,6 +264,9 @@ def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: b
     Returns:
       the metrics dict written to `out/metrics.json`.
 
+    An interrupted run leaves its epoch checkpoints in `resume_folder(out)`; the same call
+    again resumes from the last one (the result is the uninterrupted run's).
+
     Raises:
       TrainingDiverged: the loss or parameters became non-finite, or the loss exploded
         (over `EXPLOSION_FACTOR` times the first step's); nothing written.
@@ -274,9 +280,11 @@ def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: b
         tmp = staging_folder(out)
     except ConfigError as err:
         raise RunFolderError(str(err)) from None
+    resume_dir = resume_folder(out)  # epoch checkpoints: an interrupted run resumes from its last
     try:
-        result = train_stack(config, dataset, progress=progress)
+        result = train_stack(config, dataset, progress=progress, resume_dir=resume_dir)
         if result.diverged[0]:
+            shutil.rmtree(resume_dir, ignore_errors=True)  # nothing worth resuming
             loss = float(result.diverged_loss[0])
             why = "" if not np.isfinite(loss) else (f", over {EXPLOSION_FACTOR:g} times the first step's "
                                                     f"{float(result.first_loss[0]):.4g}")
@@ -290,6 +298,7 @@ def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: b
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    shutil.rmtree(resume_dir, ignore_errors=True)
     return metrics
 
 
