@@ -207,8 +207,8 @@ def test_cli_overrides_config_file_and_errors(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "nopeek.cli", "sweep", "--preset", "quick", *argv,
                                "--out", str(tmp_path / "bad")], capture_output=True, text=True)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
-    with pytest.raises(ConfigError, match="unknown SweepConfig keys"):
-        SweepConfig.from_dict({"cutz": [1]})
+    with pytest.raises(ConfigError, match=r"unknown SweepConfig keys: cutz \(did you mean cuts\?\), zzz$"):
+        SweepConfig.from_dict({"cutz": [1], "zzz": 2})
 
 
 def test_config_judges_values_and_check_sweep_the_data_and_models():

@@ -91,6 +91,22 @@ def coerce(name: str, value, tp):
     return value
 
 
+def check_known(given, known: set[str], what: str) -> None:
+    """Refuse names not in `known`, naming each with the nearest known name.
+
+    Raises:
+      ConfigError: "unknown WHAT: a (did you mean b?), c"."""
+    import difflib
+
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        named = []
+        for name in unknown:
+            near = difflib.get_close_matches(str(name), sorted(known), n=1, cutoff=0.6)
+            named.append(f"{name} (did you mean {near[0]}?)" if near else str(name))
+        raise ConfigError(f"unknown {what}: {', '.join(named)}")
+
+
 class Section:
     """Base of the config dataclasses: to/from flat dicts, type-checked."""
 
@@ -103,9 +119,7 @@ class Section:
 
     @classmethod
     def from_dict(cls, d: dict):
-        unknown = set(d) - cls.field_names()
-        if unknown:
-            raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(sorted(unknown))}")
+        check_known(d, cls.field_names(), f"{cls.__name__} keys")
         hints = typing.get_type_hints(cls)
         return cls(**{k: coerce(k, v, hints[k]) for k, v in d.items()})
 
@@ -205,9 +219,7 @@ class Composed:
 
     @classmethod
     def from_dict(cls, d: dict):
-        unknown = set(d) - cls.field_names()
-        if unknown:
-            raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(sorted(unknown))}")
+        check_known(d, cls.field_names(), f"{cls.__name__} keys")
         sections = {}
         for name, sc in cls.sections():
             mine = cls.section_fields(name)
@@ -216,9 +228,7 @@ class Composed:
 
     def replace(self, **changes):
         """A copy with the given fields changed (any section's fields this composition uses)."""
-        unknown = set(changes) - self.field_names()
-        if unknown:
-            raise ConfigError(f"unknown {type(self).__name__} fields: {', '.join(sorted(unknown))}")
+        check_known(changes, self.field_names(), f"{type(self).__name__} fields")
         sections = {}
         for name, _ in self.sections():
             mine = {k: v for k, v in changes.items() if k in self.section_fields(name)}
