@@ -142,15 +142,26 @@ def test_the_report_of_a_run_an_audit_and_a_cost_folder(tmp_path, capsys):
     capsys.readouterr()
     audit = str(tmp_path / "audit")  # the audit committed under docs/results (scores.json and its figures)
     shutil.copytree(os.path.join(ROOT, "docs", "results", "audit"), audit)
-    assert main(["report", run, cost, audit]) == 0
-    assert capsys.readouterr().out.split() == [os.path.join(f, REPORT) for f in (run, cost, audit)]
-    for folder, words in ((run, ("transcript", "dL/dz", "dcor_null95")), (cost, ("federated_learning", "split_learning")),
+    assert main(["attack", "--run", run, "--attack", "decoder", "--attack-steps", "30", "--quiet"]) == 0
+    capsys.readouterr()
+    # A folder that cannot be reported is named, and the others are still reported (exit 2).
+    assert main(["report", run, str(tmp_path / "missing"), cost, audit]) == 2
+    printed = capsys.readouterr()
+    assert printed.out.split() == [os.path.join(f, REPORT) for f in (run, cost, audit)]
+    assert printed.err.splitlines() == [f"nopeek report: error: {tmp_path / 'missing'}: not a folder",
+                                        "nopeek report: 1 of 4 folders not reported"]
+    import base64
+
+    figure = base64.b64encode(open(os.path.join(run, "attacks", "decoder", "reconstructions.png"), "rb").read()).decode()
+    for folder, words in ((run, ("transcript", "dL/dz", "dcor_null95", "Attacks on this run", "decoder (attacks/decoder)",
+                                 "baseline_mse", figure)),
+                          (cost, ("federated_learning", "split_learning")),
                           (audit, ("dcor_null95", "pdcor_label", "tradeoff.png"))):
         page = _parse(os.path.join(folder, REPORT))
         _check_references(page, folder)
         text = open(os.path.join(folder, REPORT), encoding="utf-8").read()
         assert all(w in text for w in words), words
-    with pytest.raises(SystemExit):
-        main(["report", str(tmp_path)])  # nothing nopeek wrote
-    assert "not a folder nopeek wrote" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2  # nothing nopeek wrote
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("not a folder nopeek wrote\n")
     assert write_report(run).endswith(REPORT)

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from nopeek.cli._args import dataclass_from_args, fail
-from nopeek.errors import ConfigError
+from nopeek.errors import USER_ERRORS, ConfigError
 
 # `nopeek train --server fsha`: training options the FSHA client does not take (it runs
 # --fsha-steps iterations, its loss is the server's, its labels stay home).
@@ -289,7 +289,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(args.run, "attacks", config.attack)
     import attacks
 
-    with attacks.progress.shown():  # a bar over the attack's steps (a sweep shows its own, over cells)
+    with attacks.progress.shown(not args.quiet):  # a bar over the attack's steps (a sweep shows its own, over cells)
         scores = run_attack(args.run, config, out, force=args.force)
     keys = [k for k in ("mse", "psnr", "ssim", "dcor", "classifier_accuracy", "norm_auc", "direction_auc") if k in scores]
     parts = [f"{k} {scores[k]:.4f}" + (f" (baseline {scores['baseline_' + k]:.4f})" if "baseline_" + k in scores else "")
@@ -463,9 +463,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write DIR/report.html: one self-contained page for any folder nopeek wrote."""
     from nopeek.report import write_report
 
-    for folder in args.dirs:
-        print(write_report(folder))
-    return 0
+    failed = 0
+    for folder in args.dirs:  # a folder that cannot be reported does not stop the others
+        try:
+            print(write_report(folder))
+        except USER_ERRORS as err:
+            failed += 1
+            print(f"nopeek report: error: {str(err).splitlines()[0]}", file=sys.stderr)
+    if failed and len(args.dirs) > 1:
+        print(f"nopeek report: {failed} of {len(args.dirs)} folders not reported", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def cmd_cost(args: argparse.Namespace) -> int:

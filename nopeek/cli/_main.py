@@ -63,6 +63,7 @@ def _attack_parser(sub) -> None:
     p.add_argument("--list", action="store_true", help="print the registered attacks, then exit")
     p.add_argument("--out", default=None, help="output folder (default: RUN/attacks/ATTACK)")
     p.add_argument("--force", action="store_true", help="replace an attack's scores already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=commands.cmd_attack)
 
 

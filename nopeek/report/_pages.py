@@ -225,8 +225,11 @@ def run_page(folder: str) -> str:
                f"{number(metrics.get('seconds'), 1)} s{flag}</p>")
     sections = [section("Summary", summary), section("History", curves or "<p>no history</p>"),
                 section("Leakage of every message, with its readings", leakage),
-                section("What crosses in one step (the transcript)", transcript),
-                section("Config", details("the run's config.json", config))]
+                section("What crosses in one step (the transcript)", transcript)]
+    attacked = _run_attacks(folder)
+    if attacked:
+        sections.append(section("Attacks on this run (nopeek attack; baselines: baseline_*)", attacked))
+    sections.append(section("Config", details("the run's config.json", config)))
     return page("nopeek training run", _subtitle(folder, "run"), sections)
 
 
@@ -261,11 +264,34 @@ def cost_page(folder: str) -> str:
     return page("nopeek cost report", _subtitle(folder, "cost"), sections)
 
 
+def _scores_table(scores: dict) -> str:
+    """Every number of an attack's scores.json (its baselines among them), one per row."""
+    keys = [k for k in scores if isinstance(scores[k], (int, float)) and not isinstance(scores[k], bool)]
+    return simple_table(["score", "value"], [[k, number(scores[k], 4)] for k in keys])
+
+
+def _run_attacks(folder: str) -> str:
+    """The attacks `nopeek attack` wrote into RUN/attacks/NAME: each one's scores and figures."""
+    parts = []
+    for sub in sorted(glob.glob(os.path.join(folder, "attacks", "*", "scores.json"))):
+        where = os.path.dirname(sub)
+        try:
+            scores = read_json(sub)
+        except ConfigError as err:
+            parts.append(f"<p>{esc(err)}</p>")
+            continue
+        if not isinstance(scores, dict):
+            continue
+        name = os.path.relpath(where, folder)
+        parts.append(f"<h3>{esc(scores.get('attack', name))} ({esc(name)})</h3>" + _scores_table(scores)
+                     + figures(sorted(glob.glob(os.path.join(where, "*.png")))))
+    return "".join(parts)
+
+
 def attack_page(folder: str) -> str:
     scores = read_json(os.path.join(folder, "scores.json"))
-    keys = [k for k in scores if isinstance(scores[k], (int, float)) and not isinstance(scores[k], bool)]
-    table = simple_table(["score", "value"], [[k, number(scores[k], 4)] for k in keys])
-    sections = [section("Scores", table), section("Figures", figures(sorted(glob.glob(os.path.join(folder, "*.png"))))),
+    sections = [section("Scores", _scores_table(scores)),
+                section("Figures", figures(sorted(glob.glob(os.path.join(folder, "*.png"))))),
                 section("Everything", details("scores.json", scores))]
     return page(f"nopeek attack: {scores.get('attack', '')}", _subtitle(folder, "attack"), sections)
 
