@@ -277,3 +277,18 @@ def test_sweep_shows_the_attack_being_fitted(tmp_path, capsys):
     run_sweep(config, str(tmp_path / "sweep"), progress=True)
     err = capsys.readouterr().err
     assert "vanilla cut 1: attacks" in err and "decoder on z (2 models)" in err
+
+
+def test_print_config_shows_what_would_run_and_reads_back(tmp_path, monkeypatch, capsys):
+    """`--print-config` prints the resolved config (preset, file, options) as JSON that
+    `--config` reads back, and its cell count; it writes nothing."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "--preset", "quick", "--epochs", "7", "--seeds", "0,1", "--print-config"]) == 0
+    printed = capsys.readouterr()
+    want = PRESETS["quick"].replace(epochs=7, seeds=(0, 1))
+    assert json.loads(printed.out) == want.to_dict()
+    assert printed.err.startswith(f"{len(cells(want))} cells in {len(want.groups())} group(s)")
+    (tmp_path / "c.json").write_text(printed.out)
+    assert main(["sweep", "--config", "c.json", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out) == want.to_dict()
+    assert sorted(os.listdir(tmp_path)) == ["c.json"]

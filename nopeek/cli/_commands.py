@@ -354,6 +354,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         except ConfigError as err:
             raise ConfigError(f"{args.config}: {err}") from None
     config = check_sweep(dataclass_from_args(SweepConfig, args, base=base))
+    if args.print_config:
+        import json
+
+        from nopeek.sweeps import cells
+
+        print(json.dumps(config.to_dict(), indent=2))
+        groups = config.groups()
+        print(f"{len(cells(config))} cells in {len(groups)} group(s) "
+              f"({', '.join(f'{t} cut {s}' for t, s in groups)}), {config.epochs} epochs each", file=sys.stderr)
+        return 0
     out = args.out or time.strftime("runs/%Y%m%d-%H%M%S")
     t0 = time.perf_counter()
     if args.shard is not None or args.ray is not None:

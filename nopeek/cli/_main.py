@@ -101,6 +101,9 @@ def _sweep_parser(sub) -> None:
     p.add_argument("--out", default=None, help="output folder (default: runs/<timestamp>)")
     p.add_argument("--force", action="store_true", help="discard results of a different config in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the config this command would run (the preset, --config and options resolved; JSON "
+                        "that --config reads back) and its cell count, then exit")
     g = p.add_argument_group("on a cluster (docs/guide/cluster.md)")
     g.add_argument("--shard", metavar="I/N", default=None,
                    help="run shard I of N (0 <= I < N; e.g. $SLURM_ARRAY_TASK_ID/8) into --out, shared by all "
