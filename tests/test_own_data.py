@@ -131,6 +131,7 @@ def test_npz_in_train_attack_and_sweep(npz_files, tmp_path, capsys, monkeypatch)
     assert main(["attack", "--run", str(run), "--attack", "decoder", "--attack-steps", "10"]) == 0
     scores = json.loads((run / "attacks" / "decoder" / "scores.json").read_text())
     assert scores["n_targets"] == 60 and np.isfinite(scores["ssim"])
+    assert json.loads((run / "metrics.json").read_text())["data_digest"] == data.data_digest(data.load(dataset))
 
     out = tmp_path / "sweep"
     assert main(["sweep", "--dataset", "npz:" + npz_files["whole"], *SWEEP_TINY, "--out", str(out)]) == 0
@@ -380,3 +381,24 @@ def test_registered_model_with_wrong_widths_or_logits_is_refused(registered, tmp
         from nopeek.protocol import MODELS
 
         MODELS.pop("no_head", None)
+
+
+def test_an_attack_refuses_data_changed_since_training(npz_files, tmp_path, capsys):
+    """The run records its data's digest: the same file attacks, a file replaced since is
+    refused (its scores would be of other samples), naming the data set."""
+    import shutil
+
+    mine = tmp_path / "mine.npz"
+    shutil.copy(npz_files["split"], mine)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", f"npz:{mine}", *TINY, "--out", str(run)]) == 0
+    assert main(["attack", "--run", str(run), "--attack", "probe", "--leak-count", "20", "--quiet"]) == 0
+    x, y = npz_files["x"].copy(), npz_files["y"]
+    x[185] = 255 - x[185]  # one held-out image changed
+    np.savez(mine, x_train=x[:180], y_train=y[:180], x_test=x[180:], y_test=y[180:])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["attack", "--run", str(run), "--attack", "probe", "--leak-count", "20", "--out", str(tmp_path / "a2")])
+    assert exc.value.code == 2 and not (tmp_path / "a2").exists()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"npz:{mine}: not the data {run} was trained on" in err

@@ -68,6 +68,22 @@ def model_health(run, run_dir: str, message: str, ds) -> dict:
     return {"test_accuracy": accuracy, "chance_accuracy": chance, "collapsed": bool(reason), "collapse_reason": reason}
 
 
+def check_same_data(run_dir: str, ds) -> None:
+    """Refuse data that differ from what the run was trained and measured on (its
+    metrics.json's `data_digest`; runs written before it was recorded are not checked): a
+    data file replaced or another --data-dir since would give scores of other samples.
+
+    Raises:
+      ConfigError: naming the data set and both digests."""
+    try:
+        recorded = read_json(os.path.join(run_dir, "metrics.json")).get("data_digest")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(recorded, str) and recorded != data_lib.data_digest(ds):
+        raise ConfigError(f"{ds.name}: not the data {run_dir} was trained on (digest {data_lib.data_digest(ds)}, the "
+                          f"run's {recorded}): the file or folder changed since; restore it, or train again on it")
+
+
 def run_attack(run_dir: str, config: AttackConfig, out: str, *, force: bool = False) -> dict:
     """Run `config.attack` against one message of the model in `run_dir`; write and return the
     scores. `out` is written whole at the end (its figures and scores.json staged beside it and
@@ -82,6 +98,7 @@ def run_attack(run_dir: str, config: AttackConfig, out: str, *, force: bool = Fa
     entry = run.entry(config.message)
     message = f"{entry.party}:{entry.label}"
     ds = data_lib.load_config(tc)
+    check_same_data(run_dir, ds)
     leak = attacker_indices(ds.y_train, leak_fraction=config.leak_fraction, leak_count=config.leak_count,
                             aux_classes=config.aux_classes, seed=config.attack_seed)
     settings = config.settings()

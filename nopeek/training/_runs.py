@@ -227,6 +227,7 @@ def run_metrics(result: StackResult, dataset, k: int = 0) -> dict:
                      **{name: float(values[k]) for name, values in result.readings[(p, m)].items()}}
                     for (p, m), v in result.leakage.items()],
         "n_test": int(len(dataset.x_test)),
+        "data_digest": data_lib.data_digest(dataset),  # what `nopeek attack --run` checks the data against
         "seconds": result.seconds,
         "transcript": _transcript_rows(result, dataset),
         "history": [{key: (v[k] if isinstance(v, list) else v) for key, v in row.items()} for row in result.history],
