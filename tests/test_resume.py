@@ -42,23 +42,40 @@ def dataset():
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(dataset):
-    return train_stack(CONFIG, dataset, seeds=[0, 1], alphas=[0.0, 0.5], progress=False)
+def trained(dataset):
+    """The uninterrupted training of each stack mode, trained once."""
+    done = {}
+
+    def of(mode: str = "auto"):
+        if mode not in done:
+            done[mode] = train_stack(CONFIG, dataset, seeds=[0, 1], alphas=[0.0, 0.5], progress=False, stack_mode=mode)
+        return done[mode]
+
+    return of
 
 
-def test_an_interrupted_stack_resumes_where_it_stopped(tmp_path, monkeypatch, dataset, uninterrupted):
+@pytest.fixture(scope="module")
+def uninterrupted(trained):
+    return trained("vmap")
+
+
+@pytest.mark.parametrize("mode", ["vmap", "map"])  # stacked arrays, and a ModelList of K models' trees
+def test_an_interrupted_stack_resumes_where_it_stopped(tmp_path, monkeypatch, dataset, trained, mode):
+    uninterrupted = trained(mode)
     monkeypatch.setattr(_resume, "SAVE_SPACING", 0.0)  # every epoch
     with monkeypatch.context() as m:
         interrupt_at(m, 2)
         with pytest.raises(KeyboardInterrupt):
-            train_stack(CONFIG, dataset, seeds=[0, 1], alphas=[0.0, 0.5], progress=False, resume_dir=str(tmp_path))
+            train_stack(CONFIG, dataset, seeds=[0, 1], alphas=[0.0, 0.5], progress=False, resume_dir=str(tmp_path),
+                        stack_mode=mode)
     (saved,) = os.listdir(tmp_path)
     with np.load(tmp_path / saved) as f:
         assert int(f["epoch"]) == 2 and not bool(f["finished"])
     ran = []
     real = _loop.batch_order
     monkeypatch.setattr(_loop, "batch_order", lambda s, e, *a: ran.append(e) or real(s, e, *a))
-    resumed = train_stack(CONFIG, dataset, seeds=[0, 1], alphas=[0.0, 0.5], progress=False, resume_dir=str(tmp_path))
+    resumed = train_stack(CONFIG, dataset, seeds=[0, 1], alphas=[0.0, 0.5], progress=False, resume_dir=str(tmp_path),
+                          stack_mode=mode)
     assert set(ran) == {2}  # only the epoch not saved was trained
     assert_same_training(resumed, uninterrupted)
     assert resumed.checkpoint == str(tmp_path / saved) and resumed.seconds > 0
@@ -66,7 +83,8 @@ def test_an_interrupted_stack_resumes_where_it_stopped(tmp_path, monkeypatch, da
         assert int(f["epoch"]) == 3 and bool(f["finished"])
     # A finished training read back trains nothing, and evaluates the same model.
     ran.clear()
-    again = train_stack(CONFIG, dataset, seeds=[0, 1], alphas=[0.0, 0.5], progress=False, resume_dir=str(tmp_path))
+    again = train_stack(CONFIG, dataset, seeds=[0, 1], alphas=[0.0, 0.5], progress=False, resume_dir=str(tmp_path),
+                        stack_mode=mode)
     assert ran == []
     assert_same_training(again, uninterrupted)
 
@@ -135,3 +153,14 @@ def test_a_sweep_interrupted_in_its_attacks_does_not_train_again(tmp_path, monke
     rows = run_sweep(config, out, progress=False)
     assert ran == [] and len(rows) == 2 == len(read_rows(os.path.join(out, "results.csv")))
     assert not os.path.exists(os.path.join(out, ".resume"))
+
+
+def test_a_checkpoint_that_cannot_be_written_does_not_stop_training(tmp_path, monkeypatch, dataset, uninterrupted):
+    def full(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_resume, "atomic_write_bytes", full)
+    with pytest.warns(UserWarning, match="No space left on device.*training goes on without them"):
+        result = train_stack(CONFIG, dataset, seeds=[0, 1], alphas=[0.0, 0.5], progress=False, resume_dir=str(tmp_path))
+    assert_same_training(result, uninterrupted)
+    assert result.checkpoint is None and os.listdir(tmp_path) == []

@@ -131,7 +131,9 @@ def load(path: str, digest: str, template) -> Progress | None:
 
 
 class Saver:
-    """Decides when to save after an epoch (`SAVE_SPACING`) and saves."""
+    """Decides when to save after an epoch (`SAVE_SPACING`) and saves. A save that fails (a
+    full disk) warns once and training goes on without checkpoints: they must never cost
+    the training they protect."""
 
     def __init__(self, path: str | None, digest: str):
         self.path, self.digest = path, digest
@@ -143,6 +145,12 @@ class Saver:
         now = time.perf_counter()
         if not last and self.last_end is not None and now - self.last_end < SAVE_SPACING * self.last_cost:
             return
-        save(self.path, self.digest, progress)
+        try:
+            save(self.path, self.digest, progress)
+        except OSError as err:
+            warnings.warn(f"{self.path}: could not save the epoch checkpoint ({err.strerror or err}); training goes "
+                          "on without them (an interruption will start it over)", stacklevel=2)
+            self.path = None
+            return
         self.last_end = time.perf_counter()
         self.last_cost = self.last_end - now
