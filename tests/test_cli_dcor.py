@@ -71,5 +71,10 @@ def test_dcor_prints_its_permutation_null(tmp_path, capsys, rng):
     dependent, out = printed(str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--permutations", "99")
     assert dependent["pvalue"] == pytest.approx(1 / 100) and dependent["distance_correlation"] > dependent["dcor_null95"]
     assert "dependent at the 5% level" in out and "no evidence" not in out
+    smallest, out = printed(str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--permutations", "19")
+    assert smallest["pvalue"] == pytest.approx(0.05) and "dependent at the 5% level" in out  # 1/20 is significant
     none, out = printed(str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--permutations", "0")
     assert "dcor_null95" not in none and "pvalue" not in none and "null" not in out
+    # Blocked (meant for large n, where each permutation costs one more dCor): only when asked.
+    blocked, out = printed(str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--block-size", "32")
+    assert "pvalue" not in blocked and "dcor_null95: not computed (120 samples, blocked" in out

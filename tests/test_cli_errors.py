@@ -296,7 +296,10 @@ CASES = [
     ("dcor-block-size-0", ["dcor", "{root}/x.npy", "{root}/x.npy", "--block-size", "0"], "nopeek dcor",
      r"--block-size.*0"),
     ("dcor-block-size-0-bundled", ["dcor", "--block-size", "0"], "nopeek dcor", r"--block-size"),
-    ("dcor-negative-permutations", ["dcor", "--permutations", "-5"], "nopeek dcor", r"--permutations must be >= 0"),
+    ("dcor-negative-permutations", ["dcor", "--permutations", "-5"], "nopeek dcor",
+     r"--permutations must be 0 \(no test\) or at least 19"),
+    ("dcor-too-few-permutations", ["dcor", "--permutations", "5"], "nopeek dcor", r"never reach a p-value of 0\.05\), got 5"),
+    ("dcor-seed-out-of-range", ["dcor", "--seed", "99999999999999999999"], "nopeek dcor", r"--seed must be between 0"),
     ("dcor-missing-file", ["dcor", "{root}/missing.npy", "{root}/x.npy"], "nopeek dcor", r"missing\.npy"),
     # -- train
     ("train-out-is-file", _set(TRAIN, "--out", "{root}/afile.txt"), "nopeek train", r"--out .*afile\.txt.*file"),

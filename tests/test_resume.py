@@ -28,7 +28,7 @@ def interrupt_at(monkeypatch, epoch: int):
 
 def assert_same_training(a, b):
     for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # bit for bit
     np.testing.assert_equal(a.history, b.history)  # NaN where a reading was not taken
     np.testing.assert_allclose(a.test_accuracy, b.test_accuracy)
     np.testing.assert_allclose(a.dcor, b.dcor, rtol=1e-5)
@@ -95,11 +95,17 @@ def test_another_training_never_reads_the_checkpoint(dataset):
     def digest(config=CONFIG, strengths=({"nopeek": 0.5},), seeds=(0,), ds=dataset):
         return _resume.fingerprint(config.to_dict(), list(strengths), list(seeds), "vmap", ds)
 
-    x_changed = dataset.x_train.copy()
-    x_changed[0] += 0.5
+    def changed(name, row):
+        a = getattr(dataset, name).copy()
+        a[row] = 1 - a[row]
+        return dataclasses.replace(dataset, **{name: a})
+
+    with_val = data_lib.split_validation(dataset, 0.2, 0)
     variants = [digest(seeds=(1,)), digest(strengths=({"nopeek": 1.0},)), digest(config=CONFIG.replace(lr=0.01)),
                 digest(ds=dataclasses.replace(dataset, y_train=dataset.y_train[::-1].copy())),
-                digest(ds=dataclasses.replace(dataset, x_train=x_changed))]
+                digest(ds=changed("x_train", 1)), digest(ds=changed("x_train", -1)), digest(ds=changed("x_test", 3)),
+                digest(ds=dataclasses.replace(dataset, y_test=dataset.y_test[::-1].copy())), digest(ds=with_val),
+                digest(ds=dataclasses.replace(with_val, x_val=1 - with_val.x_val))]
     assert digest() == digest() and digest() not in variants and len(set(variants)) == len(variants)
 
 
@@ -123,11 +129,12 @@ def test_nopeek_train_resumes_an_interrupted_run(tmp_path, monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             run_train(CONFIG, out, progress=False)
     assert os.listdir(tmp_path) == [os.path.basename(resume_folder(out))]  # no --out, its checkpoint beside it
-    ran = []
+    ran, lines = [], []
     real = _loop.batch_order
     monkeypatch.setattr(_loop, "batch_order", lambda s, e, *a: ran.append(e) or real(s, e, *a))
-    metrics = run_train(CONFIG, out, progress=False)
+    metrics = run_train(CONFIG, out, progress=False, log=lines.append)
     assert set(ran) == {1, 2} and os.listdir(tmp_path) == ["run"]  # resumed; the checkpoints removed once written
+    assert len(lines) == 1 and lines[0].startswith("resumed after epoch 1 of 3 from ")
     whole = run_train(CONFIG, str(tmp_path / "whole"), progress=False)
     np.testing.assert_equal(metrics["history"], whole["history"])
     assert metrics["test_accuracy"] == whole["test_accuracy"]
@@ -156,11 +163,41 @@ def test_a_sweep_interrupted_in_its_attacks_does_not_train_again(tmp_path, monke
 
 
 def test_a_checkpoint_that_cannot_be_written_does_not_stop_training(tmp_path, monkeypatch, dataset, uninterrupted):
-    def full(path, data):
+    def full(path, digest, progress):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_resume, "atomic_write_bytes", full)
+    monkeypatch.setattr(_resume, "save", full)
     with pytest.warns(UserWarning, match="No space left on device.*training goes on without them"):
         result = train_stack(CONFIG, dataset, seeds=[0, 1], alphas=[0.0, 0.5], progress=False, resume_dir=str(tmp_path))
     assert_same_training(result, uninterrupted)
     assert result.checkpoint is None and os.listdir(tmp_path) == []
+
+
+def test_fresh_discards_the_saved_epochs(tmp_path, monkeypatch):
+    monkeypatch.setattr(_resume, "SAVE_SPACING", 0.0)
+    out = str(tmp_path / "run")
+    with monkeypatch.context() as m:
+        interrupt_at(m, 2)
+        with pytest.raises(KeyboardInterrupt):
+            run_train(CONFIG, out, progress=False)
+    ran = []
+    real = _loop.batch_order
+    monkeypatch.setattr(_loop, "batch_order", lambda s, e, *a: ran.append(e) or real(s, e, *a))
+    run_train(CONFIG, out, progress=False, fresh=True)
+    assert sorted(set(ran)) == [0, 1, 2]
+
+
+def test_parameters_numpy_cannot_name_are_read_back(tmp_path):
+    """bfloat16 leaves (a model of one's own) are stored as uint16 and come back as bfloat16."""
+    import jax.numpy as jnp
+
+    state = {"w": jnp.arange(6, dtype=jnp.bfloat16).reshape(2, 3) / 7, "b": jnp.ones(3, jnp.float32)}
+    progress = _resume.Progress(1, False, state, [{"epoch": 1}], np.zeros(1, np.int64), np.full(1, np.nan),
+                                np.ones(1, np.float32), 2.5)
+    path = str(tmp_path / "x.npz")
+    _resume.save(path, "abc", progress)
+    template = jax.tree.map(jnp.zeros_like, state)
+    back = _resume.load(path, "abc", template)
+    assert back.state["w"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(back.state["w"], np.float32), np.asarray(state["w"], np.float32))
+    assert back.epoch == 1 and back.seconds == 2.5 and back.history == [{"epoch": 1}]

@@ -291,4 +291,10 @@ def test_print_config_shows_what_would_run_and_reads_back(tmp_path, monkeypatch,
     (tmp_path / "c.json").write_text(printed.out)
     assert main(["sweep", "--config", "c.json", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out) == want.to_dict()
+    assert main(["sweep", "--config", "c.json", "--print-config", "--shard", "1/2", "--out", "s"]) == 0
+    in_shard = sum(c.cut == "2" for c in cells(want))
+    assert capsys.readouterr().err.splitlines()[1] == f"shard 1/2: {in_shard} cells in 1 group(s) (vanilla cut 2)"
+    with pytest.raises(SystemExit):
+        main(["sweep", "--print-config", "--merge-shards", "s"])
+    assert "--merge-shards DIR runs none" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["c.json"]

@@ -79,9 +79,12 @@ def check_same_data(run_dir: str, ds) -> None:
         recorded = read_json(os.path.join(run_dir, "metrics.json")).get("data_digest")
     except (OSError, ValueError, AttributeError):
         return
-    if isinstance(recorded, str) and recorded != data_lib.data_digest(ds):
-        raise ConfigError(f"{ds.name}: not the data {run_dir} was trained on (digest {data_lib.data_digest(ds)}, the "
-                          f"run's {recorded}): the file or folder changed since; restore it, or train again on it")
+    if not isinstance(recorded, str):
+        return
+    now = data_lib.data_digest(ds)
+    if recorded != now:
+        raise ConfigError(f"{ds.name}: not the data {run_dir} was trained on (digest {now}, the run's {recorded}): "
+                          "the file or folder changed since; restore it, or train again on it")
 
 
 def run_attack(run_dir: str, config: AttackConfig, out: str, *, force: bool = False) -> dict:

@@ -16,7 +16,7 @@ from nopeek.errors import USER_ERRORS, ConfigError
 
 # `nopeek train --server fsha`: training options the FSHA client does not take (it runs
 # --fsha-steps iterations, its loss is the server's, its labels stay home).
-FSHA_SKIP = ("epochs", "dcor_batch", "task_weight", "defenses")
+FSHA_SKIP = ("epochs", "dcor_batch", "task_weight", "defenses", "fresh")
 
 
 def _load_npy(path: str, prog: str) -> np.ndarray:
@@ -28,6 +28,12 @@ def _load_npy(path: str, prog: str) -> np.ndarray:
         fail(prog, str(err))
 
 
+# `nopeek dcor`'s permutation test: on by default up to DEFAULT_TEST_MAX_SAMPLES dense samples
+# (its n x n matrices fit and it takes seconds); 19 permutations are the fewest that can
+# give a p-value of 0.05 ((1 + 0) / (1 + 19)).
+DEFAULT_PERMUTATIONS, DEFAULT_TEST_MAX_SAMPLES, MIN_PERMUTATIONS = 200, 5000, 19
+
+
 def cmd_dcor(args: argparse.Namespace) -> int:
     """Distance statistics between two arrays (.npy files, or a bundled example)."""
     import metrics
@@ -37,8 +43,11 @@ def cmd_dcor(args: argparse.Namespace) -> int:
         fail(prog, "give both X.npy and Y.npy, or neither for the bundled example")
     if args.block_size is not None and args.block_size < 1:
         fail(prog, f"--block-size must be >= 1, got {args.block_size}")
-    if args.permutations < 0:
-        fail(prog, f"--permutations must be >= 0 (0: no permutation test), got {args.permutations}")
+    if args.permutations is not None and (args.permutations < 0 or 0 < args.permutations < MIN_PERMUTATIONS):
+        fail(prog, f"--permutations must be 0 (no test) or at least {MIN_PERMUTATIONS} (fewer can never reach a "
+                   f"p-value of 0.05), got {args.permutations}")
+    if not 0 <= args.seed < 2**32:
+        fail(prog, f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
     if args.x is None:
         from sklearn.datasets import load_breast_cancer
 
@@ -68,15 +77,21 @@ def cmd_dcor(args: argparse.Namespace) -> int:
     ]
     for name, value in rows:
         print(f"{name:28s} {float(value):.6f}")
-    if args.permutations:
+    permutations = args.permutations
+    if permutations is None:  # the test by default where it costs about as much as the statistics above
+        permutations = DEFAULT_PERMUTATIONS if args.block_size is None and len(x) <= DEFAULT_TEST_MAX_SAMPLES else 0
+        if not permutations:
+            print(f"dcor_null95: not computed ({len(x)} samples{', blocked' if args.block_size else ''}: each "
+                  f"permutation costs one more dCor; --permutations {DEFAULT_PERMUTATIONS} computes it)")
+    if permutations:
         # A V-statistic dCor reads well above 0 for independent samples (more so in high
         # dimension): print what the same n of independent pairs reads, and the p-value.
-        test = metrics.distance_correlation_test(x, y, permutations=args.permutations, key=args.seed,
+        test = metrics.distance_correlation_test(x, y, permutations=permutations, key=args.seed,
                                                  block_size=args.block_size)
         print(f"{'dcor_null95':28s} {float(test.dcor_null95):.6f}")
         print(f"{'pvalue':28s} {float(test.pvalue):.6f}")
-        dependent = float(test.pvalue) <= 0.05
-        print(f"null: dCor of {len(x)} independent pairs ({args.permutations} permutations of Y's rows, "
+        dependent = float(test.pvalue) <= 0.05 * (1 + 1e-6)  # 1/20 in float32 reads 0.0500000007
+        print(f"null: dCor of {len(x)} independent pairs ({permutations} permutations of Y's rows, "
               f"seed {args.seed}); {'dependent' if dependent else 'no evidence of dependence'} at the 5% level")
     return 0
 
@@ -195,7 +210,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cuts = "-".join(map(str, cuts_of(config, classes)))
     out = args.out or (f"runs/train-{_name_of(args.dataset or config.dataset)}-{config.model}-{config.topology}"
                        f"-cut{cuts}-alpha{config.alpha:g}-seed{config.seed}")
-    metrics = run_train(config, out, force=args.force, progress=not args.quiet)
+    metrics = run_train(config, out, force=args.force, progress=not args.quiet, fresh=args.fresh,
+                        log=lambda line: print(f"nopeek train: {line}", file=sys.stderr, flush=True))
     print(
         f"{out}: test accuracy {metrics['test_accuracy']:.4f}, "
         f"held-out dCor(x, z) {metrics['dcor']:.4f} over {metrics['n_test']} samples, "
@@ -343,6 +359,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
 
     if args.merge_shards is not None:
+        if args.print_config:
+            raise ConfigError("--print-config prints a sweep to run; --merge-shards DIR runs none (its config is "
+                              "DIR/config.json)")
         return _sweep_merge(args)
     _check_cluster_args(args)
     preset = PRESET_INFO[args.preset]
@@ -361,8 +380,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         print(json.dumps(config.to_dict(), indent=2))
         groups = config.groups()
-        print(f"{len(cells(config))} cells in {len(groups)} group(s) "
-              f"({', '.join(f'{t} cut {s}' for t, s in groups)}), {config.epochs} epochs each", file=sys.stderr)
+
+        def count(groups) -> str:
+            n = sum(1 for c in cells(config) if (c.topology, c.cut) in groups)
+            return f"{n} cells in {len(groups)} group(s) ({', '.join(f'{t} cut {s}' for t, s in groups) or 'none'})"
+
+        print(f"{count(groups)}, {config.epochs} epochs each", file=sys.stderr)
+        if args.shard is not None:
+            from nopeek.sweeps import parse_shard, shard_groups
+
+            index, n = parse_shard(args.shard)
+            print(f"shard {index}/{n}: {count(shard_groups(config, index, n))}", file=sys.stderr)
         return 0
     out = args.out or time.strftime("runs/%Y%m%d-%H%M%S")
     t0 = time.perf_counter()
@@ -389,7 +417,7 @@ def _check_cluster_args(args: argparse.Namespace) -> None:
         parse_shard(args.shard)
         if args.out is None:
             raise ConfigError("--shard needs --out DIR: the folder every shard shares")
-    if args.ray is not None:
+    if args.ray is not None and not args.print_config:
         from nopeek.sweeps import import_ray
 
         import_ray(args.ray or None)
@@ -477,9 +505,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     for folder in args.dirs:  # a folder that cannot be reported does not stop the others
         try:
             print(write_report(folder))
-        except USER_ERRORS as err:
+        except (*USER_ERRORS, OSError) as err:  # a read-only folder, say: still one line, and on to the next
             failed += 1
-            print(f"nopeek report: error: {str(err).splitlines()[0]}", file=sys.stderr)
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            print(f"nopeek report: error: {message}", file=sys.stderr)
     if failed and len(args.dirs) > 1:
         print(f"nopeek report: {failed} of {len(args.dirs)} folders not reported", file=sys.stderr)
     return 2 if failed else 0

@@ -39,6 +39,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--cut", type=int, default=None, help="one cut: shorthand for --cuts K")
     p.add_argument("--out", default=None, help="run folder (default: runs/train-<dataset>-<model>-...)")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
+    p.add_argument("--fresh", action="store_true",
+                   help="discard the epochs an interrupted run of --out saved, and train from the start (without it, "
+                        "the same options resume from them)")
     p.add_argument("--list-cuts", action="store_true", help="print each cut's activation shape and size, then exit")
     p.add_argument("--list-defenses", action="store_true", help="print the registered defences, then exit")
     p.add_argument("--transcript", action="store_true", help="print what crosses between the parties in one step, then exit")
@@ -138,10 +141,11 @@ def _dcor_parser(sub) -> None:
     p.add_argument("y", nargs="?", help="Y.npy, as many samples as X")
     p.add_argument("--block-size", type=int, default=None, help="exact blocked form, O(n*block) memory "
                    "(the permutation test then recomputes the distances for each permutation)")
-    p.add_argument("--permutations", type=int, default=200,
-                   help="permutations of Y's rows for the null's 95%% quantile and the p-value (default: 200; "
-                        "0: no test)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the permutations (default: 0)")
+    p.add_argument("--permutations", type=int, default=None,
+                   help="permutations of Y's rows for the null's 95%% quantile and the p-value, at least 19; 0: no "
+                        "test (default: 200 up to 5,000 samples without --block-size; above, or blocked, where each "
+                        "permutation costs one more dCor, only when asked)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the permutations, 0 to 2**32 - 1 (default: 0)")
     p.set_defaults(func=commands.cmd_dcor)
 
 
@@ -169,8 +173,9 @@ SUBCOMMANDS = {"dcor": _dcor_parser, "train": _train_parser, "attack": _attack_p
 NOTHING_WRITTEN = "nothing was written (the output appears whole when the command finishes); run it again to start over"
 ON_INTERRUPT = {"sweep": "finished groups are kept in --out; run the same command again to resume (the group in "
                          "progress from its last saved epoch)",
-                "train": "nothing was written to --out (it appears whole when the run finishes); its saved epochs are "
-                         "kept beside it: run the same command again to resume (a --server fsha run starts over)",
+                "train": "nothing was written to --out (it appears whole when the run finishes); any epochs it saved "
+                         "are kept beside it, in .NAME.resume/: the same command resumes from them (--fresh discards "
+                         "them; a --server fsha run starts over)",
                 "figures": "figures drawn before it are kept; run it again to draw them all",
                 "cost": "files written before it are kept; run it again to write them all",
                 "report": "reports written before it are kept; run it again for the rest"}

@@ -286,11 +286,11 @@ def cells(config: SweepConfig) -> list[Cell]:
 
 def load_config_file(path: str) -> dict:
     """A partial SweepConfig from a TOML or JSON file (keys = SweepConfig fields)."""
-    if not path.endswith((".toml", ".json")):
+    if not path.lower().endswith((".toml", ".json")):
         raise ConfigError(f"{path}: a sweep config is a .toml or .json file (keys: SweepConfig's fields, as "
                           "config.json of a sweep folder holds them)")
     try:
-        if path.endswith(".toml"):
+        if path.lower().endswith(".toml"):
             import tomllib
 
             with open(path, "rb") as fh:

@@ -26,6 +26,7 @@ through `load_inputs` and `run_group`, so their rows are these rows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -214,7 +215,8 @@ def run_group(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, progr
         if keep is not None:
             keep(stack_rows, stack)
         if checkpoint is not None:
-            os.remove(checkpoint)
+            with contextlib.suppress(FileNotFoundError):  # a merge that found every cell may have removed it
+                os.remove(checkpoint)
         rows += stack_rows
         relieve_code_maps()  # a long sweep in one process stays below the kernel's limit on memory maps
     return rows
@@ -233,8 +235,8 @@ def _run_stack(inputs: GroupInputs, group: list[Cell], samples_dir: str, *, prog
     tc = config.train_config(topology, spec)
     t0 = time.perf_counter()
     result = train_stack(tc, ds, seeds=[c.seed for c in group], strengths=[c.strengths for c in group],
-                         progress=progress, desc=f"{topology} cut {spec}", resume_dir=resume_dir)
-    train_seconds = time.perf_counter() - t0
+                         progress=progress, desc=f"{topology} cut {spec}", resume_dir=resume_dir, log=log)
+    train_seconds = time.perf_counter() - t0 + result.seconds_resumed  # the interrupted runs' share included
     built = result.built
     _save_histories(os.path.join(os.path.dirname(samples_dir), "histories"), group, result)
     alive = np.flatnonzero(~result.diverged)

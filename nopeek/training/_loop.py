@@ -292,6 +292,7 @@ class StackResult:
     first_loss: np.ndarray | None = None  # (K,) the loss of the first step (at initialisation)
     releases: Releases | None = None  # what training did with each record (epochs, steps, N, B): the DP accounting
     checkpoint: str | None = None  # the epoch checkpoint file written (train_stack's resume_dir), for the caller to remove
+    seconds_resumed: float = 0.0  # of `seconds`, those spent by the interrupted runs it resumed
 
     def privacy(self, k: int) -> dict:
         """Model k's differential-privacy guarantee (`nopeek.defences.dp_guarantee`): dp_epsilon,
@@ -420,6 +421,7 @@ def train_stack(
     progress: bool = True,
     desc: str = "train",
     resume_dir: str | None = None,
+    log=None,
 ) -> StackResult:
     """Train K split models together; K = the common length of the per-model lists.
 
@@ -435,6 +437,8 @@ def train_stack(
         resumes from this training's checkpoint there, if any, and saves one after epochs
         (always after the last). The caller removes it (`StackResult.checkpoint`) once its
         results are safe. None: nothing saved.
+      log: where lines about resuming go (resumed after which epoch; a checkpoint that could
+        not be read or written); None: resuming is silent and problems are Python warnings.
 
     Returns:
       StackResult with per-task test accuracy, held-out dCor of every message, the history,
@@ -459,11 +463,16 @@ def train_stack(
     optimizer = make_optimizer(config.optimizer, config.lr)
     state = init_stack(built, seed_list, optimizer, mode, defences=tuple(hparams["strength"]), settings=config,
                        input_shape=dataset.input_shape)
-    digest = _resume.fingerprint(config.to_dict(), per_model, seed_list, mode, dataset)
-    checkpoint = _resume.path_of(resume_dir, digest) if resume_dir is not None else None
-    saved = _resume.load(checkpoint, digest, state) if checkpoint is not None else None
+    digest = checkpoint = saved = None
+    if resume_dir is not None:
+        digest = _resume.fingerprint(config.to_dict(), per_model, seed_list, mode, dataset)
+        checkpoint = _resume.path_of(resume_dir, digest)
+        saved = _resume.load(checkpoint, digest, state, log)
     if saved is not None:
         state = saved.state
+        if log is not None:
+            log(f"resumed after epoch {saved.epoch} of {config.epochs}"
+                + (" (training had finished)" if saved.finished else "") + f" from {checkpoint}")
     if mode == "vmap":
         state, hparams = shard_models(state), shard_models(hparams)
     step_fn = make_step_fn(built, optimizer, config, mode,
@@ -493,7 +502,7 @@ def train_stack(
     if saved is not None:
         start, seconds_before, finished, history = saved.epoch, saved.seconds, saved.finished, saved.history
         diverged_epoch, diverged_loss, first_loss = saved.diverged_epoch, saved.diverged_loss, saved.first_loss
-    saver = _resume.Saver(checkpoint, digest)
+    saver = _resume.Saver(checkpoint, digest, log)
     last_sent = None
     t0 = time.perf_counter()
     bar = tqdm(range(start, config.epochs if not finished else start), initial=start, total=config.epochs, desc=desc,
@@ -568,6 +577,7 @@ def train_stack(
         diverged_epoch=diverged_epoch,
         diverged_loss=diverged_loss, seconds=seconds_before + time.perf_counter() - t0, messages_test=sent,
         eval_fn=eval_fn, checkpoint=checkpoint if checkpoint is not None and os.path.exists(checkpoint) else None,
+        seconds_resumed=seconds_before,
         shards=shards, strengths=[{n: v for n, v in m.items() if v > 0} for m in per_model[:k]],
         val_accuracy=val_accuracy, val_leakage=val_leakage, first_loss=first_loss,
         releases=Releases(epochs=len(history), steps_per_epoch=sum(len(s) // config.batch_size for s in shards),

@@ -259,14 +259,16 @@ def _check_out(out: str, force: bool) -> None:
     check_output_folder(out)
 
 
-def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: bool = True) -> dict:
+def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: bool = True, fresh: bool = False,
+              log=None) -> dict:
     """Train one split model as `config` says and write its run folder `out`.
 
     Returns:
       the metrics dict written to `out/metrics.json`.
 
     An interrupted run leaves its epoch checkpoints in `resume_folder(out)`; the same call
-    again resumes from the last one (the result is the uninterrupted run's).
+    again resumes from the last one (the result is the uninterrupted run's), unless `fresh`
+    (they are discarded first). `log`: where lines about resuming go (`train_stack`'s).
 
     Raises:
       TrainingDiverged: the loss or parameters became non-finite, or the loss exploded
@@ -282,8 +284,10 @@ def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: b
     except ConfigError as err:
         raise RunFolderError(str(err)) from None
     resume_dir = resume_folder(out)  # epoch checkpoints: an interrupted run resumes from its last
+    if fresh:
+        shutil.rmtree(resume_dir, ignore_errors=True)
     try:
-        result = train_stack(config, dataset, progress=progress, resume_dir=resume_dir)
+        result = train_stack(config, dataset, progress=progress, resume_dir=resume_dir, log=log)
         if result.diverged[0]:
             shutil.rmtree(resume_dir, ignore_errors=True)  # nothing worth resuming
             loss = float(result.diverged_loss[0])
