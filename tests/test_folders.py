@@ -129,7 +129,7 @@ def test_an_interrupted_fsha_run_leaves_no_folder(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("command, says", [
     ("sweep", "finished groups are kept in --out; run the same command again to resume"),
-    ("train", "nothing was written to --out (it appears whole when the run finishes); its saved epochs are kept"),
+    ("train", "nothing was written to --out (it appears whole when the run finishes); any epochs it saved are kept"),
     ("attack", "nothing was written"),
     ("audit", "nothing was written"),
     ("figures", "figures drawn before it are kept"),
