@@ -157,11 +157,40 @@ def batch_order(seed: int, epoch: int, shards: Sequence[np.ndarray], batch: int)
     return np.concatenate(out) if out else np.zeros((0, batch), np.int64)
 
 
+def in_slices(fn, size: int | None):
+    """`fn(params, hp, x, y, sample_index)`, whose outputs hold one row per sample, computed
+    `size` samples at a time (`lax.map` over slices; the last padded with copies of the last
+    sample, whose rows are dropped) when x holds more; as it is for None.
+
+    Why: on the CPU, XLA's convolutions over a large batch run slower per sample than over
+    a few hundred (the cnn's evaluation forward pass of 1,000 mnist5k images: 85 ms whole,
+    57 ms by slices of 256 on the AVX-512 Xeon; bench/README, "the evaluation by slices")."""
+    if size is None:
+        return fn
+
+    def sliced(params, hp, x, y, sample_index):
+        n = x.shape[0]
+        if n <= size:
+            return fn(params, hp, x, y, sample_index)
+        count = -(-n // size)
+        pad = count * size - n
+
+        def slices(a):
+            a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
+            return a.reshape(count, size, *a.shape[1:])
+
+        out = jax.lax.map(lambda args: fn(params, hp, *args), (slices(x), slices(y), slices(sample_index)))
+        return jax.tree.map(lambda a: a.reshape(count * size, *a.shape[2:])[:n], out)
+
+    return sliced
+
+
 def make_eval_fn(built: Built, config: TrainConfig, stack_mode: str, messages: Sequence[str]):
     """A jitted `evaluate(params, hparams, x, y, sample_index) -> (messages, logits, labels)`.
 
     messages: {name: (K, n, ...)} as sent (each defence's evaluation transform, sample i's
     draws from its position); logits: {label key: (K, n, classes)}; labels: {label key: (K, n)}.
+    On the CPU each model's forward pass runs `EVAL_SLICE` samples at a time (`in_slices`).
     """
     topo = built.topology
 
@@ -171,7 +200,17 @@ def make_eval_fn(built: Built, config: TrainConfig, stack_mode: str, messages: S
         return ({m: values[m] for m in messages}, {loss.labels: values[loss.logits] for loss in topo.losses},
                 {loss.labels: values[loss.labels] for loss in topo.losses})
 
-    return jax.jit(over_stack(one, stack_mode, (0, 0, None, None, None)))
+    size = eval_slice()
+    return jax.jit(over_stack(in_slices(one, size), stack_mode, (0, 0, None, None, None)))
+
+
+def eval_slice() -> int | None:
+    """Samples per slice of the evaluation's forward pass: `EVAL_SLICE` on the CPU (the
+    environment's NOPEEK_EVAL_SLICE if set; 0 for whole chunks), None on accelerators."""
+    if jax.default_backend() != "cpu":
+        return None
+    size = int(os.environ.get("NOPEEK_EVAL_SLICE", EVAL_SLICE))
+    return size if size > 0 else None
 
 
 def evaluate(eval_fn, params, hparams, x, y, chunk: int = 1024, *, keep_messages: bool = True):
@@ -256,6 +295,9 @@ def make_epoch_eval(eval_fn, entries, data_test: dict, n_probe: int, permutation
                 msgs if n <= chunk else None)
 
     return epoch_eval
+
+
+EVAL_SLICE = 256  # `in_slices`: 128 and 64 measured no faster than 256, 500 and 1,000 slower
 
 
 def _epoch_means(stats: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
