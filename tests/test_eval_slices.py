@@ -53,3 +53,18 @@ def test_the_slice_is_the_cpus_and_can_be_turned_off(monkeypatch):
     assert _loop.eval_slice() is None
     monkeypatch.setenv("NOPEEK_EVAL_SLICE", "64")
     assert _loop.eval_slice() == 64
+
+
+def test_outputs_whose_samples_are_not_the_first_axis():
+    """A message of several clients is (clients, n, ...); a constant has no sample axis."""
+    def fn(params, hp, x, y, index):
+        return {"z": jnp.stack([x, -x]), "c": jnp.ones(3)}, {"y": y.astype(jnp.float32)[:, None] * index[:, None]}, {"y": y}
+
+    x = jnp.arange(40.0).reshape(10, 4)
+    y = jnp.arange(10)
+    whole = fn(None, None, x, y, jnp.arange(10))
+    sliced = _loop.in_slices(fn, 3)(None, None, x, y, jnp.arange(10))
+    for a, b in zip(whole, sliced):
+        for key in a:
+            assert a[key].shape == b[key].shape
+            np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))

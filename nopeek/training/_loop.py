@@ -158,9 +158,11 @@ def batch_order(seed: int, epoch: int, shards: Sequence[np.ndarray], batch: int)
 
 
 def in_slices(fn, size: int | None):
-    """`fn(params, hp, x, y, sample_index)`, whose outputs hold one row per sample, computed
-    `size` samples at a time (`lax.map` over slices; the last padded with copies of the last
-    sample, whose rows are dropped) when x holds more; as it is for None.
+    """`fn(params, hp, x, y, sample_index)` computed `size` samples at a time (`lax.map`
+    over slices; the last padded with copies of the last sample, whose rows are dropped)
+    when x holds more; as it is for None. Each output's sample axis is found from its shapes
+    at two batch sizes (a message of several clients is (clients, n, ...)); an output
+    without one is taken from the first slice.
 
     Why: on the CPU, XLA's convolutions over a large batch run slower per sample than over
     a few hundred (the cnn's evaluation forward pass of 1,000 mnist5k images: 85 ms whole,
@@ -179,8 +181,27 @@ def in_slices(fn, size: int | None):
             a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
             return a.reshape(count, size, *a.shape[1:])
 
+        def spec(m):
+            return [jax.ShapeDtypeStruct((m, *a.shape[1:]), a.dtype) for a in (x, y, sample_index)]
+
+        shapes = [jax.tree.leaves(jax.eval_shape(fn, params, hp, *spec(m))) for m in (size, size + 1)]
+        axes = []
+        for a, b in zip(*shapes):
+            differ = [i for i, (p, q) in enumerate(zip(a.shape, b.shape)) if p != q]
+            if len(differ) > 1 or (differ and a.shape[differ[0]] != size):
+                return fn(params, hp, x, y, sample_index)  # not rows of samples: whole, as before
+            axes.append(differ[0] if differ else None)
         out = jax.lax.map(lambda args: fn(params, hp, *args), (slices(x), slices(y), slices(sample_index)))
-        return jax.tree.map(lambda a: a.reshape(count * size, *a.shape[2:])[:n], out)
+        leaves, tree = jax.tree.flatten(out)
+
+        def joined(a, axis):
+            if axis is None:
+                return a[0]
+            a = jnp.moveaxis(a, 0, axis)  # (..., count, size, ...)
+            a = a.reshape(*a.shape[:axis], count * size, *a.shape[axis + 2:])
+            return jax.lax.slice_in_dim(a, 0, n, axis=axis)
+
+        return jax.tree.unflatten(tree, [joined(a, axis) for a, axis in zip(leaves, axes)])
 
     return sliced
 
