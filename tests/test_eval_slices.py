@@ -58,7 +58,7 @@ def test_the_slice_is_the_cpus_and_can_be_turned_off(monkeypatch):
 def test_outputs_whose_samples_are_not_the_first_axis():
     """A message of several clients is (clients, n, ...); a constant has no sample axis."""
     def fn(params, hp, x, y, index):
-        return {"z": jnp.stack([x, -x]), "c": jnp.ones(3)}, {"y": y.astype(jnp.float32)[:, None] * index[:, None]}, {"y": y}
+        return {"z": jnp.stack([x, -x]), "c": jnp.ones(5)}, {"y": y.astype(jnp.float32)[:, None] * index[:, None]}, {"y": y}
 
     x = jnp.arange(40.0).reshape(10, 4)
     y = jnp.arange(10)
@@ -68,3 +68,15 @@ def test_outputs_whose_samples_are_not_the_first_axis():
         for key in a:
             assert a[key].shape == b[key].shape
             np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))
+
+
+def test_an_axis_of_the_slices_size_is_told_from_the_sample_axis():
+    def fn(params, hp, x, y, index):
+        return {"z": jnp.einsum("nd,k->knd", x, jnp.ones(4))}, {"y": y}, {"y": y}  # (4, n, 4) at slices of 4
+
+    x = jnp.arange(40.0).reshape(10, 4)
+    y = jnp.arange(10)
+    whole = fn(None, None, x, y, jnp.arange(10))
+    sliced = _loop.in_slices(fn, 4)(None, None, x, y, jnp.arange(10))
+    assert sliced[0]["z"].shape == (4, 10, 4)
+    np.testing.assert_array_equal(np.asarray(sliced[0]["z"]), np.asarray(whole[0]["z"]))

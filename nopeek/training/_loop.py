@@ -160,9 +160,12 @@ def batch_order(seed: int, epoch: int, shards: Sequence[np.ndarray], batch: int)
 def in_slices(fn, size: int | None):
     """`fn(params, hp, x, y, sample_index)` computed `size` samples at a time (`lax.map`
     over slices; the last padded with copies of the last sample, whose rows are dropped)
-    when x holds more; as it is for None. Each output's sample axis is found from its shapes
-    at two batch sizes (a message of several clients is (clients, n, ...)); an output
-    without one is taken from the first slice.
+    when x holds more; as it is for None. Each output's sample axis is the one of the
+    slice's size (a message of several clients is (clients, n, ...); where another axis has
+    that size too, the one that grows with the batch, from the shapes at one more sample); an
+    output without one is taken from the first slice. (An output with one axis of exactly
+    the slice's size that is not its samples would be read as them: the evaluation's
+    outputs, messages, logits and labels, all hold samples.)
 
     Why: on the CPU, XLA's convolutions over a large batch run slower per sample than over
     a few hundred (the cnn's evaluation forward pass of 1,000 mnist5k images: 85 ms whole,
@@ -181,18 +184,14 @@ def in_slices(fn, size: int | None):
             a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
             return a.reshape(count, size, *a.shape[1:])
 
-        def spec(m):
-            return [jax.ShapeDtypeStruct((m, *a.shape[1:]), a.dtype) for a in (x, y, sample_index)]
-
-        shapes = [jax.tree.leaves(jax.eval_shape(fn, params, hp, *spec(m))) for m in (size, size + 1)]
-        axes = []
-        for a, b in zip(*shapes):
-            differ = [i for i, (p, q) in enumerate(zip(a.shape, b.shape)) if p != q]
-            if len(differ) > 1 or (differ and a.shape[differ[0]] != size):
-                return fn(params, hp, x, y, sample_index)  # not rows of samples: whole, as before
-            axes.append(differ[0] if differ else None)
         out = jax.lax.map(lambda args: fn(params, hp, *args), (slices(x), slices(y), slices(sample_index)))
         leaves, tree = jax.tree.flatten(out)
+        axes = [[i for i, m in enumerate(a.shape[1:]) if m == size] for a in leaves]  # each slice's outputs
+        if any(len(found) > 1 for found in axes):  # another axis of the slice's size: tell them apart
+            bigger = jax.tree.leaves(jax.eval_shape(fn, params, hp, *(
+                jax.ShapeDtypeStruct((size + 1, *a.shape[1:]), a.dtype) for a in (x, y, sample_index))))
+            axes = [[i for i in found if b.shape[i] == size + 1] for found, b in zip(axes, bigger)]
+        axes = [found[0] if found else None for found in axes]
 
         def joined(a, axis):
             if axis is None:
