@@ -53,6 +53,12 @@ def test_the_slice_is_the_cpus_and_can_be_turned_off(monkeypatch):
     assert _loop.eval_slice() is None
     monkeypatch.setenv("NOPEEK_EVAL_SLICE", "64")
     assert _loop.eval_slice() == 64
+    from nopeek.errors import ConfigError
+
+    for bad in ("many", "-1"):
+        monkeypatch.setenv("NOPEEK_EVAL_SLICE", bad)
+        with pytest.raises(ConfigError, match="NOPEEK_EVAL_SLICE must be"):
+            _loop.eval_slice()
 
 
 def test_outputs_whose_samples_are_not_the_first_axis():

@@ -229,7 +229,13 @@ def eval_slice() -> int | None:
     environment's NOPEEK_EVAL_SLICE if set; 0 for whole chunks), None on accelerators."""
     if jax.default_backend() != "cpu":
         return None
-    size = int(os.environ.get("NOPEEK_EVAL_SLICE", EVAL_SLICE))
+    raw = os.environ.get("NOPEEK_EVAL_SLICE", "").strip()
+    try:
+        size = int(raw) if raw else EVAL_SLICE
+    except ValueError:
+        raise ConfigError(f"NOPEEK_EVAL_SLICE must be a whole number of samples (0: whole chunks), got {raw!r}") from None
+    if size < 0:
+        raise ConfigError(f"NOPEEK_EVAL_SLICE must be >= 0 (0: whole chunks), got {size}")
     return size if size > 0 else None
 
 
