@@ -91,6 +91,24 @@ def coerce(name: str, value, tp):
     return value
 
 
+def env_count(name: str, default: int, zero: str) -> int:
+    """A whole number >= 0 from the environment variable `name` (`default` when unset or
+    empty); `zero` says what 0 means, for the error.
+
+    Raises:
+      ConfigError: not a whole number, or negative."""
+    import os
+
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of samples ({zero}), got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be >= 0 ({zero}), got {value}")
+    return value
+
+
 def check_known(given, known: set[str], what: str) -> None:
     """Refuse names not in `known`, naming each with the nearest known name.
 

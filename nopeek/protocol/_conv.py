@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Any
 
 import jax
@@ -38,7 +37,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.custom_derivatives import SymbolicZero
 
-from nopeek.errors import ConfigError
+from nopeek.core import env_count
 
 #: Samples per slice of the kernel gradient on the CPU (NOPEEK_CONV_SLICE overrides; 0: whole).
 DEFAULT_SLICE = 32
@@ -57,13 +56,7 @@ def kernel_gradient_slice(batch: int, dtype=jnp.float32) -> int:
     gradient whole (not the CPU, not float32/float64, slicing off, or batch <= the slice)."""
     if not _on_cpu() or jnp.dtype(dtype) not in SLICED_DTYPES:
         return 0
-    raw = os.environ.get("NOPEEK_CONV_SLICE", "").strip()
-    try:
-        size = int(raw) if raw else DEFAULT_SLICE
-    except ValueError:
-        raise ConfigError(f"NOPEEK_CONV_SLICE must be a whole number of samples (0 turns slicing off), got {raw!r}") from None
-    if size < 0:
-        raise ConfigError(f"NOPEEK_CONV_SLICE must be >= 0 (0 turns slicing off), got {size}")
+    size = env_count("NOPEEK_CONV_SLICE", DEFAULT_SLICE, "0 turns slicing off")
     if size == 0 or batch <= size:
         return 0
     return max(size, -(-batch // MAX_SLICES))

@@ -35,6 +35,7 @@ from nopeek.defences import (
     DEFENCES, Context, Releases, build_defence, check_combination, check_defence, defence_parameters, dp_guarantee,
     with_defence_parameters,
 )
+from nopeek.core import env_count
 from nopeek.errors import ConfigError
 from nopeek.protocol import (
     Built, ModelList, Setup, build, check_logits, forward, model_at, over_stack, padded_size, protocol_gradients,
@@ -229,13 +230,7 @@ def eval_slice() -> int | None:
     environment's NOPEEK_EVAL_SLICE if set; 0 for whole chunks), None on accelerators."""
     if jax.default_backend() != "cpu":
         return None
-    raw = os.environ.get("NOPEEK_EVAL_SLICE", "").strip()
-    try:
-        size = int(raw) if raw else EVAL_SLICE
-    except ValueError:
-        raise ConfigError(f"NOPEEK_EVAL_SLICE must be a whole number of samples (0: whole chunks), got {raw!r}") from None
-    if size < 0:
-        raise ConfigError(f"NOPEEK_EVAL_SLICE must be >= 0 (0: whole chunks), got {size}")
+    size = env_count("NOPEEK_EVAL_SLICE", EVAL_SLICE, "0: whole chunks")
     return size if size > 0 else None
 
 
