@@ -129,6 +129,9 @@ def record(name: str, argv: list[str]) -> int:
     with open(os.path.join(folder, "output.txt"), "w", encoding="utf-8") as fh:
         fh.write(proc.stdout)
     write_run(folder, " ".join(argv), seconds, before)
+    from nopeek.core import list_in_manifest
+
+    list_in_manifest(folder, "output.txt", "run.json")  # the command's `--force` replaces them with its folder
     print(f"{name}: {seconds:.0f} s -> {folder}", file=sys.stderr)
     return 0
 

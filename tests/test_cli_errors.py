@@ -140,6 +140,8 @@ def root(tmp_path_factory):
     json.dump({**config, "bogus": 1}, open(p("run_unknownkey", "config.json"), "w"))
     os.remove(p("run_nockpt", "checkpoint.msgpack"))
 
+    with open(p("picture.png"), "wb") as f:  # a user's own picture where a comparison would go
+        f.write(b"not nopeek's")
     with open(p("afile.txt"), "w") as f:
         f.write("not a folder\n")
 
@@ -486,6 +488,11 @@ CASES = [
     ("figures-compare-out-not-png", ["figures", "{root}/sweep_badsample", "{root}/sweep_badshape", "--out",
                                      "{root}/afile.txt"], "nopeek figures", r"afile\.txt: .*ending in \.png"),
     ("figures-pickled-sample", ["figures", "{root}/sweep_pickled"], "nopeek figures", r"sweep_pickled/samples/a\.npy"),
+    ("figures-compare-twice", ["figures", "{root}/sweep_badsample", "{root}/sweep_badsample/", "--out",
+                               "{root}/new.png"], "nopeek figures", r"sweep_badsample/: given twice"),
+    ("figures-compare-out-exists", ["figures", "{root}/sweep_badsample", "{root}/sweep_badshape", "--out",
+                                    "{root}/picture.png"], "nopeek figures",
+     r"picture\.png: exists; use another --out, or --force to replace it"),
     # -- audit
     ("audit-missing-file", ["audit", "--pairs", "{root}/nothere.npz", "--targets", "{root}/targets.npz",
                             "--out", "{root}/audit_out"], "nopeek audit", r"nothere\.npz"),

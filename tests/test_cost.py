@@ -15,7 +15,8 @@ from flax import nnx
 
 from nopeek import protocol as T
 from nopeek.cli import main
-from nopeek.cost import COST_PRESETS, CostConfig, crossover, method_costs, profiles
+from nopeek.core import list_in_manifest
+from nopeek.cost import COST_PRESETS, CostConfig, crossover, method_costs, profiles, run_cost
 from nopeek.cost import compiled_flops
 from nopeek.cost import CSV_COLUMNS, sensitivity_rows
 from nopeek.errors import ConfigError
@@ -177,6 +178,11 @@ def test_compute_per_client_and_the_crossover():
         c = _costs(config, n, "none")
         above = c["split_learning"].client_bytes > c["federated_learning"].client_bytes
         assert above == (n < n_star)
+    # printed: the first whole number of clients where split learning sends less (not N* rounded)
+    first = math.floor(n_star) + 1
+    below = {n: _costs(config, n, "none") for n in (first - 1, first)}
+    assert [c["split_learning"].client_bytes < c["federated_learning"].client_bytes for c in below.values()] == [False, True]
+    assert re.search(rf"crossover \(split below federated from\)\s+{first} clients\n", run_cost([config]).text)
 
 
 def test_seed_table_preset_has_the_seeds_shape():
@@ -223,6 +229,23 @@ def test_cost_command_writes_the_table_and_figure(tmp_path, capsys):
     assert len(rows) == 6 and {r["method"] for r in rows} == {"large_batch_sgd", "federated_learning", "split_learning"}
     assert (out / "cost.png").stat().st_size > 0
     assert not [f for f in os.listdir(out) if "tmp" in f]
+    # written whole: a second report there needs --force, which leaves nothing of the first
+    # (an earlier report's sensitivity files) and never a file of the user's
+    again = ["cost", "--model", "mlp", "--dataset", "digits", "--client-counts", "4", "--epochs", "3", "--out", str(out)]
+    with pytest.raises(SystemExit):
+        main(again)
+    assert "holds a cost report (`nopeek cost`) already; use another --out, or --force" in capsys.readouterr().err
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        main([*again, "--force"])
+    assert "did not write (notes.txt)" in capsys.readouterr().err and (out / "notes.txt").exists()
+    (out / "notes.txt").unlink()
+    (out / "cost_sensitivity.csv").write_text("an earlier report's")
+    list_in_manifest(str(out), "cost_sensitivity.csv")
+    assert main([*again, "--force"]) == 0
+    assert not (out / "cost_sensitivity.csv").exists()
+    with open(out / "cost.csv", newline="") as f:
+        assert {r["clients"] for r in csv.DictReader(f)} == {"4"}
 
 
 @pytest.mark.parametrize("args,message", [

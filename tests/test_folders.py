@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from nopeek.core import check_writable, folder_kind, publish_folder, staging_folder
+from nopeek.core import MANIFEST, check_writable, folder_kind, foreign_files, list_in_manifest, publish_folder, staging_folder
 from nopeek.errors import ConfigError
 
 
@@ -87,7 +87,35 @@ def test_publish_folder_replaces_whole_and_leaves_nothing_beside(tmp_path):
     with open(os.path.join(tmp, "new.txt"), "w") as fh:
         fh.write("new")
     publish_folder(tmp, str(out))
-    assert os.listdir(out) == ["new.txt"] and os.listdir(tmp_path) == ["out"]
+    assert sorted(os.listdir(out)) == [MANIFEST, "new.txt"] and os.listdir(tmp_path) == ["out"]
+    assert json.load(open(os.path.join(out, MANIFEST))) == ["new.txt"]  # what it wrote: what --force may replace
+
+
+def test_force_never_deletes_a_file_added_to_a_commands_folder(tmp_path):
+    """A file a user puts into a folder nopeek wrote whole (notes, a plot of their own) is
+    refused by --force with its name, at any depth; what nopeek added later (report.html
+    listed by `list_in_manifest`, a folder below written whole with its own list) is not.
+    A folder from before the list (none) is replaced whole, as before."""
+    run = str(tmp_path / "run")
+    tmp = staging_folder(run)
+    _folder(tmp, {"metrics.json": {}, "figures/curve.png": "png"})
+    publish_folder(tmp, run)
+    attack = os.path.join(run, "attacks", "decoder")
+    tmp = staging_folder(attack)
+    _folder(tmp, {"scores.json": {"attack": "decoder"}})
+    publish_folder(tmp, attack)
+    _folder(run, {"report.html": "<html>"})
+    list_in_manifest(run, "report.html")
+    assert foreign_files(run) == [] and check_writable(run, ("run", "fsha"), force=True) == "run"
+    for added in ("notes.txt", "figures/mine.png", "attacks/decoder/mine.png", "attacks/mine/x.txt"):
+        _folder(run, {added: "mine"})
+        with pytest.raises(ConfigError, match=rf"holds a run \(`nopeek train`\) and 1 file\(s\) `nopeek train` did "
+                                              rf"not write \({added}\); --force replaces only what it wrote: move them"):
+            check_writable(run, ("run", "fsha"), force=True)
+        os.remove(os.path.join(run, added))
+    with open(os.path.join(run, MANIFEST), "w") as fh:
+        fh.write("{damaged")
+    assert foreign_files(run) is None and check_writable(run, ("run",), force=True) == "run"
 
 
 def test_publish_folder_puts_the_old_folder_back_if_the_last_rename_fails(tmp_path, monkeypatch):
@@ -191,7 +219,7 @@ def test_an_attack_is_written_whole_and_replaced_only_with_force(tmp_path, monke
             run_attack(run, config, out)
     assert not os.path.exists(out) and os.listdir(os.path.join(run, "attacks")) == []
     first = run_attack(run, config, out)
-    assert sorted(os.listdir(out)) == ["reconstructions.png", "scores.json"]
+    assert sorted(os.listdir(out)) == [MANIFEST, "reconstructions.png", "scores.json"]
     with pytest.raises(ConfigError, match="already; use another --out, or --force"):
         run_attack(run, config, out)
     second = run_attack(run, dataclasses.replace(config, attack_seed=1), out, force=True)

@@ -38,3 +38,24 @@ def test_reconstruction_grid_draws_every_row(tmp_path, rng):
     middle = dark[rows[rows.size // 2]]
     assert np.count_nonzero(np.diff(middle.astype(int)) == 1) + middle[0] == 16  # 16 samples, gaps between
     assert not dark[rows[-1] + 1:].any()  # the white reconstructions below it
+
+
+def test_a_comparison_draws_each_cut_of_a_sweep_as_its_own_line(tmp_path, monkeypatch):
+    """`nopeek figures A B --out F.png`: a sweep of two cuts is two lines (never their mean,
+    whose dots would be labelled as seeds), a sweep of one cut one line, named by its label."""
+    from nopeek.plots import _sweep
+
+    def row(cut, alpha, accuracy, topology="vanilla"):
+        return {"topology": topology, "cut": cut, "defense": "nopeek" if alpha else "none", "alpha": str(alpha),
+                "diverged": "false", "collapsed": "false", "accuracy": str(accuracy), "dcor": "0.5",
+                "best_classifier_accuracy": "0.3", "dcor_null95": "0.05", "dcor_label": "0.2"}
+
+    drawn = {}
+    monkeypatch.setattr(_sweep, "save_figure", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    two_cuts = [row("1", 0, 0.9), row("1", 1, 0.8), row("2", 0, 0.5), row("2", 1, 0.4)]
+    _sweep.compare_figure({"study": two_cuts, "other": [row("1", 0, 0.7), row("1", 1, 0.6)],
+                           "both": [row("1", 0, 0.3), row("1-2", 0, 0.2, topology="u_shaped")]}, str(tmp_path / "c.png"))
+    lines = {line.get_label(): list(line.get_ydata()) for line in drawn["fig"].axes[0].get_lines()
+             if not line.get_label().startswith("_")}
+    assert lines == {"study cut 1": [0.9, 0.8], "study cut 2": [0.5, 0.4], "other": [0.7, 0.6],
+                     "both vanilla cut 1": [0.3], "both u_shaped cut 1-2": [0.2]}

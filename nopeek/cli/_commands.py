@@ -470,8 +470,15 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
     if args.out and not os.path.isdir(args.out) and not args.out.lower().endswith(".png"):
         raise ConfigError(f"--out {args.out}: the comparison figure is a PNG; give a file name ending in .png")
+    real = [os.path.realpath(folder) for folder in args.dirs]
+    twice = next((folder for i, folder in enumerate(args.dirs) if real[i] in real[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"{twice}: given twice; name each sweep once")
+    names = [os.path.basename(os.path.normpath(folder)) for folder in args.dirs]
+    # each sweep's legend label: its folder's name, or the path as given where two names are the same
+    labels = [name if names.count(name) == 1 else os.path.normpath(folder) for name, folder in zip(names, args.dirs)]
     named = {}
-    for folder in args.dirs:
+    for label, folder in zip(labels, args.dirs):
         path = os.path.join(folder, "results.csv")
         if not os.path.isfile(path):
             raise ConfigError(f"{path}: not found (run `nopeek sweep --out {folder}` first)")
@@ -479,16 +486,18 @@ def cmd_figures(args: argparse.Namespace) -> int:
         rows = read_rows(path)
         if not rows:
             raise ConfigError(f"{path}: no complete rows to draw")
-        named[os.path.basename(os.path.normpath(folder))] = rows
+        named[label] = rows
     if len(args.dirs) > 1 or args.out:
         if not args.out:
             raise ConfigError("comparing several sweeps needs --out FILE.png")
         if os.path.isdir(args.out):
             raise ConfigError(f"--out {args.out}: is a folder; give a .png file name")
+        if os.path.exists(args.out) and not args.force:
+            raise ConfigError(f"--out {args.out}: exists; use another --out, or --force to replace it")
         print(compare_figure(named, args.out))
         return 0
     folder = args.dirs[0]
-    rows = named[os.path.basename(os.path.normpath(folder))]
+    rows = named[labels[0]]
     for p in sweep_figures(rows, os.path.join(folder, "figures"), samples_dir=os.path.join(folder, "samples"),
                            histories_dir=os.path.join(folder, "histories")):
         print(p)
@@ -520,7 +529,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
     base = COST_PRESETS[args.preset] if args.preset else (CostConfig(),)
     configs = [check_cost(dataclass_from_args(CostConfig, args, base=c)) for c in base]
-    report = run_cost(configs, args.out, reference=args.preset == "seed-table")
+    report = run_cost(configs, args.out, reference=args.preset == "seed-table", force=args.force)
     print(report.text)
     if report.files:
         print(f"\nwrote {', '.join(report.files)}")

@@ -131,6 +131,7 @@ def _cost_parser(sub) -> None:
                    help="start from a preset (seed-table: the split-learning cost table); options given override it")
     add_dataclass_arguments(p, CostConfig)
     p.add_argument("--out", default=None, help="folder for cost.csv, cost.png (and the sensitivity files)")
+    p.add_argument("--force", action="store_true", help="replace an earlier cost report in --out (never other files)")
     p.set_defaults(func=commands.cmd_cost)
 
 
@@ -150,14 +151,21 @@ def _dcor_parser(sub) -> None:
 
 
 def _figures_parser(sub) -> None:
-    p = sub.add_parser("figures", help=SUMMARIES["figures"])
+    p = sub.add_parser("figures", help=SUMMARIES["figures"], description=(
+        "One folder: redraw DIR/figures/*.png from DIR/results.csv (and DIR/ranking.md, .csv where it holds "
+        "several defences). Several folders, or --out: one comparison figure against alpha, one line per sweep "
+        "(per topology and cut where a sweep holds several), into --out."))
     p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep output folder(s)")
-    p.add_argument("--out", default=None, help="with several folders: the comparison figure's .png file")
+    p.add_argument("--out", default=None, help="the comparison figure's .png file (needed with several folders)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=commands.cmd_figures)
 
 
 def _report_parser(sub) -> None:
-    p = sub.add_parser("report", help=SUMMARIES["report"])
+    p = sub.add_parser("report", help=SUMMARIES["report"], description=(
+        "Write DIR/report.html, one self-contained page (images embedded) for a sweep, a run (with the attacks "
+        "in RUN/attacks/), an audit, an attack's scores or a cost report; several folders: one page each, and "
+        "a folder that cannot be reported is named without stopping the others (exit 2)."))
     p.add_argument("dirs", nargs="+", metavar="DIR", help="folder(s) nopeek wrote")
     p.set_defaults(func=commands.cmd_report)
 

@@ -4,7 +4,7 @@ parsed data), XLA's CPU defaults (compile effort, Eigen's convolutions) and reli
 
 from nopeek.core._cache import BoundedCache, fingerprint
 from nopeek.core._code_maps import map_count, map_limit, relieve_code_maps
-from nopeek.core._folders import KINDS, check_writable, folder_kind, publish_folder, resume_folder, staging_folder
+from nopeek.core._folders import KINDS, MANIFEST, check_writable, folder_kind, foreign_files, list_in_manifest, publish_folder, resume_folder, staging_folder
 from nopeek.core._config import Composed, Section, coerce, env_count, finite, option, raise_first_failure
 from nopeek.core._io import (
     atomic_write_bytes, atomic_write_text, check_output_folder, load_params_into, make_output_folder, read_json,
@@ -19,7 +19,7 @@ from nopeek.core._xla_flags import (
 )
 
 __all__ = [
-    "BoundedCache", "Composed", "env_count", "KINDS", "check_writable", "folder_kind", "publish_folder", "resume_folder", "staging_folder", "FAST_CONVOLUTION_FLAGS", "FAST_CONVOLUTION_JAXLIB", "ONE_OFF_COMPILE_OPTIONS", "QUICK_COMPILE_FLAGS", "NumpyStream", "Section", "Stream", "atomic_write_bytes", "atomic_write_text", "caching_disabled",
+    "BoundedCache", "Composed", "env_count", "KINDS", "MANIFEST", "check_writable", "folder_kind", "foreign_files", "list_in_manifest", "publish_folder", "resume_folder", "staging_folder", "FAST_CONVOLUTION_FLAGS", "FAST_CONVOLUTION_JAXLIB", "ONE_OFF_COMPILE_OPTIONS", "QUICK_COMPILE_FLAGS", "NumpyStream", "Section", "Stream", "atomic_write_bytes", "atomic_write_text", "caching_disabled",
     "check_output_folder", "coerce", "enable_compilation_cache", "fingerprint", "finite", "load_params_into",
     "make_output_folder", "map_count", "map_limit", "npy_array", "numpy_rng", "npz_array", "one_off_compiler_options", "one_off_init", "one_off_jit", "open_npz", "option", "raise_first_failure", "read_json", "relieve_code_maps", "save_params",
     "seed_key", "set_xla_defaults", "warn_if_backend_started", "step_key", "user_cache_dir", "user_umask", "write_json", "XLA_DEFAULT_FLAGS",

@@ -13,11 +13,14 @@ earlier version are told apart too:
 | `cost` | `nopeek cost` | cost.csv |
 
 `staging_folder` and `publish_folder` make an output folder whole or absent: the results are
-written beside it and renamed into place when the work is done.
+written beside it and renamed into place when the work is done, with the list of the files
+written (`MANIFEST`, a hidden `.nopeek-files`).
 
 `check_writable(out, kinds, force=...)` refuses, before any work, an output folder that holds
 something else: another command's results, or files nopeek did not write; `--force` never
-reaches those. It refuses the current folder, or one above it, where a replacement would pull
+reaches those, nor a file a user added to a command's folder after it was written (one not in
+its `MANIFEST`; folders written before the manifest existed have none, and `--force` replaces
+them whole). It refuses the current folder, or one above it, where a replacement would pull
 the ground from under the process.
 """
 
@@ -27,7 +30,7 @@ import os
 import shutil
 import tempfile
 
-from nopeek.core._io import read_json, user_umask
+from nopeek.core._io import read_json, user_umask, write_json
 from nopeek.errors import ConfigError
 
 #: Each kind, as a user would name it.
@@ -45,6 +48,55 @@ KINDS = {
 #: The command that writes each kind.
 COMMANDS = {"sweep": "nopeek sweep", "run": "nopeek train", "fsha": "nopeek train", "audit": "nopeek audit",
             "attack": "nopeek attack", "cost": "nopeek cost"}
+
+
+#: The hidden file `publish_folder` leaves in a folder: the relative paths of the files it put there.
+MANIFEST = ".nopeek-files"
+
+
+def _files_below(folder: str) -> tuple[list[str], list[str]]:
+    """Relative paths ('/'-separated) of every file below `folder`, sorted, hidden names
+    (nopeek's manifest, probes and temporary files, a `.DS_Store`) left out; and, apart, the
+    folders below it with a manifest of their own (written whole by a later command:
+    `nopeek attack`'s `RUN/attacks/NAME`), whose files are not in the first list."""
+    found, nested = [], []
+    for root, dirs, files in os.walk(folder):
+        rel = os.path.relpath(root, folder)
+        path = (lambda name: name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))  # noqa: E731
+        nested += [path(d) for d in dirs if not d.startswith(".") and os.path.isfile(os.path.join(root, d, MANIFEST))]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not os.path.isfile(os.path.join(root, d, MANIFEST))]
+        found += [path(name) for name in files if not name.startswith(".")]
+    return sorted(found), sorted(nested)
+
+
+def foreign_files(folder: str) -> list[str] | None:
+    """The files below `folder` that its `MANIFEST` does not list (added after nopeek wrote
+    it; in a folder below it with a manifest of its own, those that one does not list), or
+    None where `folder` has no readable manifest (written before there was one)."""
+    try:
+        listed = read_json(os.path.join(folder, MANIFEST))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(listed, list):
+        return None
+    listed = {name for name in listed if isinstance(name, str)}
+    files, nested = _files_below(folder)
+    added = [name for name in files if name not in listed]
+    for sub in nested:
+        added += [f"{sub}/{name}" for name in foreign_files(os.path.join(folder, sub)) or ()]
+    return added
+
+
+def list_in_manifest(folder: str, *names: str) -> None:
+    """Add `names` (relative paths) to `folder`'s `MANIFEST`, where it has one: files a later
+    command wrote into it that `--force` may replace with the folder (`nopeek report`'s page)."""
+    path = os.path.join(folder, MANIFEST)
+    try:
+        listed = read_json(path)
+    except (OSError, ValueError):
+        return
+    if isinstance(listed, list) and not set(names) <= set(listed):
+        write_json(path, sorted(set(listed) | set(names)))
 
 
 def _json_keys(path: str) -> dict:
@@ -106,6 +158,11 @@ def check_writable(out: str, kinds: tuple[str, ...], *, force: bool, option: str
                           f"{option} (--force reaches only what `{command}` wrote)")
     if replaces and not force:
         raise ConfigError(f"{option} {out}: holds {KINDS[found]} already; use another {option}, or --force to replace it")
+    added = foreign_files(out) if replaces else None
+    if added:
+        shown = ", ".join(added[:3]) + (f" and {len(added) - 3} more" if len(added) > 3 else "")
+        raise ConfigError(f"{option} {out}: holds {KINDS[found]} and {len(added)} file(s) `{command}` did not write "
+                          f"({shown}); --force replaces only what it wrote: move them, or choose another {option}")
     return found
 
 
@@ -136,7 +193,9 @@ def resume_folder(out: str) -> str:
 
 def publish_folder(tmp: str, out: str) -> None:
     """Put the finished folder `tmp` at `out`, replacing what was there (set aside first, put
-    back if the last rename fails, then removed), so `out` is whole or absent."""
+    back if the last rename fails, then removed), so `out` is whole or absent. `tmp` gets its
+    `MANIFEST` first: what a later `--force` may replace."""
+    write_json(os.path.join(tmp, MANIFEST), _files_below(tmp)[0])
     if not os.path.exists(out):
         os.rename(tmp, out)
         return

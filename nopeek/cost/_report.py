@@ -10,11 +10,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import math
 import os
+import shutil
 
 import numpy as np
 
-from nopeek.core import atomic_write_text, check_output_folder, check_writable, make_output_folder, write_json
+from nopeek.core import atomic_write_text, check_output_folder, check_writable, publish_folder, staging_folder, write_json
 from nopeek.cost._methods import (
     METHODS, SEED_TABLE, CostConfig, check_cost, cost_cuts, cost_data, crossover, fl_rounds, method_costs, profiles, split_step_bytes,
 )
@@ -93,8 +95,8 @@ def format_table(configs, rows, reference: bool) -> str:
                 ratio = get("split_learning") / get("federated_learning")
                 lines.append(f"  {'split / federated':{width - 2}s}{_ratio(ratio):>18s}" + (" (seed 1/190)" if reference else ""))
             else:
-                n_star = crossover(config)
-                text = "never" if n_star is None else ("always" if n_star < 1 else f"{n_star:.0f} clients")
+                n_star = crossover(config)  # split learning sends less for N > N*: from the next whole client
+                text = "never" if n_star is None else ("always" if n_star < 1 else f"{math.floor(n_star) + 1} clients")
                 lines.append(f"  {'crossover (split below federated from)':{width - 2}s}{text:>18s}")
             lines.append("")
     return "\n".join(lines).rstrip()
@@ -215,7 +217,7 @@ def format_sensitivity(config: CostConfig, rows: list[dict]) -> list[str]:
         parts = []
         for local in (1, 2, 5):
             n_star = crossover(dataclasses.replace(config, fl_local_epochs=local, fl_rounds=None))
-            parts.append(f"{local} local epoch(s) per round: {'never' if n_star is None else f'{n_star:.0f}'}")
+            parts.append(f"{local} local epoch(s) per round: {'never' if n_star is None else f'{n_star:.1f}'}")
         lines.append(f"  crossover at cut {cost_cuts(config)[0]} against FL with " + "; ".join(parts))
     return lines
 
@@ -265,7 +267,7 @@ def cost_figure(config: CostConfig, path: str, *, reference: bool = False) -> st
         fl = method_costs(config, 2, flops_for="none")[1].client_bytes / 1e9
         ax.axvline(n_star, color="k", ls=":", lw=1)
         ax.plot([n_star], [fl], "k*", ms=12)
-        ax.annotate(f"crossover: {n_star:.0f} clients", (n_star, fl), textcoords="offset points", xytext=(8, 14), fontsize=9)
+        ax.annotate(f"crossover: {n_star:.1f} clients", (n_star, fl), textcoords="offset points", xytext=(8, 14), fontsize=9)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("number of clients")
@@ -309,14 +311,16 @@ def sensitivity_figure(rows: list[dict], path: str) -> str:
     return save_figure(fig, path)
 
 
-def run_cost(configs, out: str | None = None, *, reference: bool = False) -> CostReport:
+def run_cost(configs, out: str | None = None, *, reference: bool = False, force: bool = False) -> CostReport:
     """Cost every config (`CostConfig`s, each checked by `check_cost`); print-ready text; files in `out` if given.
 
-    reference: compare with the seed's table (the `seed-table` preset)."""
+    reference: compare with the seed's table (the `seed-table` preset).
+    out: written whole or not at all (`publish_folder`); an earlier cost report there is
+    replaced only with `force`, never another command's results or files a user added."""
     configs = tuple(check_cost(c) for c in configs)
     if out is not None:
         check_output_folder(out)  # before any work: a file in the way, or a place the user cannot write in
-        check_writable(out, ("cost",), force=False, replaces=False)  # nor another command's results
+        check_writable(out, ("cost",), force=force)  # nor another command's results, nor a user's files
     rows = [r for c in configs for r in cost_rows(c)]
     text = [format_table(configs, rows, reference), ""]
     if reference:
@@ -335,15 +339,20 @@ def run_cost(configs, out: str | None = None, *, reference: bool = False) -> Cos
             text += [""] + format_timings(c)
     files = []
     if out is not None:
-        make_output_folder(out)
-        files.append(_write_csv(os.path.join(out, "cost.csv"), rows, CSV_COLUMNS))
-        comm = next((c for c in configs if _shows(c, "communication")), configs[0])
-        files.append(cost_figure(comm, os.path.join(out, "cost.png"), reference=reference))
-        if sens:
-            files.append(_write_csv(os.path.join(out, "cost_sensitivity.csv"), sens, SENSITIVITY_COLUMNS))
-            files.append(sensitivity_figure(sens, os.path.join(out, "cost_sensitivity.png")))
-        write_json(os.path.join(out, "cost_config.json"), {"configs": [c.to_dict() for c in configs]})
-        files.append(os.path.join(out, "cost_config.json"))
+        tmp = staging_folder(out)
+        try:
+            names = [_write_csv(os.path.join(tmp, "cost.csv"), rows, CSV_COLUMNS)]
+            comm = next((c for c in configs if _shows(c, "communication")), configs[0])
+            names.append(cost_figure(comm, os.path.join(tmp, "cost.png"), reference=reference))
+            if sens:
+                names.append(_write_csv(os.path.join(tmp, "cost_sensitivity.csv"), sens, SENSITIVITY_COLUMNS))
+                names.append(sensitivity_figure(sens, os.path.join(tmp, "cost_sensitivity.png")))
+            write_json(os.path.join(tmp, "cost_config.json"), {"configs": [c.to_dict() for c in configs]})
+            names.append(os.path.join(tmp, "cost_config.json"))
+            publish_folder(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already once published
+        files = [os.path.join(out, os.path.basename(name)) for name in names]
     return CostReport(rows, sens, {_name(c): crossover(c) for c in configs}, "\n".join(text), files)
 
 

@@ -293,16 +293,19 @@ def _bounded(means, cis, lo=0.0, hi=1.0):
 
 def compare_figure(named_rows: dict, path: str, *, title: str | None = None) -> str:
     """Several sweeps against alpha, one line each (e.g. a constant alpha, a warm-up, a linear
-    cut layer): test accuracy, held-out dCor(x, m) and a clean classifier's accuracy on the
+    cut layer), or one per topology and cut of a sweep that holds several (never a mean over
+    cuts): test accuracy, held-out dCor(x, m) and a clean classifier's accuracy on the
     decoder's reconstructions (the better of attack and mean image). The line is the mean
     over the seeds that did not collapse, each seed a small dot (collapsed ones too);
     hollow markers: a seed collapsed there. The dCor panel shows the null band and the
-    label's own dCor."""
+    label's own dCor.
+
+    named_rows: {legend label: a sweep's rows}."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     panels = (("accuracy", "test accuracy"), ("dcor", "held-out dCor(x, m)"),
               ("best_classifier_accuracy", "classifier on reconstructions"))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (label, rows) in enumerate(named_rows.items()):
+    for i, (label, rows) in enumerate(_by_cell(named_rows).items()):
         color = colors[i % len(colors)]
         by_alpha: dict = {}
         for r in rows:
@@ -339,6 +342,23 @@ def compare_figure(named_rows: dict, path: str, *, title: str | None = None) -> 
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _by_cell(named_rows: dict) -> dict:
+    """{label: rows} with each sweep that holds several (topology, cut) split into one entry
+    per pair, labelled "LABEL topology cut C" (the topology only where the sweep has several)."""
+    out = {}
+    for label, rows in named_rows.items():
+        cells: dict = {}
+        for r in rows:
+            cells.setdefault((r.get("topology", ""), r.get("cut", "")), []).append(r)
+        if len(cells) == 1:
+            out[label] = rows
+            continue
+        topologies = {t for t, _ in cells}
+        for (topology, cut), part in cells.items():
+            out[f"{label} {topology + ' ' if len(topologies) > 1 else ''}cut {cut}"] = part
+    return out
 
 
 def _working(rows) -> list:

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from nopeek.core import atomic_write_text, folder_kind, read_json
+from nopeek.core import atomic_write_text, folder_kind, list_in_manifest, read_json
 from nopeek.errors import ConfigError
 from nopeek.report._html import (
     details, esc, figure_png, figures, number, page, samples_png, section, simple_table,
@@ -76,6 +76,7 @@ def write_report(folder: str) -> str:
     html = build[kind_of(folder)](folder)
     path = os.path.join(folder, REPORT)
     atomic_write_text(path, html)
+    list_in_manifest(folder, REPORT)  # replaced with the folder by the command's --force
     return path
 
 
