@@ -110,6 +110,7 @@ def test_non_finite_values(files, capsys):
 
 def test_images_outside_unit_range_and_scale(files, capsys):
     tmp_path, leaked, held = files
+    _fails(tmp_path, capsys, "--scale", "255", match="leaked.npz: x already lies in [0, 1] (max 0.99")  # / 255 twice
     np.savez(tmp_path / "leaked.npz", x=np.round(leaked["x"] * 255), z=leaked["z"])
     np.savez(tmp_path / "heldout.npz", x=np.round(held["x"] * 255), z=held["z"])
     line = _fails(tmp_path, capsys, match="x ranges over [")
@@ -118,9 +119,18 @@ def test_images_outside_unit_range_and_scale(files, capsys):
     scores = json.loads((tmp_path / "out" / "scores.json").read_text())["targets"]["heldout"]
     assert scores["scale"] == "x / 255" and 0 < scores["decoder"]["mse"] < 1
     _fails(tmp_path, capsys, "--scale", "minmax", match="holds an audit (`nopeek audit`) already; use another --out, or --force to replace it")
+    # held-out samples among the pairs, and a message that is the same for all: said on the terminal too
+    x = np.round(held["x"] * 255)
+    x[:5] = np.round(leaked["x"][:5] * 255)
+    np.savez(tmp_path / "heldout.npz", x=x, z=np.ones_like(held["z"]))
+    capsys.readouterr()
     assert _audit(tmp_path, "--scale", "minmax", "--force") == 0  # replaces the folder whole
     scores = json.loads((tmp_path / "out" / "scores.json").read_text())["targets"]["heldout"]
-    assert scores["scale"].startswith("minmax of")
+    assert scores["scale"].startswith("minmax of") and scores["heldout_in_pairs"] == 5 and scores["z_constant"]
+    err = capsys.readouterr().err
+    assert "nopeek audit: warning: heldout: 5 held-out samples also appear among the attacker's pairs" in err
+    assert "nopeek audit: warning: heldout: z is the same for every held-out sample" in err
+    assert "z is the same for every held-out sample" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_pickled_and_object_arrays_are_refused_unread(files, capsys):
@@ -240,7 +250,12 @@ def test_label_leakage_from_gradients(tmp_path, rng):
     assert set(result["targets"]["target1"]["probes"]) == {"y", "attr_group"}
     assert "label_leakage_target1.png" in result["files"]
     assert (tmp_path / "out" / "label_leakage_target1.png").stat().st_size > 1000
-    assert "label AUC norm / direction (null 95%)" in result["table"]
+    assert "label AUC norm / direction, max(AUC, 1 - AUC) (null 95%)" in result["table"]
+    # an attack whose rule reads the labels the other way round leaks as much as 1 - AUC, and is shown so
+    from nopeek.audit._audit import format_table
+
+    ll.update(norm_auc=0.017, direction_auc=0.75)
+    assert f"| 0.983* / 0.750 ({ll['chance']:.3f}) |" in format_table(result)
     with pytest.raises(AuditError, match="binary labels"):
         run_audit(pairs, [{**target, "y": np.arange(60) % 3}], str(tmp_path / "o2"), AuditConfig(scale="minmax"))
 

@@ -255,6 +255,18 @@ def root(tmp_path_factory):
         f.write("my notes\n")
     os.makedirs(p("attack_done"))
     write_json(p("attack_done", "scores.json"), {"attack": "decoder", "mse": 0.05})
+    # files under nopeek's names that nopeek did not write, for `report`
+    os.makedirs(p("cost_garbage"))
+    with open(p("cost_garbage", "cost.csv"), "w") as f:
+        f.write("hello\n")
+    os.makedirs(p("metrics_foreign"))
+    write_json(p("metrics_foreign", "metrics.json"), {"a": 1})
+    os.makedirs(p("metrics_binary"))
+    with open(p("metrics_binary", "metrics.json"), "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n\xbc\x00")
+    os.makedirs(p("run_config_list"))
+    write_json(p("run_config_list", "metrics.json"), {"test_accuracy": 0.5})
+    write_json(p("run_config_list", "config.json"), [1, 2])
     os.makedirs(p("scores_truncated"))
     with open(p("scores_truncated", "scores.json"), "w") as f:
         f.write('{"attack": "decoder", "mse": ')
@@ -515,6 +527,19 @@ CASES = [
     ("report-scores-not-an-object", ["report", "{root}/scores_list"], "nopeek report",
      r"scores_list/scores\.json: not the object nopeek writes"),
     ("report-foreign", ["report", "{root}/foreign"], "nopeek report", r"foreign: .*not a folder nopeek wrote"),
+    ("report-foreign-results", ["report", "{root}/csv_foreign"], "nopeek report",
+     r"csv_foreign/results\.csv: missing column\(s\) topology, .*; is this a `nopeek sweep` results\.csv\?"),
+    ("report-binary-results", ["report", "{root}/csv_binary"], "nopeek report", r"csv_binary/results\.csv: not text"),
+    ("report-truncated-results", ["report", "{root}/csv_truncated"], "nopeek report",
+     r"csv_truncated/results\.csv: no complete rows to report"),
+    ("report-garbage-cost", ["report", "{root}/cost_garbage"], "nopeek report",
+     r"cost_garbage/cost\.csv: missing column\(s\) method, .*; is this a `nopeek cost` cost\.csv\?"),
+    ("report-foreign-metrics", ["report", "{root}/metrics_foreign"], "nopeek report",
+     r"metrics_foreign/metrics\.json: not the object nopeek writes"),
+    ("report-binary-metrics", ["report", "{root}/metrics_binary"], "nopeek report",
+     r"metrics_binary/metrics\.json: not JSON text \(invalid start byte at byte 0\)"),
+    ("report-config-not-an-object", ["report", "{root}/run_config_list"], "nopeek report",
+     r"run_config_list/config\.json: not the object nopeek writes"),
     # -- cost
     ("cost-out-is-sweep", ["cost", "--out", "{root}/sweep_badsample"], "nopeek cost",
      r"sweep_badsample: holds a sweep .*not what `nopeek cost` writes"),
@@ -523,6 +548,26 @@ CASES = [
     ("cost-fewer-samples-than-clients", ["cost", "--client-counts", "10", "--dataset-size", "5"], "nopeek cost",
      r"--dataset-size 5: fewer samples than --client-counts 10"),
 ]
+
+
+def test_figures_and_report_name_the_rows_they_leave_out(tmp_path, capsys):
+    """A row whose accuracy is not a number, and one cut short, are left out of the figures
+    and the report page, and both say how many."""
+    from nopeek.cli import main
+
+    folder = str(tmp_path / "sweep")
+    _write_results(folder, {0.0: "a.npy", 1.0: "b.npy", 2.0: "c.npy"})
+    with open(os.path.join(folder, "results.csv")) as f:
+        lines = f.read().splitlines()
+    header = lines[0].split(",")
+    cells = lines[1].split(",")
+    cells[header.index("accuracy")] = "abc"
+    with open(os.path.join(folder, "results.csv"), "w") as f:
+        f.write("\n".join([lines[0], ",".join(cells), lines[2], lines[3][:20]]) + "\n")
+    assert main(["figures", folder]) == 0
+    assert "results.csv: 2 row(s) cut short or with a value that is not a number, left out" in capsys.readouterr().err
+    assert main(["report", folder]) == 0
+    assert "; 1 row(s) cut short or incomplete left out" in open(os.path.join(folder, "report.html")).read()
 
 
 def test_the_table_is_big_and_covers_every_subcommand():

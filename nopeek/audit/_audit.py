@@ -255,6 +255,7 @@ def audit_target(t: Bundle, p: Bundle, reconstructions: dict, config: AuditConfi
         "file": t.name, "pairs_file": p.name, "accuracy": t.accuracy,
         "n_attacker": p.n, "n_heldout": t.n, "x_shape": list(t.x.shape[1:]), "z_shape": list(t.z.shape[1:]),
         "scale": t.scale_note, "heldout_in_pairs": shared_rows(p.x, t.x),
+        "z_constant": bool(np.all(t.z == t.z[:1])),  # every held-out sample sent the same z
         "dependence": dependence_scores(t.x, t.z, config, y),
         **reconstructions,
         "probes": probe_scores(p, t, config.attack_seed),
@@ -315,13 +316,31 @@ def format_table(scores: dict) -> str:
             return f"{_cell(v['linear']['accuracy'])} / {_cell(v['mlp']['accuracy'])} ({_cell(v['linear']['chance'])})"
         columns.append((f"{key} probe linear / MLP (chance)", probe))
     if any("label_leakage" in r for _, r in rows):
+        def leaking(v) -> str:  # an AUC below 0.5 leaks as much as 1 - AUC: the rule read the other way round
+            return _cell(v) if v is None or math.isnan(v) or v >= 0.5 else f"{_cell(1 - v)}*"
+
         def auc(lab, r):
             ll = r.get("label_leakage")
-            return "-" if ll is None else f"{_cell(ll['norm_auc'])} / {_cell(ll['direction_auc'])} ({_cell(ll['chance'])})"
-        columns.append(("label AUC norm / direction (null 95%)", auc))
+            return "-" if ll is None else f"{leaking(ll['norm_auc'])} / {leaking(ll['direction_auc'])} ({_cell(ll['chance'])})"
+        columns.append(("label AUC norm / direction, max(AUC, 1 - AUC) (null 95%)", auc))
     lines = ["| " + " | ".join(c[0] for c in columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
     lines += ["| " + " | ".join(fn(lab, r) for _, fn in columns) + " |" for lab, r in rows]
     return "\n".join(lines)
+
+
+def audit_notes(scores: dict) -> list[str]:
+    """What a reader must know before trusting the table: held-out samples among the attacker's
+    pairs, a constant message, skipped probes (in report.md, and printed by `nopeek audit`)."""
+    notes = []
+    for lab, r in scores["targets"].items():
+        if r["heldout_in_pairs"]:
+            notes.append(f"`{lab}`: {r['heldout_in_pairs']} held-out samples also appear among the attacker's pairs "
+                         "(their scores flatter the attacker)")
+        if r.get("z_constant"):
+            notes.append(f"`{lab}`: z is the same for every held-out sample (a collapsed model, or a constant "
+                         "layer): its dCor of 0 and the attacks' failure say nothing of what a working model leaks")
+        notes += [f"`{lab}`: probe for `{k}` skipped: {v['skipped']}" for k, v in r["probes"].items() if "skipped" in v]
+    return notes
 
 
 def _report(scores: dict, figures: list[str]) -> str:
@@ -362,14 +381,12 @@ def _report(scores: dict, figures: list[str]) -> str:
                      "the targets; brackets: chance (the majority rate of the held-out labels).")
     if any("label_leakage" in r for r in results):
         lines.append("- Label AUC: the norm and direction attacks on the per-sample cut gradients g "
-                     "(Li et al., ICLR 2022); brackets: chance at this n, the 95% permutation null of "
-                     "max(AUC, 1 - AUC) (0.5 only for endless samples).")
-    notes = [f"- `{lab}`: {r['heldout_in_pairs']} held-out samples also appear among the attacker's pairs "
-             "(their scores flatter the attacker)" for lab, r in scores["targets"].items() if r["heldout_in_pairs"]]
-    notes += [f"- `{lab}`: probe for `{k}` skipped: {v['skipped']}" for lab, r in scores["targets"].items()
-              for k, v in r["probes"].items() if "skipped" in v]
+                     "(Li et al., ICLR 2022), each as max(AUC, 1 - AUC): an attack whose rule reads the "
+                     "labels the other way round (AUC below 0.5, marked *) leaks as much as 1 - AUC; brackets: "
+                     "chance at this n, the 95% permutation null of max(AUC, 1 - AUC) (0.5 only for endless samples).")
+    notes = audit_notes(scores)
     if notes:
-        lines += ["", "Notes:", "", *notes]
+        lines += ["", "Notes:", "", *(f"- {note}" for note in notes)]
     if figures:
         lines += ["", "## Figures", ""] + [f"![{os.path.splitext(f)[0]}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
@@ -448,7 +465,8 @@ def run_audit(
       force: replace a non-empty `out`.
 
     Returns:
-      {"config", "pairs", "targets": {label: scores}, "table", "files", "seconds"}.
+      {"config", "pairs", "targets": {label: scores}, "table", "notes" (what to know before trusting
+      the table: `audit_notes`), "files", "seconds"}.
 
     Raises:
       AuditError: an input that cannot be used (one line naming the file and array).
@@ -482,5 +500,5 @@ def run_audit(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {**scores, "table": format_table(scores), "files": ["scores.json", "report.md", *files],
-            "seconds": time.perf_counter() - t0}
+    return {**scores, "table": format_table(scores), "notes": audit_notes(scores),
+            "files": ["scores.json", "report.md", *files], "seconds": time.perf_counter() - t0}

@@ -179,6 +179,10 @@ def apply_scale(pairs: Bundle, targets: list[Bundle], scale: str) -> None:
         if b.scale_note:
             continue
         if scale == "255":
+            top = float(np.max(b.x)) if b.x.size else 0.0
+            if 0.0 < top <= 1.0 + _RANGE_TOL:  # pixels already in [0, 1]: / 255 would leave them near black
+                raise AuditError(f"{b.name}: x already lies in [0, 1] (max {top:g}); --scale 255 would map it to "
+                                 f"[0, {top / 255:.2g}]: leave --scale out")
             b.x = (b.x / 255.0).astype(np.float32)
         if not _in_unit(b.x):
             lo, hi = _range(b.x)

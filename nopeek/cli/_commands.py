@@ -340,6 +340,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     result = run_audit(args.pairs, args.targets, args.out, config, accuracy=args.accuracy,
                        labels=args.labels, force=args.force, progress=not args.quiet)
     print(result["table"])
+    for note in result["notes"]:  # also under report.md's "Notes"
+        print(f"nopeek audit: warning: {note.replace('`', '')}", file=sys.stderr)
     print(f"\n{len(result['targets'])} target(s) audited in {result['seconds']:.0f} s; "
           f"{', '.join(result['files'])} in {args.out}/")
     return 0
@@ -486,6 +488,10 @@ def cmd_figures(args: argparse.Namespace) -> int:
         rows = read_rows(path)
         if not rows:
             raise ConfigError(f"{path}: no complete rows to draw")
+        left_out = len(read_rows(path, valid_only=False)) - len(rows)
+        if left_out:  # drawn without them, and said so
+            print(f"nopeek figures: {path}: {left_out} row(s) cut short or with a value that is not a number, "
+                  "left out", file=sys.stderr)
         named[label] = rows
     if len(args.dirs) > 1 or args.out:
         if not args.out:

@@ -101,7 +101,7 @@ def read_json(path: str) -> Any:
     """The JSON value in `path`.
 
     Raises:
-      ConfigError: the file is not valid JSON (damaged or cut short), naming it and where.
+      ConfigError: the file is not valid JSON (damaged, cut short, not text), naming it and where.
       OSError: it cannot be read.
     """
     with open(path, encoding="utf-8") as f:
@@ -110,6 +110,9 @@ def read_json(path: str) -> Any:
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): "
                               "damaged or cut short; write it again with the command that made it") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not JSON text ({err.reason} at byte {err.start}): damaged, or another "
+                              "file under this name; write it again with the command that made it") from None
 
 
 def _jsonable(obj):

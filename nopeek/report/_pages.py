@@ -44,10 +44,33 @@ KEY_COLUMNS = ["dataset", "model", "topology", "cut", "defense", "strength", "al
                "message"]
 
 
+#: The columns of a sweep's results.csv and a cost.csv that the pages read.
+RESULTS_NEEDED = ("topology", "cut", "defense", "seed", "party", "message", "originals_file", "accuracy", "dcor")
+COST_NEEDED = ("method", "model", "dataset", "clients", "client_tflops", "client_gb")
+
+
+def _read_csv(path: str, needed: tuple[str, ...], what: str) -> list[dict]:
+    """The rows of the CSV file `path`, refused (ConfigError naming it) where it is not text or
+    lacks one of the `needed` columns (`what`: the file a user should have given)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not text ({err.reason} at byte {err.start}); is this {what}?") from None
+    missing = [c for c in needed if c not in header]
+    if missing:
+        raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}; is this {what}?")
+    return rows
+
+
 def read_results(path: str) -> list[dict]:
-    """The complete rows of a sweep's results.csv, as written (a row cut short is left out)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    """The complete rows of a sweep's results.csv, as written (a row cut short is left out).
+
+    Raises:
+      ConfigError: not text, or not a sweep's columns."""
+    rows = _read_csv(path, RESULTS_NEEDED, "a `nopeek sweep` results.csv")
     return [r for r in rows if all(r.get(c) not in (None, "") for c in ("topology", "cut", "defense", "seed", "party",
                                                                           "message", "originals_file"))]
 
@@ -61,10 +84,18 @@ def kind_of(folder: str) -> str:
     if kind == "sweep" and not os.path.isfile(os.path.join(folder, "results.csv")):
         raise ConfigError(f"{folder}: a sweep with no finished group yet (no results.csv); run the same `nopeek sweep` "
                           "again to resume it")
+    if kind == "sweep" and not read_results(os.path.join(folder, "results.csv")):
+        raise ConfigError(f"{os.path.join(folder, 'results.csv')}: no complete rows to report")
+    if kind == "cost" and not _read_csv(os.path.join(folder, "cost.csv"), COST_NEEDED, "a `nopeek cost` cost.csv"):
+        raise ConfigError(f"{os.path.join(folder, 'cost.csv')}: no rows to report")
     main = {"run": "metrics.json", "audit": "scores.json", "attack": "scores.json", "fsha": "scores.json"}.get(kind)
-    if main and not isinstance(read_json(os.path.join(folder, main)), dict):
-        raise ConfigError(f"{os.path.join(folder, main)}: not the object nopeek writes; write it again with the "
-                          "command that made it")
+    # the main file and the config beside it are nopeek's JSON objects (a run's metrics with its test accuracy)
+    for name in (main, "config.json") if main else ("config.json",):
+        path = os.path.join(folder, name)
+        if name == main or os.path.isfile(path):
+            data = read_json(path)
+            if not isinstance(data, dict) or (kind == "run" and name == main and "test_accuracy" not in data):
+                raise ConfigError(f"{path}: not the object nopeek writes; write it again with the command that made it")
     return "attack" if kind == "fsha" else kind
 
 
@@ -100,6 +131,7 @@ def _load(path: str):
 
 def sweep_page(folder: str) -> str:
     rows = read_results(os.path.join(folder, "results.csv"))
+    left_out = len(_read_csv(os.path.join(folder, "results.csv"), RESULTS_NEEDED, "")) - len(rows)
     samples = os.path.join(folder, "samples")
     present = [c for c, _ in SWEEP_COLUMNS if any(r.get(c) not in (None, "") for r in rows)]
     known = {c for c, _ in SWEEP_COLUMNS}
@@ -176,7 +208,8 @@ def sweep_page(folder: str) -> str:
         section("Timings (per group, shared by its cells)", timing),
         section("Config", details("the sweep's config.json", config)),
     ]
-    subtitle = (_subtitle(folder, "sweep") + f"; {len(rows)} rows, {n_bad[0]} collapsed, {n_bad[1]} diverged")
+    subtitle = (_subtitle(folder, "sweep") + f"; {len(rows)} rows, {n_bad[0]} collapsed, {n_bad[1]} diverged"
+                + (f"; {left_out} row(s) cut short or incomplete left out" if left_out else ""))
     return page("nopeek sweep report", subtitle, sections)
 
 
@@ -254,8 +287,7 @@ def audit_page(folder: str) -> str:
 
 
 def cost_page(folder: str) -> str:
-    with open(os.path.join(folder, "cost.csv"), newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = _read_csv(os.path.join(folder, "cost.csv"), COST_NEEDED, "a `nopeek cost` cost.csv")
     header = list(rows[0]) if rows else []
     table = simple_table(header, [[r[c] for c in header] for r in rows], text_columns=(0, 1, 2))
     config = os.path.join(folder, "cost_config.json")
