@@ -97,7 +97,7 @@ def test_audit_of_saved_activations_equals_nopeek_attack(tmp_path):
 def test_mismatched_sample_counts(files, capsys, rng):
     tmp_path, leaked, _ = files
     np.savez(tmp_path / "leaked.npz", x=leaked["x"], z=leaked["z"][:-1])
-    _fails(tmp_path, capsys, match="x has 48 samples but 'z' has 47 samples")
+    _fails(tmp_path, capsys, match="array 'x' has 48 samples but 'z' has 47 samples")
 
 
 def test_non_finite_values(files, capsys):
@@ -105,7 +105,7 @@ def test_non_finite_values(files, capsys):
     z = held["z"].copy()
     z[3, 2] = np.nan
     np.savez(tmp_path / "heldout.npz", x=held["x"], z=z)
-    _fails(tmp_path, capsys, match="heldout.npz: array 'z' has 1 NaN or Inf values")
+    _fails(tmp_path, capsys, match="heldout.npz: array 'z' has 1 NaN or Inf value(s)")
 
 
 def test_images_outside_unit_range_and_scale(files, capsys):
@@ -163,7 +163,7 @@ def test_missing_keys_and_other_formats(files, capsys):
 
 def test_count_and_shape_mismatches(files, capsys, rng):
     tmp_path, leaked, held = files
-    _fails(tmp_path, capsys, "--accuracy", "0.9", "0.8", match="--accuracy has 2 values for 1 targets")
+    _fails(tmp_path, capsys, "--accuracy", "0.9", "0.8", match="--accuracy has 2 value(s) for 1 target(s)")
     _fails(tmp_path, capsys, pairs=["leaked.npz"] * 2, targets=["heldout.npz"] * 3,
            match="--pairs takes one file (shared by every target) or one per target (3), got 2")
     np.savez(tmp_path / "heldout.npz", x=held["x"], z=held["z"][:, :8])
@@ -172,6 +172,8 @@ def test_count_and_shape_mismatches(files, capsys, rng):
     _fails(tmp_path, capsys, match="looks channels-first")
     with pytest.raises(AuditError, match="holds the input"):  # --force must never delete the inputs
         run_audit(str(tmp_path / "leaked.npz"), str(tmp_path / "heldout.npz"), str(tmp_path), force=True)
+    with pytest.raises(AuditError, match="^--out: give the folder"):  # not the current folder, by omission
+        run_audit(str(tmp_path / "leaked.npz"), str(tmp_path / "heldout.npz"), "", force=True)
 
 
 def test_channels_first_arrays(files):

@@ -267,6 +267,9 @@ def root(tmp_path_factory):
     os.makedirs(p("run_config_list"))
     write_json(p("run_config_list", "metrics.json"), {"test_accuracy": 0.5})
     write_json(p("run_config_list", "config.json"), [1, 2])
+    os.makedirs(p("scores_unterminated"))
+    with open(p("scores_unterminated", "scores.json"), "w") as f:
+        f.write('{"attack": "deco')
     os.makedirs(p("scores_truncated"))
     with open(p("scores_truncated", "scores.json"), "w") as f:
         f.write('{"attack": "decoder", "mse": ')
@@ -502,6 +505,9 @@ CASES = [
     ("figures-pickled-sample", ["figures", "{root}/sweep_pickled"], "nopeek figures", r"sweep_pickled/samples/a\.npy"),
     ("figures-compare-twice", ["figures", "{root}/sweep_badsample", "{root}/sweep_badsample/", "--out",
                                "{root}/new.png"], "nopeek figures", r"sweep_badsample/: given twice"),
+    ("figures-compare-out-unwritable", ["figures", "{root}/sweep_badsample", "{root}/sweep_badshape", "--out",
+                                        UNWRITABLE + ".png"], "nopeek figures",
+     r"--out /sys/nopeek-cannot-write-here\.png: cannot write there"),
     ("figures-compare-out-exists", ["figures", "{root}/sweep_badsample", "{root}/sweep_badshape", "--out",
                                     "{root}/picture.png"], "nopeek figures",
      r"picture\.png: exists; use another --out, or --force to replace it"),
@@ -524,6 +530,8 @@ CASES = [
     # -- report
     ("report-truncated-scores", ["report", "{root}/scores_truncated"], "nopeek report",
      r"scores_truncated/scores\.json: not valid JSON .*line 1"),
+    ("report-unterminated-scores", ["report", "{root}/scores_unterminated"], "nopeek report",
+     r"scores_unterminated/scores\.json: not valid JSON \(Unterminated string starting at line 1, column 12\)"),
     ("report-scores-not-an-object", ["report", "{root}/scores_list"], "nopeek report",
      r"scores_list/scores\.json: not the object nopeek writes"),
     ("report-foreign", ["report", "{root}/foreign"], "nopeek report", r"foreign: .*not a folder nopeek wrote"),
@@ -568,6 +576,9 @@ def test_figures_and_report_name_the_rows_they_leave_out(tmp_path, capsys):
     assert "results.csv: 2 row(s) cut short or with a value that is not a number, left out" in capsys.readouterr().err
     assert main(["report", folder]) == 0
     assert "; 1 row(s) cut short or incomplete left out" in open(os.path.join(folder, "report.html")).read()
+    os.rename(os.path.join(folder, "samples"), os.path.join(tmp_path, "moved"))  # the grids' samples gone
+    assert main(["figures", folder]) == 0
+    assert f"{os.path.join(folder, 'samples')}: not found; the reconstruction grids are not drawn" in capsys.readouterr().err
 
 
 def test_the_table_is_big_and_covers_every_subcommand():

@@ -261,6 +261,9 @@ def test_cost_command_writes_the_table_and_figure(tmp_path, capsys):
     (["--model", "vgg16", "--dataset", "digits"], "is too small for this model"),
     (["--preset", "seed-table", "--fl-local-epochs", "0"], "--fl-local-epochs must be >= 1"),
     (["--client-counts", "many"], "expected comma-separated ints"),
+    (["--client-counts", "10,10"], "--client-counts: each number once (one column each), got 10,10"),
+    (["--leakage", "log_dcor"], "--leakage log_dcor chooses the NoPeek term to count: add --include-nopeek"),
+    (["--handoff", "mail"], "argument --handoff: invalid choice"),
 ])
 def test_bad_input_is_one_error_line(capsys, args, message):
     with pytest.raises(SystemExit) as exc:

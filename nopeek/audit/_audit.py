@@ -103,7 +103,7 @@ def load_inputs(pairs, targets, config: AuditConfig, accuracy=None):
     if not pairs or not targets:
         raise AuditError("give at least one pairs file and one target file")
     if accuracy is not None and len(accuracy) != len(targets):
-        raise AuditError(f"--accuracy has {len(accuracy)} values for {len(targets)} targets")
+        raise AuditError(f"--accuracy has {len(accuracy)} value(s) for {len(targets)} target(s)")
     p = [check_bundle(s, "pairs", i, channels_first=config.channels_first) for i, s in enumerate(pairs)]
     t = [check_bundle(s, "target", i, channels_first=config.channels_first) for i, s in enumerate(targets)]
     which = check_pairing(p, t)
@@ -155,7 +155,7 @@ def run_reconstruction_attacks(pairs: list[Bundle], targets: list[Bundle], which
                 break
             settings = {"steps": config.attack_steps, "lr": config.attack_lr, "batch_size": config.attack_batch_size}
             steps = attacks.settings(name, **settings).get("steps")
-            log(f"fitting {len(g)} {name}{'s' * (len(g) > 1)} on {p0.n} leaked pairs" + (f" ({steps} steps)" if steps else ""))
+            log(f"fitting {len(g)} {name} attack(s) on {p0.n} leaked pairs" + (f" (at most {steps} steps)" if steps else ""))
             outputs = attacks.run(name, inputs, **settings)
             for k, (i, js) in enumerate(zip(g, served)):
                 inputs.classifier = _reference_classifier(pairs[i])
@@ -328,6 +328,14 @@ def format_table(scores: dict) -> str:
     return "\n".join(lines)
 
 
+def _steps_run(scores: dict) -> str:
+    """The decoder's steps run per target, "`a` 850, `b` 1200" (one number where all agree)."""
+    runs = {lab: r["decoder"].get("steps_run") for lab, r in scores["targets"].items()}
+    if len(set(runs.values())) == 1:
+        return str(next(iter(runs.values())))
+    return ", ".join(f"`{lab}` {n}" for lab, n in runs.items())
+
+
 def audit_notes(scores: dict) -> list[str]:
     """What a reader must know before trusting the table: held-out samples among the attacker's
     pairs, a constant message, skipped probes (in report.md, and printed by `nopeek audit`)."""
@@ -352,7 +360,8 @@ def _report(scores: dict, figures: list[str]) -> str:
         "# nopeek audit", "",
         f"{len(scores['targets'])} target(s) audited with the attacker's pairs from {', '.join(pairs_files)} "
         f"({first['n_attacker']} pairs; x {tuple(first['x_shape'])}, z {tuple(first['z_shape'])}; "
-        f"x scaled: {first['scale']}). Decoder: {decoder['steps']} Adam steps, lr {decoder['lr']:g}, "
+        f"x scaled: {first['scale']}). Decoder: at most {decoder['steps']} Adam steps (early stopping on a "
+        f"held-out share of the pairs; steps run: {_steps_run(scores)}), lr {decoder['lr']:g}, "
         f"batch {decoder['batch_size']}, seed {c['attack_seed']}.", "",
         format_table(scores), "",
         "How to read it: every score sits beside what an attacker gets for free, in brackets.",
@@ -420,10 +429,12 @@ def _figures(tmp: str, labels, targets, results, x_hats) -> list[str]:
 
 
 def _check_out(out: str, force: bool, sources) -> None:
+    if not str(out).strip():
+        raise AuditError("--out: give the folder to write the audit into")
     root = os.path.join(os.path.abspath(out), "")
     for s in sources:
         if isinstance(s, (str, os.PathLike)) and os.path.abspath(s).startswith(root):
-            raise AuditError(f"{out}: holds the input {os.fspath(s)}; choose another --out")
+            raise AuditError(f"--out {out}: holds the input {os.fspath(s)}; choose another --out")
     try:
         check_writable(out, ("audit",), force=force)
         check_output_folder(out)

@@ -73,7 +73,7 @@ def _numeric(name, key, a, *, finite=True) -> np.ndarray:
     if finite and np.issubdtype(a.dtype, np.floating):
         bad = int(a.size - np.count_nonzero(np.isfinite(a)))
         if bad:
-            raise AuditError(f"{name}: array {key!r} has {bad} NaN or Inf values")
+            raise AuditError(f"{name}: array {key!r} has {bad} NaN or Inf value(s)")
     return a
 
 
@@ -120,7 +120,7 @@ def check_bundle(source, role: str, index: int, *, channels_first: bool = False)
     for key, a in arrays.items():
         if key != "accuracy" and (a.ndim == 0 or len(a) != n):
             shape = "a scalar" if a.ndim == 0 else f"{len(a)} samples"
-            raise AuditError(f"{name}: x has {n} samples but {key!r} has {shape}")
+            raise AuditError(f"{name}: array 'x' has {n} samples but {key!r} has {shape}")
     x = _nhwc(x, channels_first)
     x = x[..., None] if x.ndim == 3 else x
     labels = {k: _int_labels(name, k, a) for k, a in arrays.items() if k == "y" or k.startswith(ATTR_PREFIX)}

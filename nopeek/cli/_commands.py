@@ -500,10 +500,16 @@ def cmd_figures(args: argparse.Namespace) -> int:
             raise ConfigError(f"--out {args.out}: is a folder; give a .png file name")
         if os.path.exists(args.out) and not args.force:
             raise ConfigError(f"--out {args.out}: exists; use another --out, or --force to replace it")
-        print(compare_figure(named, args.out))
+        try:
+            print(compare_figure(named, args.out))
+        except OSError as err:  # named as given, not as the temporary file the figure is written to first
+            raise ConfigError(f"--out {args.out}: cannot write there ({err.strerror or err})") from None
         return 0
     folder = args.dirs[0]
     rows = named[labels[0]]
+    samples = os.path.join(folder, "samples")
+    if any(r.get("samples_file") for r in rows) and not os.path.isdir(samples):
+        print(f"nopeek figures: {samples}: not found; the reconstruction grids are not drawn", file=sys.stderr)
     for p in sweep_figures(rows, os.path.join(folder, "figures"), samples_dir=os.path.join(folder, "samples"),
                            histories_dir=os.path.join(folder, "histories")):
         print(p)

@@ -108,7 +108,8 @@ def read_json(path: str) -> Any:
         try:
             return json.load(f)
         except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): "
+            what = err.msg.removesuffix(" at")  # "Unterminated string starting at" + " at line ..."
+            raise ConfigError(f"{path}: not valid JSON ({what} at line {err.lineno}, column {err.colno}): "
                               "damaged or cut short; write it again with the command that made it") from None
         except UnicodeDecodeError as err:
             raise ConfigError(f"{path}: not JSON text ({err.reason} at byte {err.start}): damaged, or another "

@@ -49,16 +49,17 @@ class CostConfig(Section):
     """Per-client compute and communication of split learning, federated learning and
     large-batch SGD for one model, data set and cut, at each number of clients."""
 
-    model: str = field(default="vgg16", metadata={"help": "model (see MODELS); only its shapes are used"})
+    model: str = field(default="vgg16", metadata={"help": f"model: {', '.join(MODELS)} or a registered one; only its shapes are used"})
     widths: tuple[int, ...] = field(default=(), metadata={"help": "model widths; empty = the model's default"})
     dataset: str = field(default="cifar10", metadata={"help": f"data set: {', '.join(KNOWN_DATA)} or a nopeek data set"})
-    input_shape: tuple[int, ...] = field(default=(), metadata={"help": "sample shape, e.g. 32,32,3 (over the data set's)"})
-    num_classes: int | None = field(default=None, metadata={"help": "classes (over the data set's)"})
+    input_shape: tuple[int, ...] = field(default=(), metadata={"help": "sample shape, e.g. 32,32,3 (overrides the data set's)"})
+    num_classes: int | None = field(default=None, metadata={"help": "classes (overrides the data set's)"})
     dataset_size: int | None = field(default=None, metadata={"help": "training samples shared by the clients (default: the data set's)"})
     client_counts: tuple[int, ...] = field(default=(100, 500), metadata={"help": "numbers of clients, one column each"})
     topology: str = field(default=DEFAULT_TOPOLOGY, metadata={"help": "split-learning configuration"})
     cuts: tuple[int, ...] = field(default=(), metadata={"help": "cut positions (after block k); empty = the default"})
-    handoff: str = field(default="p2p", metadata={"help": "round_robin: weights handed on directly (p2p) or via the server"})
+    handoff: str = field(default="p2p", metadata={"help": "round_robin: weights handed on directly (p2p) or via the server",
+                                                "choices": HANDOFFS})
     handoff_optimizer: str = field(default="adam", metadata={"help": "round_robin: optimiser state handed on with the weights",
                                                              "choices": OPTIMIZER_STATES})
     epochs: int = field(default=10, metadata={"help": "passes over the data (split learning, large-batch SGD; FL's rounds follow)"})
@@ -82,6 +83,8 @@ class CostConfig(Section):
             (self.topology in TOPOLOGIES, f"unknown topology {self.topology!r}; choose from {', '.join(TOPOLOGIES)}"),
             (len(self.client_counts) > 0, "--client-counts: give at least one number of clients"),
             (all(n >= 1 for n in self.client_counts), f"--client-counts must be >= 1, got {','.join(map(str, self.client_counts))}"),
+            (len(set(self.client_counts)) == len(self.client_counts),
+             f"--client-counts: each number once (one column each), got {','.join(map(str, self.client_counts))}"),
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= (2 if self.include_nopeek else 1),
              f"--batch-size must be >= {2 if self.include_nopeek else 1}, got {self.batch_size}"),
@@ -95,6 +98,8 @@ class CostConfig(Section):
             (self.handoff in HANDOFFS, f"--handoff must be one of {', '.join(HANDOFFS)}, got {self.handoff!r}"),
             (self.handoff_optimizer in OPTIMIZER_STATES, f"--handoff-optimizer must be one of {', '.join(OPTIMIZER_STATES)}"),
             (self.leakage in LEAKAGE_TERMS, f"unknown leakage {self.leakage!r}; choose from {', '.join(LEAKAGE_TERMS)}"),
+            (self.leakage == "dcor" or self.include_nopeek,
+             f"--leakage {self.leakage} chooses the NoPeek term to count: add --include-nopeek"),
             (self.report in REPORTS, f"--report must be one of {', '.join(REPORTS)}, got {self.report!r}"),
             (all(b > a for a, b in zip(self.cuts, self.cuts[1:])), f"--cuts must be increasing, got {cuts}"),
         ])

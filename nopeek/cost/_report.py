@@ -152,7 +152,12 @@ def assumptions(config: CostConfig) -> list[str]:
     split, whole = profiles(config, config.client_counts[0])
     client, b = split.data_holder, config.batch_size
     step_bytes, turn_bytes = split_step_bytes(config, split)
-    fields = ", ".join(f"{k}={'-'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in config.to_dict().items())
+    def shown(v) -> str:  # as the command line takes it: lists comma-separated, unset fields named so
+        if isinstance(v, list):
+            return ",".join(map(str, v)) if v else "(default)"
+        return "none" if v is None else str(v)
+
+    fields = ", ".join(f"{k}={shown(v)}" for k, v in config.to_dict().items())
     sent = ", ".join([f"{m.tensor} {m.shape[1:]} {m.dtype} out" for m in client.sent]
                      + [f"{m.tensor} {m.shape[1:]} {m.dtype} in" for m in client.received])
     others = "; ".join(f"{p.name} {p.params:,} params, {_fmt(p.step_flops / b)} FLOPs/sample"
@@ -170,10 +175,10 @@ def assumptions(config: CostConfig) -> list[str]:
         f"reductions counted; padding taps and transcendentals not; no optimiser update)",
         f"  split learning messages per step (client): {sent}: {step_bytes:,.0f} bytes at {config.precision_bytes}-byte floats"
         + (f"; hand-offs per turn {turn_bytes:,.0f} bytes (weights + {config.handoff_optimizer} state)" if turn_bytes else ""),
-        f"  federated learning: {fl_rounds(config)} rounds of {config.fl_local_epochs} local epoch(s); per round 2 x "
+        f"  federated learning: {fl_rounds(config)} round(s) of {config.fl_local_epochs} local epoch(s); per round 2 x "
         f"{whole.data_holder.params:,} params down and up",
         f"  large-batch SGD: global batch {config.sgd_global_batch:,} -> {-(-size // config.sgd_global_batch)} "
-        f"synchronous steps per epoch, 2 x params each (gradients up, weights down)",
+        f"synchronous step(s) per epoch, 2 x params each (gradients up, weights down)",
     ]
     return lines
 
