@@ -488,7 +488,7 @@ def cost() -> str:
             crossover = f(_cells_by(rows("cost", "cost_sensitivity.csv"), model=config["model"], cut=cut)[0]
                           ["crossover_clients"])
     return (table(header, body) + f"\nSplit learning's client computes **1/{1 / ratio:.0f}** of a federated client (the "
-            f"seed: about 1/190),\nand sends more than a federated client below **{crossover:.0f} clients** and less "
+            f"seed: about 1/190),\nand sends more than a federated client below **{crossover:.1f} clients** and less "
             "above (the seed: more\nat 100, less at 500). The shape is reproduced:\n")
 
 

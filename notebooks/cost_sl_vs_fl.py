@@ -26,7 +26,7 @@
 # **138 clients** (the paper: split sends more at 100 clients, less at 500). From the shell:
 #
 # ```bash
-# nopeek cost --preset seed-table --out docs/results/cost
+# nopeek cost --preset seed-table --out runs/seed-table
 # ```
 
 # %%

@@ -117,7 +117,7 @@ def shape_checks(configs) -> list[str]:
             n_star = crossover(config)
             lo, hi = SHAPE["crossover"]
             ok = n_star is not None and lo < n_star < hi
-            out.append(f"{_name(config)}: split learning sends more than federated learning below {n_star or float('inf'):.0f} "
+            out.append(f"{_name(config)}: split learning sends more than federated learning below N* = {n_star or float('inf'):.1f} "
                        f"clients and less above (seed: more at 100, less at 500): {'yes' if ok else 'NO'}")
     return out
 
