@@ -228,6 +228,7 @@ def test_cost_command_writes_the_table_and_figure(tmp_path, capsys):
         rows = list(reader)
     assert len(rows) == 6 and {r["method"] for r in rows} == {"large_batch_sgd", "federated_learning", "split_learning"}
     assert (out / "cost.png").stat().st_size > 0
+    assert (out / "cost.txt").read_text() == text.split("\nwrote ")[0].strip() + "\n"  # what it printed, kept
     assert not [f for f in os.listdir(out) if "tmp" in f]
     # written whole: a second report there needs --force, which leaves nothing of the first
     # (an earlier report's sensitivity files) and never a file of the user's

@@ -1,6 +1,6 @@
 """The cost report: the table in the seed's shape, the assumptions behind it, the sensitivity
 to the cut, measured step times, and the files (`cost.csv`, `cost.png`,
-`cost_sensitivity.csv`, `cost_sensitivity.png`, `cost_config.json`).
+`cost_sensitivity.csv`, `cost_sensitivity.png`, `cost_config.json`, `cost.txt`: the printed text).
 
 `run_cost(configs, out)` is what `nopeek cost` calls; a notebook can call it too.
 """
@@ -354,6 +354,8 @@ def run_cost(configs, out: str | None = None, *, reference: bool = False, force:
                 names.append(sensitivity_figure(sens, os.path.join(tmp, "cost_sensitivity.png")))
             write_json(os.path.join(tmp, "cost_config.json"), {"configs": [c.to_dict() for c in configs]})
             names.append(os.path.join(tmp, "cost_config.json"))
+            atomic_write_text(os.path.join(tmp, "cost.txt"), "\n".join(text) + "\n")  # the tables, assumptions, timings
+            names.append(os.path.join(tmp, "cost.txt"))
             publish_folder(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # gone already once published
