@@ -270,6 +270,14 @@ def test_other_attacks_still_need_a_run(capsys):
 
 
 @pytest.mark.full_compile  # long loops: compiled as users run them (conftest.py)
+def test_a_public_set_smaller_than_a_batch_is_drawn_with_replacement(tmp_path, capsys):
+    """300 digits leave the server 60 public samples against batches of 64: each of its
+    batches still pairs one public message with each private one (was an internal error)."""
+    assert main(["train", "--server", "fsha", "--dataset", "digits", "--limit", "300", "--widths", "32,16",
+                 "--fsha-steps", "3", "--quiet", "--out", str(tmp_path / "small")]) == 0
+    assert "FSHA after 3 iterations (60 public, 240 private samples)" in capsys.readouterr().out
+
+
 def test_cli_writes_scores_grids_and_curves(tmp_path, capsys):
     out = tmp_path / "fsha"
     main(["train", "--server", "fsha", "--dataset", "digits", "--model", "cnn", "--widths", "8,16,32,16", "--cut", "2",

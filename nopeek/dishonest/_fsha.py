@@ -411,7 +411,9 @@ def run_protocol(protocol: Protocol, dataset: Dataset, private, public, steps: i
     state = protocol.init(cfg.seed)
     x_train, y_train = jnp.asarray(dataset.x_train), np.asarray(dataset.y_train)
     rng_pub = numpy_rng(attack_seed, NumpyStream.FSHA_PUBLIC_BATCHES)
-    pub_batch = min(cfg.batch_size, len(public))
+    # the critic's gradient penalty pairs each private message with a public one: a public batch
+    # of the client's size, drawn with replacement only where the public set is smaller than that
+    pub_batch, pub_replace = cfg.batch_size, len(public) < cfg.batch_size
     private = np.asarray(private)
     if len(private) < cfg.batch_size:
         raise ConfigError(f"--batch-size {cfg.batch_size} exceeds the client's {len(private)} private training samples")
@@ -429,7 +431,8 @@ def run_protocol(protocol: Protocol, dataset: Dataset, private, public, steps: i
         fake = False
         if guard is not None:
             fake, y = guard.plan(t, y)
-        x_pub = x_train[rng_pub.choice(public, pub_batch, replace=False)] if protocol.server == "fsha" else x_train[:1]
+        x_pub = (x_train[rng_pub.choice(public, pub_batch, replace=pub_replace)] if protocol.server == "fsha"
+                 else x_train[:1])
         state, out = protocol.step(state, x_train[idx], jnp.asarray(y), x_pub, t, jnp.asarray(not fake))
         done = t + 1
         for k, v in out.items():
