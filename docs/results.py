@@ -70,12 +70,17 @@ def commit() -> str:
 
 
 def write_run(folder: str, command: str, seconds: float, load_before: float, **extra) -> None:
+    """FOLDER/run.json: the command, its wall time, the CPU and its load, the date, the commit;
+    listed in the folder's file list where a command wrote it whole (its `--force` replaces it)."""
+    from nopeek.core import list_in_manifest
+
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "run.json"), "w", encoding="utf-8") as fh:
         json.dump({"command": command, "seconds": round(seconds, 1), "cpu": cpu(),
                    "load": round(max(load_before, load()), 2), "date": time.strftime("%Y-%m-%d"), "commit": commit(),
                    **extra}, fh, indent=2)
         fh.write("\n")
+    list_in_manifest(folder, "run.json")
 
 
 def run_preset(name: str, overrides: dict | None = None) -> None:
@@ -131,7 +136,7 @@ def record(name: str, argv: list[str]) -> int:
     write_run(folder, " ".join(argv), seconds, before)
     from nopeek.core import list_in_manifest
 
-    list_in_manifest(folder, "output.txt", "run.json")  # the command's `--force` replaces them with its folder
+    list_in_manifest(folder, "output.txt")  # the command's `--force` replaces it with its folder
     print(f"{name}: {seconds:.0f} s -> {folder}", file=sys.stderr)
     return 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 
 import pytest
 
@@ -106,13 +107,34 @@ def test_force_never_deletes_a_file_added_to_a_commands_folder(tmp_path):
     publish_folder(tmp, attack)
     _folder(run, {"report.html": "<html>"})
     list_in_manifest(run, "report.html")
+    assert json.load(open(os.path.join(run, MANIFEST)))[0] == "attacks/decoder/"  # named by the run it went into
     assert foreign_files(run) == [] and check_writable(run, ("run", "fsha"), force=True) == "run"
-    for added in ("notes.txt", "figures/mine.png", "attacks/decoder/mine.png", "attacks/mine/x.txt"):
+    for added in ("notes.txt", "figures/mine.png", "attacks/decoder/mine.png", "attacks/mine/x.txt", ".notes.md",
+                  ".git/config"):
         _folder(run, {added: "mine"})
         with pytest.raises(ConfigError, match=rf"holds a run \(`nopeek train`\) and 1 file\(s\) `nopeek train` did "
                                               rf"not write \({added}\); --force replaces only what it wrote: move them"):
             check_writable(run, ("run", "fsha"), force=True)
         os.remove(os.path.join(run, added))
+        if os.path.dirname(added) not in ("", "figures", "attacks/decoder"):  # a folder the user made for it
+            os.rmdir(os.path.join(run, os.path.dirname(added)))
+    # an empty folder, a link (not followed: two runs linking each other are no loop), a
+    # user's copy of a folder nopeek wrote whole inside (its own list, but not named by the run's)
+    os.makedirs(os.path.join(run, "emptied"))
+    assert foreign_files(run) == ["emptied/"]
+    os.rmdir(os.path.join(run, "emptied"))
+    os.symlink(run, os.path.join(run, "loop"))
+    assert foreign_files(run) == ["loop"]
+    os.remove(os.path.join(run, "loop"))
+    shutil.copytree(attack, os.path.join(run, "attacks", "decoder-backup"))
+    assert foreign_files(run) == ["attacks/decoder-backup/"]
+    shutil.rmtree(os.path.join(run, "attacks", "decoder-backup"))
+    # a cost report written before the list (in place, keeping other files): only its own names are replaced
+    legacy = _folder(tmp_path / "legacy", {"cost.csv": "x", "cost_config.json": {}, "report.html": ""})
+    assert check_writable(legacy, ("cost",), force=True) == "cost"
+    _folder(legacy, {"notes.txt": "mine"})
+    with pytest.raises(ConfigError, match=r"did not write \(notes\.txt\)"):
+        check_writable(legacy, ("cost",), force=True)
     with open(os.path.join(run, MANIFEST), "w") as fh:
         fh.write("{damaged")
     assert foreign_files(run) is None and check_writable(run, ("run",), force=True) == "run"

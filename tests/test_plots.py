@@ -45,17 +45,24 @@ def test_a_comparison_draws_each_cut_of_a_sweep_as_its_own_line(tmp_path, monkey
     whose dots would be labelled as seeds), a sweep of one cut one line, named by its label."""
     from nopeek.plots import _sweep
 
-    def row(cut, alpha, accuracy, topology="vanilla"):
-        return {"topology": topology, "cut": cut, "defense": "nopeek" if alpha else "none", "alpha": str(alpha),
+    def row(cut, alpha, accuracy, topology="vanilla", party="client"):
+        return {"topology": topology, "cut": cut, "party": party, "message": "z",
+                "defense": "nopeek" if alpha else "none", "alpha": str(alpha),
                 "diverged": "false", "collapsed": "false", "accuracy": str(accuracy), "dcor": "0.5",
                 "best_classifier_accuracy": "0.3", "dcor_null95": "0.05", "dcor_label": "0.2"}
 
     drawn = {}
     monkeypatch.setattr(_sweep, "save_figure", lambda fig, path: drawn.setdefault("fig", fig) and path)
     two_cuts = [row("1", 0, 0.9), row("1", 1, 0.8), row("2", 0, 0.5), row("2", 1, 0.4)]
+    vertical = [row("3", 0, 0.6, "vertical", "client1"), row("3", 0, 0.61, "vertical", "client2")]  # 2 messages
+    many = {f"s{i}": [row("1", 0, i / 20)] for i in range(8)}  # past the ten colours: dashes
     _sweep.compare_figure({"study": two_cuts, "other": [row("1", 0, 0.7), row("1", 1, 0.6)],
-                           "both": [row("1", 0, 0.3), row("1-2", 0, 0.2, topology="u_shaped")]}, str(tmp_path / "c.png"))
-    lines = {line.get_label(): list(line.get_ydata()) for line in drawn["fig"].axes[0].get_lines()
-             if not line.get_label().startswith("_")}
+                           "both": [row("1", 0, 0.3), row("1-2", 0, 0.2, topology="u_shaped")], "vfl": vertical, **many},
+                          str(tmp_path / "c.png"))
+    drawn_lines = [line for line in drawn["fig"].axes[0].get_lines() if not line.get_label().startswith("_")]
+    lines = {line.get_label(): list(line.get_ydata()) for line in drawn_lines}
     assert lines == {"study cut 1": [0.9, 0.8], "study cut 2": [0.5, 0.4], "other": [0.7, 0.6],
-                     "both vanilla cut 1": [0.3], "both u_shaped cut 1-2": [0.2]}
+                     "both vanilla cut 1": [0.3], "both u_shaped cut 1-2": [0.2], "vfl client1:z": [0.6],
+                     "vfl client2:z": [0.61], **{f"s{i}": [i / 20] for i in range(8)}}
+    styles = [(line.get_color(), line.get_linestyle()) for line in drawn_lines]
+    assert len(set(styles)) == len(styles) == 15  # each line told apart

@@ -4,6 +4,7 @@ the engine), refusing a changed config, malformed rows, figures, topologies."""
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,6 +79,22 @@ def test_rerun_is_a_no_op_and_changed_config_is_refused(tiny_sweep):
     assert time.perf_counter() - t0 < 30
     with pytest.raises(ConfigError, match="different sweep config.*epochs"):
         run_sweep(TINY.replace(epochs=3), out, progress=False)
+
+
+def test_force_discards_what_the_old_sweep_wrote_and_nothing_else(tiny_sweep, tmp_path):
+    """`--force` with another config: the old rows set aside, its samples, figures, ranking and
+    page gone (a later report would show them as the new sweep's), a user's notes kept."""
+    from nopeek.sweeps._sweep import prepare_output
+
+    out = str(tmp_path / "copy")
+    shutil.copytree(tiny_sweep[0], out)
+    for name in ("ranking.csv", "ranking.md", "figures/notes.txt"):
+        with open(os.path.join(out, name), "w") as fh:
+            fh.write("old ranking" if name.startswith("ranking") else "mine")
+    prepare_output(out, TINY.replace(epochs=3), force=True)
+    assert sorted(os.listdir(out)) == ["config.json", "figures", "results.csv.discarded"]
+    assert os.listdir(os.path.join(out, "figures")) == ["notes.txt"]
+    assert json.load(open(os.path.join(out, "config.json")))["epochs"] == 3
 
 
 def test_figures_command_redraws(tiny_sweep, capsys):

@@ -50,29 +50,61 @@ COMMANDS = {"sweep": "nopeek sweep", "run": "nopeek train", "fsha": "nopeek trai
             "attack": "nopeek attack", "cost": "nopeek cost"}
 
 
-#: The hidden file `publish_folder` leaves in a folder: the relative paths of the files it put there.
+#: The hidden file `publish_folder` leaves in a folder: the relative paths of what it put there
+#: (files, and empty folders with a trailing "/"), and of the folders a later command wrote
+#: whole inside it ("attacks/decoder/": `nopeek attack`'s), which carry lists of their own.
 MANIFEST = ".nopeek-files"
 
+#: The files `nopeek cost` wrote into a folder before folders carried a manifest: what
+#: `--force` may replace there (it used to write in place, keeping anything else).
+LEGACY_NAMES = {"cost": {"cost.csv", "cost.png", "cost_sensitivity.csv", "cost_sensitivity.png", "cost_config.json",
+                         "cost.txt", "report.html"}}
 
-def _files_below(folder: str) -> tuple[list[str], list[str]]:
-    """Relative paths ('/'-separated) of every file below `folder`, sorted, hidden names
-    (nopeek's manifest, probes and temporary files, a `.DS_Store`) left out; and, apart, the
-    folders below it with a manifest of their own (written whole by a later command:
-    `nopeek attack`'s `RUN/attacks/NAME`), whose files are not in the first list."""
+
+def _own_hidden(name: str) -> bool:
+    """nopeek's own hidden names (the manifest, temporary files, write probes, a staging or
+    set-aside folder, epoch checkpoints: a sweep's `.resume`, a run's `.NAME.resume`) and an
+    operating system's `.DS_Store`: never a user's."""
+    return name in (MANIFEST, ".DS_Store") or name.startswith((".tmp-", ".nopeek-probe-")) or (
+        name.startswith(".") and (".tmp-" in name or ".old-" in name or name.endswith(".resume")))
+
+
+def _entries(folder: str) -> tuple[list[str], list[str]]:
+    """What is below `folder`, as relative '/'-separated paths, sorted: every file, every
+    symbolic link (not followed), every empty folder ("name/"), hidden names included but
+    nopeek's own (`_own_hidden`); and, apart, the folders below it that carry a manifest of
+    their own (written whole by a later command), not looked into."""
     found, nested = [], []
     for root, dirs, files in os.walk(folder):
         rel = os.path.relpath(root, folder)
-        path = (lambda name: name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))  # noqa: E731
-        nested += [path(d) for d in dirs if not d.startswith(".") and os.path.isfile(os.path.join(root, d, MANIFEST))]
-        dirs[:] = [d for d in dirs if not d.startswith(".") and not os.path.isfile(os.path.join(root, d, MANIFEST))]
-        found += [path(name) for name in files if not name.startswith(".")]
+
+        def path(name, rel=rel):
+            return name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+
+        keep = []
+        for d in dirs:
+            full = os.path.join(root, d)
+            if _own_hidden(d):
+                continue
+            if os.path.islink(full):
+                found.append(path(d))
+            elif os.path.isfile(os.path.join(full, MANIFEST)):
+                nested.append(path(d))
+            else:
+                keep.append(d)
+        dirs[:] = keep
+        found += [path(name) for name in files if not _own_hidden(name)]
+        if rel != "." and not [name for name in os.listdir(root) if not _own_hidden(name)]:
+            found.append(path(""))  # an empty folder: "rel/"
     return sorted(found), sorted(nested)
 
 
 def foreign_files(folder: str) -> list[str] | None:
-    """The files below `folder` that its `MANIFEST` does not list (added after nopeek wrote
-    it; in a folder below it with a manifest of its own, those that one does not list), or
-    None where `folder` has no readable manifest (written before there was one)."""
+    """What is below `folder` that its `MANIFEST` does not list: a user's files, links and
+    folders added after nopeek wrote it (in a folder below it that the list names as written
+    whole later, what that one's own list lacks; a folder below it with a list that this one
+    does not name, a user's copy, is foreign whole, "name/"); None where `folder` has no
+    readable manifest (written before there was one)."""
     try:
         listed = read_json(os.path.join(folder, MANIFEST))
     except (OSError, ValueError):
@@ -80,16 +112,20 @@ def foreign_files(folder: str) -> list[str] | None:
     if not isinstance(listed, list):
         return None
     listed = {name for name in listed if isinstance(name, str)}
-    files, nested = _files_below(folder)
-    added = [name for name in files if name not in listed]
+    entries, nested = _entries(folder)
+    added = [name for name in entries if name not in listed]
     for sub in nested:
-        added += [f"{sub}/{name}" for name in foreign_files(os.path.join(folder, sub)) or ()]
+        if f"{sub}/" in listed:
+            added += [f"{sub}/{name}" for name in foreign_files(os.path.join(folder, sub)) or ()]
+        else:
+            added.append(f"{sub}/")
     return added
 
 
 def list_in_manifest(folder: str, *names: str) -> None:
-    """Add `names` (relative paths) to `folder`'s `MANIFEST`, where it has one: files a later
-    command wrote into it that `--force` may replace with the folder (`nopeek report`'s page)."""
+    """Add `names` (relative paths; a folder with a trailing "/") to `folder`'s `MANIFEST`,
+    where it has one: what a later command wrote into it that `--force` may replace with the
+    folder (`nopeek report`'s page, a folder `publish_folder` put inside it)."""
     path = os.path.join(folder, MANIFEST)
     try:
         listed = read_json(path)
@@ -97,6 +133,22 @@ def list_in_manifest(folder: str, *names: str) -> None:
         return
     if isinstance(listed, list) and not set(names) <= set(listed):
         write_json(path, sorted(set(listed) | set(names)))
+
+
+def _list_in_enclosing(out: str) -> None:
+    """Name the folder `out`, just written whole, in the manifest of the nearest folder above
+    it that has one (a run holding `attacks/decoder`), so that folder's `--force` replaces it
+    with the rest, and only it: a user's copy beside it stays foreign."""
+    out = os.path.abspath(out)
+    above = os.path.dirname(out)
+    while True:
+        if os.path.isfile(os.path.join(above, MANIFEST)):
+            list_in_manifest(above, os.path.relpath(out, above).replace(os.sep, "/") + "/")
+            return
+        parent = os.path.dirname(above)
+        if parent == above:
+            return
+        above = parent
 
 
 def _json_keys(path: str) -> dict:
@@ -110,9 +162,10 @@ def _json_keys(path: str) -> dict:
 
 def folder_kind(folder: str) -> str | None:
     """One of `KINDS` for what is in `folder` ("other": files nopeek did not write), or None
-    for an absent folder or one holding only hidden names (a `.DS_Store`, nopeek's own
-    `.tmp-` files and write probes, which a command starting at the same moment may have left)."""
-    if not os.path.isdir(folder) or not [name for name in os.listdir(folder) if not name.startswith(".")]:
+    for an absent folder or one holding only names of nopeek's own (`_own_hidden`: a
+    `.DS_Store`, `.tmp-` files and write probes, which a command starting at the same moment
+    may have left). A user's hidden file (`.git`, `.notes`) makes a folder "other"."""
+    if not os.path.isdir(folder) or not [name for name in os.listdir(folder) if not _own_hidden(name)]:
         return None
     has = lambda name: os.path.isfile(os.path.join(folder, name))  # noqa: E731
     if has("results.csv") or os.path.isdir(os.path.join(folder, "shards")):
@@ -159,6 +212,8 @@ def check_writable(out: str, kinds: tuple[str, ...], *, force: bool, option: str
     if replaces and not force:
         raise ConfigError(f"{option} {out}: holds {KINDS[found]} already; use another {option}, or --force to replace it")
     added = foreign_files(out) if replaces else None
+    if added is None and replaces and found in LEGACY_NAMES:  # written before the manifest, in place
+        added = [name for name in _entries(out)[0] if name not in LEGACY_NAMES[found]]
     if added:
         shown = ", ".join(added[:3]) + (f" and {len(added) - 3} more" if len(added) > 3 else "")
         raise ConfigError(f"{option} {out}: holds {KINDS[found]} and {len(added)} file(s) `{command}` did not write "
@@ -195,9 +250,10 @@ def publish_folder(tmp: str, out: str) -> None:
     """Put the finished folder `tmp` at `out`, replacing what was there (set aside first, put
     back if the last rename fails, then removed), so `out` is whole or absent. `tmp` gets its
     `MANIFEST` first: what a later `--force` may replace."""
-    write_json(os.path.join(tmp, MANIFEST), _files_below(tmp)[0])
+    write_json(os.path.join(tmp, MANIFEST), _entries(tmp)[0])
     if not os.path.exists(out):
         os.rename(tmp, out)
+        _list_in_enclosing(out)
         return
     aside = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.old-", dir=os.path.dirname(tmp))
     os.rename(out, os.path.join(aside, "old"))
@@ -207,3 +263,4 @@ def publish_folder(tmp: str, out: str) -> None:
         os.rename(os.path.join(aside, "old"), out)
         raise
     shutil.rmtree(aside, ignore_errors=True)
+    _list_in_enclosing(out)

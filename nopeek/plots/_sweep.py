@@ -307,6 +307,7 @@ def compare_figure(named_rows: dict, path: str, *, title: str | None = None) -> 
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, rows) in enumerate(_by_cell(named_rows).items()):
         color = colors[i % len(colors)]
+        style = ("-", "--", ":", "-.")[(i // len(colors)) % 4]  # past the colours, the line's dash tells them apart
         by_alpha: dict = {}
         for r in rows:
             if r.get("defense") in ("none", "nopeek") and r.get("diverged") != "true":
@@ -318,7 +319,7 @@ def compare_figure(named_rows: dict, path: str, *, title: str | None = None) -> 
                 return v if np.isfinite(v) or column != "best_classifier_accuracy" else _f(r.get("attack_classifier_accuracy"))
 
             means = [_finite_mean([value(r) for r in (_working(by_alpha[a]) or by_alpha[a])]) for a in alphas]
-            ax.plot(alphas, means, "-", color=color, label=label)
+            ax.plot(alphas, means, style, color=color, label=label)
             for a, m in zip(alphas, means):
                 collapsed = any(_flag(r, "collapsed") for r in by_alpha[a])
                 ax.plot([a], [m], "o", color=color, markerfacecolor="white" if collapsed else color, markersize=6)
@@ -345,19 +346,21 @@ def compare_figure(named_rows: dict, path: str, *, title: str | None = None) -> 
 
 
 def _by_cell(named_rows: dict) -> dict:
-    """{label: rows} with each sweep that holds several (topology, cut) split into one entry
-    per pair, labelled "LABEL topology cut C" (the topology only where the sweep has several)."""
+    """{label: rows} with each sweep that holds several topologies, cuts or attacked messages
+    split into one entry per (topology, cut, party:message), labelled "LABEL topology cut C
+    party:message", naming only what varies in that sweep: each seed is then one point."""
     out = {}
     for label, rows in named_rows.items():
         cells: dict = {}
         for r in rows:
-            cells.setdefault((r.get("topology", ""), r.get("cut", "")), []).append(r)
+            key = (r.get("topology", ""), f"cut {r.get('cut', '')}", f"{r.get('party', '')}:{r.get('message', '')}")
+            cells.setdefault(key, []).append(r)
         if len(cells) == 1:
             out[label] = rows
             continue
-        topologies = {t for t, _ in cells}
-        for (topology, cut), part in cells.items():
-            out[f"{label} {topology + ' ' if len(topologies) > 1 else ''}cut {cut}"] = part
+        varies = [len({k[i] for k in cells}) > 1 for i in range(3)]
+        for key, part in cells.items():
+            out[" ".join([label, *(v for v, shown in zip(key, varies) if shown)])] = part
     return out
 
 

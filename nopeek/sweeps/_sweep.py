@@ -102,16 +102,27 @@ def check_resumable(out: str, config: SweepConfig, force: bool) -> None:
 def prepare_output(out: str, config: SweepConfig, force: bool) -> None:
     """Create `out`, or check that it holds the same config (else refuse unless `force`).
 
-    `force` moves the old results.csv aside (`results.csv.discarded`) and deletes the old
-    samples and figures, so nothing of the old sweep mixes with the new one."""
+    `force` moves the old results.csv aside (`results.csv.discarded`) and deletes what the
+    old sweep drew and saved (its samples `.npy`, figures `.png`, histories `.json`, its
+    ranking, its report page, its epoch checkpoints), so nothing of it mixes with the new one;
+    files of other kinds a user put in those folders stay."""
     config_path = os.path.join(out, "config.json")
     discarded = check_output(out, config, force)
     if discarded:
         results = os.path.join(out, "results.csv")
         if os.path.exists(results):
             os.replace(results, results + ".discarded")
-        for sub in ("samples", "figures", "histories", RESUME_DIR):
-            shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
+        shutil.rmtree(os.path.join(out, RESUME_DIR), ignore_errors=True)
+        for sub, ext in (("samples", ".npy"), ("figures", ".png"), ("histories", ".json")):
+            folder = os.path.join(out, sub)
+            for name in os.listdir(folder) if os.path.isdir(folder) else ():
+                if name.endswith(ext) and os.path.isfile(os.path.join(folder, name)):
+                    os.remove(os.path.join(folder, name))
+            if os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
+        for name in ("ranking.csv", "ranking.md", "summary.csv", "report.html"):  # drawn from the old rows
+            if os.path.isfile(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
         shards = os.path.join(out, "shards")  # a sharded run's files (nopeek.shards): set aside like results.csv
         if os.path.isdir(shards):
             shutil.rmtree(shards + ".discarded", ignore_errors=True)
