@@ -18,9 +18,11 @@ written (`MANIFEST`, a hidden `.nopeek-files`).
 
 `check_writable(out, kinds, force=...)` refuses, before any work, an output folder that holds
 something else: another command's results, or files nopeek did not write; `--force` never
-reaches those, nor a file a user added to a command's folder after it was written (one not in
-its `MANIFEST`; folders written before the manifest existed have none, and `--force` replaces
-them whole). It refuses the current folder, or one above it, where a replacement would pull
+reaches those, nor anything a user added to a command's folder after it was written (not in
+its `MANIFEST`: files, hidden ones, links, empty folders, a copy of a folder nopeek wrote
+inside it). Folders written before the manifest existed have none: a cost report's own file
+names (`LEGACY_NAMES`) are replaced and anything else refused, other kinds are replaced whole.
+It refuses the current folder, or one above it, where a replacement would pull
 the ground from under the process.
 """
 
