@@ -95,6 +95,11 @@ def test_force_discards_what_the_old_sweep_wrote_and_nothing_else(tiny_sweep, tm
     assert sorted(os.listdir(out)) == ["config.json", "figures", "results.csv.discarded"]
     assert os.listdir(os.path.join(out, "figures")) == ["notes.txt"]
     assert json.load(open(os.path.join(out, "config.json")))["epochs"] == 3
+    with open(os.path.join(out, "results.csv"), "w") as fh:  # the second sweep's rows, discarded in turn
+        fh.write("second\n")
+    prepare_output(out, TINY.replace(epochs=4), force=True)
+    assert open(os.path.join(out, "results.csv.discarded.2")).read() == "second\n"  # the first kept
+    assert sorted(os.listdir(out)) == ["config.json", "figures", "results.csv.discarded", "results.csv.discarded.2"]
 
 
 def test_figures_command_redraws(tiny_sweep, capsys):

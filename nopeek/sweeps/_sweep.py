@@ -99,10 +99,21 @@ def check_resumable(out: str, config: SweepConfig, force: bool) -> None:
         finished_cells(out, config)
 
 
+def _unused(path: str) -> str:
+    """`path`, or `path.2`, `path.3`, ... the first that does not exist: an earlier `--force`'s
+    discarded results are never overwritten by a later one's."""
+    candidate, n = path, 1
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{path}.{n}"
+    return candidate
+
+
 def prepare_output(out: str, config: SweepConfig, force: bool) -> None:
     """Create `out`, or check that it holds the same config (else refuse unless `force`).
 
-    `force` moves the old results.csv aside (`results.csv.discarded`) and deletes what the
+    `force` moves the old results.csv aside (`results.csv.discarded`, then `.discarded.2`, ...:
+    never over an earlier one) and deletes what the
     old sweep drew and saved (its samples `.npy`, figures `.png`, histories `.json`, its
     ranking, its report page, its epoch checkpoints), so nothing of it mixes with the new one;
     files of other kinds a user put in those folders stay."""
@@ -111,7 +122,7 @@ def prepare_output(out: str, config: SweepConfig, force: bool) -> None:
     if discarded:
         results = os.path.join(out, "results.csv")
         if os.path.exists(results):
-            os.replace(results, results + ".discarded")
+            os.replace(results, _unused(results + ".discarded"))
         shutil.rmtree(os.path.join(out, RESUME_DIR), ignore_errors=True)
         for sub, ext in (("samples", ".npy"), ("figures", ".png"), ("histories", ".json")):
             folder = os.path.join(out, sub)
@@ -125,8 +136,7 @@ def prepare_output(out: str, config: SweepConfig, force: bool) -> None:
                 os.remove(os.path.join(out, name))
         shards = os.path.join(out, "shards")  # a sharded run's files (nopeek.shards): set aside like results.csv
         if os.path.isdir(shards):
-            shutil.rmtree(shards + ".discarded", ignore_errors=True)
-            os.replace(shards, shards + ".discarded")
+            os.replace(shards, _unused(shards + ".discarded"))
     make_output_folder(out)
     if discarded or not os.path.exists(config_path):
         # the same config written by an older nopeek (fewer fields) is kept as written: its
