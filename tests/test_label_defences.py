@@ -1,6 +1,8 @@
 """Defences of the labels (issue 12): max-norm and Marvell as engine gradient transforms, the
 engine hook, and the attack AUC falling toward 0.5 as their strength grows."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -274,4 +276,9 @@ def test_cli_label_defence_attack(tmp_path, capsys):
           "--out", str(run), "--quiet"])
     capsys.readouterr()
     main(["attack", "--run", str(run), "--attack", "label"])
-    assert "norm_auc" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    scores = json.loads((run / "attacks" / "label" / "scores.json").read_text())
+    assert f"norm_auc {scores['norm_auc']:.4f}" in printed  # beside its null, and read either way round
+    assert f"chance: max(AUC, 1 - AUC) up to {scores['leak_null95']:.4f} (95% permutation null)" in printed
+    for key in ("norm_auc", "direction_auc"):
+        assert (f"{key} {scores[key]:.4f} (leaks as {1 - scores[key]:.4f}" in printed) == (scores[key] < 0.5)

@@ -309,7 +309,10 @@ def cmd_attack(args: argparse.Namespace) -> int:
         scores = run_attack(args.run, config, out, force=args.force)
     keys = [k for k in ("mse", "psnr", "ssim", "dcor", "classifier_accuracy", "norm_auc", "direction_auc") if k in scores]
     parts = [f"{k} {scores[k]:.4f}" + (f" (baseline {scores['baseline_' + k]:.4f})" if "baseline_" + k in scores else "")
-             for k in keys]
+             + (f" (leaks as {1 - scores[k]:.4f}: the rule read the other way round)"
+                if k.endswith("_auc") and scores[k] < 0.5 else "") for k in keys]
+    if "leak_null95" in scores:  # what a label AUC is read against at this n
+        parts.append(f"chance: max(AUC, 1 - AUC) up to {scores['leak_null95']:.4f} (95% permutation null)")
     if "label_accuracy" in scores:
         parts.append(f"label accuracy {scores['label_accuracy']:.4f} (chance {scores['label_chance']:.4f})")
     for probe in scores.get("probes", []):

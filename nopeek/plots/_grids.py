@@ -71,7 +71,8 @@ def label_leakage_figure(norms, cosines, labels, scores: dict, path: str) -> str
         for label, color in ((0, "tab:blue"), (1, "tab:red")):
             ax.hist(values[labels == label], bins=bins, alpha=0.6, color=color, label=f"label {label}")
         ax.set_xlabel(name)
-        ax.set_title(f"AUC {auc:.3f}", fontsize=9)
+        ax.set_title(f"AUC {auc:.3f}" + (f" (leaks as {1 - auc:.3f}: the rule read the other way round)"
+                                         if auc < 0.5 else ""), fontsize=9)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("samples")
     null = scores.get("leak_null95")
