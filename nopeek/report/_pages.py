@@ -70,7 +70,11 @@ def read_results(path: str) -> list[dict]:
 
     Raises:
       ConfigError: not text, or not a sweep's columns."""
-    rows = _read_csv(path, RESULTS_NEEDED, "a `nopeek sweep` results.csv")
+    return _complete(_read_csv(path, RESULTS_NEEDED, "a `nopeek sweep` results.csv"))
+
+
+def _complete(rows: list[dict]) -> list[dict]:
+    """The rows with every key field written (a row cut short lacks its last ones)."""
     return [r for r in rows if all(r.get(c) not in (None, "") for c in ("topology", "cut", "defense", "seed", "party",
                                                                           "message", "originals_file"))]
 
@@ -130,8 +134,9 @@ def _load(path: str):
 
 
 def sweep_page(folder: str) -> str:
-    rows = read_results(os.path.join(folder, "results.csv"))
-    left_out = len(_read_csv(os.path.join(folder, "results.csv"), RESULTS_NEEDED, "")) - len(rows)
+    written = _read_csv(os.path.join(folder, "results.csv"), RESULTS_NEEDED, "a `nopeek sweep` results.csv")
+    rows = _complete(written)
+    left_out = len(written) - len(rows)
     samples = os.path.join(folder, "samples")
     present = [c for c, _ in SWEEP_COLUMNS if any(r.get(c) not in (None, "") for r in rows)]
     known = {c for c, _ in SWEEP_COLUMNS}
