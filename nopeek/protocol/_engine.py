@@ -184,9 +184,12 @@ def _penalty(fn, x, m, replicated, params=None):
         args = (x, mm) if params is None else (x, mm, pp)
         return jax.vmap(fn)(*args) if replicated else fn(*args)
 
+    def summed(mm, pp):
+        values = per(mm, pp)  # traced once: the per-replica values are the aux of their own sum
+        return jnp.sum(values), values
+
     argnums = 0 if params is None else (0, 1)
-    (total, values), grad = jax.value_and_grad(lambda mm, pp: (jnp.sum(per(mm, pp)), per(mm, pp)), argnums=argnums,
-                                               has_aux=True)(m, params)
+    (total, values), grad = jax.value_and_grad(summed, argnums=argnums, has_aux=True)(m, params)
     return total, values, grad
 
 
