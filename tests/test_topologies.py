@@ -176,3 +176,27 @@ def test_more_clients_than_features_is_refused(tmp_path, rng):
                            "--dataset", f"npz:{path}", "--epochs", "1", "--out", str(tmp_path / "o")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "more clients than the 3 features" in proc.stderr
+
+
+def test_a_topology_is_built_once_per_setup_and_anew_after_registering_again():
+    """`build_topology` keeps what it built (nopeek train checks the options with it before
+    loading data, then trains with the same one); a model registered again under its name is
+    a new registry entry, so its next build is new and uses the new blocks."""
+    from nopeek.protocol import MODELS, register_model
+    from nopeek.protocol._models import mlp_blocks
+    from nopeek.training import build_topology
+
+    config = TrainConfig(dataset="digits", model="mlp", widths=(32, 16))
+    first = build_topology(config, (64,), 10)
+    assert build_topology(config, (64,), 10) is first
+    assert build_topology(TrainConfig(dataset="digits", model="mlp", widths=(32, 16), seed=7), (64,), 10) is first
+    assert build_topology(TrainConfig(dataset="digits", model="mlp", widths=(32, 8)), (64,), 10) is not first
+    try:
+        register_model("twice", mlp_blocks, default_cut=1)
+        one = build_topology(TrainConfig(dataset="digits", model="twice", widths=(32, 16)), (64,), 10)
+        register_model("twice", lambda classes, widths=(): mlp_blocks(classes, (24, 16)), default_cut=1)
+        two = build_topology(TrainConfig(dataset="digits", model="twice", widths=(32, 16)), (64,), 10)
+        assert two is not one
+        assert [s.shape for s in jax.tree.leaves(two.init(0))] != [s.shape for s in jax.tree.leaves(one.init(0))]
+    finally:
+        MODELS.pop("twice", None)

@@ -17,6 +17,7 @@ sensitive health data", ICLR 2019 AI4SG workshop, Eq. (1).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from functools import partial
@@ -38,7 +39,7 @@ from nopeek.defences import (
 from nopeek.core import env_count
 from nopeek.errors import ConfigError
 from nopeek.protocol import (
-    Built, ModelList, Setup, build, check_logits, forward, model_at, over_stack, padded_size, protocol_gradients,
+    MODELS, TOPOLOGIES, Built, ModelList, Setup, build, check_logits, forward, model_at, over_stack, padded_size, protocol_gradients,
     resolve_stack_mode, shard_models, spec, stack_models,
 )
 from nopeek.training._config import TrainConfig, cuts_of, make_optimizer, strengths_of
@@ -60,15 +61,41 @@ def has_conv(built: Built) -> bool:
 
 
 def build_topology(config: TrainConfig, input_shape, num_classes: int) -> Built:
-    """The configured topology of `config` for data of the given shape."""
-    check_logits(config.model, input_shape, num_classes, config.widths)  # a registered model must end in logits
+    """The configured topology of `config` for data of the given shape.
+
+    Built once for each (registered topology, registered model, `Setup`) and reused (the
+    `BUILT_KEPT` most recent): `nopeek train` builds it to check the options before it loads
+    any data, and trains with the same one (each build traces the model's shapes). Registering
+    a topology or model again under the same name makes a new registry entry, so it is built anew.
+    """
     setup = Setup(
-        model=config.model, widths=tuple(config.widths), input_shape=tuple(input_shape), num_classes=num_classes,
-        cuts=cuts_of(config, num_classes), clients=config.clients, merge=config.merge, slicing=config.slicing,
-        tasks=tuple(config.tasks), task_weights=tuple(config.task_weights), handoff=config.handoff,
-        nopeek_hops=config.nopeek_hops, cut_activation=config.cut_activation,
+        model=config.model, widths=tuple(config.widths), input_shape=tuple(int(d) for d in input_shape),
+        num_classes=int(num_classes), cuts=cuts_of(config, num_classes), clients=config.clients, merge=config.merge,
+        slicing=config.slicing, tasks=tuple(config.tasks), task_weights=tuple(config.task_weights),
+        handoff=config.handoff, nopeek_hops=config.nopeek_hops, cut_activation=config.cut_activation,
     )
-    return build(config.topology, setup)
+    entries = (TOPOLOGIES.get(config.topology), MODELS.get(config.model))
+    try:
+        hash((entries, setup))
+    except TypeError:  # a registry entry whose facts cannot be hashed: built every time
+        entries = (None, None)
+    if None in entries:  # an unknown name: the builder raises its error
+        return _build_checked(config.topology, setup)
+    return _build_registered(*entries, config.topology, setup)
+
+
+BUILT_KEPT = 16
+
+
+def _build_checked(topology: str, setup: Setup) -> Built:
+    check_logits(setup.model, setup.input_shape, setup.num_classes, setup.widths)  # a model must end in logits
+    return build(topology, setup)
+
+
+@functools.lru_cache(maxsize=BUILT_KEPT)
+def _build_registered(topology_entry, model_entry, topology: str, setup: Setup) -> Built:
+    """`_build_checked`, kept per registry entries (the key; unused in the body) and setup."""
+    return _build_checked(topology, setup)
 
 
 @dataclasses.dataclass

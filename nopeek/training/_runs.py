@@ -193,8 +193,8 @@ def _transcript_rows(result: StackResult, dataset) -> list[dict]:
     built = result.built
     params = result.model_params(0)
     n = result.config.batch_size
-    shapes = built.prepare(jnp.zeros((n, *dataset.input_shape), jnp.float32), jnp.zeros((n,), jnp.int32))
-    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), shapes)
+    spec = jax.eval_shape(built.prepare, jax.ShapeDtypeStruct((n, *dataset.input_shape), jnp.float32),
+                          jax.ShapeDtypeStruct((n,), jnp.int32))  # shapes only: nothing is computed
     opt = model_at(result.state.opt, 0)
     handoff_state = {p: (params[p], opt[p]) for p in params}
     return [dataclasses.asdict(m) for m in transcript(built.topology, params, spec, handoff_state=handoff_state)]
