@@ -663,3 +663,27 @@ def test_a_truncated_results_row_is_rerun_not_an_error(tmp_path):
     assert len(read_rows(str(path))) == 1 and len(read_rows(str(path), valid_only=False)) == 2
     assert main(["figures", str(tmp_path)]) == 0
     assert (tmp_path / "figures" / "tradeoff.png").exists()
+
+
+def test_the_console_entry_exits_as_python_would():
+    """`nopeek` / `python -m nopeek.cli` end through `exit_now`, which skips the interpreter's
+    teardown: a thread still running is waited for, the atexit functions run after it, what
+    was printed reaches the pipe, and the status is argparse's (here --version's 0)."""
+    code = (
+        "import atexit, sys, threading, time\n"
+        "atexit.register(lambda: print('atexit ran'))\n"
+        "threading.Thread(target=lambda: (time.sleep(0.5), print('thread done'))).start()\n"
+        "sys.argv = ['nopeek', '--version']\n"
+        "from nopeek.cli import run\n"
+        "run()\n"
+        "print('not reached')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    from nopeek import __version__
+
+    assert proc.stdout.splitlines() == [f"nopeek {__version__}", "thread done", "atexit ran"], proc.stdout
+    unknown = subprocess.run([sys.executable, "-c", code.replace("'--version'", "'--no-such-option'")],
+                             capture_output=True, text=True, env=_env(), timeout=120)
+    assert unknown.returncode == 2 and "--no-such-option" in unknown.stderr, unknown.stderr
+    assert unknown.stdout.splitlines() == ["thread done", "atexit ran"], unknown.stdout

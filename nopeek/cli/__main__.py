@@ -1,7 +1,5 @@
 """`python -m nopeek.cli ...`: the same as the `nopeek` console script."""
 
-import sys
+from nopeek.cli._main import run
 
-from nopeek.cli._main import main
-
-sys.exit(main())
+run()
