@@ -264,7 +264,7 @@ def exit_now(code: int) -> NoReturn:
     jax's own), stdout and stderr are flushed. What is skipped is freeing every module and
     object one by one, which after a JAX program takes 0.25-0.35 s on 2 cores (jax's backend,
     its compiled programs, the modules of jax and flax): a tenth of a short `nopeek train`
-    (bench/README.md, "the development host, re-measured"). The operating system frees the
+    (bench/README.md, "The development host's kind, re-measured"). The operating system frees the
     memory; every file nopeek writes is closed before its command returns.
     """
     current = threading.current_thread()
