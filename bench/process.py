@@ -17,7 +17,10 @@ epoch spent evaluating.
 - `--model resnet` times the small resnet cut at 2 (`--model resnet --cut 2`) instead of the
   cnn cut at 4, in process and step, against the script's `--model resnet`.
 - fixed: a one-epoch `nopeek train` on digits (second run: the caches are warm) against
-  `python -c "import jax, flax.nnx, optax"`, the floor any JAX program pays.
+  `python -c "import jax, flax.nnx, optax"`, the floor any JAX program pays (that process
+  also pays the interpreter's teardown at exit, which `nopeek`'s own exit skips:
+  `nopeek.cli.exit_now`; a row with `NOPEEK_FULL_EXIT=1` times the run with it); median wall
+  seconds of `--rounds` alternating rounds, with the range.
 - compile: nopeek's XLA flags (nopeek/core/_xla_flags.py: the classic fusion emitters and
   Eigen's convolutions)
   against XLA's own defaults (`NOPEEK_XLA_DEFAULTS=0`), every program compiled
@@ -218,14 +221,16 @@ def step(rounds: int = 5, batches=(64, 256), model: str = "cnn") -> None:
 
 def fixed(rounds: int) -> None:
     print("\n## Fixed cost: a one-epoch digits run (second run, caches warm) against importing jax, flax and optax")
-    print("| what | median wall (s) | ratio to the imports |")
-    print("|---|---|---|")
+    print("| what | median wall (s) | range (s) | ratio to the imports |")
+    print("|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="nopeek-bench-") as tmp:
         imports = [sys.executable, "-c", "import jax, flax.nnx, optax"]
         run = [sys.executable, "-m", "nopeek.cli", "train", "--dataset", "digits", "--epochs", "1", "--out",
                os.path.join(tmp, "digits"), "--force", "--quiet"]
         cold_env = dict(os.environ, NOPEEK_NO_CACHE="1")
+        teardown_env = dict(os.environ, NOPEEK_FULL_EXIT="1")
         rows = {"import jax, flax.nnx, optax": (imports, None), "nopeek train --dataset digits --epochs 1": (run, None),
+                "the same, NOPEEK_FULL_EXIT=1 (with the interpreter's teardown)": (run, teardown_env),
                 "the same, NOPEEK_NO_CACHE=1": (run, cold_env)}
         for cmd, env in rows.values():
             _wall(cmd, env)
@@ -235,7 +240,8 @@ def fixed(rounds: int) -> None:
                 times[name].append(_wall(cmd, env)[0])
         floor = statistics.median(times["import jax, flax.nnx, optax"])
         for name, ts in times.items():
-            print(f"| {name} | {statistics.median(ts):.2f} | {statistics.median(ts) / floor:.2f}x |", flush=True)
+            print(f"| {name} | {statistics.median(ts):.2f} | {min(ts):.2f}-{max(ts):.2f} | "
+                  f"{statistics.median(ts) / floor:.2f}x |", flush=True)
 
 
 def eval_share() -> None:

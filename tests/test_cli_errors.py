@@ -665,25 +665,39 @@ def test_a_truncated_results_row_is_rerun_not_an_error(tmp_path):
     assert (tmp_path / "figures" / "tradeoff.png").exists()
 
 
-def test_the_console_entry_exits_as_python_would():
-    """`nopeek` / `python -m nopeek.cli` end through `exit_now`, which skips the interpreter's
-    teardown: a thread still running is waited for, the atexit functions run after it, what
-    was printed reaches the pipe, and the status is argparse's (here --version's 0)."""
+def test_the_console_entry_exits_as_python_would_less_the_teardown():
+    """`nopeek` / `python -m nopeek.cli` end through `exit_now`: threads still running (a thread
+    pool's too) are waited for, the atexit functions run after them, what was printed reaches
+    the pipe, the status is argparse's, and the interpreter's teardown (here an object's
+    `__del__`) is skipped, unless NOPEEK_FULL_EXIT=1."""
     code = (
         "import atexit, sys, threading, time\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "class Kept:\n"
+        "    def __del__(self): print('teardown', flush=True)\n"
+        "kept = Kept()\n"
         "atexit.register(lambda: print('atexit ran'))\n"
         "threading.Thread(target=lambda: (time.sleep(0.5), print('thread done'))).start()\n"
+        "pool = ThreadPoolExecutor(1)\n"
+        "pool.submit(lambda: (time.sleep(0.2), print('pool done')))\n"
         "sys.argv = ['nopeek', '--version']\n"
         "from nopeek.cli import run\n"
         "run()\n"
         "print('not reached')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
-    assert proc.returncode == 0, proc.stderr
     from nopeek import __version__
 
-    assert proc.stdout.splitlines() == [f"nopeek {__version__}", "thread done", "atexit ran"], proc.stdout
-    unknown = subprocess.run([sys.executable, "-c", code.replace("'--version'", "'--no-such-option'")],
-                             capture_output=True, text=True, env=_env(), timeout=120)
-    assert unknown.returncode == 2 and "--no-such-option" in unknown.stderr, unknown.stderr
-    assert unknown.stdout.splitlines() == ["thread done", "atexit ran"], unknown.stdout
+    def ran(source, **env):
+        proc = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True,
+                              env={**_env(), **env}, timeout=60)
+        return proc.returncode, proc.stdout.splitlines(), proc.stderr
+
+    status, lines, err = ran(code)  # the threads' lines and the version's in any order; atexit's last
+    assert status == 0, err
+    assert sorted(lines[:-1]) == sorted([f"nopeek {__version__}", "pool done", "thread done"]), lines
+    assert lines[-1] == "atexit ran", lines
+    status, lines, err = ran(code.replace("'--version'", "'--no-such-option'"))
+    assert status == 2 and "--no-such-option" in err, err
+    assert sorted(lines) == ["atexit ran", "pool done", "thread done"] and lines[-1] == "atexit ran", lines
+    status, lines, err = ran(code, NOPEEK_FULL_EXIT="1")  # sys.exit: the teardown runs, after atexit
+    assert status == 0 and lines[-2:] == ["atexit ran", "teardown"], lines

@@ -124,7 +124,13 @@ def test_npz_in_train_attack_and_sweep(npz_files, tmp_path, capsys, monkeypatch)
     # trained with the path as typed, relative to where it ran: the run records it absolute,
     # so the attack finds the data from any folder
     monkeypatch.chdir(os.path.dirname(npz_files["split"]))
+    from nopeek.training import _loop
+
+    original, builds = _loop.build, []
+    monkeypatch.setattr(_loop, "build", lambda *args: builds.append(args) or original(*args))
     assert main(["train", "--dataset", "npz:" + os.path.basename(npz_files["split"]), *TINY, "--out", str(run)]) == 0
+    assert len(builds) == 1  # built to check the options before the data is loaded, and trained with that
+    monkeypatch.setattr(_loop, "build", original)
     assert json.loads((run / "config.json").read_text())["dataset"] == dataset
     assert json.loads((run / "metrics.json").read_text())["n_test"] == 60
     monkeypatch.chdir(tmp_path)

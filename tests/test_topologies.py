@@ -178,25 +178,22 @@ def test_more_clients_than_features_is_refused(tmp_path, rng):
     assert proc.returncode == 2 and "more clients than the 3 features" in proc.stderr
 
 
-def test_a_topology_is_built_once_per_setup_and_anew_after_registering_again():
-    """`build_topology` keeps what it built (nopeek train checks the options with it before
-    loading data, then trains with the same one); a model registered again under its name is
-    a new registry entry, so its next build is new and uses the new blocks."""
-    from nopeek.protocol import MODELS, register_model
-    from nopeek.protocol._models import mlp_blocks
-    from nopeek.training import build_topology
 
-    config = TrainConfig(dataset="digits", model="mlp", widths=(32, 16))
-    first = build_topology(config, (64,), 10)
-    assert build_topology(config, (64,), 10) is first
-    assert build_topology(TrainConfig(dataset="digits", model="mlp", widths=(32, 16), seed=7), (64,), 10) is first
-    assert build_topology(TrainConfig(dataset="digits", model="mlp", widths=(32, 8)), (64,), 10) is not first
-    try:
-        register_model("twice", mlp_blocks, default_cut=1)
-        one = build_topology(TrainConfig(dataset="digits", model="twice", widths=(32, 16)), (64,), 10)
-        register_model("twice", lambda classes, widths=(): mlp_blocks(classes, (24, 16)), default_cut=1)
-        two = build_topology(TrainConfig(dataset="digits", model="twice", widths=(32, 16)), (64,), 10)
-        assert two is not one
-        assert [s.shape for s in jax.tree.leaves(two.init(0))] != [s.shape for s in jax.tree.leaves(one.init(0))]
-    finally:
-        MODELS.pop("twice", None)
+def test_train_stack_uses_a_built_topology_only_when_it_is_this_setups(digits_small, monkeypatch):
+    """`nopeek train` hands the topology it built to check the options on to training (one
+    build per run); one built for another setup is not used, but built anew."""
+    from nopeek.training import _loop, build_topology
+
+    cfg = TrainConfig(epochs=1, batch_size=32, widths=(32, 16))
+    right = build_topology(cfg, digits_small.input_shape, digits_small.num_classes)
+    wrong = build_topology(TrainConfig(widths=(32, 8)), digits_small.input_shape, digits_small.num_classes)
+    original, builds = _loop.build, []
+
+    def counted(*args):
+        builds.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(_loop, "build", counted)
+    assert train_stack(cfg, digits_small, progress=False, built=right).built is right and not builds
+    result = train_stack(cfg, digits_small, progress=False, built=wrong)
+    assert result.built.key == right.key and len(builds) == 1

@@ -211,7 +211,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = args.out or (f"runs/train-{_name_of(args.dataset or config.dataset)}-{config.model}-{config.topology}"
                        f"-cut{cuts}-alpha{config.alpha:g}-seed{config.seed}")
     metrics = run_train(config, out, force=args.force, progress=not args.quiet, fresh=args.fresh,
-                        log=lambda line: print(f"nopeek train: {line}", file=sys.stderr, flush=True))
+                        log=lambda line: print(f"nopeek train: {line}", file=sys.stderr, flush=True), built=built)
     print(
         f"{out}: test accuracy {metrics['test_accuracy']:.4f}, "
         f"held-out dCor(x, z) {metrics['dcor']:.4f} over {metrics['n_test']} samples, "

@@ -17,7 +17,6 @@ sensitive health data", ICLR 2019 AI4SG workshop, Eq. (1).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
 from functools import partial
@@ -39,7 +38,7 @@ from nopeek.defences import (
 from nopeek.core import env_count
 from nopeek.errors import ConfigError
 from nopeek.protocol import (
-    MODELS, TOPOLOGIES, Built, ModelList, Setup, build, check_logits, forward, model_at, over_stack, padded_size, protocol_gradients,
+    Built, ModelList, Setup, build, check_logits, forward, model_at, over_stack, padded_size, protocol_gradients,
     resolve_stack_mode, shard_models, spec, stack_models,
 )
 from nopeek.training._config import TrainConfig, cuts_of, make_optimizer, strengths_of
@@ -60,42 +59,20 @@ def has_conv(built: Built) -> bool:
                for graphdef in built.topology.graphdefs.values() for node in getattr(graphdef, "nodes", ()))
 
 
-def build_topology(config: TrainConfig, input_shape, num_classes: int) -> Built:
-    """The configured topology of `config` for data of the given shape.
-
-    Built once for each (registered topology, registered model, `Setup`) and reused (the
-    `BUILT_KEPT` most recent): `nopeek train` builds it to check the options before it loads
-    any data, and trains with the same one (each build traces the model's shapes). Registering
-    a topology or model again under the same name makes a new registry entry, so it is built anew.
-    """
-    setup = Setup(
-        model=config.model, widths=tuple(config.widths), input_shape=tuple(int(d) for d in input_shape),
-        num_classes=int(num_classes), cuts=cuts_of(config, num_classes), clients=config.clients, merge=config.merge,
-        slicing=config.slicing, tasks=tuple(config.tasks), task_weights=tuple(config.task_weights),
-        handoff=config.handoff, nopeek_hops=config.nopeek_hops, cut_activation=config.cut_activation,
+def topology_setup(config: TrainConfig, input_shape, num_classes: int) -> Setup:
+    """What the topology builder of `config.topology` is given for data of the given shape."""
+    return Setup(
+        model=config.model, widths=tuple(config.widths), input_shape=tuple(input_shape), num_classes=num_classes,
+        cuts=cuts_of(config, num_classes), clients=config.clients, merge=config.merge, slicing=config.slicing,
+        tasks=tuple(config.tasks), task_weights=tuple(config.task_weights), handoff=config.handoff,
+        nopeek_hops=config.nopeek_hops, cut_activation=config.cut_activation,
     )
-    entries = (TOPOLOGIES.get(config.topology), MODELS.get(config.model))
-    try:
-        hash((entries, setup))
-    except TypeError:  # a registry entry whose facts cannot be hashed: built every time
-        entries = (None, None)
-    if None in entries:  # an unknown name: the builder raises its error
-        return _build_checked(config.topology, setup)
-    return _build_registered(*entries, config.topology, setup)
 
 
-BUILT_KEPT = 16
-
-
-def _build_checked(topology: str, setup: Setup) -> Built:
-    check_logits(setup.model, setup.input_shape, setup.num_classes, setup.widths)  # a model must end in logits
-    return build(topology, setup)
-
-
-@functools.lru_cache(maxsize=BUILT_KEPT)
-def _build_registered(topology_entry, model_entry, topology: str, setup: Setup) -> Built:
-    """`_build_checked`, kept per registry entries (the key; unused in the body) and setup."""
-    return _build_checked(topology, setup)
+def build_topology(config: TrainConfig, input_shape, num_classes: int) -> Built:
+    """The configured topology of `config` for data of the given shape."""
+    check_logits(config.model, input_shape, num_classes, config.widths)  # a registered model must end in logits
+    return build(config.topology, topology_setup(config, input_shape, num_classes))
 
 
 @dataclasses.dataclass
@@ -512,6 +489,7 @@ def train_stack(
     desc: str = "train",
     resume_dir: str | None = None,
     log=None,
+    built: Built | None = None,
 ) -> StackResult:
     """Train K split models together; K = the common length of the per-model lists.
 
@@ -529,6 +507,10 @@ def train_stack(
         results are safe. None: nothing saved.
       log: where lines about resuming go (resumed after which epoch; a checkpoint that could
         not be read or written); None: resuming is silent and problems are Python warnings.
+      built: the topology `build_topology(config, dataset.input_shape, dataset.num_classes)`
+        returns, where the caller has built it already (`nopeek train` does, to check the
+        options before loading data). One built for another setup (its `key`), or None: it
+        is built here.
 
     Returns:
       StackResult with per-task test accuracy, held-out dCor of every message, the history,
@@ -538,7 +520,9 @@ def train_stack(
     per_model, seed_list = model_strengths(config, alphas=alphas, noise_scales=noise_scales, strengths=strengths,
                                            seeds=seeds)
     k = len(per_model)
-    built = build_topology(config, dataset.input_shape, dataset.num_classes)
+    if built is None or built.key != (config.topology, topology_setup(config, dataset.input_shape,
+                                                                       dataset.num_classes)):
+        built = build_topology(config, dataset.input_shape, dataset.num_classes)
     for mine in per_model:
         for name, value in mine.items():
             if value > 0:

@@ -260,7 +260,7 @@ def _check_out(out: str, force: bool) -> None:
 
 
 def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: bool = True, fresh: bool = False,
-              log=None) -> dict:
+              log=None, built=None) -> dict:
     """Train one split model as `config` says and write its run folder `out`.
 
     Returns:
@@ -269,6 +269,7 @@ def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: b
     An interrupted run leaves its epoch checkpoints in `resume_folder(out)`; the same call
     again resumes from the last one (the result is the uninterrupted run's), unless `fresh`
     (they are discarded first). `log`: where lines about resuming go (`train_stack`'s).
+    `built`: the topology, where the caller has built it already (`train_stack`'s).
 
     Raises:
       TrainingDiverged: the loss or parameters became non-finite, or the loss exploded
@@ -287,7 +288,7 @@ def run_train(config: TrainConfig, out: str, *, force: bool = False, progress: b
     if fresh:
         shutil.rmtree(resume_dir, ignore_errors=True)
     try:
-        result = train_stack(config, dataset, progress=progress, resume_dir=resume_dir, log=log)
+        result = train_stack(config, dataset, progress=progress, resume_dir=resume_dir, log=log, built=built)
         if result.diverged[0]:
             shutil.rmtree(resume_dir, ignore_errors=True)  # nothing worth resuming
             loss = float(result.diverged_loss[0])
